@@ -1,0 +1,967 @@
+//! The `ProviderConnection` aggregate: the gate's consistency boundary.
+//!
+//! It owns the connection's lifecycle (consent, credentials, enabled) and the
+//! lifecycle of every run on it, so it always knows the one run that holds it.
+//! [`decide_start`] is the gate: a pure function of replayed state and the command.
+//!
+//! `handle` is async only because cqrs-es's trait says so: it never awaits IO,
+//! reads no clock and draws no random number. Everything it needs is in the
+//! command, which is what makes every decision replayable.
+
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::actor::{Actor, Timestamp};
+use crate::catalog::{
+    Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, RunStatus, Scope, ScopeKind,
+};
+use crate::ids::{ConnectionId, DecisionId, RunId, TenantId};
+
+/// How the start resolved its provider connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionChoice {
+    /// The caller named the connection.
+    Explicit,
+    /// The tenant's default connection at click time.
+    TenantDefault,
+}
+
+/// A start, as the API hands it to the gate. Everything the decision depends on
+/// besides the connection's history is here, and the whole request is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The id of the decision this start produces, whatever its outcome.
+    pub decision_id: DecisionId,
+    /// The id the run gets if the start is accepted.
+    pub proposed_run_id: RunId,
+    /// The tenant the start was made in.
+    pub tenant_id: TenantId,
+    /// The operation to start.
+    pub operation: OperationKind,
+    /// The operation's dedupe scope.
+    pub scope: Scope,
+    /// Who clicked.
+    pub actor: Actor,
+    /// When.
+    pub at: Timestamp,
+    /// The HTTP request id, for correlation.
+    pub request_id: Option<String>,
+    /// Whether the connection was named or taken as the tenant's default.
+    pub resolved_via: ConnectionChoice,
+}
+
+/// The connection's state as the gate saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionSnapshot {
+    /// The connection.
+    pub connection_id: ConnectionId,
+    /// Its display name at the time.
+    pub display_name: String,
+    /// The provider, e.g. `microsoft_graph`.
+    pub provider: String,
+    /// Whether it was enabled.
+    pub enabled: bool,
+    /// Admin consent.
+    pub consent: Consent,
+    /// Credential status.
+    pub credentials: CredentialStatus,
+}
+
+/// The run that held the connection when a decision was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRunRef {
+    /// The run.
+    pub run_id: RunId,
+    /// Its operation.
+    pub operation: OperationKind,
+    /// Its scope.
+    pub scope: Scope,
+    /// Queued or running.
+    pub status: RunStatus,
+}
+
+/// The evidence a decision was made on: enough for an auditor to re-check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The connection's state.
+    pub connection: ConnectionSnapshot,
+    /// The run holding the connection, if any.
+    pub active_run: Option<ActiveRunRef>,
+}
+
+/// Why a start was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Rejection {
+    /// The provider cannot be used.
+    Blocked {
+        /// Which blocker.
+        reason: ReasonCode,
+    },
+    /// The same operation and scope are already active.
+    Deduped {
+        /// The existing run.
+        run_id: RunId,
+    },
+    /// Another operation holds the connection.
+    ScopeBusy {
+        /// The run holding it.
+        run_id: RunId,
+    },
+}
+
+/// What the gate decided for one start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// A new queued run.
+    Accepted {
+        /// The new run.
+        run_id: RunId,
+    },
+    /// Not accepted, and why.
+    Rejected(Rejection),
+}
+
+impl Verdict {
+    /// The contract's outcome name.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Accepted { .. } => Outcome::Accepted,
+            Self::Rejected(Rejection::Blocked { .. }) => Outcome::Blocked,
+            Self::Rejected(Rejection::Deduped { .. }) => Outcome::Deduped,
+            Self::Rejected(Rejection::ScopeBusy { .. }) => Outcome::ScopeBusy,
+        }
+    }
+
+    /// The run the result points at (none for blocked).
+    pub fn run_id(&self) -> Option<RunId> {
+        match *self {
+            Self::Accepted { run_id }
+            | Self::Rejected(Rejection::Deduped { run_id })
+            | Self::Rejected(Rejection::ScopeBusy { run_id }) => Some(run_id),
+            Self::Rejected(Rejection::Blocked { .. }) => None,
+        }
+    }
+
+    /// The reason (none for accepted).
+    pub fn reason(&self) -> Option<ReasonCode> {
+        match self {
+            Self::Accepted { .. } => None,
+            Self::Rejected(Rejection::Blocked { reason }) => Some(*reason),
+            Self::Rejected(Rejection::Deduped { .. }) => Some(ReasonCode::AlreadyActive),
+            Self::Rejected(Rejection::ScopeBusy { .. }) => Some(ReasonCode::ConnectionBusy),
+        }
+    }
+}
+
+/// How a worker says a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RunEnd {
+    /// The work was done.
+    Succeeded,
+    /// The work failed, with a reason from the taxonomy.
+    Failed {
+        /// Why.
+        reason: ReasonCode,
+    },
+    /// The worker stopped the run after a cancel request.
+    Cancelled,
+}
+
+/// Why a run failed without a worker saying so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The worker reported the failure.
+    Worker {
+        /// The worker.
+        worker_id: String,
+    },
+    /// The execution-time gate found the provider unusable at claim time.
+    ExecutionGate {
+        /// The worker whose claim ran the check.
+        worker_id: String,
+        /// The connection's state at claim time.
+        connection: ConnectionSnapshot,
+    },
+    /// The worker's lease expired.
+    LeaseExpired {
+        /// The worker that held the lease.
+        worker_id: String,
+        /// When the lease ran out.
+        lease_expires_at: Timestamp,
+    },
+}
+
+/// Commands to a provider connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionCommand {
+    /// Register a new connection for a tenant.
+    Create {
+        /// The new connection's id.
+        connection_id: ConnectionId,
+        /// Its tenant.
+        tenant_id: TenantId,
+        /// Display name.
+        display_name: String,
+        /// Provider name.
+        provider: String,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Record admin consent as granted or revoked.
+    SetConsent {
+        /// Granted or not.
+        granted: bool,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Record the credentials' status.
+    SetCredentials {
+        /// The new status.
+        status: CredentialStatus,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Enable or disable the connection.
+    SetEnabled {
+        /// Enabled or not.
+        enabled: bool,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Start an operation: the gate decides.
+    StartOperation(StartRequest),
+    /// A worker claims a queued run; the execution-time gate runs first.
+    ClaimRun {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+        /// Until when the worker holds the run without a heartbeat.
+        lease_expires_at: Timestamp,
+    },
+    /// The worker holding a run extends its lease.
+    ExtendLease {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+        /// The new expiry.
+        lease_expires_at: Timestamp,
+    },
+    /// The worker holding a run reports its end.
+    CompleteRun {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// How it ended.
+        end: RunEnd,
+        /// When.
+        at: Timestamp,
+    },
+    /// Fail the active run if its lease expired by `at`.
+    ExpireLease {
+        /// The reaper's clock reading.
+        at: Timestamp,
+    },
+    /// Cancel a queued run, or ask a running one to stop.
+    CancelRun {
+        /// The run.
+        run_id: RunId,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// Facts about a provider connection. Variant names are stored as event types:
+/// be very careful when changing one; a new payload shape needs a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionEvent {
+    /// The connection was registered.
+    ProviderConnectionCreated {
+        /// Its id.
+        connection_id: ConnectionId,
+        /// Its tenant.
+        tenant_id: TenantId,
+        /// Display name.
+        display_name: String,
+        /// Provider name.
+        provider: String,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Admin consent was granted.
+    ConsentGranted {
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Admin consent was revoked.
+    ConsentRevoked {
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// The credentials' status changed.
+    CredentialsStatusChanged {
+        /// The new status.
+        status: CredentialStatus,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// The connection was enabled.
+    ConnectionEnabled {
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// The connection was disabled.
+    ConnectionDisabled {
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// A start was accepted: a new run is queued on this connection.
+    OperationAccepted {
+        /// The start as made.
+        request: StartRequest,
+        /// What the gate saw.
+        evidence: Evidence,
+    },
+    /// A start was refused (blocked, deduped or scope busy).
+    OperationRejected {
+        /// The start as made.
+        request: StartRequest,
+        /// What the gate saw.
+        evidence: Evidence,
+        /// Why it was refused.
+        rejection: Rejection,
+    },
+    /// A worker claimed a run; it is running.
+    RunClaimed {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+        /// Lease expiry.
+        lease_expires_at: Timestamp,
+    },
+    /// The holder extended its lease.
+    RunLeaseExtended {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+        /// New expiry.
+        lease_expires_at: Timestamp,
+    },
+    /// The run ended well.
+    RunSucceeded {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// The run failed.
+    RunFailed {
+        /// The run.
+        run_id: RunId,
+        /// Why, from the taxonomy.
+        reason: ReasonCode,
+        /// Who or what ended it.
+        cause: FailureCause,
+        /// When.
+        at: Timestamp,
+    },
+    /// An operator asked a running run to stop.
+    RunCancelRequested {
+        /// The run.
+        run_id: RunId,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// The run was cancelled (a queued run at once, a running one when its worker stopped).
+    RunCancelled {
+        /// The run.
+        run_id: RunId,
+        /// Who asked.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl DomainEvent for ConnectionEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            Self::ProviderConnectionCreated { .. } => "ProviderConnectionCreated",
+            Self::ConsentGranted { .. } => "ConsentGranted",
+            Self::ConsentRevoked { .. } => "ConsentRevoked",
+            Self::CredentialsStatusChanged { .. } => "CredentialsStatusChanged",
+            Self::ConnectionEnabled { .. } => "ConnectionEnabled",
+            Self::ConnectionDisabled { .. } => "ConnectionDisabled",
+            Self::OperationAccepted { .. } => "OperationAccepted",
+            Self::OperationRejected { .. } => "OperationRejected",
+            Self::RunClaimed { .. } => "RunClaimed",
+            Self::RunLeaseExtended { .. } => "RunLeaseExtended",
+            Self::RunSucceeded { .. } => "RunSucceeded",
+            Self::RunFailed { .. } => "RunFailed",
+            Self::RunCancelRequested { .. } => "RunCancelRequested",
+            Self::RunCancelled { .. } => "RunCancelled",
+        };
+        name.to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+/// Why a command to a connection was refused. This is "the aggregate said no",
+/// never "the system failed".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The connection does not exist.
+    #[error("provider connection not found")]
+    NotFound,
+    /// `Create` on an existing connection.
+    #[error("provider connection already exists")]
+    AlreadyExists,
+    /// The start names another tenant than the connection's.
+    #[error("provider connection belongs to another tenant")]
+    WrongTenant,
+    /// The scope does not fit the operation or this connection.
+    #[error("scope does not match the operation")]
+    ScopeMismatch,
+    /// The proposed run id is already used on this connection.
+    #[error("the proposed run id is already in use")]
+    RunIdTaken,
+    /// The run is not one of this connection's.
+    #[error("run not found on this connection")]
+    RunNotFound,
+    /// The run has already ended.
+    #[error("run has already ended ({0})")]
+    RunEnded(RunStatus),
+    /// Claim of a run that is already running.
+    #[error("run is already claimed")]
+    AlreadyClaimed,
+    /// Heartbeat or completion of a run that is queued, not running.
+    #[error("run has not been claimed")]
+    NotClaimed,
+    /// Heartbeat or completion from a worker that does not hold the run.
+    #[error("run is held by another worker")]
+    NotHolder,
+    /// Heartbeat or completion after the lease ran out.
+    #[error("the lease on this run has expired")]
+    LeaseExpired,
+    /// A worker reported a reason that is not an execution reason.
+    #[error("reason `{0}` cannot end a run")]
+    NotAnExecutionReason(ReasonCode),
+    /// A lease that ends before it starts.
+    #[error("lease expiry must be after the claim time")]
+    InvalidLease,
+    /// A completion as cancelled for a run no one asked to cancel.
+    #[error("run was not asked to cancel")]
+    CancelNotRequested,
+}
+
+/// A run that holds the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRun {
+    /// The run.
+    pub run_id: RunId,
+    /// Its operation.
+    pub operation: OperationKind,
+    /// Its scope.
+    pub scope: Scope,
+    /// Who started it.
+    pub initiator: Actor,
+    /// Queued, or running with a holder.
+    pub holder: Option<Lease>,
+    /// An operator asked it to stop.
+    pub cancel_requested: bool,
+}
+
+/// The worker holding a running run, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker.
+    pub worker_id: String,
+    /// When the lease runs out.
+    pub expires_at: Timestamp,
+}
+
+impl ActiveRun {
+    fn status(&self) -> RunStatus {
+        if self.holder.is_some() {
+            RunStatus::Running
+        } else {
+            RunStatus::Queued
+        }
+    }
+
+    fn reference(&self) -> ActiveRunRef {
+        ActiveRunRef {
+            run_id: self.run_id,
+            operation: self.operation,
+            scope: self.scope,
+            status: self.status(),
+        }
+    }
+}
+
+/// The state of one provider connection, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderConnection {
+    /// Set once created; `None` means the stream is empty.
+    pub identity: Option<ConnectionIdentity>,
+    /// Enabled.
+    pub enabled: bool,
+    /// Admin consent.
+    pub consent: Consent,
+    /// Credential status.
+    pub credentials: CredentialStatus,
+    /// The one run that holds the connection. The gate keeps this at most one.
+    pub active: Option<ActiveRun>,
+    /// Runs that ended, and how: lets late commands get a precise refusal.
+    pub ended: BTreeMap<RunId, RunStatus>,
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionIdentity {
+    /// Its id.
+    pub connection_id: ConnectionId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Display name.
+    pub display_name: String,
+    /// Provider.
+    pub provider: String,
+}
+
+impl ProviderConnection {
+    /// What makes the provider unusable right now, in the contract's order.
+    pub fn blocker(&self) -> Option<ReasonCode> {
+        if !self.enabled {
+            Some(ReasonCode::ConnectionDisabled)
+        } else if self.consent == Consent::Missing {
+            Some(ReasonCode::ConsentMissing)
+        } else {
+            match self.credentials {
+                CredentialStatus::Valid => None,
+                CredentialStatus::Missing => Some(ReasonCode::CredentialsMissing),
+                CredentialStatus::Invalid => Some(ReasonCode::CredentialsInvalid),
+                CredentialStatus::Expired => Some(ReasonCode::CredentialsExpired),
+            }
+        }
+    }
+
+    /// The connection's state as evidence. `None` before it was created.
+    pub fn snapshot(&self) -> Option<ConnectionSnapshot> {
+        let identity = self.identity.as_ref()?;
+        Some(ConnectionSnapshot {
+            connection_id: identity.connection_id,
+            display_name: identity.display_name.clone(),
+            provider: identity.provider.clone(),
+            enabled: self.enabled,
+            consent: self.consent,
+            credentials: self.credentials,
+        })
+    }
+
+    /// The evidence the gate decides on.
+    pub fn evidence(&self) -> Option<Evidence> {
+        Some(Evidence {
+            connection: self.snapshot()?,
+            active_run: self.active.as_ref().map(ActiveRun::reference),
+        })
+    }
+
+    fn run_status(&self, run_id: RunId) -> Option<RunStatus> {
+        match &self.active {
+            Some(run) if run.run_id == run_id => Some(run.status()),
+            _ => self.ended.get(&run_id).copied(),
+        }
+    }
+
+    /// The active run with this id, or the precise reason it is not active.
+    fn active_run(&self, run_id: RunId) -> Result<&ActiveRun, ConnectionError> {
+        match &self.active {
+            Some(run) if run.run_id == run_id => Ok(run),
+            _ => match self.ended.get(&run_id) {
+                Some(status) => Err(ConnectionError::RunEnded(*status)),
+                None => Err(ConnectionError::RunNotFound),
+            },
+        }
+    }
+
+    /// The active run, checked to be running under `worker_id`'s live lease at `at`.
+    fn held_run(
+        &self,
+        run_id: RunId,
+        worker_id: &str,
+        at: Timestamp,
+    ) -> Result<&ActiveRun, ConnectionError> {
+        let run = self.active_run(run_id)?;
+        let lease = run.holder.as_ref().ok_or(ConnectionError::NotClaimed)?;
+        if lease.worker_id != worker_id {
+            return Err(ConnectionError::NotHolder);
+        }
+        if at >= lease.expires_at {
+            return Err(ConnectionError::LeaseExpired);
+        }
+        Ok(run)
+    }
+
+    /// Whether the run is known to this connection and what its status is.
+    pub fn status_of(&self, run_id: RunId) -> Option<RunStatus> {
+        self.run_status(run_id)
+    }
+
+    fn end_run(&mut self, run_id: RunId, status: RunStatus) {
+        if self.active.as_ref().is_some_and(|run| run.run_id == run_id) {
+            self.active = None;
+        }
+        self.ended.insert(run_id, status);
+    }
+}
+
+/// The gate: blocked, then deduped, then scope busy, else accepted.
+///
+/// Pure and total over a created connection: the same state and request always
+/// give the same verdict, which is what the audit replays.
+pub fn decide_start(state: &ProviderConnection, request: &StartRequest) -> Verdict {
+    if let Some(reason) = state.blocker() {
+        return Verdict::Rejected(Rejection::Blocked { reason });
+    }
+    match &state.active {
+        Some(run) if run.operation == request.operation && run.scope == request.scope => {
+            Verdict::Rejected(Rejection::Deduped { run_id: run.run_id })
+        }
+        Some(run) => Verdict::Rejected(Rejection::ScopeBusy { run_id: run.run_id }),
+        None => Verdict::Accepted {
+            run_id: request.proposed_run_id,
+        },
+    }
+}
+
+/// Checks that a start is addressed to this connection, and returns the evidence.
+fn admit_start(
+    state: &ProviderConnection,
+    request: &StartRequest,
+) -> Result<Evidence, ConnectionError> {
+    let identity = state.identity.as_ref().ok_or(ConnectionError::NotFound)?;
+    if identity.tenant_id != request.tenant_id {
+        return Err(ConnectionError::WrongTenant);
+    }
+    let scope_fits = match (request.operation.scope_kind(), request.scope) {
+        (ScopeKind::Connection, Scope::Connection(id)) => id == identity.connection_id,
+        (ScopeKind::Tenant, Scope::Tenant(id)) => id == identity.tenant_id,
+        (ScopeKind::RestoreRun, Scope::RestoreRun(_)) => true,
+        _ => false,
+    };
+    if !scope_fits {
+        return Err(ConnectionError::ScopeMismatch);
+    }
+    if state.run_status(request.proposed_run_id).is_some() {
+        // A proposed run id must be fresh; reusing one would merge two runs.
+        return Err(ConnectionError::RunIdTaken);
+    }
+    Ok(state.evidence().expect("identity checked above"))
+}
+
+/// Decides a command against the state: the events it produces, or why not.
+pub fn decide(
+    state: &ProviderConnection,
+    command: ConnectionCommand,
+) -> Result<Vec<ConnectionEvent>, ConnectionError> {
+    use ConnectionEvent as E;
+    if let ConnectionCommand::Create {
+        connection_id,
+        tenant_id,
+        display_name,
+        provider,
+        actor,
+        at,
+    } = command
+    {
+        if state.identity.is_some() {
+            return Err(ConnectionError::AlreadyExists);
+        }
+        return Ok(vec![E::ProviderConnectionCreated {
+            connection_id,
+            tenant_id,
+            display_name,
+            provider,
+            actor,
+            at,
+        }]);
+    }
+    if state.identity.is_none() {
+        return Err(ConnectionError::NotFound);
+    }
+    let events = match command {
+        ConnectionCommand::Create { .. } => unreachable!("handled above"),
+        ConnectionCommand::SetConsent { granted, actor, at } => {
+            match (granted, state.consent) {
+                (true, Consent::Missing) => vec![E::ConsentGranted { actor, at }],
+                (false, Consent::Granted) => vec![E::ConsentRevoked { actor, at }],
+                _ => vec![],
+            }
+        }
+        ConnectionCommand::SetCredentials { status, actor, at } => {
+            if status == state.credentials {
+                vec![]
+            } else {
+                vec![E::CredentialsStatusChanged { status, actor, at }]
+            }
+        }
+        ConnectionCommand::SetEnabled { enabled, actor, at } => match (enabled, state.enabled) {
+            (true, false) => vec![E::ConnectionEnabled { actor, at }],
+            (false, true) => vec![E::ConnectionDisabled { actor, at }],
+            _ => vec![],
+        },
+        ConnectionCommand::StartOperation(request) => {
+            let evidence = admit_start(state, &request)?;
+            match decide_start(state, &request) {
+                Verdict::Accepted { .. } => vec![E::OperationAccepted { request, evidence }],
+                Verdict::Rejected(rejection) => vec![E::OperationRejected {
+                    request,
+                    evidence,
+                    rejection,
+                }],
+            }
+        }
+        ConnectionCommand::ClaimRun {
+            run_id,
+            worker_id,
+            at,
+            lease_expires_at,
+        } => {
+            let run = state.active_run(run_id)?;
+            if run.holder.is_some() {
+                return Err(ConnectionError::AlreadyClaimed);
+            }
+            if lease_expires_at <= at {
+                return Err(ConnectionError::InvalidLease);
+            }
+            match state.blocker() {
+                Some(reason) => vec![E::RunFailed {
+                    run_id,
+                    reason,
+                    cause: FailureCause::ExecutionGate {
+                        worker_id,
+                        connection: state.snapshot().expect("created"),
+                    },
+                    at,
+                }],
+                None => vec![E::RunClaimed {
+                    run_id,
+                    worker_id,
+                    at,
+                    lease_expires_at,
+                }],
+            }
+        }
+        ConnectionCommand::ExtendLease {
+            run_id,
+            worker_id,
+            at,
+            lease_expires_at,
+        } => {
+            state.held_run(run_id, &worker_id, at)?;
+            if lease_expires_at <= at {
+                return Err(ConnectionError::InvalidLease);
+            }
+            vec![E::RunLeaseExtended {
+                run_id,
+                worker_id,
+                at,
+                lease_expires_at,
+            }]
+        }
+        ConnectionCommand::CompleteRun {
+            run_id,
+            worker_id,
+            end,
+            at,
+        } => {
+            let run = state.held_run(run_id, &worker_id, at)?;
+            match end {
+                RunEnd::Succeeded => vec![E::RunSucceeded {
+                    run_id,
+                    worker_id,
+                    at,
+                }],
+                RunEnd::Failed { reason } if reason.is_execution_reason() => vec![E::RunFailed {
+                    run_id,
+                    reason,
+                    cause: FailureCause::Worker { worker_id },
+                    at,
+                }],
+                RunEnd::Failed { reason } => {
+                    return Err(ConnectionError::NotAnExecutionReason(reason))
+                }
+                RunEnd::Cancelled if run.cancel_requested => vec![E::RunCancelled {
+                    run_id,
+                    actor: Actor::System,
+                    at,
+                }],
+                RunEnd::Cancelled => return Err(ConnectionError::CancelNotRequested),
+            }
+        }
+        ConnectionCommand::ExpireLease { at } => match &state.active {
+            Some(ActiveRun {
+                run_id,
+                holder: Some(lease),
+                ..
+            }) if lease.expires_at <= at => vec![E::RunFailed {
+                run_id: *run_id,
+                reason: ReasonCode::TimedOut,
+                cause: FailureCause::LeaseExpired {
+                    worker_id: lease.worker_id.clone(),
+                    lease_expires_at: lease.expires_at,
+                },
+                at,
+            }],
+            _ => vec![],
+        },
+        ConnectionCommand::CancelRun { run_id, actor, at } => {
+            let run = state.active_run(run_id)?;
+            match (&run.holder, run.cancel_requested) {
+                (None, _) => vec![E::RunCancelled { run_id, actor, at }],
+                (Some(_), false) => vec![E::RunCancelRequested { run_id, actor, at }],
+                (Some(_), true) => vec![],
+            }
+        }
+    };
+    Ok(events)
+}
+
+/// Applies one event to the state. Holds no rules and cannot fail.
+pub fn evolve(state: &mut ProviderConnection, event: ConnectionEvent) {
+    use ConnectionEvent as E;
+    match event {
+        E::ProviderConnectionCreated {
+            connection_id,
+            tenant_id,
+            display_name,
+            provider,
+            ..
+        } => {
+            state.identity = Some(ConnectionIdentity {
+                connection_id,
+                tenant_id,
+                display_name,
+                provider,
+            });
+            state.enabled = true;
+        }
+        E::ConsentGranted { .. } => state.consent = Consent::Granted,
+        E::ConsentRevoked { .. } => state.consent = Consent::Missing,
+        E::CredentialsStatusChanged { status, .. } => state.credentials = status,
+        E::ConnectionEnabled { .. } => state.enabled = true,
+        E::ConnectionDisabled { .. } => state.enabled = false,
+        E::OperationAccepted { request, .. } => {
+            state.active = Some(ActiveRun {
+                run_id: request.proposed_run_id,
+                operation: request.operation,
+                scope: request.scope,
+                initiator: request.actor,
+                holder: None,
+                cancel_requested: false,
+            });
+        }
+        E::OperationRejected { .. } => {}
+        E::RunClaimed {
+            run_id,
+            worker_id,
+            lease_expires_at,
+            ..
+        }
+        | E::RunLeaseExtended {
+            run_id,
+            worker_id,
+            lease_expires_at,
+            ..
+        } => {
+            if let Some(run) = state.active.as_mut().filter(|run| run.run_id == run_id) {
+                run.holder = Some(Lease {
+                    worker_id,
+                    expires_at: lease_expires_at,
+                });
+            }
+        }
+        E::RunSucceeded { run_id, .. } => state.end_run(run_id, RunStatus::Succeeded),
+        E::RunFailed { run_id, .. } => state.end_run(run_id, RunStatus::Failed),
+        E::RunCancelled { run_id, .. } => state.end_run(run_id, RunStatus::Cancelled),
+        E::RunCancelRequested { run_id, .. } => {
+            if let Some(run) = state.active.as_mut().filter(|run| run.run_id == run_id) {
+                run.cancel_requested = true;
+            }
+        }
+    }
+}
+
+impl Aggregate for ProviderConnection {
+    /// Stored as `aggregate_type`: be very careful when changing it.
+    const TYPE: &'static str = "ProviderConnection";
+    type Command = ConnectionCommand;
+    type Event = ConnectionEvent;
+    type Error = ConnectionError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in decide(self, command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        evolve(self, event);
+    }
+}

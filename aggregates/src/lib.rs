@@ -1,0 +1,22 @@
+//! The dispatch-gate domain: commands, events, the gate decision, errors.
+//!
+//! # Layout
+//! - [`catalog`]: the registries — operations and their scopes, capabilities and
+//!   roles, actions, reason codes with their text.
+//! - [`connection`]: the `ProviderConnection` aggregate and [`connection::decide_start`],
+//!   the gate itself.
+//! - [`tenant`]: membership, a tenant's connections and its default.
+//! - [`registry`]: create-once records (workspaces, users, restore runs).
+//!
+//! This crate never does IO: no database, no runtime, no clock. Time and ids
+//! come in with the commands, so every decision can be replayed exactly.
+#![forbid(unsafe_code)]
+
+pub mod actor;
+pub mod catalog;
+pub mod connection;
+pub mod ids;
+pub mod registry;
+pub mod tenant;
+
+pub use actor::{Actor, Timestamp};
