@@ -96,6 +96,17 @@ impl OperationKind {
         }
     }
 
+    /// A label for headlines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ProviderVerify => "Provider verification",
+            Self::InventorySync => "Inventory sync",
+            Self::DirectoryGroupsSync => "Directory groups sync",
+            Self::DirectoryRolesSync => "Directory roles sync",
+            Self::RestoreExecute => "Restore execution",
+        }
+    }
+
     /// Onboarding bootstrap: the ordered chain of steps.
     pub const BOOTSTRAP_CHAIN: [OperationKind; 3] = [
         Self::InventorySync,
@@ -187,7 +198,7 @@ impl Role {
     }
 }
 
-/// Everything a caller can ask for; [`Action::required_capability`] is the one
+/// Everything a caller can ask for; [`Action::capabilities`] is the one
 /// registry that maps an action to its capability. No endpoint invents its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -195,24 +206,39 @@ pub enum Action {
     StartOperation(OperationKind),
     /// Prepare a restore run (no provider work yet).
     PrepareRestore,
-    /// Read runs, decisions, connections and onboarding state.
+    /// Read runs, decisions, notifications and onboarding state.
     ViewOperations,
-    /// Create, change and read provider connections' lifecycle.
+    /// Read provider connections.
+    ViewConnections,
+    /// Create and change provider connections and the tenant's default.
     ManageProviderConnections,
     /// Admit onboarding bootstrap steps.
     ManageOnboarding,
 }
 
 impl Action {
-    /// The capability this action needs.
-    pub fn required_capability(self) -> Capability {
+    /// The capabilities that allow this action: holding any one of them is enough.
+    pub fn capabilities(self) -> &'static [Capability] {
+        use Capability as C;
         match self {
-            Self::StartOperation(op) => op.required_capability(),
-            Self::PrepareRestore => Capability::RestoreExecute,
-            Self::ViewOperations => Capability::OperationsView,
-            Self::ManageProviderConnections => Capability::ProviderManage,
-            Self::ManageOnboarding => Capability::OnboardingManage,
+            Self::StartOperation(OperationKind::ProviderVerify) => &[C::ProviderVerify],
+            Self::StartOperation(OperationKind::InventorySync) => &[C::InventorySync],
+            Self::StartOperation(OperationKind::DirectoryGroupsSync) => &[C::DirectoryGroupsSync],
+            Self::StartOperation(OperationKind::DirectoryRolesSync) => &[C::DirectoryRolesSync],
+            Self::StartOperation(OperationKind::RestoreExecute) | Self::PrepareRestore => {
+                &[C::RestoreExecute]
+            }
+            Self::ViewOperations => &[C::OperationsView],
+            // Whoever manages connections must be able to see them.
+            Self::ViewConnections => &[C::OperationsView, C::ProviderManage],
+            Self::ManageProviderConnections => &[C::ProviderManage],
+            Self::ManageOnboarding => &[C::OnboardingManage],
         }
+    }
+
+    /// Whether a set of capabilities allows this action.
+    pub fn allowed_by(self, held: &BTreeSet<Capability>) -> bool {
+        self.capabilities().iter().any(|c| held.contains(c))
     }
 }
 

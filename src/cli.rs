@@ -1,0 +1,95 @@
+//! The command line: `serve`, `migrate`.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server::{shutdown_signal, Application, Settings};
+use crate::store::{redact, Database, DEFAULT_DATABASE_URL};
+use crate::telemetry::{self, LogFormat};
+
+/// One dispatch gate for provider-backed operations.
+#[derive(Debug, Parser)]
+#[command(name = "dispatch-gate", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "GATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (applies migrations first).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the event log lives.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://FILE` (created on first start) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "GATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The admin token. When absent, a random one is generated and logged once.
+    #[arg(long, env = "GATE_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Do not run the built-in worker: runs stay queued until a worker claims them.
+    #[arg(long)]
+    no_worker: bool,
+    /// Database pool size.
+    #[arg(long, env = "GATE_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    db_pool: u32,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let database = Database::connect(&args.database_url, 1).await?;
+            database.migrate().await?;
+            database.close().await;
+            println!("migrations applied to {}", redact(&args.database_url));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let admin_token = match args.admin_token {
+        Some(token) if token.trim().len() >= 16 => token,
+        Some(_) => anyhow::bail!("--admin-token must be at least 16 characters"),
+        None => {
+            let token = format!("dga_{}", hex::encode(rand::random::<[u8; 24]>()));
+            tracing::warn!(admin_token = %token, "no --admin-token given; generated one for this run");
+            token
+        }
+    };
+    if args.no_worker {
+        tracing::info!("built-in worker disabled (--no-worker)");
+    }
+    let settings = Settings {
+        database_url: args.database.database_url,
+        listen: args.listen,
+        admin_token,
+        max_connections: args.db_pool,
+    };
+    let application = Application::build(&settings).await?;
+    application.run_until(shutdown_signal()).await
+}

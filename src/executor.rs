@@ -1,0 +1,147 @@
+//! The command executor: load, decide, commit, return what was committed.
+//!
+//! cqrs-es's `CqrsFramework::execute` returns neither the events nor the new
+//! state, and does not retry a conflict; a gate must answer "which run", so this
+//! small executor is built from the framework's public pieces instead.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope};
+use rand::Rng;
+use tokio::sync::Mutex;
+
+use crate::store::{Database, EventStoreOf};
+
+/// How many times a conflicting append is re-decided before giving up.
+const MAX_ATTEMPTS: u32 = 12;
+/// Lock stripes: commands to aggregates hashing to one stripe run one at a time.
+const STRIPES: usize = 256;
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate said no.
+    #[error(transparent)]
+    Rejected(E),
+    /// Other processes kept appending to the stream; every attempt conflicted.
+    #[error("gave up after {attempts} conflicting attempts")]
+    Conflict {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The store failed.
+    #[error("event store failure: {0}")]
+    Store(String),
+}
+
+/// What a successful command committed, and the state after it.
+#[derive(Debug)]
+pub struct Committed<A: Aggregate> {
+    /// The committed events (empty when the command changed nothing).
+    pub events: Vec<EventEnvelope<A>>,
+    /// The aggregate after the events.
+    pub state: A,
+    /// The stream's sequence after the events.
+    pub sequence: usize,
+}
+
+/// Runs commands against one aggregate type.
+pub struct Executor<A: Aggregate> {
+    store: EventStoreOf<A>,
+    /// Serialises commands per aggregate inside this process, so a hot
+    /// connection queues here instead of becoming a storm of conflicting
+    /// appends. Other processes are kept honest by the optimistic append.
+    stripes: Arc<Vec<Mutex<()>>>,
+}
+
+impl<A> Executor<A>
+where
+    A: Aggregate<Services = ()> + Clone,
+    A::Command: Clone,
+{
+    /// An executor on the given database.
+    pub fn new(database: &Database) -> Self {
+        Self {
+            store: database.event_store(),
+            stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
+        }
+    }
+
+    fn stripe(&self, id: &str) -> &Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        &self.stripes[(hasher.finish() as usize) % STRIPES]
+    }
+
+    /// Rebuilds the aggregate's current state; a fresh stream gives the default.
+    pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
+        Ok(self.store.load(id).await.map_err(store_error)?.aggregate)
+    }
+
+    /// Reads the stream's events.
+    pub async fn events(&self, id: &str) -> Result<Vec<EventEnvelope<A>>, CommandError<A::Error>> {
+        self.store.load_events(id).await.map_err(store_error)
+    }
+
+    /// Decides `command` on the current state and appends its events. On a
+    /// conflicting append the state is re-loaded and the command re-decided.
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, id = %id))]
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let _serialised = self.stripe(id).lock().await;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut context = self.store.load(id).await.map_err(store_error)?;
+            let sink = EventSink::default();
+            context
+                .aggregate
+                .handle(command.clone(), &(), &sink)
+                .await
+                .map_err(CommandError::Rejected)?;
+            let events = sink.collect().await;
+            let state = context.aggregate.clone();
+            let loaded_at = context.current_sequence;
+            if events.is_empty() {
+                return Ok(Committed {
+                    events: vec![],
+                    state,
+                    sequence: loaded_at,
+                });
+            }
+            match self.store.commit(events, context, metadata.clone()).await {
+                Ok(events) => {
+                    let sequence = events.last().map_or(loaded_at, |e| e.sequence);
+                    return Ok(Committed {
+                        events,
+                        state,
+                        sequence,
+                    });
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::debug!(attempt, "conflicting append; re-deciding");
+                    let jitter = rand::rng().random_range(0..=(1u64 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(other) => return Err(store_error(other)),
+            }
+        }
+        Err(CommandError::Conflict {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+}
+
+fn store_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {
+    match error {
+        AggregateError::UserError(e) => CommandError::Rejected(e),
+        AggregateError::AggregateConflict => CommandError::Conflict { attempts: 1 },
+        other => CommandError::Store(other.to_string()),
+    }
+}

@@ -1,0 +1,789 @@
+//! The application service: every use case as one method, on top of the
+//! executors. HTTP handlers, the worker and the CLI call this; none of them
+//! talks to the event store directly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use aggregates::catalog::{
+    Action, Capability, CredentialStatus, OperationKind, ReasonCode, Role, Scope, ScopeKind,
+};
+use aggregates::connection::{
+    ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence,
+    ProviderConnection, Rejection, StartRequest, Verdict,
+};
+use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::registry::{Registered, RestorePreview, RestoreRun, User, Workspace};
+use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
+use aggregates::{Actor, Timestamp};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::executor::{CommandError, Committed, Executor};
+use crate::store::Database;
+
+/// A source of the current time, passed as a value so that time-dependent
+/// logic can be tested with a fixed clock.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}
+
+/// Who is calling, once the bearer token has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The admin token: may call everything.
+    Admin,
+    /// A user: may act within its memberships.
+    User {
+        /// The user.
+        id: UserId,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl Principal {
+    /// The actor recorded in events.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::Admin => Actor::Admin,
+            Self::User { id, name } => Actor::User {
+                id: *id,
+                name: name.clone(),
+            },
+        }
+    }
+}
+
+/// Why a use case did not complete. Maps one to one onto HTTP errors.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The thing does not exist, or the caller may not know it does.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The caller is a member but lacks the capability.
+    #[error("this action needs the `{0}` capability")]
+    Forbidden(Capability),
+    /// The request is well-formed but contradicts the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something failed on our side.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl<E: std::error::Error> From<CommandError<E>> for GateError {
+    fn from(error: CommandError<E>) -> Self {
+        match error {
+            CommandError::Rejected(e) => Self::Internal(format!("unexpected refusal: {e}")),
+            CommandError::Conflict { attempts } => Self::Internal(format!(
+                "the stream kept changing; gave up after {attempts} attempts"
+            )),
+            CommandError::Store(message) => Self::Internal(message),
+        }
+    }
+}
+
+/// What the caller wants started.
+#[derive(Debug, Clone)]
+pub struct StartCommand {
+    /// The tenant the start is made in.
+    pub tenant_id: TenantId,
+    /// The operation.
+    pub operation: OperationKind,
+    /// A named connection, or `None` for the tenant's default.
+    pub connection: Option<ConnectionId>,
+    /// For `restore.execute`: the restore run.
+    pub restore_run: Option<RestoreRunId>,
+    /// Who.
+    pub principal: Principal,
+    /// The HTTP request id.
+    pub request_id: Option<String>,
+}
+
+/// A decision, as the API presents it.
+#[derive(Debug, Clone)]
+pub struct StartDecision {
+    /// The decision's id.
+    pub decision_id: DecisionId,
+    /// The operation asked for.
+    pub operation: OperationKind,
+    /// What the gate decided.
+    pub verdict: Verdict,
+    /// What it saw; `None` when no connection could be resolved.
+    pub evidence: Option<Evidence>,
+    /// Where the stream stood after the decision was recorded.
+    pub stream: (String, usize),
+}
+
+/// A connection with the tenant facts the API shows beside it.
+#[derive(Debug, Clone)]
+pub struct ConnectionView {
+    /// The connection's state.
+    pub state: ProviderConnection,
+    /// Whether it is the tenant's default.
+    pub is_default: bool,
+}
+
+/// A freshly created user and its token (shown once, never stored).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The user's id.
+    pub id: UserId,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// All use cases of dispatch-gate.
+pub struct Gate {
+    database: Database,
+    clock: Arc<dyn Clock>,
+    admin_token_sha256: Option<[u8; 32]>,
+    workspaces: Executor<Registered<Workspace>>,
+    users: Executor<Registered<User>>,
+    restores: Executor<Registered<RestoreRun>>,
+    tenants: Executor<Tenant>,
+    connections: Executor<ProviderConnection>,
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Compares two digests in time independent of where they differ.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const TOKEN_PREFIX: &str = "dgu_";
+
+fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        ("actor".to_owned(), actor.id_string()),
+        ("at".to_owned(), at.to_rfc3339()),
+    ]);
+    if let Some(id) = request_id {
+        metadata.insert("request_id".to_owned(), id.to_owned());
+    }
+    metadata
+}
+
+impl Gate {
+    /// Builds the service on a migrated database.
+    pub fn new(database: Database, clock: Arc<dyn Clock>, admin_token: Option<&str>) -> Self {
+        Self {
+            workspaces: Executor::new(&database),
+            users: Executor::new(&database),
+            restores: Executor::new(&database),
+            tenants: Executor::new(&database),
+            connections: Executor::new(&database),
+            admin_token_sha256: admin_token.map(sha256),
+            clock,
+            database,
+        }
+    }
+
+    /// The database in use.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// The clock in use.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    // ---- authentication and authorization -------------------------------
+
+    /// Checks a bearer token. `None` for a missing or unknown token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, GateError> {
+        let digest = sha256(token);
+        if self
+            .admin_token_sha256
+            .is_some_and(|admin| digests_equal(&admin, &digest))
+        {
+            return Ok(Some(Principal::Admin));
+        }
+        let Some(user_id) = token
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(id, _)| Uuid::try_parse(id).ok())
+        else {
+            return Ok(None);
+        };
+        let Registered(Some(user)) = self.users.load(&user_id.to_string()).await? else {
+            return Ok(None);
+        };
+        let stored: Option<[u8; 32]> = hex::decode(&user.token_sha256)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok());
+        Ok(stored
+            .filter(|stored| digests_equal(stored, &digest))
+            .map(|_| Principal::User {
+                id: user.user_id,
+                name: user.name,
+            }))
+    }
+
+    /// Loads a tenant the principal may see, and checks the action's capability.
+    /// A non-member gets `NotFound`, exactly as for a tenant that does not exist.
+    pub async fn authorize(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        action: Action,
+    ) -> Result<Tenant, GateError> {
+        let tenant = self.tenants.load(&tenant_id.to_string()).await?;
+        if tenant.identity.is_none() {
+            return Err(GateError::NotFound("tenant"));
+        }
+        if let Principal::User { id, .. } = principal {
+            let membership = tenant.member(*id).ok_or(GateError::NotFound("tenant"))?;
+            if !action.allowed_by(&membership.capabilities) {
+                return Err(GateError::Forbidden(action.capabilities()[0]));
+            }
+        }
+        Ok(tenant)
+    }
+
+    /// Loads a connection the principal may act on, with its tenant.
+    pub async fn authorize_connection(
+        &self,
+        principal: &Principal,
+        connection_id: ConnectionId,
+        action: Action,
+    ) -> Result<(ProviderConnection, Tenant), GateError> {
+        let connection = self.connections.load(&connection_id.to_string()).await?;
+        let Some(identity) = &connection.identity else {
+            return Err(GateError::NotFound("provider connection"));
+        };
+        let tenant = self
+            .authorize(principal, identity.tenant_id, action)
+            .await
+            .map_err(|e| match e {
+                GateError::NotFound(_) => GateError::NotFound("provider connection"),
+                other => other,
+            })?;
+        Ok((connection, tenant))
+    }
+
+    // ---- setup (admin) --------------------------------------------------
+
+    /// Creates a workspace.
+    pub async fn create_workspace(&self, name: String) -> Result<WorkspaceId, GateError> {
+        let id = WorkspaceId(Uuid::new_v4());
+        let at = self.now();
+        let record = Workspace {
+            workspace_id: id,
+            name,
+            actor: Actor::Admin,
+            at,
+        };
+        self.workspaces
+            .execute(&id.to_string(), record, metadata(&Actor::Admin, None, at))
+            .await?;
+        Ok(id)
+    }
+
+    /// Creates a tenant in an existing workspace.
+    pub async fn create_tenant(
+        &self,
+        workspace_id: WorkspaceId,
+        name: String,
+    ) -> Result<TenantId, GateError> {
+        let Registered(Some(_)) = self.workspaces.load(&workspace_id.to_string()).await? else {
+            return Err(GateError::NotFound("workspace"));
+        };
+        let id = TenantId(Uuid::new_v4());
+        let at = self.now();
+        let command = TenantCommand::Create {
+            tenant_id: id,
+            workspace_id,
+            name,
+            actor: Actor::Admin,
+            at,
+        };
+        self.tenants
+            .execute(&id.to_string(), command, metadata(&Actor::Admin, None, at))
+            .await?;
+        Ok(id)
+    }
+
+    /// Creates a user and its bearer token. Only the token's SHA-256 is stored.
+    pub async fn create_user(&self, name: String) -> Result<NewUser, GateError> {
+        let id = UserId(Uuid::new_v4());
+        let secret: [u8; 32] = rand::random();
+        let token = format!("{TOKEN_PREFIX}{}_{}", id.0.simple(), hex::encode(secret));
+        let at = self.now();
+        let record = User {
+            user_id: id,
+            name,
+            token_sha256: hex::encode(sha256(&token)),
+            at,
+        };
+        self.users
+            .execute(&id.to_string(), record, metadata(&Actor::Admin, None, at))
+            .await?;
+        Ok(NewUser { id, token })
+    }
+
+    /// Adds a member to a tenant or changes its grant.
+    pub async fn set_member(
+        &self,
+        tenant_id: TenantId,
+        user_id: UserId,
+        role: Role,
+        capabilities: Option<BTreeSet<Capability>>,
+    ) -> Result<(), GateError> {
+        let Registered(Some(_)) = self.users.load(&user_id.to_string()).await? else {
+            return Err(GateError::NotFound("user"));
+        };
+        let at = self.now();
+        let command = TenantCommand::SetMember {
+            user_id,
+            role,
+            capabilities,
+            actor: Actor::Admin,
+            at,
+        };
+        self.tenant_command(tenant_id, command, &Actor::Admin, None, at)
+            .await
+            .map(drop)
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, tenant_id: TenantId, user_id: UserId) -> Result<(), GateError> {
+        let at = self.now();
+        let command = TenantCommand::RemoveMember {
+            user_id,
+            actor: Actor::Admin,
+            at,
+        };
+        self.tenant_command(tenant_id, command, &Actor::Admin, None, at)
+            .await
+            .map(drop)
+    }
+
+    async fn tenant_command(
+        &self,
+        tenant_id: TenantId,
+        command: TenantCommand,
+        actor: &Actor,
+        request_id: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Committed<Tenant>, GateError> {
+        self.tenants
+            .execute(&tenant_id.to_string(), command, metadata(actor, request_id, at))
+            .await
+            .map_err(|error| match error {
+                CommandError::Rejected(TenantError::NotFound) => GateError::NotFound("tenant"),
+                CommandError::Rejected(TenantError::NotMember) => GateError::NotFound("member"),
+                CommandError::Rejected(TenantError::UnknownConnection) => {
+                    GateError::NotFound("provider connection")
+                }
+                CommandError::Rejected(other) => GateError::Conflict(other.to_string()),
+                other => other.into(),
+            })
+    }
+
+    // ---- provider connections --------------------------------------------
+
+    /// Creates a connection (enabled, consent missing, credentials missing)
+    /// and lists it under its tenant; optionally makes it the default.
+    pub async fn create_connection(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        display_name: String,
+        provider: String,
+        make_default: bool,
+    ) -> Result<ConnectionView, GateError> {
+        self.authorize(principal, tenant_id, Action::ManageProviderConnections)
+            .await?;
+        let id = ConnectionId(Uuid::new_v4());
+        let actor = principal.actor();
+        let at = self.now();
+        let created = self
+            .connections
+            .execute(
+                &id.to_string(),
+                ConnectionCommand::Create {
+                    connection_id: id,
+                    tenant_id,
+                    display_name,
+                    provider,
+                    actor: actor.clone(),
+                    at,
+                },
+                metadata(&actor, None, at),
+            )
+            .await?;
+        // The connection exists before the tenant lists it: a crash in between
+        // leaves an unlisted connection, never a listed one that does not exist.
+        let attach = TenantCommand::AttachConnection {
+            connection_id: id,
+            actor: actor.clone(),
+            at,
+        };
+        let mut tenant = self
+            .tenant_command(tenant_id, attach, &actor, None, at)
+            .await?
+            .state;
+        if make_default {
+            let set = TenantCommand::SetDefaultConnection {
+                connection_id: Some(id),
+                actor: actor.clone(),
+                at,
+            };
+            tenant = self
+                .tenant_command(tenant_id, set, &actor, None, at)
+                .await?
+                .state;
+        }
+        Ok(ConnectionView {
+            is_default: tenant.default_connection == Some(id),
+            state: created.state,
+        })
+    }
+
+    /// A connection the principal may see.
+    pub async fn connection(
+        &self,
+        principal: &Principal,
+        connection_id: ConnectionId,
+        action: Action,
+    ) -> Result<ConnectionView, GateError> {
+        let (state, tenant) = self
+            .authorize_connection(principal, connection_id, action)
+            .await?;
+        Ok(ConnectionView {
+            is_default: tenant.default_connection == Some(connection_id),
+            state,
+        })
+    }
+
+    /// The tenant's connections, in creation order.
+    pub async fn tenant_connections(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        action: Action,
+    ) -> Result<Vec<ConnectionView>, GateError> {
+        let tenant = self.authorize(principal, tenant_id, action).await?;
+        let mut views = Vec::with_capacity(tenant.connections.len());
+        for id in &tenant.connections {
+            let state = self.connections.load(&id.to_string()).await?;
+            views.push(ConnectionView {
+                is_default: tenant.default_connection == Some(*id),
+                state,
+            });
+        }
+        Ok(views)
+    }
+
+    /// Applies a lifecycle change (consent, credentials, enabled) to a connection.
+    pub async fn change_connection(
+        &self,
+        principal: &Principal,
+        connection_id: ConnectionId,
+        change: ConnectionChange,
+        request_id: Option<&str>,
+    ) -> Result<ConnectionView, GateError> {
+        let (_, tenant) = self
+            .authorize_connection(principal, connection_id, Action::ManageProviderConnections)
+            .await?;
+        let actor = principal.actor();
+        let at = self.now();
+        let command = match change {
+            ConnectionChange::Consent(granted) => ConnectionCommand::SetConsent {
+                granted,
+                actor: actor.clone(),
+                at,
+            },
+            ConnectionChange::Credentials(status) => ConnectionCommand::SetCredentials {
+                status,
+                actor: actor.clone(),
+                at,
+            },
+            ConnectionChange::Enabled(enabled) => ConnectionCommand::SetEnabled {
+                enabled,
+                actor: actor.clone(),
+                at,
+            },
+        };
+        let committed = self
+            .connections
+            .execute(
+                &connection_id.to_string(),
+                command,
+                metadata(&actor, request_id, at),
+            )
+            .await?;
+        Ok(ConnectionView {
+            is_default: tenant.default_connection == Some(connection_id),
+            state: committed.state,
+        })
+    }
+
+    /// Sets or clears the tenant's default connection.
+    pub async fn set_default_connection(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        connection_id: Option<ConnectionId>,
+        request_id: Option<&str>,
+    ) -> Result<Option<ConnectionId>, GateError> {
+        self.authorize(principal, tenant_id, Action::ManageProviderConnections)
+            .await?;
+        let actor = principal.actor();
+        let at = self.now();
+        let command = TenantCommand::SetDefaultConnection {
+            connection_id,
+            actor: actor.clone(),
+            at,
+        };
+        let committed = self
+            .tenant_command(tenant_id, command, &actor, request_id, at)
+            .await?;
+        Ok(committed.state.default_connection)
+    }
+
+    // ---- restore runs ------------------------------------------------------
+
+    /// Prepares a restore run: a preview, no provider work yet.
+    pub async fn prepare_restore(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        backup_ref: String,
+    ) -> Result<RestoreRun, GateError> {
+        self.authorize(principal, tenant_id, Action::PrepareRestore)
+            .await?;
+        let id = RestoreRunId(Uuid::new_v4());
+        let actor = principal.actor();
+        let at = self.now();
+        let record = RestoreRun {
+            restore_run_id: id,
+            tenant_id,
+            preview: RestorePreview {
+                backup_ref: backup_ref.clone(),
+                destructive: true,
+                warnings: vec![
+                    "Objects in the tenant are overwritten with their versions from the backup."
+                        .to_owned(),
+                    "Objects created after the backup are left in place.".to_owned(),
+                ],
+            },
+            backup_ref,
+            actor: actor.clone(),
+            at,
+        };
+        let committed = self
+            .restores
+            .execute(&id.to_string(), record, metadata(&actor, None, at))
+            .await?;
+        committed
+            .state
+            .0
+            .ok_or_else(|| GateError::Internal("restore run vanished".to_owned()))
+    }
+
+    /// A restore run the principal may execute.
+    pub async fn restore_run(
+        &self,
+        principal: &Principal,
+        restore_run_id: RestoreRunId,
+    ) -> Result<RestoreRun, GateError> {
+        let Registered(Some(run)) = self.restores.load(&restore_run_id.to_string()).await? else {
+            return Err(GateError::NotFound("restore run"));
+        };
+        self.authorize(
+            principal,
+            run.tenant_id,
+            Action::StartOperation(OperationKind::RestoreExecute),
+        )
+        .await
+        .map_err(|e| match e {
+            GateError::NotFound(_) => GateError::NotFound("restore run"),
+            other => other,
+        })?;
+        Ok(run)
+    }
+
+    // ---- the gate ------------------------------------------------------------
+
+    /// Starts an operation through the gate: resolves the connection (named or
+    /// the tenant's default), and records the decision, whatever it is.
+    #[tracing::instrument(
+        name = "start",
+        skip_all,
+        fields(tenant = %command.tenant_id, operation = %command.operation, connection = tracing::field::Empty, outcome = tracing::field::Empty)
+    )]
+    pub async fn start(&self, command: StartCommand) -> Result<StartDecision, GateError> {
+        let tenant = self
+            .authorize(
+                &command.principal,
+                command.tenant_id,
+                Action::StartOperation(command.operation),
+            )
+            .await?;
+        let scope_kind = command.operation.scope_kind();
+        if (scope_kind == ScopeKind::RestoreRun) != command.restore_run.is_some() {
+            return Err(GateError::Invalid(format!(
+                "`{}` is started from its restore run: POST /v1/restore-runs/{{id}}/execute",
+                command.operation
+            )));
+        }
+        if let Some(id) = command.connection {
+            if !tenant.connections.contains(&id) {
+                return Err(GateError::NotFound("provider connection"));
+            }
+        }
+        let actor = command.principal.actor();
+        let decision_id = DecisionId(Uuid::new_v4());
+        let mut tenant = tenant;
+        // The default may change between reading the tenant and recording a
+        // missing-default decision; the tenant aggregate refuses in that case
+        // and the start is resolved again.
+        for _ in 0..3 {
+            let at = self.now();
+            let (connection_id, resolved_via) = match (command.connection, tenant.default_connection)
+            {
+                (Some(id), _) => (id, ConnectionChoice::Explicit),
+                (None, Some(id)) => (id, ConnectionChoice::TenantDefault),
+                (None, None) => {
+                    let request = TenantStartRequest {
+                        decision_id,
+                        operation: command.operation,
+                        scope: match scope_kind {
+                            ScopeKind::Tenant => Some(Scope::Tenant(command.tenant_id)),
+                            ScopeKind::RestoreRun => command.restore_run.map(Scope::RestoreRun),
+                            ScopeKind::Connection => None,
+                        },
+                        actor: actor.clone(),
+                        at,
+                        request_id: command.request_id.clone(),
+                    };
+                    match self
+                        .tenants
+                        .execute(
+                            &command.tenant_id.to_string(),
+                            TenantCommand::RecordStartWithoutDefault(request),
+                            metadata(&actor, command.request_id.as_deref(), at),
+                        )
+                        .await
+                    {
+                        Ok(committed) => {
+                            tracing::Span::current().record("outcome", "blocked");
+                            return Ok(StartDecision {
+                                decision_id,
+                                operation: command.operation,
+                                verdict: Verdict::Rejected(Rejection::Blocked {
+                                    reason: ReasonCode::MissingDefault,
+                                }),
+                                evidence: None,
+                                stream: (
+                                    format!("Tenant/{}", command.tenant_id),
+                                    committed.sequence,
+                                ),
+                            });
+                        }
+                        Err(CommandError::Rejected(TenantError::HasDefault(_))) => {
+                            tenant = self.tenants.load(&command.tenant_id.to_string()).await?;
+                            continue;
+                        }
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+            };
+            tracing::Span::current().record("connection", tracing::field::display(connection_id));
+            let scope = match scope_kind {
+                ScopeKind::Connection => Scope::Connection(connection_id),
+                ScopeKind::Tenant => Scope::Tenant(command.tenant_id),
+                ScopeKind::RestoreRun => Scope::RestoreRun(
+                    command.restore_run.expect("checked: restore starts name their run"),
+                ),
+            };
+            let request = StartRequest {
+                decision_id,
+                proposed_run_id: RunId(Uuid::new_v4()),
+                tenant_id: command.tenant_id,
+                operation: command.operation,
+                scope,
+                actor: actor.clone(),
+                at,
+                request_id: command.request_id.clone(),
+                resolved_via,
+            };
+            let committed = self
+                .connections
+                .execute(
+                    &connection_id.to_string(),
+                    ConnectionCommand::StartOperation(request),
+                    metadata(&actor, command.request_id.as_deref(), at),
+                )
+                .await
+                .map_err(|error| match error {
+                    CommandError::Rejected(ConnectionError::NotFound)
+                    | CommandError::Rejected(ConnectionError::WrongTenant) => {
+                        GateError::NotFound("provider connection")
+                    }
+                    other => other.into(),
+                })?;
+            let decision = committed.events.iter().find_map(|e| match &e.payload {
+                ConnectionEvent::OperationAccepted { request, evidence } => Some((
+                    Verdict::Accepted {
+                        run_id: request.proposed_run_id,
+                    },
+                    evidence.clone(),
+                )),
+                ConnectionEvent::OperationRejected {
+                    evidence, rejection, ..
+                } => Some((Verdict::Rejected(*rejection), evidence.clone())),
+                _ => None,
+            });
+            let Some((verdict, evidence)) = decision else {
+                return Err(GateError::Internal("the gate recorded no decision".to_owned()));
+            };
+            tracing::Span::current().record("outcome", verdict.outcome().as_str());
+            return Ok(StartDecision {
+                decision_id,
+                operation: command.operation,
+                verdict,
+                evidence: Some(evidence),
+                stream: (
+                    format!("ProviderConnection/{connection_id}"),
+                    committed.sequence,
+                ),
+            });
+        }
+        Err(GateError::Internal(
+            "the tenant's default connection kept changing".to_owned(),
+        ))
+    }
+}
+
+/// A lifecycle change to a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum ConnectionChange {
+    /// Consent granted (`true`) or revoked.
+    Consent(bool),
+    /// Credential status.
+    Credentials(CredentialStatus),
+    /// Enabled (`true`) or disabled.
+    Enabled(bool),
+}

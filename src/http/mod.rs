@@ -1,0 +1,137 @@
+//! The HTTP API: `app(state)` is the whole router, so tests call it with `oneshot`.
+
+pub mod connections;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod setup;
+pub mod starts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::gate::Gate;
+use error::ApiError;
+
+/// The largest request body accepted; larger bodies get 413.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub gate: Arc<Gate>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dispatch-gate",
+        description = "One dispatch gate for provider-backed operations. Every start is decided \
+                       (accepted, deduped, scope_busy, blocked) and recorded as an event."
+    ),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The router and its OpenAPI description, built from the same registrations.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(setup::router())
+        .merge(connections::router())
+        .merge(starts::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 description of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
+pub fn app(state: AppState) -> Router {
+    let (router, api) = routes();
+    let api = Arc::new(api);
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(json_errors))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                })
+                .on_response(
+                    |response: &Response, latency: Duration, _span: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "response"
+                        );
+                    },
+                ),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Gives error responses produced outside our handlers (405, a 413 from a raw
+/// body, a rejection of a framework extractor) the contract's JSON error body.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this path"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than the limit"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as `Content-Type: application/json`",
+        ),
+        s if s.is_client_error() => ("invalid_request", "the request could not be read"),
+        _ => ("internal", "internal error; the server log has the details"),
+    };
+    let mut replaced = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        replaced
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from(allow));
+    }
+    replaced
+}

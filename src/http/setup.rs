@@ -1,0 +1,151 @@
+//! Setup endpoints (admin token): workspaces, tenants, users, memberships.
+
+use std::collections::BTreeSet;
+
+use aggregates::catalog::{Capability, Role};
+use aggregates::ids::{TenantId, UserId, WorkspaceId};
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::dto::Created;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{parse_name, parse_registry, Admin, Json, Path};
+use super::AppState;
+
+/// The setup routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace))
+        .routes(routes!(create_tenant))
+        .routes(routes!(create_user))
+        .routes(routes!(set_member, remove_member))
+}
+
+/// `{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameBody {
+    /// A name (1–200 characters).
+    pub name: String,
+}
+
+/// Creates a workspace.
+#[utoipa::path(post, path = "/v1/admin/workspaces", tag = "setup", request_body = NameBody,
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn create_workspace(
+    State(app): State<AppState>,
+    _: Admin,
+    Json(body): Json<NameBody>,
+) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
+    let name = parse_name("name", &body.name, 200)?;
+    let id = app.gate.create_workspace(name).await?;
+    Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
+}
+
+/// `{workspace_id, name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The tenant's name.
+    pub name: String,
+}
+
+/// Creates a tenant in a workspace.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "setup", request_body = CreateTenant,
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn create_tenant(
+    State(app): State<AppState>,
+    _: Admin,
+    Json(body): Json<CreateTenant>,
+) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
+    let name = parse_name("name", &body.name, 200)?;
+    let id = app
+        .gate
+        .create_tenant(WorkspaceId(body.workspace_id), name)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
+}
+
+/// A new user and its token, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCreated {
+    /// The user's id.
+    pub id: Uuid,
+    /// The bearer token. Only its SHA-256 is stored: it cannot be shown again.
+    pub token: String,
+}
+
+/// Creates a user and its bearer token.
+#[utoipa::path(post, path = "/v1/admin/users", tag = "setup", request_body = NameBody,
+    responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody)))]
+async fn create_user(
+    State(app): State<AppState>,
+    _: Admin,
+    Json(body): Json<NameBody>,
+) -> Result<(StatusCode, axum::Json<UserCreated>), ApiError> {
+    let name = parse_name("name", &body.name, 200)?;
+    let user = app.gate.create_user(name).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(UserCreated {
+            id: user.id.0,
+            token: user.token,
+        }),
+    ))
+}
+
+/// `{role, capabilities?}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetMember {
+    /// `owner`, `operator` or `readonly`.
+    pub role: String,
+    /// When given, exactly these capabilities instead of the role's.
+    pub capabilities: Option<Vec<String>>,
+}
+
+/// Adds a member to a tenant, or changes its grant.
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant_id}/members/{user_id}", tag = "setup",
+    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path)), request_body = SetMember,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_member(
+    State(app): State<AppState>,
+    _: Admin,
+    Path((tenant_id, user_id)): Path<(TenantId, UserId)>,
+    Json(body): Json<SetMember>,
+) -> Result<StatusCode, ApiError> {
+    let role: Role = parse_registry(&body.role)?;
+    let capabilities = body
+        .capabilities
+        .map(|names| {
+            names
+                .iter()
+                .map(|name| parse_registry::<Capability>(name))
+                .collect::<Result<BTreeSet<_>, _>>()
+        })
+        .transpose()?;
+    app.gate
+        .set_member(tenant_id, user_id, role, capabilities)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a member from a tenant.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant_id}/members/{user_id}", tag = "setup",
+    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn remove_member(
+    State(app): State<AppState>,
+    _: Admin,
+    Path((tenant_id, user_id)): Path<(TenantId, UserId)>,
+) -> Result<StatusCode, ApiError> {
+    app.gate.remove_member(tenant_id, user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,260 @@
+//! The covered action hosts: every start goes through the gate and returns a StartResult.
+
+use aggregates::catalog::{Action, OperationKind};
+use aggregates::ids::{ConnectionId, RestoreRunId, TenantId};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::dto::{present_start, StartResult};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{parse_name, parse_registry, Caller, Json, Path, RequestId};
+use super::AppState;
+use crate::gate::{Principal, StartCommand};
+
+/// The start routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_on_tenant))
+        .routes(routes!(start_on_connection))
+        .routes(routes!(prepare_restore))
+        .routes(routes!(execute_restore))
+        .routes(routes!(onboarding_verify))
+}
+
+async fn run_start(app: &AppState, command: StartCommand) -> Result<Response, ApiError> {
+    let decision = app.gate.start(command).await?;
+    let (status, body) = present_start(&decision);
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// `{operation, provider_connection_id?}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStart {
+    /// A covered operation other than `restore.execute` (which starts from its restore run).
+    pub operation: String,
+    /// The connection to use; absent means the tenant's default.
+    pub provider_connection_id: Option<Uuid>,
+}
+
+/// Starts an operation on a tenant (on the named connection, or the default).
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/operations", tag = "starts",
+    params(("tenant_id" = Uuid, Path)), request_body = TenantStart,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_on_tenant(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(tenant_id): Path<TenantId>,
+    Json(body): Json<TenantStart>,
+) -> Result<Response, ApiError> {
+    let operation: OperationKind = parse_registry(&body.operation)?;
+    let command = StartCommand {
+        tenant_id,
+        operation,
+        connection: body.provider_connection_id.map(ConnectionId),
+        restore_run: None,
+        principal,
+        request_id,
+    };
+    run_start(&app, command).await
+}
+
+/// `{operation}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionStart {
+    /// A covered operation other than `restore.execute`.
+    pub operation: String,
+}
+
+/// Starts an operation on a named provider connection.
+#[utoipa::path(post, path = "/v1/provider-connections/{id}/operations", tag = "starts",
+    params(("id" = Uuid, Path)), request_body = ConnectionStart,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_on_connection(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<ConnectionId>,
+    Json(body): Json<ConnectionStart>,
+) -> Result<Response, ApiError> {
+    let operation: OperationKind = parse_registry(&body.operation)?;
+    let (connection, _) = app
+        .gate
+        .authorize_connection(&principal, id, Action::StartOperation(operation))
+        .await?;
+    let tenant_id = connection
+        .identity
+        .map(|identity| identity.tenant_id)
+        .ok_or_else(|| ApiError::not_found("provider connection"))?;
+    let command = StartCommand {
+        tenant_id,
+        operation,
+        connection: Some(id),
+        restore_run: None,
+        principal,
+        request_id,
+    };
+    run_start(&app, command).await
+}
+
+/// `{backup_ref}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRestore {
+    /// The backup to restore from (1–500 characters).
+    pub backup_ref: String,
+}
+
+/// A prepared restore run and its preview.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RestorePrepared {
+    /// The restore run's id.
+    pub id: Uuid,
+    /// What executing it will do.
+    pub preview: PreviewJson,
+}
+
+/// What executing a restore will do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewJson {
+    /// The backup.
+    pub backup_ref: String,
+    /// Whether the restore overwrites existing objects.
+    pub destructive: bool,
+    /// Warnings to read before confirming.
+    pub warnings: Vec<String>,
+    /// How to execute it.
+    pub execute_url: String,
+}
+
+/// Prepares a restore run: a preview, no provider work yet.
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/restore-runs", tag = "starts",
+    params(("tenant_id" = Uuid, Path)), request_body = PrepareRestore,
+    responses((status = 201, body = RestorePrepared), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn prepare_restore(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(tenant_id): Path<TenantId>,
+    Json(body): Json<PrepareRestore>,
+) -> Result<(StatusCode, axum::Json<RestorePrepared>), ApiError> {
+    let backup_ref = parse_name("backup_ref", &body.backup_ref, 500)?;
+    let run = app
+        .gate
+        .prepare_restore(&principal, tenant_id, backup_ref)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RestorePrepared {
+            id: run.restore_run_id.0,
+            preview: PreviewJson {
+                backup_ref: run.preview.backup_ref,
+                destructive: run.preview.destructive,
+                warnings: run.preview.warnings,
+                execute_url: format!("/v1/restore-runs/{}/execute", run.restore_run_id),
+            },
+        }),
+    ))
+}
+
+/// `{confirm: true}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRestore {
+    /// Must be `true`: a restore overwrites the tenant's objects.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Executes a prepared restore through the gate, on the tenant's default connection.
+#[utoipa::path(post, path = "/v1/restore-runs/{id}/execute", tag = "starts",
+    params(("id" = Uuid, Path)), request_body = ExecuteRestore,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked; or `confirmation_required` (ErrorBody), nothing queued"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn execute_restore(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<RestoreRunId>,
+    Json(body): Json<ExecuteRestore>,
+) -> Result<Response, ApiError> {
+    let run = app.gate.restore_run(&principal, id).await?;
+    if !body.confirm {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirmation_required",
+            "a restore overwrites the tenant's objects: read the preview, then send {\"confirm\": true}",
+        ));
+    }
+    let command = StartCommand {
+        tenant_id: run.tenant_id,
+        operation: OperationKind::RestoreExecute,
+        connection: None,
+        restore_run: Some(id),
+        principal,
+        request_id,
+    };
+    run_start(&app, command).await
+}
+
+/// An empty body: `{}` (or nothing).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Onboarding: verifies the tenant's default provider connection (`provider.verify`).
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", tag = "onboarding",
+    params(("tenant_id" = Uuid, Path)), request_body = Empty,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn onboarding_verify(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(tenant_id): Path<TenantId>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    empty_body(&body)?;
+    let command = StartCommand {
+        tenant_id,
+        operation: OperationKind::ProviderVerify,
+        connection: None,
+        restore_run: None,
+        principal: principal as Principal,
+        request_id,
+    };
+    run_start(&app, command).await
+}
+
+/// Accepts an empty body or `{}`; anything else is a 400.
+fn empty_body(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    serde_json::from_slice::<Empty>(body)
+        .map(drop)
+        .map_err(|e| ApiError::invalid(format!("expected an empty JSON object: {e}")))
+}

@@ -1,0 +1,20 @@
+//! dispatch-gate: one gate that decides, at click time, whether a
+//! provider-backed operation may start, and records every decision.
+//!
+//! # Layout
+//! - `aggregates` (crate): the domain — commands, events, the gate decision. No IO.
+//! - `projections` (crate): read models fed only by events.
+//! - [`store`]: PostgreSQL and SQLite behind one enum; migrations.
+//! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
+//! - [`gate`]: every use case as one method (setup, connections, starts).
+//! - [`http`]: the JSON API; [`http::app`] is the whole router.
+//! - [`server`], [`cli`], [`telemetry`]: the process around it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod executor;
+pub mod gate;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;

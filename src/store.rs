@@ -1,0 +1,232 @@
+//! Storage backends: PostgreSQL through postgres-es, SQLite through sqlite-es.
+//!
+//! Both are used in event-store mode only: cqrs-es 0.5.0's snapshot and
+//! aggregate-store modes corrupt state (see `shared/notes/cqrs-es-0.5.md`).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// The embedded default: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dispatch-gate.db";
+
+/// A connected database, either backend.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// PostgreSQL (production).
+    Postgres(PgPool),
+    /// SQLite (the embedded default).
+    Sqlite(SqlitePool),
+}
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `sqlite:`.
+    Sqlite,
+}
+
+impl Backend {
+    /// Reads the backend from a database URL.
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            anyhow::bail!(
+                "unsupported database URL `{}`: use sqlite://FILE or postgres://…",
+                redact(url)
+            )
+        }
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Database {
+    /// Connects to the database a URL names. SQLite files are created on first use.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let shown = redact(url);
+        match Backend::of_url(url)? {
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)
+                    .with_context(|| format!("invalid PostgreSQL URL `{shown}`"))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot connect to PostgreSQL at `{shown}`"))?;
+                Ok(Self::Postgres(pool))
+            }
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .with_context(|| format!("invalid SQLite URL `{shown}`"))?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database `{shown}`"))?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(pool) => sqlx::migrate!("./migrations/postgres")
+                .run(pool)
+                .await
+                .context("applying PostgreSQL migrations")?,
+            Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite")
+                .run(pool)
+                .await
+                .context("applying SQLite migrations")?,
+        }
+        Ok(())
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// An event store for one aggregate type on this database.
+    pub fn event_store<A: Aggregate>(&self) -> EventStoreOf<A> {
+        match self {
+            Self::Postgres(pool) => EventStoreOf::Postgres(PersistedEventStore::new_event_store(
+                PostgresEventRepository::new(pool.clone()),
+            )),
+            Self::Sqlite(pool) => EventStoreOf::Sqlite(PersistedEventStore::new_event_store(
+                SqliteEventRepository::new(pool.clone()),
+            )),
+        }
+    }
+
+    /// Counts the rows of the event log (for tests and diagnostics).
+    pub async fn count_events(&self) -> anyhow::Result<i64> {
+        let count = match self {
+            Self::Postgres(pool) => sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(pool)
+                .await,
+            Self::Sqlite(pool) => sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(pool)
+                .await,
+        };
+        count.context("counting events")
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A cqrs-es event store on either backend. cqrs-es's `EventStore` is not
+/// object safe, so the two concrete stores sit behind this enum.
+pub enum EventStoreOf<A: Aggregate> {
+    /// PostgreSQL.
+    Postgres(PersistedEventStore<PostgresEventRepository, A>),
+    /// SQLite.
+    Sqlite(PersistedEventStore<SqliteEventRepository, A>),
+}
+
+/// A loaded aggregate with the sequence it was loaded at.
+pub type Loaded<A> = EventStoreAggregateContext<A>;
+
+impl<A: Aggregate> EventStoreOf<A> {
+    /// Rebuilds an aggregate from its events.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, AggregateError<A::Error>> {
+        match self {
+            Self::Postgres(store) => store.load_aggregate(id).await,
+            Self::Sqlite(store) => store.load_aggregate(id).await,
+        }
+    }
+
+    /// Reads the events of one aggregate in sequence order.
+    pub async fn load_events(
+        &self,
+        id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        match self {
+            Self::Postgres(store) => store.load_events(id).await,
+            Self::Sqlite(store) => store.load_events(id).await,
+        }
+    }
+
+    /// Appends events after the loaded sequence; a concurrent append gives
+    /// `AggregateConflict`.
+    pub async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: Loaded<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        match self {
+            Self::Postgres(store) => store.commit(events, context, metadata).await,
+            Self::Sqlite(store) => store.commit(events, context, metadata).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/gate"),
+            "postgres://app:***@db:5432/gate"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/postgres"),
+            "postgres://postgres@127.0.0.1/postgres"
+        );
+        assert_eq!(redact("sqlite://dispatch-gate.db"), "sqlite://dispatch-gate.db");
+    }
+
+    #[test]
+    fn backend_is_read_from_the_scheme() {
+        assert_eq!(Backend::of_url("postgresql://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert!(Backend::of_url("mysql://x").is_err());
+    }
+}
