@@ -13,7 +13,13 @@ use crate::telemetry::{self, LogFormat};
 #[command(name = "dispatch-gate", version, about)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "GATE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GATE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]

@@ -12,7 +12,9 @@ use aggregates::connection::{
     ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence,
     ProviderConnection, Rejection, StartRequest, Verdict,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::ids::{
+    ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId,
+};
 use aggregates::registry::{Registered, RestorePreview, RestoreRun, User, Workspace};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
 use aggregates::{Actor, Timestamp};
@@ -366,7 +368,11 @@ impl Gate {
     }
 
     /// Removes a member.
-    pub async fn remove_member(&self, tenant_id: TenantId, user_id: UserId) -> Result<(), GateError> {
+    pub async fn remove_member(
+        &self,
+        tenant_id: TenantId,
+        user_id: UserId,
+    ) -> Result<(), GateError> {
         let at = self.now();
         let command = TenantCommand::RemoveMember {
             user_id,
@@ -387,7 +393,11 @@ impl Gate {
         at: Timestamp,
     ) -> Result<Committed<Tenant>, GateError> {
         self.tenants
-            .execute(&tenant_id.to_string(), command, metadata(actor, request_id, at))
+            .execute(
+                &tenant_id.to_string(),
+                command,
+                metadata(actor, request_id, at),
+            )
             .await
             .map_err(|error| match error {
                 CommandError::Rejected(TenantError::NotFound) => GateError::NotFound("tenant"),
@@ -661,61 +671,63 @@ impl Gate {
         // and the start is resolved again.
         for _ in 0..3 {
             let at = self.now();
-            let (connection_id, resolved_via) = match (command.connection, tenant.default_connection)
-            {
-                (Some(id), _) => (id, ConnectionChoice::Explicit),
-                (None, Some(id)) => (id, ConnectionChoice::TenantDefault),
-                (None, None) => {
-                    let request = TenantStartRequest {
-                        decision_id,
-                        operation: command.operation,
-                        scope: match scope_kind {
-                            ScopeKind::Tenant => Some(Scope::Tenant(command.tenant_id)),
-                            ScopeKind::RestoreRun => command.restore_run.map(Scope::RestoreRun),
-                            ScopeKind::Connection => None,
-                        },
-                        actor: actor.clone(),
-                        at,
-                        request_id: command.request_id.clone(),
-                    };
-                    match self
-                        .tenants
-                        .execute(
-                            &command.tenant_id.to_string(),
-                            TenantCommand::RecordStartWithoutDefault(request),
-                            metadata(&actor, command.request_id.as_deref(), at),
-                        )
-                        .await
-                    {
-                        Ok(committed) => {
-                            tracing::Span::current().record("outcome", "blocked");
-                            return Ok(StartDecision {
-                                decision_id,
-                                operation: command.operation,
-                                verdict: Verdict::Rejected(Rejection::Blocked {
-                                    reason: ReasonCode::MissingDefault,
-                                }),
-                                evidence: None,
-                                stream: (
-                                    format!("Tenant/{}", command.tenant_id),
-                                    committed.sequence,
-                                ),
-                            });
+            let (connection_id, resolved_via) =
+                match (command.connection, tenant.default_connection) {
+                    (Some(id), _) => (id, ConnectionChoice::Explicit),
+                    (None, Some(id)) => (id, ConnectionChoice::TenantDefault),
+                    (None, None) => {
+                        let request = TenantStartRequest {
+                            decision_id,
+                            operation: command.operation,
+                            scope: match scope_kind {
+                                ScopeKind::Tenant => Some(Scope::Tenant(command.tenant_id)),
+                                ScopeKind::RestoreRun => command.restore_run.map(Scope::RestoreRun),
+                                ScopeKind::Connection => None,
+                            },
+                            actor: actor.clone(),
+                            at,
+                            request_id: command.request_id.clone(),
+                        };
+                        match self
+                            .tenants
+                            .execute(
+                                &command.tenant_id.to_string(),
+                                TenantCommand::RecordStartWithoutDefault(request),
+                                metadata(&actor, command.request_id.as_deref(), at),
+                            )
+                            .await
+                        {
+                            Ok(committed) => {
+                                tracing::Span::current().record("outcome", "blocked");
+                                return Ok(StartDecision {
+                                    decision_id,
+                                    operation: command.operation,
+                                    verdict: Verdict::Rejected(Rejection::Blocked {
+                                        reason: ReasonCode::MissingDefault,
+                                    }),
+                                    evidence: None,
+                                    stream: (
+                                        format!("Tenant/{}", command.tenant_id),
+                                        committed.sequence,
+                                    ),
+                                });
+                            }
+                            Err(CommandError::Rejected(TenantError::HasDefault(_))) => {
+                                tenant = self.tenants.load(&command.tenant_id.to_string()).await?;
+                                continue;
+                            }
+                            Err(other) => return Err(other.into()),
                         }
-                        Err(CommandError::Rejected(TenantError::HasDefault(_))) => {
-                            tenant = self.tenants.load(&command.tenant_id.to_string()).await?;
-                            continue;
-                        }
-                        Err(other) => return Err(other.into()),
                     }
-                }
-            };
+                };
             tracing::Span::current().record("connection", tracing::field::display(connection_id));
             let scope = match scope_kind {
                 ScopeKind::Connection => Scope::Connection(connection_id),
                 ScopeKind::Tenant => Scope::Tenant(command.tenant_id),
                 ScopeKind::RestoreRun => Scope::RestoreRun(
-                    command.restore_run.expect("checked: restore starts name their run"),
+                    command
+                        .restore_run
+                        .expect("checked: restore starts name their run"),
                 ),
             };
             let request = StartRequest {
@@ -752,12 +764,16 @@ impl Gate {
                     evidence.clone(),
                 )),
                 ConnectionEvent::OperationRejected {
-                    evidence, rejection, ..
+                    evidence,
+                    rejection,
+                    ..
                 } => Some((Verdict::Rejected(*rejection), evidence.clone())),
                 _ => None,
             });
             let Some((verdict, evidence)) = decision else {
-                return Err(GateError::Internal("the gate recorded no decision".to_owned()));
+                return Err(GateError::Internal(
+                    "the gate recorded no decision".to_owned(),
+                ));
             };
             tracing::Span::current().record("outcome", verdict.outcome().as_str());
             return Ok(StartDecision {

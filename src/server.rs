@@ -53,7 +53,9 @@ impl Application {
 
     /// The bound address.
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.listener.local_addr().context("reading the bound address")
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.

@@ -140,12 +140,16 @@ impl Database {
     /// Counts the rows of the event log (for tests and diagnostics).
     pub async fn count_events(&self) -> anyhow::Result<i64> {
         let count = match self {
-            Self::Postgres(pool) => sqlx::query_scalar("SELECT count(*) FROM events")
-                .fetch_one(pool)
-                .await,
-            Self::Sqlite(pool) => sqlx::query_scalar("SELECT count(*) FROM events")
-                .fetch_one(pool)
-                .await,
+            Self::Postgres(pool) => {
+                sqlx::query_scalar("SELECT count(*) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT count(*) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
         };
         count.context("counting events")
     }
@@ -220,12 +224,18 @@ mod tests {
             redact("postgres://postgres@127.0.0.1/postgres"),
             "postgres://postgres@127.0.0.1/postgres"
         );
-        assert_eq!(redact("sqlite://dispatch-gate.db"), "sqlite://dispatch-gate.db");
+        assert_eq!(
+            redact("sqlite://dispatch-gate.db"),
+            "sqlite://dispatch-gate.db"
+        );
     }
 
     #[test]
     fn backend_is_read_from_the_scheme() {
-        assert_eq!(Backend::of_url("postgresql://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of_url("postgresql://x/y").unwrap(),
+            Backend::Postgres
+        );
         assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
         assert!(Backend::of_url("mysql://x").is_err());
     }

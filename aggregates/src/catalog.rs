@@ -449,12 +449,15 @@ impl RunStatus {
     }
 }
 
+// `string_enum!` cannot mark a `#[default]` variant, so these stay hand-written.
+#[allow(clippy::derivable_impls)]
 impl Default for Consent {
     fn default() -> Self {
         Self::Missing
     }
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for CredentialStatus {
     fn default() -> Self {
         Self::Missing

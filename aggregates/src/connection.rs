@@ -515,8 +515,8 @@ pub struct ActiveRun {
     pub initiator: Actor,
     /// Queued, or running with a holder.
     pub holder: Option<Lease>,
-    /// An operator asked it to stop.
-    pub cancel_requested: bool,
+    /// Who asked it to stop, if anyone did.
+    pub cancel_requested_by: Option<Actor>,
 }
 
 /// The worker holding a running run, and until when.
@@ -740,13 +740,11 @@ pub fn decide(
     }
     let events = match command {
         ConnectionCommand::Create { .. } => unreachable!("handled above"),
-        ConnectionCommand::SetConsent { granted, actor, at } => {
-            match (granted, state.consent) {
-                (true, Consent::Missing) => vec![E::ConsentGranted { actor, at }],
-                (false, Consent::Granted) => vec![E::ConsentRevoked { actor, at }],
-                _ => vec![],
-            }
-        }
+        ConnectionCommand::SetConsent { granted, actor, at } => match (granted, state.consent) {
+            (true, Consent::Missing) => vec![E::ConsentGranted { actor, at }],
+            (false, Consent::Granted) => vec![E::ConsentRevoked { actor, at }],
+            _ => vec![],
+        },
         ConnectionCommand::SetCredentials { status, actor, at } => {
             if status == state.credentials {
                 vec![]
@@ -840,12 +838,14 @@ pub fn decide(
                 RunEnd::Failed { reason } => {
                     return Err(ConnectionError::NotAnExecutionReason(reason))
                 }
-                RunEnd::Cancelled if run.cancel_requested => vec![E::RunCancelled {
-                    run_id,
-                    actor: Actor::System,
-                    at,
-                }],
-                RunEnd::Cancelled => return Err(ConnectionError::CancelNotRequested),
+                RunEnd::Cancelled => match &run.cancel_requested_by {
+                    Some(requester) => vec![E::RunCancelled {
+                        run_id,
+                        actor: requester.clone(),
+                        at,
+                    }],
+                    None => return Err(ConnectionError::CancelNotRequested),
+                },
             }
         }
         ConnectionCommand::ExpireLease { at } => match &state.active {
@@ -866,7 +866,7 @@ pub fn decide(
         },
         ConnectionCommand::CancelRun { run_id, actor, at } => {
             let run = state.active_run(run_id)?;
-            match (&run.holder, run.cancel_requested) {
+            match (&run.holder, run.cancel_requested_by.is_some()) {
                 (None, _) => vec![E::RunCancelled { run_id, actor, at }],
                 (Some(_), false) => vec![E::RunCancelRequested { run_id, actor, at }],
                 (Some(_), true) => vec![],
@@ -907,7 +907,7 @@ pub fn evolve(state: &mut ProviderConnection, event: ConnectionEvent) {
                 scope: request.scope,
                 initiator: request.actor,
                 holder: None,
-                cancel_requested: false,
+                cancel_requested_by: None,
             });
         }
         E::OperationRejected { .. } => {}
@@ -933,9 +933,9 @@ pub fn evolve(state: &mut ProviderConnection, event: ConnectionEvent) {
         E::RunSucceeded { run_id, .. } => state.end_run(run_id, RunStatus::Succeeded),
         E::RunFailed { run_id, .. } => state.end_run(run_id, RunStatus::Failed),
         E::RunCancelled { run_id, .. } => state.end_run(run_id, RunStatus::Cancelled),
-        E::RunCancelRequested { run_id, .. } => {
+        E::RunCancelRequested { run_id, actor, .. } => {
             if let Some(run) = state.active.as_mut().filter(|run| run.run_id == run_id) {
-                run.cancel_requested = true;
+                run.cancel_requested_by = Some(actor);
             }
         }
     }

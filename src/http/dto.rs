@@ -108,10 +108,17 @@ pub fn present_start(decision: &StartDecision) -> (StatusCode, StartResult) {
     let connection = decision.evidence.as_ref().map(|e| &e.connection);
     let conn_name = connection.map_or("the provider connection", |c| c.display_name.as_str());
     let label = decision.operation.label();
-    let active = decision.evidence.as_ref().and_then(|e| e.active_run.as_ref());
+    let active = decision
+        .evidence
+        .as_ref()
+        .and_then(|e| e.active_run.as_ref());
     let (run, headline) = match decision.verdict {
         Verdict::Accepted { run_id } => (
-            Some(RunSummary::new(run_id, decision.operation, RunStatus::Queued)),
+            Some(RunSummary::new(
+                run_id,
+                decision.operation,
+                RunStatus::Queued,
+            )),
             format!("{label} was queued on {conn_name}."),
         ),
         Verdict::Rejected(_) => {

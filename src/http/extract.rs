@@ -159,7 +159,7 @@ pub fn parse_registry<T>(value: &str) -> Result<T, ApiError>
 where
     T: std::str::FromStr<Err = aggregates::catalog::UnknownName>,
 {
-    value.parse().map_err(|e: aggregates::catalog::UnknownName| {
-        ApiError::invalid(e.to_string())
-    })
+    value
+        .parse()
+        .map_err(|e: aggregates::catalog::UnknownName| ApiError::invalid(e.to_string()))
 }

@@ -119,7 +119,10 @@ async fn json_errors(request: Request, next: Next) -> Response {
     }
     let (code, message) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this path"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than the limit"),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than the limit",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "unsupported_media_type",
             "send the body as `Content-Type: application/json`",

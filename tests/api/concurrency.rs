@@ -1,0 +1,75 @@
+//! Concurrent starts on one connection: exactly one accepted, every other
+//! caller pointed at that run, every start recorded.
+
+use std::collections::HashSet;
+
+use axum::http::StatusCode;
+use dispatch_gate::store::Backend;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+use crate::on_both_backends;
+
+on_both_backends!(fifty_simultaneous_starts_give_one_run_and_fifty_decisions);
+
+async fn fifty_simultaneous_starts_give_one_run_and_fifty_decisions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let operations = [
+        "inventory.sync",
+        "directory.groups.sync",
+        "directory.roles.sync",
+        "provider.verify",
+    ];
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (app, barrier, tenant, token) = (
+            app.clone(),
+            barrier.clone(),
+            f.tenant.clone(),
+            f.operator.clone(),
+        );
+        let operation = operations[i % operations.len()];
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            app.post(
+                &format!("/v1/tenants/{tenant}/operations"),
+                &token,
+                json!({"operation": operation}),
+            )
+            .await
+        }));
+    }
+    let mut accepted = 0;
+    let mut runs = HashSet::new();
+    let mut decisions = HashSet::new();
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.body["outcome"].as_str().unwrap() {
+            "accepted" => {
+                assert_eq!(r.status, StatusCode::ACCEPTED);
+                accepted += 1;
+            }
+            "deduped" => assert_eq!(r.status, StatusCode::OK),
+            "scope_busy" => assert_eq!(r.status, StatusCode::CONFLICT),
+            other => panic!("unexpected outcome {other}: {}", r.body),
+        }
+        runs.insert(r.body["run"]["id"].as_str().unwrap().to_owned());
+        decisions.insert(r.body["decision_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(accepted, 1, "exactly one start is accepted");
+    assert_eq!(runs.len(), 1, "every result points at the one run");
+    assert_eq!(decisions.len(), 50);
+    let types = app.event_types().await;
+    let recorded = types
+        .iter()
+        .filter(|t| *t == "OperationAccepted" || *t == "OperationRejected")
+        .count();
+    assert_eq!(recorded, 50, "every start is recorded as a decision");
+    assert_eq!(
+        types.iter().filter(|t| *t == "OperationAccepted").count(),
+        1
+    );
+}

@@ -1,0 +1,262 @@
+//! `TestApp`: the whole router on a fresh database, called with `oneshot`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use dispatch_gate::gate::{Gate, SystemClock};
+use dispatch_gate::http::{app, AppState};
+use dispatch_gate::store::{Backend, Database};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// Runs each named test function once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub database: Database,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let (dir, url) = match backend {
+            Backend::Sqlite => {
+                let (dir, url) = testkit::fresh_sqlite_url();
+                (Some(dir), url)
+            }
+            Backend::Postgres => (None, testkit::fresh_postgres_database().await),
+        };
+        let database = Database::connect(&url, 20).await.expect("connect");
+        database.migrate().await.expect("migrate");
+        let gate = Gate::new(database.clone(), Arc::new(SystemClock), Some(ADMIN));
+        let router = app(AppState {
+            gate: Arc::new(gate),
+        });
+        Self {
+            router,
+            database,
+            _dir: dir,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Response {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body for {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Response { status, body }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        self.send(request.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Rows in the event log: "nothing written" means this did not change.
+    pub async fn event_count(&self) -> i64 {
+        self.database.count_events().await.expect("count events")
+    }
+
+    /// Event types in the log, in insertion order of each stream.
+    pub async fn event_types(&self) -> Vec<String> {
+        let sql = "SELECT event_type FROM events ORDER BY aggregate_type, aggregate_id, sequence";
+        match &self.database {
+            Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .expect("event types")
+    }
+
+    pub async fn workspace(&self) -> String {
+        let r = self
+            .post("/v1/admin/workspaces", ADMIN, json!({"name": "Acme MSP"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        id(&r.body)
+    }
+
+    pub async fn tenant(&self, workspace: &str, name: &str) -> String {
+        let r = self
+            .post(
+                "/v1/admin/tenants",
+                ADMIN,
+                json!({"workspace_id": workspace, "name": name}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        id(&r.body)
+    }
+
+    /// A user with `role` (and optional exact capabilities) in `tenant`; returns (id, token).
+    pub async fn member(
+        &self,
+        tenant: &str,
+        role: &str,
+        capabilities: Option<Value>,
+    ) -> (String, String) {
+        let r = self
+            .post(
+                "/v1/admin/users",
+                ADMIN,
+                json!({"name": format!("{role} user")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let user = id(&r.body);
+        let token = r.body["token"].as_str().unwrap().to_owned();
+        let mut body = json!({"role": role});
+        if let Some(capabilities) = capabilities {
+            body["capabilities"] = capabilities;
+        }
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/v1/admin/tenants/{tenant}/members/{user}"),
+                Some(ADMIN),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        (user, token)
+    }
+
+    /// A connection in `tenant`; `usable` grants consent and valid credentials.
+    pub async fn connection(
+        &self,
+        tenant: &str,
+        name: &str,
+        make_default: bool,
+        usable: bool,
+    ) -> String {
+        let r = self
+            .post(
+                &format!("/v1/tenants/{tenant}/provider-connections"),
+                ADMIN,
+                json!({"display_name": name, "provider": "microsoft_graph", "make_default": make_default}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let connection = id(&r.body);
+        if usable {
+            let r = self
+                .post(
+                    &format!("/v1/provider-connections/{connection}/consent"),
+                    ADMIN,
+                    json!({"granted": true}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            let r = self
+                .post(
+                    &format!("/v1/provider-connections/{connection}/credentials"),
+                    ADMIN,
+                    json!({"status": "valid"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+        connection
+    }
+
+    /// A tenant with a usable default connection and an operator.
+    pub async fn fixture(&self) -> Fixture {
+        let workspace = self.workspace().await;
+        let tenant = self.tenant(&workspace, "Contoso").await;
+        let connection = self.connection(&tenant, "Contoso Graph", true, true).await;
+        let (_, operator) = self.member(&tenant, "operator", None).await;
+        Fixture {
+            workspace,
+            tenant,
+            connection,
+            operator,
+        }
+    }
+
+    pub async fn start(&self, token: &str, tenant: &str, operation: &str) -> Response {
+        self.post(
+            &format!("/v1/tenants/{tenant}/operations"),
+            token,
+            json!({"operation": operation}),
+        )
+        .await
+    }
+}
+
+pub struct Fixture {
+    pub workspace: String,
+    pub tenant: String,
+    pub connection: String,
+    pub operator: String,
+}
+
+pub fn id(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .to_owned()
+}

@@ -1,0 +1,676 @@
+//! Test support: a fresh, real database per test, never a mock.
+//!
+//! # Layout
+//! - [`fresh_postgres_database`] creates an empty `dg_test_<uuid>` database on the test
+//!   PostgreSQL server and returns its URL; [`postgres_server_url`] is that server.
+//! - The server is chosen once per process (`choose_server`): `DATABASE_URL` if it names
+//!   a PostgreSQL server, else whatever listens on 127.0.0.1:5432, else a throwaway server
+//!   started from the locally installed binaries ([`start_throwaway_server`]).
+//! - A throwaway server never outlives the process that started it: Rust statics are never
+//!   dropped and nextest runs every test in its own process, so a detached watchdog stops
+//!   the server and deletes its directory once that process has gone.
+//! - [`fresh_sqlite_url`] is the SQLite counterpart: a file in a fresh temp dir.
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+const NO_SERVER: &str = "PostgreSQL tests need a server: set DATABASE_URL, run one on 127.0.0.1:5432, or install PostgreSQL server binaries (Debian: apt-get install postgresql)";
+
+const LOCAL_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// How long a throwaway server may take to accept its first connection.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server this process creates its test databases on; chosen by the first caller.
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+struct Server {
+    /// URL of the administrative database, where `CREATE DATABASE` runs.
+    url: String,
+    /// Where the server came from, for panic messages; never the URL, which may hold a password.
+    origin: String,
+    /// Held so the server lives as long as the process; never dropped, the watchdog cleans up.
+    _throwaway: Option<ThrowawayServer>,
+}
+
+/// Creates a brand-new, empty database `dg_test_<uuid>` on the test server and returns its URL.
+///
+/// Panics with one line when no server can be reached or the database cannot be created.
+pub async fn fresh_postgres_database() -> String {
+    // The first call may block for a few seconds while it picks or starts the server;
+    // acceptable in a test, and the readiness check runs on its own runtime.
+    let server = server();
+    let name = format!("dg_test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&server.url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to the test PostgreSQL server ({}): {}",
+                server.origin,
+                one_line(&e.to_string())
+            )
+        });
+    create_database(&mut admin, &name)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot create test database {name} on the test PostgreSQL server ({}): {}",
+                server.origin,
+                one_line(&e.to_string())
+            )
+        });
+    // Closing politely only saves the server a log line; the database exists either way.
+    let _ = admin.close().await;
+    with_database(&server.url, &name)
+}
+
+/// The URL of the test PostgreSQL server's administrative database, for tests that
+/// create several databases themselves.
+pub fn postgres_server_url() -> String {
+    server().url.clone()
+}
+
+/// A `sqlite://<dir>/gate.db` URL in a fresh temp dir; keep the `TempDir` alive while it is used.
+///
+/// The file does not exist yet: open it with `create_if_missing`, as the code under test must
+/// on a first start anyway.
+pub fn fresh_sqlite_url() -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("dg-sqlite-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temp dir for a SQLite test database: {e}"));
+    let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    (dir, url)
+}
+
+/// Which PostgreSQL server the tests use.
+#[derive(Debug, PartialEq, Eq)]
+enum ServerChoice {
+    /// `DATABASE_URL` names a PostgreSQL server; databases are created through it.
+    DatabaseUrl(String),
+    /// Something accepts connections on 127.0.0.1:5432; use it as `postgres`, no password.
+    Local,
+    /// Neither: start a throwaway server from the installed binaries.
+    Throwaway,
+}
+
+/// Picks the server from `DATABASE_URL` and, only if that does not decide, whether
+/// something listens on 127.0.0.1:5432.
+fn choose_server(
+    database_url: Option<&str>,
+    local_server_listens: impl FnOnce() -> bool,
+) -> ServerChoice {
+    match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            ServerChoice::DatabaseUrl(url.to_owned())
+        }
+        _ if local_server_listens() => ServerChoice::Local,
+        _ => ServerChoice::Throwaway,
+    }
+}
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        let database_url = std::env::var("DATABASE_URL").ok();
+        match choose_server(database_url.as_deref(), local_server_listens) {
+            ServerChoice::DatabaseUrl(url) => Server {
+                url,
+                origin: "the server in DATABASE_URL".to_owned(),
+                _throwaway: None,
+            },
+            ServerChoice::Local => Server {
+                url: LOCAL_SERVER_URL.to_owned(),
+                origin: "127.0.0.1:5432 as user postgres; set DATABASE_URL to use another"
+                    .to_owned(),
+                _throwaway: None,
+            },
+            ServerChoice::Throwaway => {
+                let throwaway = start_throwaway_server();
+                Server {
+                    url: throwaway.url.clone(),
+                    origin: format!("throwaway server in {}", throwaway.dir.display()),
+                    _throwaway: Some(throwaway),
+                }
+            }
+        }
+    })
+}
+
+fn local_server_listens() -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], 5432));
+    TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
+}
+
+/// `CREATE DATABASE` copies `template1` and fails while another session is connected to
+/// it, which concurrent tests do to each other; the failure is transient, so retry it.
+///
+/// `query`, not `raw_sql`: the latter makes the caller's future fail to be `Send` (sqlx's
+/// `Executor` lifetimes), and tests do spawn `fresh_postgres_database`.
+async fn create_database(admin: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    const ATTEMPTS: u32 = 8;
+    // A database name cannot be a bind parameter; this one is `dg_test_` and hex digits.
+    let statement = format!(r#"CREATE DATABASE "{name}""#);
+    let mut attempt = 1;
+    loop {
+        match sqlx::query(&statement).execute(&mut *admin).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS && is_template_busy(&e) => {
+                let backoff = Duration::from_millis(50 << attempt.min(5));
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SQLSTATE 55006 (object_in_use): "source database "template1" is being accessed by other users".
+fn is_template_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55006"))
+}
+
+/// `url` with its database (the path) replaced by `database`, keeping any query string.
+fn with_database(url: &str, database: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let after_path = url[authority_end..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| authority_end + i);
+    format!("{}/{database}{}", &url[..authority_end], &url[after_path..])
+}
+
+/// A PostgreSQL server started from the locally installed binaries, in its own temp dir,
+/// listening on 127.0.0.1 on a free port with `trust` authentication.
+///
+/// Dropping it stops the server and deletes the dir; if it is never dropped (a static), or
+/// the process dies, a watchdog does both once the process that started it has gone.
+pub struct ThrowawayServer {
+    url: String,
+    /// Holds `data/` (the cluster), the Unix socket and `server.log`.
+    dir: PathBuf,
+    pg_ctl: PathBuf,
+    /// The unprivileged account that owns `dir`, when we run as root.
+    owner: Option<String>,
+}
+
+impl ThrowawayServer {
+    /// The URL of the server's `postgres` database, as superuser `postgres`, no password.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The temp dir holding the cluster, the socket and `server.log`; gone after drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    fn stop_argv(&self) -> Vec<OsString> {
+        let args = [
+            OsString::from("-D"),
+            self.data_dir().into_os_string(),
+            "-m".into(),
+            "immediate".into(),
+            "stop".into(),
+        ];
+        argv_as(self.owner.as_deref(), &self.pg_ctl, &args)
+    }
+
+    /// Stops the server and deletes the dir once process `pid` has exited; detached, so it
+    /// outlives that process, which never drops a static nor cleans up after a crash.
+    fn spawn_watchdog(&self, pid: u32) {
+        // Arguments travel as positional parameters, so no path is ever quoted into the
+        // script. The loop runs in a background subshell and `sh` returns at once: we reap
+        // `sh`, and the orphaned loop is init's to reap, so no zombie is left with us.
+        const SCRIPT: &str = r#"pid=$1 dir=$2; shift 2
+(while kill -0 "$pid" 2>/dev/null; do sleep 1; done; "$@"; rm -rf "$dir") &"#;
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("dg-testkit-watchdog")
+            .arg(pid.to_string())
+            .arg(&self.dir)
+            .args(self.stop_argv())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: Ctrl-C or a test runner killing the test's group must
+            // not take the cleanup down with it.
+            .process_group(0)
+            .status();
+        if !status.as_ref().is_ok_and(|status| status.success()) {
+            panic!("cannot start the throwaway PostgreSQL watchdog: {status:?}");
+        }
+    }
+}
+
+impl Drop for ThrowawayServer {
+    fn drop(&mut self) {
+        // Failures mean there is nothing left to stop or delete; the watchdog will try again.
+        let argv = self.stop_argv();
+        let _ = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts a throwaway server from `initdb` and `pg_ctl` found on PATH or under
+/// `/usr/lib/postgresql/*/bin`, and waits until it accepts a connection.
+///
+/// As root, the server runs as an unprivileged account (PostgreSQL refuses root). Panics
+/// with one line when no binaries are installed or the server does not come up.
+pub fn start_throwaway_server() -> ThrowawayServer {
+    start_throwaway_server_watched_by(std::process::id())
+}
+
+fn start_throwaway_server_watched_by(pid: u32) -> ThrowawayServer {
+    let bin = find_postgres_bin_dir().unwrap_or_else(|| panic!("{NO_SERVER}"));
+    let owner = unprivileged_owner_if_root();
+    let dir = tempfile::Builder::new()
+        .prefix("dg-pg-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temp dir for a throwaway PostgreSQL: {e}"))
+        .keep();
+    if let Some(owner) = &owner {
+        let (uid, gid) = (id(&["-u", owner]), id(&["-g", owner]));
+        std::os::unix::fs::chown(&dir, uid, gid)
+            .unwrap_or_else(|e| panic!("cannot chown {} to {owner}: {e}", dir.display()));
+    }
+    let port = free_port();
+    // Built before anything can fail, so a panic below drops it and cleans up.
+    let server = ThrowawayServer {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        dir,
+        pg_ctl: bin.join("pg_ctl"),
+        owner,
+    };
+    server.spawn_watchdog(pid);
+
+    let initdb = [
+        OsString::from("-D"),
+        server.data_dir().into_os_string(),
+        "-A".into(),
+        "trust".into(),
+        "-U".into(),
+        "postgres".into(),
+        "-E".into(),
+        "UTF8".into(),
+        // Fixed rather than inherited: containers often name a locale they do not have.
+        "--locale=C".into(),
+        "--no-sync".into(),
+    ];
+    run(
+        server.owner.as_deref(),
+        &bin.join("initdb"),
+        &initdb,
+        &server.dir,
+    )
+    .unwrap_or_else(|e| panic!("initdb failed for a throwaway PostgreSQL: {e}"));
+
+    // pg_ctl hands -o to a shell, hence the quoted socket dir.
+    let options = format!(
+        "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+        shell_quote(&server.dir.to_string_lossy())
+    );
+    let start = [
+        OsString::from("-D"),
+        server.data_dir().into_os_string(),
+        "-l".into(),
+        server.log_path().into_os_string(),
+        "-o".into(),
+        options.into(),
+        "-w".into(),
+        "-t".into(),
+        READY_TIMEOUT.as_secs().to_string().into(),
+        "start".into(),
+    ];
+    run(server.owner.as_deref(), &server.pg_ctl, &start, &server.dir).unwrap_or_else(|e| {
+        panic!(
+            "pg_ctl start failed for a throwaway PostgreSQL: {e}; server log: {}",
+            log_tail(&server.log_path())
+        )
+    });
+    // pg_ctl's own wait is only a hint; a real connection is the proof.
+    wait_until_accepting(&server.url, READY_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "throwaway PostgreSQL did not accept connections within {}s: {e}; server log: {}",
+            READY_TIMEOUT.as_secs(),
+            log_tail(&server.log_path())
+        )
+    });
+    server
+}
+
+/// The directory holding both `initdb` and `pg_ctl`: the first such on PATH, else the highest
+/// version under `/usr/lib/postgresql`, where Debian installs them off PATH.
+fn find_postgres_bin_dir() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .chain(versioned_bin_dirs(Path::new("/usr/lib/postgresql")))
+        .find(|dir| is_executable(&dir.join("initdb")) && is_executable(&dir.join("pg_ctl")))
+}
+
+/// `<root>/<version>/bin` for every numeric version under `root`, highest version first.
+fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(root).into_iter().flatten().flatten();
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let version = name
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `None` unless we run as root; then an account that may run PostgreSQL: `postgres` or
+/// `nobody` if they exist, else one created for the purpose.
+fn unprivileged_owner_if_root() -> Option<String> {
+    if id(&["-u"]) != Some(0) {
+        return None;
+    }
+    const CREATED: &str = "dg-testkit";
+    if let Some(existing) = ["postgres", "nobody", CREATED]
+        .into_iter()
+        .find(|user| id(&["-u", user]).is_some())
+    {
+        return Some(existing.to_owned());
+    }
+    // Another test process may win the race to create it; only its existence matters.
+    let _ = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/bin/false",
+            CREATED,
+        ])
+        .output();
+    if id(&["-u", CREATED]).is_none() {
+        panic!("running as root, and no unprivileged account to run PostgreSQL as: neither postgres nor nobody exists and useradd {CREATED} failed");
+    }
+    Some(CREATED.to_owned())
+}
+
+/// Runs `id` with `args` and parses the number it prints; `None` when it fails.
+fn id(args: &[&str]) -> Option<u32> {
+    let output = Command::new("id").args(args).output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+/// The argv that runs `program args` as `owner`, or as ourselves when `owner` is `None`.
+fn argv_as(owner: Option<&str>, program: &Path, args: &[OsString]) -> Vec<OsString> {
+    let Some(owner) = owner else {
+        return std::iter::once(program.as_os_str().to_owned())
+            .chain(args.iter().cloned())
+            .collect();
+    };
+    if let Some(runuser) = find_program("runuser") {
+        return [
+            runuser.into_os_string(),
+            "-u".into(),
+            owner.into(),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(std::iter::once(program.as_os_str().to_owned()))
+        .chain(args.iter().cloned())
+        .collect();
+    }
+    // Options before the user name: shadow and busybox su hand later arguments to the shell.
+    let command = std::iter::once(program.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|arg| shell_quote(&arg.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    [
+        "su",
+        "-s",
+        "/bin/sh",
+        "-c",
+        &format!("exec {command}"),
+        owner,
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect()
+}
+
+/// `name` on PATH, or in the sbin dirs that a non-login root PATH may lack.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_absolute() && is_executable(candidate))
+}
+
+/// Runs `program args` as `owner` in `dir`; on failure, its output folded into one line.
+fn run(owner: Option<&str>, program: &Path, args: &[OsString], dir: &Path) -> Result<(), String> {
+    let argv = argv_as(owner, program, args);
+    let output = Command::new(&argv[0])
+        .args(&argv[1..])
+        // Our own working directory may be unreadable to the unprivileged owner.
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", display_argv(&argv)))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let printed = [output.stderr, output.stdout]
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .join("\n");
+    Err(format!(
+        "{} exited with {}: {}",
+        display_argv(&argv),
+        output.status,
+        one_line(&printed)
+    ))
+}
+
+fn display_argv(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Retries a real connection until the server answers or `timeout` passes. It runs on its
+/// own thread and runtime because the caller may be inside a test's runtime.
+fn wait_until_accepting(url: &str, timeout: Duration) -> Result<(), String> {
+    let wait = || -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot build a runtime: {e}"))?;
+        runtime.block_on(async {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let attempt =
+                    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url));
+                let error = match attempt.await {
+                    Ok(Ok(connection)) => {
+                        let _ = connection.close().await;
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => one_line(&e.to_string()),
+                    Err(_) => "connection attempt timed out".to_owned(),
+                };
+                if Instant::now() >= deadline {
+                    return Err(error);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(wait)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn free_port() -> u16 {
+    // Port 0 makes the kernel pick a free port; another process could take it before the
+    // server binds it, a race small enough for tests, and one that fails loudly.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port for a throwaway PostgreSQL: {e}"))
+}
+
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    one_line(&lines[lines.len().saturating_sub(3)..].join("\n"))
+}
+
+/// Folds `text` into one line: panic messages from this crate stay one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_should_use_a_postgres_database_url_without_probing_the_local_port() {
+        let choice = choose_server(Some("postgresql://u:p@db:6543/app"), || {
+            panic!("probed the local port")
+        });
+        assert_eq!(
+            choice,
+            ServerChoice::DatabaseUrl("postgresql://u:p@db:6543/app".to_owned())
+        );
+    }
+
+    #[test]
+    fn it_should_ignore_a_sqlite_database_url() {
+        assert_eq!(
+            choose_server(Some("sqlite://gate.db"), || true),
+            ServerChoice::Local
+        );
+    }
+
+    #[test]
+    fn it_should_start_a_throwaway_server_when_nothing_else_is_there() {
+        assert_eq!(choose_server(None, || false), ServerChoice::Throwaway);
+    }
+
+    #[test]
+    fn it_should_replace_only_the_database_of_a_url() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app?sslmode=disable", "dg_test_1"),
+            "postgres://u:p@h:5432/dg_test_1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h", "dg_test_1"),
+            "postgres://h/dg_test_1"
+        );
+        assert_eq!(
+            with_database("postgresql://h:1/?application_name=x", "d"),
+            "postgresql://h:1/d?application_name=x"
+        );
+        assert_eq!(
+            with_database("postgres:///app?host=/run/postgresql", "d"),
+            "postgres:///d?host=/run/postgresql"
+        );
+    }
+
+    #[test]
+    fn it_should_list_versioned_bin_dirs_highest_version_first() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["9.6", "15", "16", "common", "10"] {
+            std::fs::create_dir(root.path().join(name)).unwrap();
+        }
+        let dirs = versioned_bin_dirs(root.path());
+        let versions: Vec<_> = dirs
+            .iter()
+            .map(|dir| dir.parent().unwrap().file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(versions, ["16", "15", "10", "9.6"]);
+        assert!(dirs.iter().all(|dir| dir.ends_with("bin")));
+    }
+
+    #[test]
+    fn it_should_quote_for_the_shell() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn it_should_run_as_ourselves_without_an_owner() {
+        let argv = argv_as(None, Path::new("/bin/pg_ctl"), &["stop".into()]);
+        assert_eq!(argv, ["/bin/pg_ctl", "stop"]);
+    }
+
+    /// The watchdog is what cleans up after a process that never drops its server; watch a
+    /// child instead of ourselves so the test can end it.
+    #[tokio::test]
+    async fn it_should_stop_and_delete_a_throwaway_server_once_its_process_has_gone() {
+        let mut watched = Command::new("sleep").arg("600").spawn().unwrap();
+        let server = start_throwaway_server_watched_by(watched.id());
+        PgConnection::connect(server.url()).await.unwrap();
+
+        watched.kill().unwrap();
+        // Reaped, or `kill -0` would still see it as a zombie.
+        watched.wait().unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.dir().exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !server.dir().exists(),
+            "the watchdog left {:?}",
+            server.dir()
+        );
+        assert!(PgConnection::connect(server.url()).await.is_err());
+        // Nothing left for drop to do; it must not mind.
+        drop(server);
+    }
+}
