@@ -75,6 +75,15 @@ impl Database {
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)
                     .with_context(|| format!("invalid PostgreSQL URL `{shown}`"))?;
+                // One direct attempt first: a refused connection fails at once
+                // instead of after the pool's acquire timeout.
+                sqlx::Connection::close(
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+                        .await
+                        .with_context(|| format!("cannot connect to PostgreSQL at `{shown}`"))?,
+                )
+                .await
+                .ok();
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(10))

@@ -10,7 +10,10 @@ use serde_json::json;
 use crate::helpers::TestApp;
 use crate::on_both_backends;
 
-on_both_backends!(fifty_simultaneous_starts_give_one_run_and_fifty_decisions);
+on_both_backends!(
+    fifty_simultaneous_starts_give_one_run_and_fifty_decisions,
+    two_processes_racing_on_one_connection_still_accept_exactly_one,
+);
 
 async fn fifty_simultaneous_starts_give_one_run_and_fifty_decisions(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -71,5 +74,52 @@ async fn fifty_simultaneous_starts_give_one_run_and_fifty_decisions(backend: Bac
     assert_eq!(
         types.iter().filter(|t| *t == "OperationAccepted").count(),
         1
+    );
+}
+
+/// Two gates on one database stand for two processes: their in-process lock
+/// stripes do not see each other, so the optimistic append and the executor's
+/// re-decide are what keep the outcome right.
+async fn two_processes_racing_on_one_connection_still_accept_exactly_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let second = app.second_process();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(40));
+    let routers = [app.router.clone(), second];
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let router = routers[i % 2].clone();
+        let (barrier, tenant, token) = (barrier.clone(), f.tenant.clone(), f.operator.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            crate::helpers::call_router(
+                router,
+                &format!("/v1/tenants/{tenant}/operations"),
+                &token,
+                json!({"operation": if i % 3 == 0 { "inventory.sync" } else { "provider.verify" }}),
+            )
+            .await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    let mut runs = HashSet::new();
+    for task in tasks {
+        let r = task.await.unwrap();
+        outcomes.push(r.body["outcome"].as_str().unwrap().to_owned());
+        runs.insert(r.body["run"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "accepted").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(runs.len(), 1);
+    let types = app.event_types().await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "OperationAccepted" || *t == "OperationRejected")
+            .count(),
+        40
     );
 }

@@ -62,31 +62,16 @@ impl TestApp {
         }
     }
 
+    /// Another app on the same database, standing for a second process.
+    pub fn second_process(&self) -> Router {
+        let gate = Gate::new(self.database.clone(), Arc::new(SystemClock), Some(ADMIN));
+        app(AppState {
+            gate: Arc::new(gate),
+        })
+    }
+
     pub async fn send(&self, request: Request<Body>) -> Response {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!(
-                    "non-JSON body for {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })
-        };
-        Response { status, body }
+        send(self.router.clone(), request).await
     }
 
     pub async fn call(
@@ -259,4 +244,39 @@ pub fn id(body: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no id in {body}"))
         .to_owned()
+}
+
+/// Sends a request to a router and reads the JSON answer.
+pub async fn send(router: Router, request: Request<Body>) -> Response {
+    let response = router.oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "non-JSON body for {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Response { status, body }
+}
+
+/// POSTs JSON with a bearer token to a router.
+pub async fn call_router(router: Router, path: &str, token: &str, body: Value) -> Response {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(router, request).await
 }
