@@ -33,6 +33,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Manage the read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+/// `projections` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Drop every view and rebuild it from the event log.
+    Rebuild(DatabaseArgs),
 }
 
 /// Where the event log lives.
@@ -74,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied to {}", redact(&args.database_url));
             Ok(())
         }
+        Command::Projections(ProjectionsCommand::Rebuild(args)) => rebuild(args).await,
     }
 }
 
@@ -98,4 +109,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let application = Application::build(&settings).await?;
     application.run_until(shutdown_signal()).await
+}
+
+async fn rebuild(args: DatabaseArgs) -> anyhow::Result<()> {
+    let database = Database::connect(&args.database_url, 2).await?;
+    database.migrate().await?;
+    let total = crate::catchup::head(&database).await?;
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} rebuilding [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let applied = crate::catchup::rebuild(&database, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    database.close().await;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {} projections from {applied} events in {seconds:.2}s ({:.0} events/s)",
+        projections::PROJECTIONS.len(),
+        applied as f64 / seconds.max(1e-9)
+    );
+    Ok(())
 }

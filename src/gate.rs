@@ -10,7 +10,7 @@ use aggregates::catalog::{
 };
 use aggregates::connection::{
     ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence,
-    ProviderConnection, Rejection, StartRequest, Verdict,
+    ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
 use aggregates::ids::{
     ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId,
@@ -21,7 +21,9 @@ use aggregates::{Actor, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::catchup::Catchup;
 use crate::executor::{CommandError, Committed, Executor};
+use crate::read::RunRecord;
 use crate::store::Database;
 
 /// A source of the current time, passed as a value so that time-dependent
@@ -153,6 +155,7 @@ pub struct NewUser {
 /// All use cases of dispatch-gate.
 pub struct Gate {
     database: Database,
+    catchup: Arc<Catchup>,
     clock: Arc<dyn Clock>,
     admin_token_sha256: Option<[u8; 32]>,
     workspaces: Executor<Registered<Workspace>>,
@@ -172,6 +175,9 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 const TOKEN_PREFIX: &str = "dgu_";
+
+/// How long a write waits for the read models to show it.
+const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
@@ -195,6 +201,7 @@ impl Gate {
             connections: Executor::new(&database),
             admin_token_sha256: admin_token.map(sha256),
             clock,
+            catchup: Catchup::new(database.clone()),
             database,
         }
     }
@@ -202,6 +209,37 @@ impl Gate {
     /// The database in use.
     pub fn database(&self) -> &Database {
         &self.database
+    }
+
+    /// The catch-up machinery feeding the read models.
+    pub fn catchup(&self) -> &Arc<Catchup> {
+        &self.catchup
+    }
+
+    /// Executes a command, then waits (bounded) until the read models have
+    /// applied its events, so the caller's next request reads its own write.
+    async fn run<A>(
+        &self,
+        executor: &Executor<A>,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: cqrs_es::Aggregate<Services = ()> + Clone,
+        A::Command: Clone,
+    {
+        let committed = executor.execute(id, command, metadata).await?;
+        if let Some(last) = committed.events.last() {
+            let seen = self
+                .catchup
+                .wait_for(A::TYPE, &last.aggregate_id, last.sequence, READ_YOUR_WRITES)
+                .await;
+            if !seen {
+                tracing::debug!(aggregate = A::TYPE, id, "read models not caught up in time");
+            }
+        }
+        Ok(committed)
     }
 
     /// The clock in use.
@@ -295,9 +333,13 @@ impl Gate {
             actor: Actor::Admin,
             at,
         };
-        self.workspaces
-            .execute(&id.to_string(), record, metadata(&Actor::Admin, None, at))
-            .await?;
+        self.run(
+            &self.workspaces,
+            &id.to_string(),
+            record,
+            metadata(&Actor::Admin, None, at),
+        )
+        .await?;
         Ok(id)
     }
 
@@ -319,9 +361,13 @@ impl Gate {
             actor: Actor::Admin,
             at,
         };
-        self.tenants
-            .execute(&id.to_string(), command, metadata(&Actor::Admin, None, at))
-            .await?;
+        self.run(
+            &self.tenants,
+            &id.to_string(),
+            command,
+            metadata(&Actor::Admin, None, at),
+        )
+        .await?;
         Ok(id)
     }
 
@@ -337,9 +383,13 @@ impl Gate {
             token_sha256: hex::encode(sha256(&token)),
             at,
         };
-        self.users
-            .execute(&id.to_string(), record, metadata(&Actor::Admin, None, at))
-            .await?;
+        self.run(
+            &self.users,
+            &id.to_string(),
+            record,
+            metadata(&Actor::Admin, None, at),
+        )
+        .await?;
         Ok(NewUser { id, token })
     }
 
@@ -392,22 +442,22 @@ impl Gate {
         request_id: Option<&str>,
         at: Timestamp,
     ) -> Result<Committed<Tenant>, GateError> {
-        self.tenants
-            .execute(
-                &tenant_id.to_string(),
-                command,
-                metadata(actor, request_id, at),
-            )
-            .await
-            .map_err(|error| match error {
-                CommandError::Rejected(TenantError::NotFound) => GateError::NotFound("tenant"),
-                CommandError::Rejected(TenantError::NotMember) => GateError::NotFound("member"),
-                CommandError::Rejected(TenantError::UnknownConnection) => {
-                    GateError::NotFound("provider connection")
-                }
-                CommandError::Rejected(other) => GateError::Conflict(other.to_string()),
-                other => other.into(),
-            })
+        self.run(
+            &self.tenants,
+            &tenant_id.to_string(),
+            command,
+            metadata(actor, request_id, at),
+        )
+        .await
+        .map_err(|error| match error {
+            CommandError::Rejected(TenantError::NotFound) => GateError::NotFound("tenant"),
+            CommandError::Rejected(TenantError::NotMember) => GateError::NotFound("member"),
+            CommandError::Rejected(TenantError::UnknownConnection) => {
+                GateError::NotFound("provider connection")
+            }
+            CommandError::Rejected(other) => GateError::Conflict(other.to_string()),
+            other => other.into(),
+        })
     }
 
     // ---- provider connections --------------------------------------------
@@ -428,8 +478,8 @@ impl Gate {
         let actor = principal.actor();
         let at = self.now();
         let created = self
-            .connections
-            .execute(
+            .run(
+                &self.connections,
                 &id.to_string(),
                 ConnectionCommand::Create {
                     connection_id: id,
@@ -470,41 +520,6 @@ impl Gate {
         })
     }
 
-    /// A connection the principal may see.
-    pub async fn connection(
-        &self,
-        principal: &Principal,
-        connection_id: ConnectionId,
-        action: Action,
-    ) -> Result<ConnectionView, GateError> {
-        let (state, tenant) = self
-            .authorize_connection(principal, connection_id, action)
-            .await?;
-        Ok(ConnectionView {
-            is_default: tenant.default_connection == Some(connection_id),
-            state,
-        })
-    }
-
-    /// The tenant's connections, in creation order.
-    pub async fn tenant_connections(
-        &self,
-        principal: &Principal,
-        tenant_id: TenantId,
-        action: Action,
-    ) -> Result<Vec<ConnectionView>, GateError> {
-        let tenant = self.authorize(principal, tenant_id, action).await?;
-        let mut views = Vec::with_capacity(tenant.connections.len());
-        for id in &tenant.connections {
-            let state = self.connections.load(&id.to_string()).await?;
-            views.push(ConnectionView {
-                is_default: tenant.default_connection == Some(*id),
-                state,
-            });
-        }
-        Ok(views)
-    }
-
     /// Applies a lifecycle change (consent, credentials, enabled) to a connection.
     pub async fn change_connection(
         &self,
@@ -536,8 +551,8 @@ impl Gate {
             },
         };
         let committed = self
-            .connections
-            .execute(
+            .run(
+                &self.connections,
                 &connection_id.to_string(),
                 command,
                 metadata(&actor, request_id, at),
@@ -603,8 +618,12 @@ impl Gate {
             at,
         };
         let committed = self
-            .restores
-            .execute(&id.to_string(), record, metadata(&actor, None, at))
+            .run(
+                &self.restores,
+                &id.to_string(),
+                record,
+                metadata(&actor, None, at),
+            )
             .await?;
         committed
             .state
@@ -632,6 +651,214 @@ impl Gate {
             other => other,
         })?;
         Ok(run)
+    }
+
+    // ---- run lifecycle (workers) ----------------------------------------------
+
+    /// The connection a run belongs to, from the run view.
+    async fn run_connection(&self, run_id: RunId) -> Result<(ConnectionId, RunRecord), GateError> {
+        let record = crate::read::run(&self.database, &run_id.to_string())
+            .await
+            .map_err(|e| GateError::Internal(format!("{e:#}")))?
+            .ok_or(GateError::NotFound("operation run"))?;
+        let connection_id = record.connection_id.parse().map_err(|_| {
+            GateError::Internal("a run view row has a bad connection id".to_owned())
+        })?;
+        Ok((connection_id, record))
+    }
+
+    async fn run_command(
+        &self,
+        connection_id: ConnectionId,
+        command: ConnectionCommand,
+        actor: &Actor,
+        at: Timestamp,
+    ) -> Result<Committed<ProviderConnection>, GateError> {
+        self.run(
+            &self.connections,
+            &connection_id.to_string(),
+            command,
+            metadata(actor, None, at),
+        )
+        .await
+        .map_err(|error| match error {
+            CommandError::Rejected(ConnectionError::RunNotFound) => {
+                GateError::NotFound("operation run")
+            }
+            CommandError::Rejected(e) => GateError::Conflict(e.to_string()),
+            other => other.into(),
+        })
+    }
+
+    /// Claims the oldest queued run (optionally of some operations only). The
+    /// execution-time gate runs first: a run whose provider went bad since the
+    /// click fails with the start surface's reason, and the claim moves on.
+    pub async fn claim(
+        &self,
+        worker_id: &str,
+        operations: Option<&[OperationKind]>,
+        lease: std::time::Duration,
+    ) -> Result<Option<ClaimedRun>, GateError> {
+        let wanted = |op: &str| operations.is_none_or(|ops| ops.iter().any(|o| o.as_str() == op));
+        let mut cursor = None;
+        loop {
+            let filter = crate::read::RunFilter {
+                visibility: crate::read::Visibility::All,
+                tenant_id: None,
+                status: Some(aggregates::catalog::RunStatus::Queued.as_str().to_owned()),
+                operation: None,
+                limit: 50,
+                cursor,
+            };
+            let page = crate::read::oldest_runs(&self.database, &filter)
+                .await
+                .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+            for record in page.items.iter().filter(|r| wanted(&r.operation)) {
+                let (Ok(run_id), Ok(connection_id), Ok(operation)) = (
+                    record.run_id.parse::<RunId>(),
+                    record.connection_id.parse::<ConnectionId>(),
+                    record.operation.parse::<OperationKind>(),
+                ) else {
+                    continue;
+                };
+                let at = self.now();
+                let lease_expires_at = at + lease;
+                let command = ConnectionCommand::ClaimRun {
+                    run_id,
+                    worker_id: worker_id.to_owned(),
+                    at,
+                    lease_expires_at,
+                };
+                let actor = Actor::System;
+                match self.run_command(connection_id, command, &actor, at).await {
+                    Ok(committed) => {
+                        let claimed = committed
+                            .events
+                            .iter()
+                            .any(|e| matches!(e.payload, ConnectionEvent::RunClaimed { .. }));
+                        if claimed {
+                            return Ok(Some(ClaimedRun {
+                                run_id,
+                                connection_id,
+                                operation,
+                                lease_expires_at,
+                            }));
+                        }
+                        // The execution-time gate failed it; move on.
+                    }
+                    // Claimed or ended by someone else since the view was read.
+                    Err(GateError::Conflict(_) | GateError::NotFound(_)) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Extends the lease of a run the worker holds.
+    pub async fn heartbeat(
+        &self,
+        run_id: RunId,
+        worker_id: &str,
+        lease: std::time::Duration,
+    ) -> Result<Timestamp, GateError> {
+        let (connection_id, _) = self.run_connection(run_id).await?;
+        let at = self.now();
+        let command = ConnectionCommand::ExtendLease {
+            run_id,
+            worker_id: worker_id.to_owned(),
+            at,
+            lease_expires_at: at + lease,
+        };
+        self.run_command(connection_id, command, &Actor::System, at)
+            .await?;
+        Ok(at + lease)
+    }
+
+    /// Records how a run the worker holds ended.
+    pub async fn complete(
+        &self,
+        run_id: RunId,
+        worker_id: &str,
+        end: RunEnd,
+    ) -> Result<(), GateError> {
+        let (connection_id, _) = self.run_connection(run_id).await?;
+        let at = self.now();
+        let command = ConnectionCommand::CompleteRun {
+            run_id,
+            worker_id: worker_id.to_owned(),
+            end,
+            at,
+        };
+        self.run_command(connection_id, command, &Actor::System, at)
+            .await
+            .map(drop)
+    }
+
+    /// Cancels a queued run, or asks a running one to stop.
+    pub async fn cancel(&self, principal: &Principal, run_id: RunId) -> Result<(), GateError> {
+        let (connection_id, record) = self.run_connection(run_id).await?;
+        let operation: OperationKind = record
+            .operation
+            .parse()
+            .map_err(|_| GateError::Internal("a run view row has a bad operation".to_owned()))?;
+        let tenant_id: TenantId = record
+            .tenant_id
+            .parse()
+            .map_err(|_| GateError::Internal("a run view row has a bad tenant id".to_owned()))?;
+        self.authorize(principal, tenant_id, Action::StartOperation(operation))
+            .await
+            .map_err(|e| match e {
+                GateError::NotFound(_) => GateError::NotFound("operation run"),
+                other => other,
+            })?;
+        let at = self.now();
+        let actor = principal.actor();
+        let command = ConnectionCommand::CancelRun {
+            run_id,
+            actor: actor.clone(),
+            at,
+        };
+        self.run_command(connection_id, command, &actor, at)
+            .await
+            .map(drop)
+    }
+
+    /// Fails every running run whose lease expired by `now` (the reaper).
+    /// Returns how many runs timed out.
+    pub async fn expire_leases(&self, now: Timestamp) -> Result<usize, GateError> {
+        let mut expired = 0;
+        let mut cursor = None;
+        loop {
+            let filter = crate::read::RunFilter {
+                visibility: crate::read::Visibility::All,
+                tenant_id: None,
+                status: Some(aggregates::catalog::RunStatus::Running.as_str().to_owned()),
+                operation: None,
+                limit: 200,
+                cursor,
+            };
+            let page = crate::read::oldest_runs(&self.database, &filter)
+                .await
+                .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+            for record in &page.items {
+                let Ok(connection_id) = record.connection_id.parse::<ConnectionId>() else {
+                    continue;
+                };
+                let command = ConnectionCommand::ExpireLease { at: now };
+                let committed = self
+                    .run_command(connection_id, command, &Actor::System, now)
+                    .await?;
+                expired += committed.events.len();
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(expired),
+            }
+        }
     }
 
     // ---- the gate ------------------------------------------------------------
@@ -689,8 +916,8 @@ impl Gate {
                             request_id: command.request_id.clone(),
                         };
                         match self
-                            .tenants
-                            .execute(
+                            .run(
+                                &self.tenants,
                                 &command.tenant_id.to_string(),
                                 TenantCommand::RecordStartWithoutDefault(request),
                                 metadata(&actor, command.request_id.as_deref(), at),
@@ -742,8 +969,8 @@ impl Gate {
                 resolved_via,
             };
             let committed = self
-                .connections
-                .execute(
+                .run(
+                    &self.connections,
                     &connection_id.to_string(),
                     ConnectionCommand::StartOperation(request),
                     metadata(&actor, command.request_id.as_deref(), at),
@@ -791,6 +1018,19 @@ impl Gate {
             "the tenant's default connection kept changing".to_owned(),
         ))
     }
+}
+
+/// A run a worker now holds.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// The run.
+    pub run_id: RunId,
+    /// Its connection.
+    pub connection_id: ConnectionId,
+    /// Its operation.
+    pub operation: OperationKind,
+    /// When the lease runs out unless extended.
+    pub lease_expires_at: Timestamp,
 }
 
 /// A lifecycle change to a connection.

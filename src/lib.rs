@@ -7,14 +7,18 @@
 //! - [`store`]: PostgreSQL and SQLite behind one enum; migrations.
 //! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
 //! - [`gate`]: every use case as one method (setup, connections, starts).
+//! - [`catchup`]: numbers the log in commit order and feeds the projections,
+//!   checkpoint and view rows in one transaction; [`read`] queries the views.
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
 #![forbid(unsafe_code)]
 
+pub mod catchup;
 pub mod cli;
 pub mod executor;
 pub mod gate;
 pub mod http;
+pub mod read;
 pub mod server;
 pub mod store;
 pub mod telemetry;

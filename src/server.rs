@@ -64,13 +64,28 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let database = self.state.gate.database().clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let catchup = tokio::spawn(
+            self.state
+                .gate
+                .catchup()
+                .clone()
+                .run(wait_stop(stopped.clone())),
+        );
         tracing::info!(address = %self.local_addr()?, "listening");
-        axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(shutdown)
+        let served = axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        let _ = catchup.await;
         database.close().await;
-        Ok(())
+        served
     }
 }
 

@@ -86,3 +86,20 @@ fn migrate_creates_the_embedded_database() {
         .unwrap();
     assert!(again.status.success(), "migrations are idempotent");
 }
+
+#[test]
+fn projections_rebuild_reports_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/gate.db", dir.path().display());
+    let out = gate()
+        .args(["projections", "rebuild", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("from 0 events"), "{stdout}");
+}

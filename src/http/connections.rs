@@ -14,7 +14,8 @@ use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_name, parse_registry, Caller, Json, Path, RequestId};
 use super::AppState;
-use crate::gate::{ConnectionChange, ConnectionView};
+use crate::gate::{ConnectionChange, ConnectionView, GateError};
+use crate::read;
 
 /// The connection routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -97,12 +98,14 @@ async fn list_connections(
     Caller(principal): Caller,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<ConnectionList>, ApiError> {
-    let views = app
-        .gate
-        .tenant_connections(&principal, tenant_id, Action::ViewConnections)
+    app.gate
+        .authorize(&principal, tenant_id, Action::ViewConnections)
         .await?;
+    let records = read::tenant_connections(app.gate.database(), &tenant_id.to_string())
+        .await
+        .map_err(|e| ApiError::from(GateError::Internal(format!("{e:#}"))))?;
     Ok(axum::Json(ConnectionList {
-        items: views.iter().filter_map(ConnectionJson::from_view).collect(),
+        items: records.iter().map(ConnectionJson::from).collect(),
     }))
 }
 
@@ -115,11 +118,14 @@ async fn get_connection(
     Caller(principal): Caller,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
-    let view = app
-        .gate
-        .connection(&principal, id, Action::ViewConnections)
+    app.gate
+        .authorize_connection(&principal, id, Action::ViewConnections)
         .await?;
-    json(&view)
+    let record = read::connection(app.gate.database(), &id.to_string())
+        .await
+        .map_err(|e| ApiError::from(GateError::Internal(format!("{e:#}"))))?
+        .ok_or_else(|| ApiError::not_found("provider connection"))?;
+    Ok(axum::Json(ConnectionJson::from(&record)))
 }
 
 async fn change(

@@ -207,6 +207,45 @@ impl ConnectionJson {
     }
 }
 
+impl From<&crate::read::ConnectionRecord> for ConnectionJson {
+    fn from(c: &crate::read::ConnectionRecord) -> Self {
+        let uuid = |text: &str| Uuid::parse_str(text).unwrap_or_default();
+        Self {
+            id: uuid(&c.connection_id),
+            tenant_id: uuid(&c.tenant_id),
+            display_name: c.display_name.clone(),
+            provider: c.provider.clone(),
+            is_default: c.is_default,
+            enabled: c.enabled,
+            consent: consent_name(&c.consent),
+            credentials: credentials_name(&c.credentials),
+            active_run: match (&c.active_run_id, &c.active_operation, &c.active_status) {
+                (Some(id), Some(operation), Some(status)) => Some(RunSummary {
+                    id: uuid(id),
+                    operation: operation
+                        .parse::<OperationKind>()
+                        .map_or("unknown", |o| o.as_str()),
+                    status: status
+                        .parse::<RunStatus>()
+                        .map_or("unknown", |s| s.as_str()),
+                    url: format!("/v1/operations/{id}"),
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn consent_name(text: &str) -> &'static str {
+    text.parse::<aggregates::catalog::Consent>()
+        .map_or("unknown", |c| c.as_str())
+}
+
+fn credentials_name(text: &str) -> &'static str {
+    text.parse::<aggregates::catalog::CredentialStatus>()
+        .map_or("unknown", |c| c.as_str())
+}
+
 /// `{items: [connection]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectionList {

@@ -4,6 +4,8 @@ pub mod connections;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod health;
+pub mod reads;
 pub mod setup;
 pub mod starts;
 
@@ -51,6 +53,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(setup::router())
         .merge(connections::router())
         .merge(starts::router())
+        .merge(reads::router())
         .split_for_parts()
 }
 
@@ -72,6 +75,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
+        .merge(health::router())
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

@@ -31,6 +31,7 @@ macro_rules! on_both_backends {
 
 pub struct TestApp {
     pub router: Router,
+    pub gate: Arc<Gate>,
     pub database: Database,
     _dir: Option<tempfile::TempDir>,
 }
@@ -42,6 +43,14 @@ pub struct Response {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        let app = Self::without_catchup(backend).await;
+        // The catch-up loop stops when the test's runtime ends.
+        tokio::spawn(app.gate.catchup().clone().run(std::future::pending()));
+        app
+    }
+
+    /// An app whose projections advance only when the test calls `catch_up`.
+    pub async fn without_catchup(backend: Backend) -> Self {
         let (dir, url) = match backend {
             Backend::Sqlite => {
                 let (dir, url) = testkit::fresh_sqlite_url();
@@ -51,12 +60,15 @@ impl TestApp {
         };
         let database = Database::connect(&url, 20).await.expect("connect");
         database.migrate().await.expect("migrate");
-        let gate = Gate::new(database.clone(), Arc::new(SystemClock), Some(ADMIN));
-        let router = app(AppState {
-            gate: Arc::new(gate),
-        });
+        let gate = Arc::new(Gate::new(
+            database.clone(),
+            Arc::new(SystemClock),
+            Some(ADMIN),
+        ));
+        let router = app(AppState { gate: gate.clone() });
         Self {
             router,
+            gate,
             database,
             _dir: dir,
         }
@@ -64,10 +76,13 @@ impl TestApp {
 
     /// Another app on the same database, standing for a second process.
     pub fn second_process(&self) -> Router {
-        let gate = Gate::new(self.database.clone(), Arc::new(SystemClock), Some(ADMIN));
-        app(AppState {
-            gate: Arc::new(gate),
-        })
+        let gate = Arc::new(Gate::new(
+            self.database.clone(),
+            Arc::new(SystemClock),
+            Some(ADMIN),
+        ));
+        tokio::spawn(gate.catchup().clone().run(std::future::pending()));
+        app(AppState { gate })
     }
 
     pub async fn send(&self, request: Request<Body>) -> Response {
@@ -100,6 +115,114 @@ impl TestApp {
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
         self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Every view row, as text, table by table: for comparing two states.
+    pub async fn dump_views(&self) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+        let tables: &[(&str, &[&str])] = &[
+            (
+                "view_runs",
+                &[
+                    "run_id",
+                    "tenant_id",
+                    "connection_id",
+                    "connection_name",
+                    "operation",
+                    "scope",
+                    "status",
+                    "initiator_id",
+                    "initiator_name",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "reason_code",
+                    "worker_id",
+                    "cancel_requested",
+                    "position",
+                ],
+            ),
+            (
+                "view_decisions",
+                &[
+                    "decision_id",
+                    "tenant_id",
+                    "at",
+                    "actor_id",
+                    "actor_name",
+                    "operation",
+                    "outcome",
+                    "reason_code",
+                    "run_id",
+                    "connection_id",
+                    "request_id",
+                    "evidence",
+                    "position",
+                ],
+            ),
+            (
+                "view_connections",
+                &[
+                    "connection_id",
+                    "tenant_id",
+                    "display_name",
+                    "provider",
+                    "is_default",
+                    "enabled",
+                    "consent",
+                    "credentials",
+                    "active_run_id",
+                    "position",
+                ],
+            ),
+            (
+                "view_members",
+                &["tenant_id", "user_id", "role", "capabilities", "can_view"],
+            ),
+            (
+                "view_notifications",
+                &[
+                    "notification_id",
+                    "recipient_id",
+                    "tenant_id",
+                    "run_id",
+                    "operation",
+                    "status",
+                    "reason_code",
+                    "at",
+                    "position",
+                ],
+            ),
+            (
+                "view_run_initiators",
+                &["run_id", "tenant_id", "operation", "initiator_id"],
+            ),
+        ];
+        let mut dump = Vec::new();
+        for (table, columns) in tables {
+            let select: Vec<String> = columns
+                .iter()
+                .map(|c| format!("CAST({c} AS text)"))
+                .collect();
+            let sql = format!("SELECT {} FROM {table} ORDER BY 1, 2", select.join(", "));
+            let rows: Vec<Vec<Option<String>>> = match &self.database {
+                Database::Postgres(pool) => sqlx::query(&sql)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..columns.len()).map(|i| sqlx::Row::get(r, i)).collect())
+                    .collect(),
+                Database::Sqlite(pool) => sqlx::query(&sql)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..columns.len()).map(|i| sqlx::Row::get(r, i)).collect())
+                    .collect(),
+            };
+            dump.push((table.to_string(), rows));
+        }
+        dump
     }
 
     /// Rows in the event log: "nothing written" means this did not change.

@@ -6,5 +6,7 @@ mod helpers;
 mod authorization;
 mod bad_input;
 mod concurrency;
+mod monitoring;
 mod openapi;
 mod outcomes;
+mod projections;

@@ -25,6 +25,10 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tenants/{tenant_id}/restore-runs"),
     ("post", "/v1/restore-runs/{id}/execute"),
     ("post", "/v1/tenants/{tenant_id}/onboarding/verify"),
+    ("get", "/v1/operations"),
+    ("get", "/v1/operations/{run_id}"),
+    ("get", "/v1/tenants/{tenant_id}/decisions"),
+    ("get", "/v1/notifications"),
 ];
 
 #[tokio::test]
@@ -45,7 +49,8 @@ async fn every_contract_route_is_described_and_served() {
         let concrete = path
             .replace("{tenant_id}", "9b2f6a53-3f61-4a4e-9b57-0e0c8a4b1d11")
             .replace("{user_id}", "9b2f6a53-3f61-4a4e-9b57-0e0c8a4b1d11")
-            .replace("{id}", "9b2f6a53-3f61-4a4e-9b57-0e0c8a4b1d11");
+            .replace("{id}", "9b2f6a53-3f61-4a4e-9b57-0e0c8a4b1d11")
+            .replace("{run_id}", "9b2f6a53-3f61-4a4e-9b57-0e0c8a4b1d11");
         let method = method.to_uppercase().parse().unwrap();
         let served = app.call(method, &concrete, None, None).await;
         assert_eq!(

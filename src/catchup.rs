@@ -1,0 +1,549 @@
+//! Catch-up projections: number the log in commit order, then feed every
+//! projection from its checkpoint, storing the checkpoint in the same
+//! transaction as the view rows so each event is applied exactly once.
+//!
+//! cqrs-es's in-process `Query` dispatch is not used: it runs after the commit
+//! and a crash in between loses the update for good.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use projections::{decode, Change, ConnectionPatch, Projection, RecordedEvent, PROJECTIONS};
+use sqlx::Row;
+use tokio::sync::{watch, Notify};
+
+use crate::store::Database;
+
+/// Runs `$body` with `$pool` bound to whichever pool the database has. The body
+/// is written once and compiled for both backends: the SQL in this module is
+/// portable (`$n` parameters work on SQLite too).
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Writes one change. A macro, not a function, so that the same SQL serves the
+/// transaction type of either backend.
+macro_rules! apply {
+    ($tx:expr, $change:expr, $position:expr) => {{
+        let position: i64 = $position;
+        let query = match $change {
+            Change::InsertRun(r) => sqlx::query(
+                "INSERT INTO view_runs (run_id, tenant_id, connection_id, connection_name, operation,
+                     scope, status, initiator_id, initiator_name, queued_at, cancel_requested, position)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, FALSE, $10)",
+            )
+            .bind(r.run_id)
+            .bind(r.tenant_id)
+            .bind(r.connection_id)
+            .bind(r.connection_name)
+            .bind(r.operation)
+            .bind(r.scope)
+            .bind(r.initiator_id)
+            .bind(r.initiator_name)
+            .bind(r.queued_at)
+            .bind(position),
+            Change::RunStarted { run_id, worker_id, at } => sqlx::query(
+                "UPDATE view_runs SET status = 'running', started_at = $2, worker_id = $3 WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .bind(at)
+            .bind(worker_id),
+            Change::RunCancelRequested { run_id } => {
+                sqlx::query("UPDATE view_runs SET cancel_requested = TRUE WHERE run_id = $1").bind(run_id)
+            }
+            Change::RunEnded { run_id, status, reason_code, at } => sqlx::query(
+                "UPDATE view_runs SET status = $2, reason_code = $3, finished_at = $4 WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .bind(status)
+            .bind(reason_code)
+            .bind(at),
+            Change::InsertDecision(d) => sqlx::query(
+                "INSERT INTO view_decisions (decision_id, tenant_id, at, actor_id, actor_name, operation,
+                     outcome, reason_code, run_id, connection_id, request_id, evidence, position)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(d.decision_id)
+            .bind(d.tenant_id)
+            .bind(d.at)
+            .bind(d.actor_id)
+            .bind(d.actor_name)
+            .bind(d.operation)
+            .bind(d.outcome)
+            .bind(d.reason_code)
+            .bind(d.run_id)
+            .bind(d.connection_id)
+            .bind(d.request_id)
+            .bind(d.evidence)
+            .bind(position),
+            Change::InsertConnection(c) => sqlx::query(
+                "INSERT INTO view_connections (connection_id, tenant_id, display_name, provider,
+                     is_default, enabled, consent, credentials, position)
+                 VALUES ($1, $2, $3, $4, FALSE, TRUE, 'missing', 'missing', $5)",
+            )
+            .bind(c.connection_id)
+            .bind(c.tenant_id)
+            .bind(c.display_name)
+            .bind(c.provider)
+            .bind(position),
+            Change::PatchConnection { connection_id, patch } => match patch {
+                ConnectionPatch::Consent(granted) => sqlx::query(
+                    "UPDATE view_connections SET consent = $2 WHERE connection_id = $1",
+                )
+                .bind(connection_id)
+                .bind(if granted { "granted" } else { "missing" }),
+                ConnectionPatch::Credentials(status) => sqlx::query(
+                    "UPDATE view_connections SET credentials = $2 WHERE connection_id = $1",
+                )
+                .bind(connection_id)
+                .bind(status),
+                ConnectionPatch::Enabled(enabled) => sqlx::query(
+                    "UPDATE view_connections SET enabled = $2 WHERE connection_id = $1",
+                )
+                .bind(connection_id)
+                .bind(enabled),
+            },
+            Change::ConnectionHeld { connection_id, run_id } => sqlx::query(
+                "UPDATE view_connections SET active_run_id = $2 WHERE connection_id = $1",
+            )
+            .bind(connection_id)
+            .bind(run_id),
+            Change::ConnectionFreed { connection_id, run_id } => sqlx::query(
+                "UPDATE view_connections SET active_run_id = NULL
+                 WHERE connection_id = $1 AND active_run_id = $2",
+            )
+            .bind(connection_id)
+            .bind(run_id),
+            Change::DefaultConnection { tenant_id, connection_id } => sqlx::query(
+                "UPDATE view_connections SET is_default = COALESCE(connection_id = $2, FALSE)
+                 WHERE tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .bind(connection_id),
+            Change::MemberSet { tenant_id, user_id, role, capabilities, can_view } => sqlx::query(
+                "INSERT INTO view_members (tenant_id, user_id, role, capabilities, can_view)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, user_id) DO UPDATE
+                 SET role = excluded.role, capabilities = excluded.capabilities, can_view = excluded.can_view",
+            )
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(role)
+            .bind(capabilities)
+            .bind(can_view),
+            Change::MemberRemoved { tenant_id, user_id } => {
+                sqlx::query("DELETE FROM view_members WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant_id)
+                    .bind(user_id)
+            }
+            Change::RunInitiator { run_id, tenant_id, operation, initiator_id } => sqlx::query(
+                "INSERT INTO view_run_initiators (run_id, tenant_id, operation, initiator_id)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(run_id)
+            .bind(tenant_id)
+            .bind(operation)
+            .bind(initiator_id),
+            Change::NotifyInitiator { notification_id, run_id, status, reason_code, at } => sqlx::query(
+                "INSERT INTO view_notifications (notification_id, recipient_id, tenant_id, run_id,
+                     operation, status, reason_code, at, position)
+                 SELECT $1, initiator_id, tenant_id, run_id, operation, $2, $3, $4, $5
+                 FROM view_run_initiators WHERE run_id = $6",
+            )
+            .bind(notification_id)
+            .bind(status)
+            .bind(reason_code)
+            .bind(at)
+            .bind(position)
+            .bind(run_id),
+        };
+        query.execute($tx).await.context("applying a view change")?;
+    }};
+}
+
+/// Reads an event row (either backend) as a [`RecordedEvent`].
+macro_rules! recorded {
+    ($row:expr) => {
+        RecordedEvent {
+            position: $row.try_get("position")?,
+            aggregate_type: $row.try_get("aggregate_type")?,
+            aggregate_id: $row.try_get("aggregate_id")?,
+            sequence: $row.try_get("sequence")?,
+            event_type: $row.try_get("event_type")?,
+            event_version: $row.try_get("event_version")?,
+            payload: $row.try_get("payload")?,
+        }
+    };
+}
+
+/// Events read per transaction.
+const BATCH: i64 = 1000;
+/// How often the log is polled for commits made by other processes.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Where the log and each projection stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions {
+    /// The highest numbered event.
+    pub head: i64,
+    /// Each projection's checkpoint.
+    pub projections: BTreeMap<&'static str, i64>,
+}
+
+impl Positions {
+    /// The checkpoint of the projection furthest behind.
+    pub fn slowest(&self) -> i64 {
+        self.projections.values().copied().min().unwrap_or(0)
+    }
+}
+
+/// A failure injected between applying a batch's view rows and storing its
+/// checkpoint, for tests of crash safety.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failpoint {
+    /// Run normally.
+    Off,
+    /// Fail every batch after its changes, before its checkpoint.
+    BeforeCheckpoint,
+}
+
+/// The catch-up machinery of one process.
+pub struct Catchup {
+    database: Database,
+    positions: watch::Sender<Positions>,
+    kick: Notify,
+    /// Set while [`Catchup::run`] runs: only then is waiting for it worthwhile.
+    running: AtomicBool,
+}
+
+impl Catchup {
+    /// A catch-up runner on the database; nothing runs until [`Catchup::run`].
+    pub fn new(database: Database) -> Arc<Self> {
+        Arc::new(Self {
+            database,
+            positions: watch::channel(Positions::default()).0,
+            kick: Notify::new(),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    /// The latest known positions.
+    pub fn positions(&self) -> Positions {
+        self.positions.borrow().clone()
+    }
+
+    /// Asks the loop to catch up now (after a local commit).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Catches up until `shutdown` resolves: on every local commit, and every
+    /// [`POLL`] for commits of other processes.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        self.running.store(true, Ordering::SeqCst);
+        let _stopped = scopeguard(|| self.running.store(false, Ordering::SeqCst));
+        let mut failures = 0u32;
+        let mut last_lag_log = 0i64;
+        loop {
+            match self.catch_up(Failpoint::Off).await {
+                Ok(positions) => {
+                    failures = 0;
+                    let lag = positions.head - positions.slowest();
+                    if lag != last_lag_log {
+                        tracing::debug!(
+                            head = positions.head,
+                            slowest = positions.slowest(),
+                            lag,
+                            "projections"
+                        );
+                        last_lag_log = lag;
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        failures,
+                        "catch-up failed; retrying"
+                    );
+                }
+            }
+            let pause = if failures == 0 {
+                POLL
+            } else {
+                Duration::from_millis(100 * 2u64.pow(failures.min(6)))
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.kick.notified() => {},
+                () = tokio::time::sleep(pause) => {},
+            }
+        }
+    }
+
+    /// Numbers new events and brings every projection to the head.
+    pub async fn catch_up(&self, failpoint: Failpoint) -> anyhow::Result<Positions> {
+        if let Database::Postgres(pool) = &self.database {
+            while sequence_postgres(pool).await? > 0 {}
+        }
+        let mut positions = Positions {
+            head: head(&self.database).await?,
+            projections: BTreeMap::new(),
+        };
+        for projection in PROJECTIONS {
+            let checkpoint = loop {
+                let (applied, checkpoint) =
+                    project_batch(&self.database, projection, BATCH, failpoint).await?;
+                if applied == 0 {
+                    break checkpoint;
+                }
+            };
+            positions.projections.insert(projection.name, checkpoint);
+        }
+        self.positions.send_replace(positions.clone());
+        Ok(positions)
+    }
+
+    /// Waits (bounded) until every projection has applied the event at
+    /// `sequence` of the stream: read-your-writes for the next request.
+    /// Returns whether it got there in time.
+    pub async fn wait_for(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: usize,
+        timeout: Duration,
+    ) -> bool {
+        if !self.running.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.kick();
+        let mut changes = self.positions.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut position = None;
+        loop {
+            if position.is_none() {
+                position = position_of(&self.database, aggregate_type, aggregate_id, sequence)
+                    .await
+                    .ok()
+                    .flatten();
+            }
+            if position.is_some_and(|p| changes.borrow_and_update().slowest() >= p) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Runs a closure when dropped (also when the future owning it is dropped).
+fn scopeguard(on_drop: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(on_drop))
+}
+
+/// The highest numbered event.
+pub async fn head(database: &Database) -> anyhow::Result<i64> {
+    let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
+    on_pool!(database, |pool| sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .context("reading the log head"))
+}
+
+async fn position_of(
+    database: &Database,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: usize,
+) -> anyhow::Result<Option<i64>> {
+    let sql = "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
+    on_pool!(database, |pool| sqlx::query_scalar::<_, Option<i64>>(sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence as i64)
+        .fetch_optional(pool)
+        .await
+        .map(Option::flatten)
+        .context("reading an event's position"))
+}
+
+/// PostgreSQL: gives positions to committed, unnumbered events, above every
+/// position given so far. One sequencer at a time (advisory lock), so a
+/// transaction that commits late is numbered late and never skipped.
+/// Returns how many events were numbered.
+pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+    let mut tx = pool.begin().await.context("starting the sequencer")?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch-gate/sequencer'))")
+        .execute(&mut *tx)
+        .await
+        .context("taking the sequencer lock")?;
+    let numbered = sqlx::query(
+        "WITH pending AS (
+             SELECT aggregate_type, aggregate_id, sequence,
+                    row_number() OVER (ORDER BY recorded_at, aggregate_type, aggregate_id, sequence) AS n
+             FROM events WHERE position IS NULL
+             ORDER BY recorded_at, aggregate_type, aggregate_id, sequence
+             LIMIT $1
+         ), top AS (SELECT COALESCE(MAX(position), 0) AS p FROM events)
+         UPDATE events e SET position = top.p + pending.n
+         FROM pending, top
+         WHERE e.aggregate_type = pending.aggregate_type
+           AND e.aggregate_id = pending.aggregate_id
+           AND e.sequence = pending.sequence",
+    )
+    .bind(BATCH * 10)
+    .execute(&mut *tx)
+    .await
+    .context("numbering events")?
+    .rows_affected();
+    tx.commit().await.context("committing the sequencer")?;
+    Ok(numbered)
+}
+
+/// Applies up to `limit` events after the projection's checkpoint, and the new
+/// checkpoint, in one transaction. Returns (events applied, checkpoint).
+pub async fn project_batch(
+    database: &Database,
+    projection: &Projection,
+    limit: i64,
+    failpoint: Failpoint,
+) -> anyhow::Result<(usize, i64)> {
+    on_pool!(database, |pool| {
+        let mut tx = pool.begin().await.context("starting a projection batch")?;
+        // A write first: it takes the row lock (PostgreSQL) or the write lock
+        // (SQLite) before anything is read, so two processes never apply the
+        // same batch.
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name",
+        )
+        .bind(projection.name)
+        .execute(&mut *tx)
+        .await
+        .context("locking the checkpoint")?;
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+                .bind(projection.name)
+                .fetch_one(&mut *tx)
+                .await
+                .context("reading the checkpoint")?;
+        let rows = sqlx::query(
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
+             FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(checkpoint)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading events")?;
+        let mut last = checkpoint;
+        for row in &rows {
+            let event = recorded!(row);
+            let decoded = decode(&event)?;
+            for change in (projection.project)(&event, &decoded) {
+                apply!(&mut *tx, change, event.position);
+            }
+            last = event.position;
+        }
+        if failpoint == Failpoint::BeforeCheckpoint && !rows.is_empty() {
+            anyhow::bail!("failpoint: stopped before storing the checkpoint");
+        }
+        sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
+            .bind(projection.name)
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .context("storing the checkpoint")?;
+        tx.commit().await.context("committing a projection batch")?;
+        Ok((rows.len(), last))
+    })
+}
+
+/// Drops every view and rebuilds it from the log, in one transaction per
+/// backend lock so that readers never see a half-built view. Calls `progress`
+/// with the number of events applied so far. Returns the events applied.
+pub async fn rebuild(database: &Database, mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
+    if let Database::Postgres(pool) = database {
+        while sequence_postgres(pool).await? > 0 {}
+    }
+    let head = head(database).await?;
+    on_pool!(database, |pool| {
+        let mut tx = pool.begin().await.context("starting the rebuild")?;
+        for projection in PROJECTIONS {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
+                 ON CONFLICT (name) DO UPDATE SET position = 0",
+            )
+            .bind(projection.name)
+            .execute(&mut *tx)
+            .await
+            .context("resetting a checkpoint")?;
+            for table in projection.tables {
+                sqlx::query(&format!("DELETE FROM {table}"))
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("clearing {table}"))?;
+            }
+        }
+        let mut applied = 0u64;
+        let mut after = 0i64;
+        while after < head {
+            let rows = sqlx::query(
+                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
+                 FROM events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
+            )
+            .bind(after)
+            .bind(head)
+            .bind(BATCH * 5)
+            .fetch_all(&mut *tx)
+            .await
+            .context("reading events")?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let event = recorded!(row);
+                let decoded = decode(&event)?;
+                for projection in PROJECTIONS {
+                    for change in (projection.project)(&event, &decoded) {
+                        apply!(&mut *tx, change, event.position);
+                    }
+                }
+                after = event.position;
+                applied += 1;
+            }
+            progress(applied);
+        }
+        for projection in PROJECTIONS {
+            sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
+                .bind(projection.name)
+                .bind(after)
+                .execute(&mut *tx)
+                .await
+                .context("storing a checkpoint")?;
+        }
+        tx.commit().await.context("committing the rebuild")?;
+        Ok(applied)
+    })
+}

@@ -1,0 +1,498 @@
+//! Monitoring → Operations: runs, decisions and notifications, read from projections.
+
+use aggregates::catalog::{Action, OperationKind, ReasonCode, RunStatus};
+use aggregates::ids::{RunId, TenantId};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::dto::{ConnectionRef, ReasonJson, RunSummary};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{parse_registry, Caller, Path};
+use super::AppState;
+use crate::gate::{GateError, Principal};
+use crate::read::{self, DecisionRecord, NotificationRecord, RunFilter, RunRecord, Visibility};
+
+/// The read routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(tenant_decisions))
+        .routes(routes!(list_notifications))
+}
+
+/// Default and largest page sizes.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// Query parameters; unknown parameters and bad values are a 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))
+    }
+}
+
+fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// Cursors are opaque to clients; they carry a log position.
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    cursor
+        .map(|c| {
+            c.strip_prefix('p')
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::invalid("`cursor` is not a cursor this API returned"))
+        })
+        .transpose()
+}
+
+fn cursor(position: Option<i64>) -> Option<String> {
+    position.map(|p| format!("p{p}"))
+}
+
+fn reason(code: Option<&str>) -> Option<ReasonJson> {
+    code.and_then(|c| c.parse::<ReasonCode>().ok())
+        .map(ReasonJson::from)
+}
+
+fn uuid(text: &str) -> Uuid {
+    Uuid::parse_str(text).unwrap_or_default()
+}
+
+/// `{id, name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorJson {
+    /// A user id, or `admin`.
+    pub id: String,
+    /// The name at the time.
+    pub name: String,
+}
+
+/// A run in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunListItem {
+    /// The run.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// Its operation.
+    pub operation: String,
+    /// Its status.
+    pub status: String,
+    /// The connection chosen at click time.
+    pub provider_connection: ConnectionRef,
+    /// Who started it.
+    pub initiator: ActorJson,
+    /// When it was queued.
+    pub queued_at: String,
+    /// When it finished.
+    pub finished_at: Option<String>,
+    /// Why it failed (null unless failed).
+    pub reason: Option<ReasonJson>,
+    /// Its detail.
+    pub url: String,
+}
+
+impl From<&RunRecord> for RunListItem {
+    fn from(r: &RunRecord) -> Self {
+        Self {
+            id: uuid(&r.run_id),
+            tenant_id: uuid(&r.tenant_id),
+            operation: r.operation.clone(),
+            status: r.status.clone(),
+            provider_connection: ConnectionRef {
+                id: uuid(&r.connection_id),
+                display_name: r.connection_name.clone(),
+            },
+            initiator: ActorJson {
+                id: r.initiator_id.clone(),
+                name: r.initiator_name.clone(),
+            },
+            queued_at: r.queued_at.clone(),
+            finished_at: r.finished_at.clone(),
+            reason: reason(r.reason_code.as_deref()),
+            url: format!("/v1/operations/{}", r.run_id),
+        }
+    }
+}
+
+/// A page of runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    /// Newest first.
+    pub items: Vec<RunListItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/operations`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only this tenant's runs.
+    pub tenant_id: Option<Uuid>,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// A covered operation.
+    pub operation: Option<String>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The runs the caller may see, newest first.
+#[utoipa::path(get, path = "/v1/operations", tag = "monitoring", params(RunQuery),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_runs(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<RunQuery>,
+) -> Result<axum::Json<RunList>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(parse_registry::<RunStatus>)
+        .transpose()?;
+    let operation = query
+        .operation
+        .as_deref()
+        .map(parse_registry::<OperationKind>)
+        .transpose()?;
+    let limit = parse_limit(query.limit)?;
+    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    if let Some(tenant) = query.tenant_id {
+        app.gate
+            .authorize(&principal, TenantId(tenant), Action::ViewOperations)
+            .await?;
+    }
+    let filter = RunFilter {
+        visibility: match &principal {
+            Principal::Admin => Visibility::All,
+            Principal::User { id, .. } => Visibility::MemberOf(id.to_string()),
+        },
+        tenant_id: query.tenant_id.map(|t| t.to_string()),
+        status: status.map(|s| s.as_str().to_owned()),
+        operation: operation.map(|o| o.as_str().to_owned()),
+        limit,
+        cursor: cursor_position,
+    };
+    let page = read::runs(app.gate.database(), &filter)
+        .await
+        .map_err(internal)?;
+    Ok(axum::Json(RunList {
+        items: page.items.iter().map(RunListItem::from).collect(),
+        next_cursor: cursor(page.next_cursor),
+    }))
+}
+
+fn internal(error: anyhow::Error) -> ApiError {
+    GateError::Internal(format!("{error:#}")).into()
+}
+
+/// A decision that pointed at a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDecision {
+    /// The decision.
+    pub decision_id: Uuid,
+    /// When.
+    pub at: String,
+    /// Who clicked.
+    pub actor: ActorJson,
+    /// The operation asked for.
+    pub operation: String,
+    /// `accepted`, `deduped` or `scope_busy`.
+    pub outcome: String,
+}
+
+/// A run's detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    /// The run.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// Its operation.
+    pub operation: String,
+    /// Its scope `{kind, id}`.
+    pub scope: serde_json::Value,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// The connection chosen at click time.
+    pub provider_connection: ConnectionRef,
+    /// Who started it.
+    pub initiator: ActorJson,
+    /// When it was queued.
+    pub queued_at: String,
+    /// When a worker claimed it.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// Why it failed (null unless failed).
+    pub reason: Option<ReasonJson>,
+    /// An operator asked it to stop.
+    pub cancel_requested: bool,
+    /// Deduped starts that pointed here.
+    pub joined_attempts: usize,
+    /// Every decision that returned this run, oldest first.
+    pub decisions: Vec<RunDecision>,
+}
+
+/// One run, with the decisions that touched it.
+#[utoipa::path(get, path = "/v1/operations/{run_id}", tag = "monitoring",
+    params(("run_id" = Uuid, Path)),
+    responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_run(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(run_id): Path<RunId>,
+) -> Result<axum::Json<RunDetail>, ApiError> {
+    let database = app.gate.database();
+    let run = read::run(database, &run_id.to_string())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("operation run"))?;
+    app.gate
+        .authorize(
+            &principal,
+            TenantId(uuid(&run.tenant_id)),
+            Action::ViewOperations,
+        )
+        .await
+        .map_err(|e| match e {
+            GateError::NotFound(_) => ApiError::not_found("operation run"),
+            other => other.into(),
+        })?;
+    let decisions = read::run_decisions(database, &run.run_id)
+        .await
+        .map_err(internal)?;
+    Ok(axum::Json(RunDetail {
+        id: uuid(&run.run_id),
+        tenant_id: uuid(&run.tenant_id),
+        operation: run.operation.clone(),
+        scope: serde_json::from_str(&run.scope).unwrap_or_default(),
+        status: run.status.clone(),
+        provider_connection: ConnectionRef {
+            id: uuid(&run.connection_id),
+            display_name: run.connection_name.clone(),
+        },
+        initiator: ActorJson {
+            id: run.initiator_id.clone(),
+            name: run.initiator_name.clone(),
+        },
+        queued_at: run.queued_at.clone(),
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        reason: reason(run.reason_code.as_deref()),
+        cancel_requested: run.cancel_requested,
+        joined_attempts: decisions.iter().filter(|d| d.outcome == "deduped").count(),
+        decisions: decisions
+            .iter()
+            .map(|d| RunDecision {
+                decision_id: uuid(&d.decision_id),
+                at: d.at.clone(),
+                actor: ActorJson {
+                    id: d.actor_id.clone(),
+                    name: d.actor_name.clone(),
+                },
+                operation: d.operation.clone(),
+                outcome: d.outcome.clone(),
+            })
+            .collect(),
+    }))
+}
+
+/// A start decision in the tenant's log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionJson {
+    /// The decision.
+    pub decision_id: Uuid,
+    /// When.
+    pub at: String,
+    /// Who clicked.
+    pub actor: ActorJson,
+    /// The operation asked for.
+    pub operation: String,
+    /// `accepted`, `deduped`, `scope_busy` or `blocked`.
+    pub outcome: String,
+    /// The reason (null for accepted).
+    pub reason: Option<ReasonJson>,
+    /// The run returned (null for blocked).
+    pub run_id: Option<Uuid>,
+    /// The connection decided on (null when none could be resolved).
+    pub provider_connection_id: Option<Uuid>,
+    /// The HTTP request id of the start.
+    pub request_id: Option<String>,
+    /// What the gate saw: connection state and the run holding it.
+    pub evidence: serde_json::Value,
+}
+
+impl From<&DecisionRecord> for DecisionJson {
+    fn from(d: &DecisionRecord) -> Self {
+        Self {
+            decision_id: uuid(&d.decision_id),
+            at: d.at.clone(),
+            actor: ActorJson {
+                id: d.actor_id.clone(),
+                name: d.actor_name.clone(),
+            },
+            operation: d.operation.clone(),
+            outcome: d.outcome.clone(),
+            reason: reason(d.reason_code.as_deref()),
+            run_id: d.run_id.as_deref().map(uuid),
+            provider_connection_id: d.connection_id.as_deref().map(uuid),
+            request_id: d.request_id.clone(),
+            evidence: d
+                .evidence
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A page of decisions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionList {
+    /// Newest first.
+    pub items: Vec<DecisionJson>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// Every start decision of a tenant, blocked ones included, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/decisions", tag = "monitoring",
+    params(("tenant_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = DecisionList), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn tenant_decisions(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(tenant_id): Path<TenantId>,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<DecisionList>, ApiError> {
+    let limit = parse_limit(query.limit)?;
+    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    app.gate
+        .authorize(&principal, tenant_id, Action::ViewOperations)
+        .await?;
+    let page = read::tenant_decisions(
+        app.gate.database(),
+        &tenant_id.to_string(),
+        limit,
+        cursor_position,
+    )
+    .await
+    .map_err(internal)?;
+    Ok(axum::Json(DecisionList {
+        items: page.items.iter().map(DecisionJson::from).collect(),
+        next_cursor: cursor(page.next_cursor),
+    }))
+}
+
+/// A run ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationJson {
+    /// The notification.
+    pub id: String,
+    /// The run's tenant.
+    pub tenant_id: Uuid,
+    /// One sentence.
+    pub headline: String,
+    /// The run.
+    pub run: RunSummary,
+    /// Why it failed (null unless failed), with the next step.
+    pub reason: Option<ReasonJson>,
+    /// When it ended.
+    pub at: String,
+}
+
+impl From<&NotificationRecord> for NotificationJson {
+    fn from(n: &NotificationRecord) -> Self {
+        let operation = n.operation.parse::<OperationKind>().ok();
+        let label = operation.map_or("An operation", |o| o.label());
+        let reason = reason(n.reason_code.as_deref());
+        let headline = match &reason {
+            Some(r) => format!("{label} failed: {}", r.message),
+            None => format!("{label} {}.", n.status),
+        };
+        Self {
+            id: n.notification_id.clone(),
+            tenant_id: uuid(&n.tenant_id),
+            headline,
+            run: RunSummary {
+                id: uuid(&n.run_id),
+                operation: operation.map_or("unknown", |o| o.as_str()),
+                status: n
+                    .status
+                    .parse::<RunStatus>()
+                    .map_or("unknown", |s| s.as_str()),
+                url: format!("/v1/operations/{}", n.run_id),
+            },
+            reason,
+            at: n.at.clone(),
+        }
+    }
+}
+
+/// A page of notifications.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationList {
+    /// Newest first.
+    pub items: Vec<NotificationJson>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's own notifications: runs they started that ended.
+#[utoipa::path(get, path = "/v1/notifications", tag = "monitoring", params(PageQuery),
+    responses((status = 200, body = NotificationList), (status = 400, body = ErrorBody)))]
+async fn list_notifications(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<NotificationList>, ApiError> {
+    let limit = parse_limit(query.limit)?;
+    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let recipient = principal.actor().id_string();
+    let page = read::notifications(app.gate.database(), &recipient, limit, cursor_position)
+        .await
+        .map_err(internal)?;
+    Ok(axum::Json(NotificationList {
+        items: page.items.iter().map(NotificationJson::from).collect(),
+        next_cursor: cursor(page.next_cursor),
+    }))
+}

@@ -1,0 +1,267 @@
+//! Catch-up projections: crash safety, commit-order numbering, rebuild.
+
+use std::time::Duration;
+
+use aggregates::catalog::ReasonCode;
+use aggregates::connection::RunEnd;
+use axum::http::StatusCode;
+use dispatch_gate::catchup::{self, Failpoint};
+use dispatch_gate::store::{Backend, Database};
+use serde_json::json;
+
+use crate::helpers::{TestApp, ADMIN};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_projector_stopped_before_its_checkpoint_catches_up_with_nothing_lost_or_doubled,
+    a_rebuild_reproduces_the_live_views_row_by_row,
+    a_projection_without_a_checkpoint_catches_up_from_zero,
+    health_and_readiness_report_projection_lag,
+);
+
+/// Starts on two tenants covering all four outcomes and every way a run ends.
+async fn mixed_workload(app: &TestApp) {
+    let f = app.fixture().await;
+    let gate = &app.gate;
+    let lease = Duration::from_secs(60);
+    // accepted, deduped, scope busy; then succeeded.
+    app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    app.start(&f.operator, &f.tenant, "directory.roles.sync")
+        .await;
+    let run = gate.claim("w1", None, lease).await.unwrap().unwrap();
+    gate.heartbeat(run.run_id, "w1", lease).await.unwrap();
+    gate.complete(run.run_id, "w1", RunEnd::Succeeded)
+        .await
+        .unwrap();
+    // failed by the worker.
+    app.start(&f.operator, &f.tenant, "directory.groups.sync")
+        .await;
+    let run = gate.claim("w1", None, lease).await.unwrap().unwrap();
+    gate.complete(
+        run.run_id,
+        "w1",
+        RunEnd::Failed {
+            reason: ReasonCode::Unreachable,
+        },
+    )
+    .await
+    .unwrap();
+    // cancelled while queued.
+    let queued = app.start(&f.operator, &f.tenant, "provider.verify").await;
+    let r = app
+        .post(
+            &format!(
+                "/v1/operations/{}/cancel",
+                queued.body["run"]["id"].as_str().unwrap()
+            ),
+            &f.operator,
+            json!({}),
+        )
+        .await;
+    if r.status == StatusCode::NOT_FOUND {
+        // Before the cancel endpoint exists, cancel through the gate.
+        let id = queued.body["run"]["id"].as_str().unwrap().parse().unwrap();
+        gate.cancel(&dispatch_gate::gate::Principal::Admin, id)
+            .await
+            .unwrap();
+    }
+    // asked to stop while running, stopped by its worker.
+    app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    let run = gate.claim("w2", None, lease).await.unwrap().unwrap();
+    gate.cancel(&dispatch_gate::gate::Principal::Admin, run.run_id)
+        .await
+        .unwrap();
+    gate.complete(run.run_id, "w2", RunEnd::Cancelled)
+        .await
+        .unwrap();
+    // timed out.
+    app.start(&f.operator, &f.tenant, "directory.roles.sync")
+        .await;
+    gate.claim("w3", None, Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let later = gate.now() + chrono::Duration::seconds(5);
+    assert_eq!(gate.expire_leases(later).await.unwrap(), 1);
+    // failed by the execution-time gate: credentials expired after the click.
+    app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    app.post(
+        &format!("/v1/provider-connections/{}/credentials", f.connection),
+        ADMIN,
+        json!({"status": "expired"}),
+    )
+    .await;
+    assert!(gate.claim("w1", None, lease).await.unwrap().is_none());
+    // blocked, and a tenant without a default.
+    app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    let other = app.tenant(&f.workspace, "Fabrikam").await;
+    let (_, owner) = app.member(&other, "owner", None).await;
+    app.start(&owner, &other, "directory.groups.sync").await;
+    let second = app.connection(&other, "Fabrikam Graph", true, true).await;
+    app.start(&owner, &other, "directory.groups.sync").await;
+    app.post(
+        &format!("/v1/provider-connections/{second}/consent"),
+        ADMIN,
+        json!({"granted": false}),
+    )
+    .await;
+}
+
+async fn a_projector_stopped_before_its_checkpoint_catches_up_with_nothing_lost_or_doubled(
+    backend: Backend,
+) {
+    let app = TestApp::without_catchup(backend).await;
+    let f = app.fixture().await;
+    for _ in 0..3 {
+        app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    }
+    app.start(&f.operator, &f.tenant, "directory.roles.sync")
+        .await;
+    let catchup = app.gate.catchup();
+    let crashed = catchup.catch_up(Failpoint::BeforeCheckpoint).await;
+    assert!(crashed.is_err(), "the failpoint stops the first batch");
+    assert!(
+        app.dump_views()
+            .await
+            .iter()
+            .all(|(_, rows)| rows.is_empty()),
+        "the crashed batch left nothing"
+    );
+    let positions = catchup.catch_up(Failpoint::Off).await.unwrap();
+    assert_eq!(positions.slowest(), positions.head);
+    let again = catchup.catch_up(Failpoint::Off).await.unwrap();
+    assert_eq!(again, positions, "a second catch-up applies nothing");
+    let views = app.dump_views().await;
+    let count = |table: &str| views.iter().find(|(t, _)| t == table).unwrap().1.len();
+    assert_eq!(count("view_runs"), 1);
+    assert_eq!(
+        count("view_decisions"),
+        4,
+        "each decision applied exactly once"
+    );
+    let run = app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    catchup.catch_up(Failpoint::Off).await.unwrap();
+    let detail = app
+        .get(run.body["run"]["url"].as_str().unwrap(), &f.operator)
+        .await;
+    assert_eq!(detail.body["joined_attempts"], 3);
+}
+
+async fn a_rebuild_reproduces_the_live_views_row_by_row(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    mixed_workload(&app).await;
+    let catchup = app.gate.catchup();
+    let positions = catchup.catch_up(Failpoint::Off).await.unwrap();
+    let live = app.dump_views().await;
+    let runs = &live.iter().find(|(t, _)| t == "view_runs").unwrap().1;
+    let statuses: std::collections::BTreeSet<_> =
+        runs.iter().map(|r| r[6].clone().unwrap()).collect();
+    assert_eq!(
+        statuses.into_iter().collect::<Vec<_>>(),
+        ["cancelled", "failed", "queued", "succeeded"],
+        "the workload ends runs in every way"
+    );
+    let mut reported = Vec::new();
+    let applied = catchup::rebuild(&app.database, |n| reported.push(n))
+        .await
+        .unwrap();
+    assert_eq!(applied as i64, positions.head);
+    assert_eq!(reported.last().copied(), Some(applied));
+    assert_eq!(app.dump_views().await, live);
+}
+
+async fn a_projection_without_a_checkpoint_catches_up_from_zero(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    mixed_workload(&app).await;
+    let catchup = app.gate.catchup();
+    catchup.catch_up(Failpoint::Off).await.unwrap();
+    let live = app.dump_views().await;
+    // What a projection added in a later release looks like: no checkpoint, empty tables.
+    let reset = [
+        "DELETE FROM projection_checkpoints WHERE name = 'notifications'",
+        "DELETE FROM view_notifications",
+        "DELETE FROM view_run_initiators",
+    ];
+    for sql in reset {
+        match &app.database {
+            Database::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+    }
+    catchup.catch_up(Failpoint::Off).await.unwrap();
+    assert_eq!(app.dump_views().await, live);
+}
+
+async fn health_and_readiness_report_projection_lag(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    let health = app
+        .call(axum::http::Method::GET, "/healthz", None, None)
+        .await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = app
+        .call(axum::http::Method::GET, "/readyz", None, None)
+        .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(ready.body["log_head"].as_i64().unwrap() > 0);
+    assert_eq!(ready.body["lag"], 0, "{}", ready.body);
+    assert!(ready.body["projections"]["runs"].as_i64().unwrap() > 0);
+}
+
+/// PostgreSQL: a transaction that wrote its event first but commits last is
+/// numbered after the events that committed before it, and never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_committing_out_of_order_is_not_skipped() {
+    let app = TestApp::without_catchup(Backend::Postgres).await;
+    let f = app.fixture().await;
+    let Database::Postgres(pool) = &app.database else {
+        unreachable!()
+    };
+    let catchup = app.gate.catchup();
+    catchup.catch_up(Failpoint::Off).await.unwrap();
+    // A slow writer adds a member to the tenant and holds its transaction open.
+    let user = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+    let sequence: i64 = sqlx::query_scalar("SELECT MAX(sequence) + 1 FROM events WHERE aggregate_type = 'Tenant' AND aggregate_id = $1")
+        .bind(&f.tenant).fetch_one(pool).await.unwrap();
+    let payload = json!({"MemberSet": {
+        "user_id": user,
+        "membership": {"role": "readonly", "capabilities": ["operations.view"]},
+        "actor": {"kind": "admin"}, "at": "2026-11-27T10:00:00Z"}});
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES ('Tenant', $1, $2, 'MemberSet', '1.0', $3, '{}')")
+        .bind(&f.tenant).bind(sequence).bind(&payload).execute(&mut *slow).await.unwrap();
+    // Meanwhile a fast writer commits, and the projections move past it.
+    let started = app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    assert_eq!(started.status, StatusCode::ACCEPTED);
+    let before = catchup.catch_up(Failpoint::Off).await.unwrap();
+    assert_eq!(before.slowest(), before.head);
+    let members = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM view_members WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(members(pool.clone()).await, 0, "not committed yet");
+    slow.commit().await.unwrap();
+    let after = catchup.catch_up(Failpoint::Off).await.unwrap();
+    let position: i64 = sqlx::query_scalar("SELECT position FROM events WHERE aggregate_type = 'Tenant' AND aggregate_id = $1 AND sequence = $2")
+        .bind(&f.tenant).bind(sequence).fetch_one(pool).await.unwrap();
+    assert!(
+        position > before.head,
+        "numbered after everything that committed before it"
+    );
+    assert_eq!(after.slowest(), position);
+    assert_eq!(
+        members(pool.clone()).await,
+        1,
+        "the late commit was applied, not skipped"
+    );
+}
