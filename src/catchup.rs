@@ -57,6 +57,10 @@ macro_rules! apply {
             .bind(run_id)
             .bind(at)
             .bind(worker_id),
+            Change::RunRequeued { run_id } => sqlx::query(
+                "UPDATE view_runs SET status = 'queued', started_at = NULL, worker_id = NULL WHERE run_id = $1",
+            )
+            .bind(run_id),
             Change::RunCancelRequested { run_id } => {
                 sqlx::query("UPDATE view_runs SET cancel_requested = TRUE WHERE run_id = $1").bind(run_id)
             }
@@ -239,6 +243,11 @@ impl Catchup {
     /// The latest known positions.
     pub fn positions(&self) -> Positions {
         self.positions.borrow().clone()
+    }
+
+    /// Changes of the positions, as they happen.
+    pub fn subscribe(&self) -> watch::Receiver<Positions> {
+        self.positions.subscribe()
     }
 
     /// Asks the loop to catch up now (after a local commit).

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::server::{shutdown_signal, Application, Settings};
+use crate::server::{shutdown_signal, Application, BuiltInWorker, Settings};
+use crate::worker::SimulatedProvider;
 use crate::store::{redact, Database, DEFAULT_DATABASE_URL};
 use crate::telemetry::{self, LogFormat};
 
@@ -67,6 +68,18 @@ pub struct ServeArgs {
     /// Do not run the built-in worker: runs stay queued until a worker claims them.
     #[arg(long)]
     no_worker: bool,
+    /// Runs the built-in worker executes at once.
+    #[arg(long, env = "GATE_WORKER_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    worker_concurrency: u16,
+    /// Simulated provider: how long a run takes, in milliseconds (`MIN..MAX` or one value).
+    #[arg(long, env = "GATE_SIM_LATENCY_MS", default_value = "500..3000", value_parser = parse_latency)]
+    sim_latency_ms: std::ops::RangeInclusive<std::time::Duration>,
+    /// Simulated provider: the share of runs that fail (0.0–1.0).
+    #[arg(long, env = "GATE_SIM_FAILURE_RATE", default_value_t = 0.1, value_parser = parse_rate)]
+    sim_failure_rate: f64,
+    /// Seconds a worker holds a claimed run between heartbeats.
+    #[arg(long, env = "GATE_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_seconds: u64,
     /// Database pool size.
     #[arg(long, env = "GATE_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     db_pool: u32,
@@ -101,11 +114,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_worker {
         tracing::info!("built-in worker disabled (--no-worker)");
     }
+    let worker = (!args.no_worker).then(|| BuiltInWorker {
+        concurrency: usize::from(args.worker_concurrency),
+        provider: SimulatedProvider {
+            latency: args.sim_latency_ms,
+            failure_rate: args.sim_failure_rate,
+        },
+    });
     let settings = Settings {
         database_url: args.database.database_url,
         listen: args.listen,
         admin_token,
         max_connections: args.db_pool,
+        lease: std::time::Duration::from_secs(args.lease_seconds),
+        worker,
     };
     let application = Application::build(&settings).await?;
     application.run_until(shutdown_signal()).await
@@ -134,4 +156,28 @@ async fn rebuild(args: DatabaseArgs) -> anyhow::Result<()> {
         applied as f64 / seconds.max(1e-9)
     );
     Ok(())
+}
+
+fn parse_latency(text: &str) -> Result<std::ops::RangeInclusive<std::time::Duration>, String> {
+    let ms = |part: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{part}` is not a number of milliseconds"))
+    };
+    let (low, high) = match text.split_once("..") {
+        Some((low, high)) => (ms(low)?, ms(high)?),
+        None => (ms(text)?, ms(text)?),
+    };
+    if low > high {
+        return Err("the minimum is above the maximum".to_owned());
+    }
+    Ok(low..=high)
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("`{text}` is not a share between 0.0 and 1.0")),
+    }
 }

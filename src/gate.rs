@@ -43,6 +43,29 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that only moves when told: for tests of leases and the reaper.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: Timestamp) -> Self {
+        Self(std::sync::Mutex::new(at))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self.0.lock().expect("clock lock");
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
 /// Who is calling, once the bearer token has been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -764,7 +787,7 @@ impl Gate {
         run_id: RunId,
         worker_id: &str,
         lease: std::time::Duration,
-    ) -> Result<Timestamp, GateError> {
+    ) -> Result<Heartbeat, GateError> {
         let (connection_id, _) = self.run_connection(run_id).await?;
         let at = self.now();
         let command = ConnectionCommand::ExtendLease {
@@ -773,9 +796,31 @@ impl Gate {
             at,
             lease_expires_at: at + lease,
         };
-        self.run_command(connection_id, command, &Actor::System, at)
+        let committed = self
+            .run_command(connection_id, command, &Actor::System, at)
             .await?;
-        Ok(at + lease)
+        let cancel_requested = committed
+            .state
+            .active
+            .is_some_and(|run| run.run_id == run_id && run.cancel_requested_by.is_some());
+        Ok(Heartbeat {
+            lease_expires_at: at + lease,
+            cancel_requested,
+        })
+    }
+
+    /// Gives a held run back unfinished (the worker is shutting down).
+    pub async fn release(&self, run_id: RunId, worker_id: &str) -> Result<(), GateError> {
+        let (connection_id, _) = self.run_connection(run_id).await?;
+        let at = self.now();
+        let command = ConnectionCommand::ReleaseRun {
+            run_id,
+            worker_id: worker_id.to_owned(),
+            at,
+        };
+        self.run_command(connection_id, command, &Actor::System, at)
+            .await
+            .map(drop)
     }
 
     /// Records how a run the worker holds ended.
@@ -784,8 +829,8 @@ impl Gate {
         run_id: RunId,
         worker_id: &str,
         end: RunEnd,
-    ) -> Result<(), GateError> {
-        let (connection_id, _) = self.run_connection(run_id).await?;
+    ) -> Result<OperationKind, GateError> {
+        let (connection_id, record) = self.run_connection(run_id).await?;
         let at = self.now();
         let command = ConnectionCommand::CompleteRun {
             run_id,
@@ -794,12 +839,19 @@ impl Gate {
             at,
         };
         self.run_command(connection_id, command, &Actor::System, at)
-            .await
-            .map(drop)
+            .await?;
+        record
+            .operation
+            .parse()
+            .map_err(|_| GateError::Internal("a run view row has a bad operation".to_owned()))
     }
 
     /// Cancels a queued run, or asks a running one to stop.
-    pub async fn cancel(&self, principal: &Principal, run_id: RunId) -> Result<(), GateError> {
+    pub async fn cancel(
+        &self,
+        principal: &Principal,
+        run_id: RunId,
+    ) -> Result<(OperationKind, aggregates::catalog::RunStatus, bool), GateError> {
         let (connection_id, record) = self.run_connection(run_id).await?;
         let operation: OperationKind = record
             .operation
@@ -822,9 +874,14 @@ impl Gate {
             actor: actor.clone(),
             at,
         };
-        self.run_command(connection_id, command, &actor, at)
-            .await
-            .map(drop)
+        let state = self
+            .run_command(connection_id, command, &actor, at)
+            .await?
+            .state;
+        Ok(match state.active.filter(|run| run.run_id == run_id) {
+            Some(run) => (operation, aggregates::catalog::RunStatus::Running, run.cancel_requested_by.is_some()),
+            None => (operation, aggregates::catalog::RunStatus::Cancelled, false),
+        })
     }
 
     /// Fails every running run whose lease expired by `now` (the reaper).
@@ -859,6 +916,70 @@ impl Gate {
                 None => return Ok(expired),
             }
         }
+    }
+
+    // ---- onboarding ----------------------------------------------------------
+
+    /// The onboarding steps of a tenant: provider verification, then the
+    /// bootstrap chain. A step's state is the status of its latest run.
+    pub async fn onboarding(&self, tenant_id: TenantId) -> Result<Vec<OnboardingStep>, GateError> {
+        let mut steps = Vec::new();
+        for operation in std::iter::once(OperationKind::ProviderVerify)
+            .chain(OperationKind::BOOTSTRAP_CHAIN)
+        {
+            let run = crate::read::latest_run(&self.database, &tenant_id.to_string(), operation.as_str())
+                .await
+                .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+            let state = match run.as_ref().map(|r| r.status.as_str()) {
+                Some("queued") => StepState::Queued,
+                Some("running") => StepState::Running,
+                Some("succeeded") => StepState::Succeeded,
+                Some("failed") => StepState::Failed,
+                _ => StepState::Pending,
+            };
+            steps.push(OnboardingStep {
+                operation,
+                state,
+                run,
+            });
+        }
+        let begun = steps[1..].iter().any(|s| s.run.is_some());
+        for step in &mut steps[1..] {
+            if begun && step.state == StepState::Pending {
+                step.state = StepState::FollowUp;
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Admits the next bootstrap step through the gate: the first step of the
+    /// chain whose latest run did not succeed. One start per request, so a
+    /// blocked, deduped or busy bootstrap leaves nothing queued behind.
+    /// `None` when every step has succeeded.
+    pub async fn bootstrap(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        request_id: Option<String>,
+    ) -> Result<Option<StartDecision>, GateError> {
+        self.authorize(principal, tenant_id, Action::ManageOnboarding)
+            .await?;
+        let steps = self.onboarding(tenant_id).await?;
+        let Some(next) = steps[1..]
+            .iter()
+            .find(|step| step.state != StepState::Succeeded)
+        else {
+            return Ok(None);
+        };
+        let command = StartCommand {
+            tenant_id,
+            operation: next.operation,
+            connection: None,
+            restore_run: None,
+            principal: principal.clone(),
+            request_id,
+        };
+        self.start(command).await.map(Some)
     }
 
     // ---- the gate ------------------------------------------------------------
@@ -1031,6 +1152,59 @@ pub struct ClaimedRun {
     pub operation: OperationKind,
     /// When the lease runs out unless extended.
     pub lease_expires_at: Timestamp,
+}
+
+/// The state of an onboarding step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Not started, and bootstrap has not begun.
+    Pending,
+    /// Its run is queued.
+    Queued,
+    /// Its run is running.
+    Running,
+    /// Its run succeeded.
+    Succeeded,
+    /// Its latest run failed; the next bootstrap request retries it.
+    Failed,
+    /// Bootstrap has begun and this step waits to be admitted by the next
+    /// bootstrap request (never hidden queued work).
+    FollowUp,
+}
+
+impl StepState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::FollowUp => "follow_up",
+        }
+    }
+}
+
+/// One onboarding step and the run behind its state.
+#[derive(Debug, Clone)]
+pub struct OnboardingStep {
+    /// The step's operation.
+    pub operation: OperationKind,
+    /// Its state.
+    pub state: StepState,
+    /// Its latest run.
+    pub run: Option<RunRecord>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// The new lease expiry.
+    pub lease_expires_at: Timestamp,
+    /// An operator asked the run to stop: the worker should stop and
+    /// complete it as cancelled.
+    pub cancel_requested: bool,
 }
 
 /// A lifecycle change to a connection.

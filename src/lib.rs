@@ -10,6 +10,8 @@
 //! - [`catchup`]: numbers the log in commit order and feeds the projections,
 //!   checkpoint and view rows in one transaction; [`read`] queries the views.
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
+//! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
+//!   default) and the lease reaper.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
 #![forbid(unsafe_code)]
 
@@ -22,3 +24,4 @@ pub mod read;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

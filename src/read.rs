@@ -149,6 +149,24 @@ pub async fn oldest_runs(
     Ok(page(rows, filter.limit, |r| r.position))
 }
 
+/// The latest run of an operation in a tenant.
+pub async fn latest_run(
+    database: &Database,
+    tenant_id: &str,
+    operation: &str,
+) -> anyhow::Result<Option<RunRecord>> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM view_runs WHERE tenant_id = $1 AND operation = $2
+         ORDER BY position DESC LIMIT 1"
+    );
+    on_pool!(database, |pool| sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(operation)
+        .fetch_optional(pool)
+        .await
+        .context("reading the latest run"))
+}
+
 /// One run.
 pub async fn run(database: &Database, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM view_runs WHERE run_id = $1");

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::gate::{Gate, SystemClock};
 use crate::http::{app, AppState};
 use crate::store::{redact, Database};
+use crate::worker::{run_reaper, run_workers, SimulatedProvider, WorkerConfig};
 
 /// What `serve` needs to start.
 #[derive(Debug, Clone)]
@@ -21,12 +22,26 @@ pub struct Settings {
     pub admin_token: String,
     /// Database pool size.
     pub max_connections: u32,
+    /// How long a worker holds a run between heartbeats.
+    pub lease: std::time::Duration,
+    /// The built-in worker; `None` with `--no-worker`.
+    pub worker: Option<BuiltInWorker>,
+}
+
+/// The built-in worker's settings.
+#[derive(Debug, Clone)]
+pub struct BuiltInWorker {
+    /// Runs executed at once.
+    pub concurrency: usize,
+    /// The simulated provider.
+    pub provider: SimulatedProvider,
 }
 
 /// A built, not yet running, server.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    worker: Option<BuiltInWorker>,
 }
 
 impl Application {
@@ -44,9 +59,11 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         Ok(Self {
+            worker: settings.worker.clone(),
             listener,
             state: AppState {
                 gate: Arc::new(gate),
+                lease: settings.lease,
             },
         })
     }
@@ -68,13 +85,26 @@ impl Application {
         let wait_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let catchup = tokio::spawn(
-            self.state
-                .gate
-                .catchup()
-                .clone()
-                .run(wait_stop(stopped.clone())),
-        );
+        let gate = self.state.gate.clone();
+        let mut background = vec![
+            tokio::spawn(gate.catchup().clone().run(wait_stop(stopped.clone()))),
+            tokio::spawn(run_reaper(gate.clone(), self.state.lease / 2, stopped.clone())),
+        ];
+        if let Some(worker) = self.worker.clone() {
+            tracing::info!(concurrency = worker.concurrency, "built-in worker started");
+            let config = WorkerConfig {
+                concurrency: worker.concurrency,
+                lease: self.state.lease,
+                idle_poll: std::time::Duration::from_millis(250),
+                id_prefix: format!("builtin-{}", std::process::id()),
+            };
+            background.push(tokio::spawn(run_workers(
+                gate.clone(),
+                Arc::new(worker.provider),
+                config,
+                stopped.clone(),
+            )));
+        }
         tracing::info!(address = %self.local_addr()?, "listening");
         let served = axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(async move {
@@ -83,7 +113,9 @@ impl Application {
             })
             .await
             .context("serving HTTP");
-        let _ = catchup.await;
+        for task in background {
+            let _ = task.await;
+        }
         database.close().await;
         served
     }

@@ -278,6 +278,16 @@ pub enum ConnectionCommand {
         /// When.
         at: Timestamp,
     },
+    /// The worker holding a run gives it back unfinished (it is shutting
+    /// down): the run is queued again for another worker.
+    ReleaseRun {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+    },
     /// Fail the active run if its lease expired by `at`.
     ExpireLease {
         /// The reaper's clock reading.
@@ -408,6 +418,15 @@ pub enum ConnectionEvent {
         /// When.
         at: Timestamp,
     },
+    /// The worker gave the run back unfinished; it is queued again.
+    RunReleased {
+        /// The run.
+        run_id: RunId,
+        /// The worker.
+        worker_id: String,
+        /// When.
+        at: Timestamp,
+    },
     /// An operator asked a running run to stop.
     RunCancelRequested {
         /// The run.
@@ -443,6 +462,7 @@ impl DomainEvent for ConnectionEvent {
             Self::RunLeaseExtended { .. } => "RunLeaseExtended",
             Self::RunSucceeded { .. } => "RunSucceeded",
             Self::RunFailed { .. } => "RunFailed",
+            Self::RunReleased { .. } => "RunReleased",
             Self::RunCancelRequested { .. } => "RunCancelRequested",
             Self::RunCancelled { .. } => "RunCancelled",
         };
@@ -848,6 +868,18 @@ pub fn decide(
                 },
             }
         }
+        ConnectionCommand::ReleaseRun {
+            run_id,
+            worker_id,
+            at,
+        } => {
+            state.held_run(run_id, &worker_id, at)?;
+            vec![E::RunReleased {
+                run_id,
+                worker_id,
+                at,
+            }]
+        }
         ConnectionCommand::ExpireLease { at } => match &state.active {
             Some(ActiveRun {
                 run_id,
@@ -933,6 +965,11 @@ pub fn evolve(state: &mut ProviderConnection, event: ConnectionEvent) {
         E::RunSucceeded { run_id, .. } => state.end_run(run_id, RunStatus::Succeeded),
         E::RunFailed { run_id, .. } => state.end_run(run_id, RunStatus::Failed),
         E::RunCancelled { run_id, .. } => state.end_run(run_id, RunStatus::Cancelled),
+        E::RunReleased { run_id, .. } => {
+            if let Some(run) = state.active.as_mut().filter(|run| run.run_id == run_id) {
+                run.holder = None;
+            }
+        }
         E::RunCancelRequested { run_id, actor, .. } => {
             if let Some(run) = state.active.as_mut().filter(|run| run.run_id == run_id) {
                 run.cancel_requested_by = Some(actor);

@@ -1355,3 +1355,49 @@ async fn it_should_refuse_to_cancel_an_unknown_run() {
         .await
         .then_expect_error(ConnectionError::RunNotFound);
 }
+
+#[tokio::test]
+async fn it_should_queue_a_released_run_again_for_another_worker() {
+    given(running())
+        .when_async(ConnectionCommand::ReleaseRun {
+            run_id: run(1),
+            worker_id: WORKER.to_owned(),
+            at: t(20),
+        })
+        .await
+        .then_expect_events(vec![E::RunReleased {
+            run_id: run(1),
+            worker_id: WORKER.to_owned(),
+            at: t(20),
+        }]);
+}
+
+#[tokio::test]
+async fn it_should_refuse_a_release_from_a_worker_that_does_not_hold_the_run() {
+    given(running())
+        .when_async(ConnectionCommand::ReleaseRun {
+            run_id: run(1),
+            worker_id: "someone-else".to_owned(),
+            at: t(20),
+        })
+        .await
+        .then_expect_error(ConnectionError::NotHolder);
+}
+
+#[tokio::test]
+async fn it_should_let_another_worker_claim_a_released_run() {
+    let released = E::RunReleased {
+        run_id: run(1),
+        worker_id: WORKER.to_owned(),
+        at: t(20),
+    };
+    given([running(), vec![released]].concat())
+        .when_async(claim(1, OTHER_WORKER, t(21), lease_end()))
+        .await
+        .then_expect_events(vec![E::RunClaimed {
+            run_id: run(1),
+            worker_id: OTHER_WORKER.to_owned(),
+            at: t(21),
+            lease_expires_at: lease_end(),
+        }]);
+}

@@ -94,6 +94,10 @@ enum Op {
     Cancel {
         run: RunPick,
     },
+    Release {
+        run: RunPick,
+        worker: usize,
+    },
 }
 
 /// One command, issued `advance` seconds after the previous one.
@@ -148,6 +152,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(run, worker, end)| Op::Complete { run, worker, end }),
         2 => Just(Op::ExpireLease),
         2 => run_pick().prop_map(|run| Op::Cancel { run }),
+        1 => (run_pick(), 0..WORKER_PICKS).prop_map(|(run, worker)| Op::Release { run, worker }),
     ]
 }
 
@@ -285,6 +290,11 @@ impl Driver {
                 at,
             },
             Op::ExpireLease => ConnectionCommand::ExpireLease { at },
+            Op::Release { run, worker } => ConnectionCommand::ReleaseRun {
+                run_id: self.run(run, state),
+                worker_id: self.worker(*worker, state),
+                at,
+            },
             Op::Cancel { run } => ConnectionCommand::CancelRun {
                 run_id: self.run(run, state),
                 actor,

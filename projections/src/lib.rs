@@ -178,6 +178,11 @@ pub enum Change {
         /// When.
         at: String,
     },
+    /// The worker gave the run back; it is queued again.
+    RunRequeued {
+        /// The run.
+        run_id: String,
+    },
     /// An operator asked the run to stop.
     RunCancelRequested {
         /// The run.
@@ -429,6 +434,9 @@ fn runs(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
                 at: time(at),
             }],
             E::RunCancelRequested { run_id, .. } => vec![Change::RunCancelRequested {
+                run_id: run_id.to_string(),
+            }],
+            E::RunReleased { run_id, .. } => vec![Change::RunRequeued {
                 run_id: run_id.to_string(),
             }],
             other => match ended(other) {

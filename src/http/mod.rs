@@ -6,8 +6,10 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod reads;
+pub mod onboarding;
 pub mod setup;
 pub mod starts;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,21 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct AppState {
     /// The use cases.
     pub gate: Arc<Gate>,
+    /// How long a worker holds a run between heartbeats.
+    pub lease: Duration,
+}
+
+/// The default lease of a claimed run.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+impl AppState {
+    /// State with the default lease.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Self {
+            gate,
+            lease: DEFAULT_LEASE,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -54,6 +71,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(connections::router())
         .merge(starts::router())
         .merge(reads::router())
+        .merge(worker::router())
+        .merge(onboarding::router())
         .split_for_parts()
 }
 

@@ -1,7 +1,7 @@
 //! The covered action hosts: every start goes through the gate and returns a StartResult.
 
 use aggregates::catalog::{Action, OperationKind};
-use aggregates::ids::{ConnectionId, RestoreRunId, TenantId};
+use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,11 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{present_start, StartResult};
+use super::dto::{present_start, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_name, parse_registry, Caller, Json, Path, RequestId};
 use super::AppState;
-use crate::gate::{Principal, StartCommand};
+use crate::gate::StartCommand;
 
 /// The start routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,13 +24,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(start_on_connection))
         .routes(routes!(prepare_restore))
         .routes(routes!(execute_restore))
-        .routes(routes!(onboarding_verify))
+        .routes(routes!(cancel_run))
 }
 
-async fn run_start(app: &AppState, command: StartCommand) -> Result<Response, ApiError> {
+pub(super) async fn run_start(app: &AppState, command: StartCommand) -> Result<Response, ApiError> {
     let decision = app.gate.start(command).await?;
-    let (status, body) = present_start(&decision);
-    Ok((status, axum::Json(body)).into_response())
+    Ok(present(&decision))
+}
+
+/// A decision as the HTTP response every start surface returns.
+pub(super) fn present(decision: &crate::gate::StartDecision) -> Response {
+    let (status, body) = present_start(decision);
+    (status, axum::Json(body)).into_response()
 }
 
 /// `{operation, provider_connection_id?}`.
@@ -217,44 +222,30 @@ async fn execute_restore(
     run_start(&app, command).await
 }
 
-/// An empty body: `{}` (or nothing).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
-
-/// Onboarding: verifies the tenant's default provider connection (`provider.verify`).
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", tag = "onboarding",
-    params(("tenant_id" = Uuid, Path)), request_body = Empty,
-    responses((status = 202, body = StartResult, description = "accepted"),
-        (status = 200, body = StartResult, description = "deduped"),
-        (status = 409, body = StartResult, description = "scope_busy"),
-        (status = 422, body = StartResult, description = "blocked"),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn onboarding_verify(
-    State(app): State<AppState>,
-    Caller(principal): Caller,
-    RequestId(request_id): RequestId,
-    Path(tenant_id): Path<TenantId>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    empty_body(&body)?;
-    let command = StartCommand {
-        tenant_id,
-        operation: OperationKind::ProviderVerify,
-        connection: None,
-        restore_run: None,
-        principal: principal as Principal,
-        request_id,
-    };
-    run_start(&app, command).await
+/// A run after a cancel request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelResult {
+    /// The run: `cancelled` if it was queued; still `running` with
+    /// `cancel_requested` if a worker holds it (its connection is freed when it ends).
+    pub run: RunSummary,
+    /// Whether the run still waits for its worker to stop.
+    pub cancel_requested: bool,
 }
 
-/// Accepts an empty body or `{}`; anything else is a 400.
-fn empty_body(body: &[u8]) -> Result<(), ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    serde_json::from_slice::<Empty>(body)
-        .map(drop)
-        .map_err(|e| ApiError::invalid(format!("expected an empty JSON object: {e}")))
+/// Cancels a queued run, or asks a running one to stop (the start capability
+/// of the run's operation).
+#[utoipa::path(post, path = "/v1/operations/{run_id}/cancel", tag = "starts",
+    params(("run_id" = Uuid, Path)),
+    responses((status = 200, body = CancelResult), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has already ended")))]
+async fn cancel_run(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(run_id): Path<RunId>,
+) -> Result<axum::Json<CancelResult>, ApiError> {
+    let (operation, status, cancel_requested) = app.gate.cancel(&principal, run_id).await?;
+    Ok(axum::Json(CancelResult {
+        run: RunSummary::new(run_id, operation, status),
+        cancel_requested,
+    }))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use dispatch_gate::gate::{Gate, SystemClock};
+use dispatch_gate::gate::{Clock, Gate, SystemClock};
 use dispatch_gate::http::{app, AppState};
 use dispatch_gate::store::{Backend, Database};
 use http_body_util::BodyExt;
@@ -44,13 +44,17 @@ pub struct Response {
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
         let app = Self::without_catchup(backend).await;
-        // The catch-up loop stops when the test's runtime ends.
-        tokio::spawn(app.gate.catchup().clone().run(std::future::pending()));
+        app.start_catchup();
         app
     }
 
     /// An app whose projections advance only when the test calls `catch_up`.
     pub async fn without_catchup(backend: Backend) -> Self {
+        Self::with_clock(backend, Arc::new(SystemClock)).await
+    }
+
+    /// An app on a given clock, without the catch-up loop.
+    pub async fn with_clock(backend: Backend, clock: Arc<dyn Clock>) -> Self {
         let (dir, url) = match backend {
             Backend::Sqlite => {
                 let (dir, url) = testkit::fresh_sqlite_url();
@@ -65,12 +69,34 @@ impl TestApp {
             Arc::new(SystemClock),
             Some(ADMIN),
         ));
-        let router = app(AppState { gate: gate.clone() });
+        let router = app(AppState::new(gate.clone()));
         Self {
             router,
             gate,
             database,
             _dir: dir,
+        }
+    }
+
+    /// Runs the catch-up loop in the background (until the test ends).
+    pub fn start_catchup(&self) {
+        tokio::spawn(self.gate.catchup().clone().run(std::future::pending()));
+    }
+
+    /// Waits until the read models show `condition`, re-checking after every
+    /// projection step, for at most ten seconds.
+    pub async fn wait_until<F, Fut>(&self, what: &str, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut changes = self.gate.catchup().subscribe();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !condition().await {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!("timed out waiting until {what}"),
+            }
         }
     }
 
@@ -82,7 +108,7 @@ impl TestApp {
             Some(ADMIN),
         ));
         tokio::spawn(gate.catchup().clone().run(std::future::pending()));
-        app(AppState { gate })
+        app(AppState::new(gate))
     }
 
     pub async fn send(&self, request: Request<Body>) -> Response {

@@ -29,6 +29,12 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/operations/{run_id}"),
     ("get", "/v1/tenants/{tenant_id}/decisions"),
     ("get", "/v1/notifications"),
+    ("post", "/v1/operations/{run_id}/cancel"),
+    ("post", "/v1/tenants/{tenant_id}/onboarding/bootstrap"),
+    ("get", "/v1/tenants/{tenant_id}/onboarding"),
+    ("post", "/v1/worker/claim"),
+    ("post", "/v1/worker/runs/{run_id}/heartbeat"),
+    ("post", "/v1/worker/runs/{run_id}/complete"),
 ];
 
 #[tokio::test]

@@ -1,0 +1,195 @@
+//! The built-in worker and the lease reaper.
+//!
+//! Workers claim runs through the same gate methods as the HTTP worker
+//! protocol, execute them through a [`Provider`], heartbeat while they work,
+//! and report how each run ended. The reaper fails runs whose lease expired.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::catalog::ReasonCode;
+use aggregates::connection::RunEnd;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::gate::{ClaimedRun, Gate, GateError};
+
+/// The seam to a real provider client: executes one run's work.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Does the work; a failure is a reason from the taxonomy.
+    async fn execute(&self, run: &ClaimedRun) -> Result<(), ReasonCode>;
+}
+
+/// A provider that pretends: it waits a random time and fails a given share
+/// of runs with a transient or access reason, so a demo looks real.
+#[derive(Debug, Clone)]
+pub struct SimulatedProvider {
+    /// How long a run takes.
+    pub latency: RangeInclusive<Duration>,
+    /// The share of runs that fail, 0.0–1.0.
+    pub failure_rate: f64,
+}
+
+/// The failures the simulated provider picks from, each equally likely.
+const SIMULATED_FAILURES: [ReasonCode; 4] = [
+    ReasonCode::Throttled,
+    ReasonCode::Unreachable,
+    ReasonCode::PermissionDenied,
+    ReasonCode::InternalError,
+];
+
+#[async_trait::async_trait]
+impl Provider for SimulatedProvider {
+    async fn execute(&self, _run: &ClaimedRun) -> Result<(), ReasonCode> {
+        let (latency, fails, failure) = {
+            let mut rng = rand::rng();
+            let (low, high) = (*self.latency.start(), *self.latency.end());
+            let latency = if high > low {
+                rng.random_range(low..=high)
+            } else {
+                low
+            };
+            let failure = SIMULATED_FAILURES[rng.random_range(0..SIMULATED_FAILURES.len())];
+            (latency, rng.random_bool(self.failure_rate.clamp(0.0, 1.0)), failure)
+        };
+        tokio::time::sleep(latency).await;
+        if fails {
+            Err(failure)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How the built-in worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs executed at once.
+    pub concurrency: usize,
+    /// Lease per claim; heartbeats come every third of it.
+    pub lease: Duration,
+    /// Pause between claims when nothing is queued.
+    pub idle_poll: Duration,
+    /// Worker ids are this prefix plus a slot number.
+    pub id_prefix: String,
+}
+
+/// Runs `config.concurrency` worker slots until `shutdown` turns true. On
+/// shutdown a slot releases the run it holds so another worker can take it.
+pub async fn run_workers(
+    gate: Arc<Gate>,
+    provider: Arc<dyn Provider>,
+    config: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let slots: Vec<_> = (0..config.concurrency.max(1))
+        .map(|slot| {
+            let worker_id = format!("{}-{slot}", config.id_prefix);
+            tokio::spawn(worker_slot(
+                gate.clone(),
+                provider.clone(),
+                config.clone(),
+                worker_id,
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for slot in slots {
+        let _ = slot.await;
+    }
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[tracing::instrument(name = "worker", skip_all, fields(worker = %worker_id))]
+async fn worker_slot(
+    gate: Arc<Gate>,
+    provider: Arc<dyn Provider>,
+    config: WorkerConfig,
+    worker_id: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    while !*shutdown.borrow() {
+        let pause = match gate.claim(&worker_id, None, config.lease).await {
+            Ok(Some(run)) => {
+                failures = 0;
+                execute(&gate, provider.as_ref(), &config, &worker_id, run, &mut shutdown).await;
+                continue;
+            }
+            Ok(None) => config.idle_poll,
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, "claim failed");
+                config.idle_poll * 2u32.pow(failures.min(5))
+            }
+        };
+        tokio::select! {
+            () = stopped(&mut shutdown) => {},
+            () = tokio::time::sleep(pause) => {},
+        }
+    }
+}
+
+/// Executes one claimed run to its end (or releases it on shutdown).
+#[tracing::instrument(skip_all, fields(run = %run.run_id, operation = %run.operation))]
+async fn execute(
+    gate: &Gate,
+    provider: &dyn Provider,
+    config: &WorkerConfig,
+    worker_id: &str,
+    run: ClaimedRun,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let work = provider.execute(&run);
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval(config.lease / 3);
+    beat.tick().await;
+    let end = loop {
+        tokio::select! {
+            result = &mut work => break match result {
+                Ok(()) => RunEnd::Succeeded,
+                Err(reason) => RunEnd::Failed { reason },
+            },
+            _ = beat.tick() => match gate.heartbeat(run.run_id, worker_id, config.lease).await {
+                Ok(heartbeat) if heartbeat.cancel_requested => break RunEnd::Cancelled,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "lost the run's lease; abandoning it");
+                    return;
+                }
+            },
+            () = stopped(shutdown) => {
+                match gate.release(run.run_id, worker_id).await {
+                    Ok(()) => tracing::info!("released the run on shutdown"),
+                    Err(error) => tracing::warn!(%error, "could not release the run"),
+                }
+                return;
+            }
+        }
+    };
+    match gate.complete(run.run_id, worker_id, end).await {
+        Ok(_) => tracing::info!(?end, "run ended"),
+        Err(GateError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
+        Err(error) => tracing::error!(%error, "could not complete the run"),
+    }
+}
+
+/// Fails runs whose lease expired, every `interval`, by the gate's clock.
+pub async fn run_reaper(gate: Arc<Gate>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match gate.expire_leases(gate.now()).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "failed runs whose lease expired"),
+            Err(error) => tracing::warn!(%error, "reaper failed"),
+        }
+        tokio::select! {
+            () = stopped(&mut shutdown) => return,
+            () = tokio::time::sleep(interval) => {},
+        }
+    }
+}
