@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 
 use crate::server::{shutdown_signal, Application, BuiltInWorker, Settings};
-use crate::worker::SimulatedProvider;
 use crate::store::{redact, Database, DEFAULT_DATABASE_URL};
 use crate::telemetry::{self, LogFormat};
+use crate::worker::SimulatedProvider;
 
 /// One dispatch gate for provider-backed operations.
 #[derive(Debug, Parser)]

@@ -879,7 +879,11 @@ impl Gate {
             .await?
             .state;
         Ok(match state.active.filter(|run| run.run_id == run_id) {
-            Some(run) => (operation, aggregates::catalog::RunStatus::Running, run.cancel_requested_by.is_some()),
+            Some(run) => (
+                operation,
+                aggregates::catalog::RunStatus::Running,
+                run.cancel_requested_by.is_some(),
+            ),
             None => (operation, aggregates::catalog::RunStatus::Cancelled, false),
         })
     }
@@ -924,12 +928,13 @@ impl Gate {
     /// bootstrap chain. A step's state is the status of its latest run.
     pub async fn onboarding(&self, tenant_id: TenantId) -> Result<Vec<OnboardingStep>, GateError> {
         let mut steps = Vec::new();
-        for operation in std::iter::once(OperationKind::ProviderVerify)
-            .chain(OperationKind::BOOTSTRAP_CHAIN)
+        for operation in
+            std::iter::once(OperationKind::ProviderVerify).chain(OperationKind::BOOTSTRAP_CHAIN)
         {
-            let run = crate::read::latest_run(&self.database, &tenant_id.to_string(), operation.as_str())
-                .await
-                .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+            let run =
+                crate::read::latest_run(&self.database, &tenant_id.to_string(), operation.as_str())
+                    .await
+                    .map_err(|e| GateError::Internal(format!("{e:#}")))?;
             let state = match run.as_ref().map(|r| r.status.as_str()) {
                 Some("queued") => StepState::Queued,
                 Some("running") => StepState::Running,

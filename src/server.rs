@@ -88,7 +88,11 @@ impl Application {
         let gate = self.state.gate.clone();
         let mut background = vec![
             tokio::spawn(gate.catchup().clone().run(wait_stop(stopped.clone()))),
-            tokio::spawn(run_reaper(gate.clone(), self.state.lease / 2, stopped.clone())),
+            tokio::spawn(run_reaper(
+                gate.clone(),
+                self.state.lease / 2,
+                stopped.clone(),
+            )),
         ];
         if let Some(worker) = self.worker.clone() {
             tracing::info!(concurrency = worker.concurrency, "built-in worker started");

@@ -52,7 +52,11 @@ impl Provider for SimulatedProvider {
                 low
             };
             let failure = SIMULATED_FAILURES[rng.random_range(0..SIMULATED_FAILURES.len())];
-            (latency, rng.random_bool(self.failure_rate.clamp(0.0, 1.0)), failure)
+            (
+                latency,
+                rng.random_bool(self.failure_rate.clamp(0.0, 1.0)),
+                failure,
+            )
         };
         tokio::time::sleep(latency).await;
         if fails {
@@ -118,7 +122,15 @@ async fn worker_slot(
         let pause = match gate.claim(&worker_id, None, config.lease).await {
             Ok(Some(run)) => {
                 failures = 0;
-                execute(&gate, provider.as_ref(), &config, &worker_id, run, &mut shutdown).await;
+                execute(
+                    &gate,
+                    provider.as_ref(),
+                    &config,
+                    &worker_id,
+                    run,
+                    &mut shutdown,
+                )
+                .await;
                 continue;
             }
             Ok(None) => config.idle_poll,

@@ -86,7 +86,11 @@ async fn bootstrap(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     empty_body(&body)?;
-    match app.gate.bootstrap(&principal, tenant_id, request_id).await? {
+    match app
+        .gate
+        .bootstrap(&principal, tenant_id, request_id)
+        .await?
+    {
         Some(decision) => Ok(super::starts::present(&decision)),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -169,9 +169,9 @@ fn parse_end(body: &CompleteBody) -> Result<RunEnd, ApiError> {
             "`{reason}` is a start-time reason; a run fails with an execution reason"
         ))),
         ("failed", None) => Err(ApiError::invalid("a failed run needs a `reason_code`")),
-        ("succeeded" | "cancelled", Some(_)) => Err(ApiError::invalid(
-            "`reason_code` is only for failed runs",
-        )),
+        ("succeeded" | "cancelled", Some(_)) => {
+            Err(ApiError::invalid("`reason_code` is only for failed runs"))
+        }
         (other, _) => Err(ApiError::invalid(format!(
             "unknown status `{other}` (succeeded, failed or cancelled)"
         ))),

@@ -64,11 +64,7 @@ impl TestApp {
         };
         let database = Database::connect(&url, 20).await.expect("connect");
         database.migrate().await.expect("migrate");
-        let gate = Arc::new(Gate::new(
-            database.clone(),
-            Arc::new(SystemClock),
-            Some(ADMIN),
-        ));
+        let gate = Arc::new(Gate::new(database.clone(), clock, Some(ADMIN)));
         let router = app(AppState::new(gate.clone()));
         Self {
             router,

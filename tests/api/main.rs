@@ -10,3 +10,4 @@ mod monitoring;
 mod openapi;
 mod outcomes;
 mod projections;
+mod worker;
