@@ -6,11 +6,13 @@
 //! - `projections` (crate): read models fed only by events.
 //! - [`store`]: PostgreSQL and SQLite behind one enum; migrations.
 //! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
+//! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
 //! - [`gate`]: every use case as one method (setup, connections, starts).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod cli;
 pub mod executor;
 pub mod gate;
