@@ -9,9 +9,11 @@
 //! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
 //! - [`gate`]: every use case as one method (setup, connections, starts).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
+//! - [`audit`]: replaying, verifying and exporting the decision history.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod chain;
 pub mod cli;
 pub mod executor;

@@ -241,6 +241,11 @@ impl<A: Audited> Replay<A> {
     pub fn state(&self) -> &A {
         &self.state
     }
+
+    /// Ends the replay, keeping the state.
+    pub fn into_state(self) -> A {
+        self.state
+    }
 }
 
 /// Replays a whole stream (events numbered from 1) and checks every decision.
