@@ -30,7 +30,9 @@ use dispatch_gate::store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 
 /// Histories kept from before a version bump; the generator leaves them alone.
-const LEGACY: &[&str] = &[];
+/// `v1_blocked_reasons` was generated before `StartBlocked` 2.0 and records
+/// version 1.0 events, which the audit reads through the upcaster.
+const LEGACY: &[&str] = &["v1_blocked_reasons"];
 
 /// One decision the gate returned when the history was made.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,8 +108,73 @@ async fn every_history_re_derives_its_decisions(backend: Backend) {
     }
 }
 
+/// The version 1.0 history reads through the upcaster, in the audit and in the
+/// running service, which appends version 2.0 events after it.
+async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: Backend) {
+    let rows: Vec<Row> = common::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
+    let old: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.event_type == "StartBlocked")
+        .collect();
+    assert!(!old.is_empty() && old.iter().all(|r| r.event_version == "1.0"));
+    assert!(old
+        .iter()
+        .all(|r| r.payload["StartBlocked"].get("evidence").is_none()));
+    let fresh = common::fresh(backend).await;
+    common::load(&fresh.database, &rows).await;
+    let tenant = tenants(&rows)[0];
+
+    let history = audit::tenant_history(&fresh.database, tenant)
+        .await
+        .unwrap();
+    let blocked: Vec<_> = history
+        .records()
+        .filter(|r| r.stream_type == "Tenant")
+        .collect();
+    assert_eq!(blocked.len(), old.len());
+    assert!(blocked
+        .iter()
+        .all(|r| r.identical && r.tenant_connections.is_none()));
+
+    // The service loads the old shape and chains a new version after it.
+    let gate = Gate::new(fresh.database.clone(), SteppingClock::new(), None);
+    let decision = gate
+        .start(StartCommand {
+            tenant_id: tenant,
+            operation: InventorySync,
+            connection: None,
+            restore_run: None,
+            principal: Principal::Admin,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision.verdict.outcome().as_str(), "blocked");
+    let report = audit::verify(&fresh.database, false).await.unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    let history = audit::tenant_history(&fresh.database, tenant)
+        .await
+        .unwrap();
+    let new = history
+        .records()
+        .find(|r| r.decision_id == decision.decision_id.to_string())
+        .unwrap();
+    assert!(new.identical);
+    assert!(new.tenant_connections.is_some(), "2.0 records the list");
+}
+
+#[tokio::test]
+async fn sqlite_a_version_1_history_replays_and_extends_through_the_upcaster() {
+    a_version_1_history_replays_and_extends_through_the_upcaster(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_version_1_history_replays_and_extends_through_the_upcaster() {
+    a_version_1_history_replays_and_extends_through_the_upcaster(Backend::Postgres).await;
+}
+
 #[test]
-fn the_corpus_covers_every_start_reason_and_both_execution_failures() {
+fn the_corpus_covers_every_start_reason_and_both_execution_failures_with_unique_event_types() {
     let corpus = corpus();
     let reasons: std::collections::BTreeSet<String> = corpus
         .iter()
@@ -138,6 +205,14 @@ fn the_corpus_covers_every_start_reason_and_both_execution_failures() {
                 .to_owned()
         })
         .collect();
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    for row in corpus.iter().flat_map(|(_, rows, _)| rows.iter()) {
+        let owner = owners.entry(&row.event_type).or_insert(&row.aggregate_type);
+        assert_eq!(
+            *owner, row.aggregate_type,
+            "upcasters match on event type alone"
+        );
+    }
     assert!(failures.contains(&"lease_expired".to_owned()));
     assert!(failures.contains(&"execution_gate".to_owned()));
 }

@@ -15,7 +15,7 @@ use crate::connection::{
 };
 use crate::ids::{ConnectionId, DecisionId, TenantId};
 use crate::registry::{Record, Registered};
-use crate::tenant::{self, Tenant, TenantCommand, TenantError, TenantEvent};
+use crate::tenant::{self, Tenant, TenantCommand, TenantError, TenantEvent, TenantEvidence};
 
 /// One recorded start decision, whichever stream it was recorded on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,10 @@ pub struct Decision {
     pub connection_id: Option<ConnectionId>,
     /// How the connection was resolved.
     pub resolved_via: Option<ConnectionChoice>,
-    /// What the gate saw, as recorded.
+    /// What the gate saw on the connection, as recorded.
     pub evidence: Option<Evidence>,
+    /// What the tenant looked like, for a start that found no connection.
+    pub tenant_evidence: Option<TenantEvidence>,
 }
 
 /// Why a recorded decision does not follow from the history before it.
@@ -68,6 +70,14 @@ pub enum Divergence {
         recorded: Box<Evidence>,
         /// The state before the decision.
         actual: Box<Evidence>,
+    },
+    /// The recorded tenant evidence is not the tenant's state before the decision.
+    #[error("the recorded evidence is not the tenant's state before the decision")]
+    TenantEvidence {
+        /// As recorded.
+        recorded: TenantEvidence,
+        /// The state before the decision.
+        actual: TenantEvidence,
     },
 }
 
@@ -137,6 +147,7 @@ impl Audited for ProviderConnection {
             connection_id: Some(evidence.connection.connection_id),
             resolved_via: Some(request.resolved_via),
             evidence: Some(evidence.clone()),
+            tenant_evidence: None,
         };
         // Exactly what `decide` does for a start: admit it, then the gate.
         let (rederived, divergence) = match admit_start(self, request) {
@@ -170,7 +181,12 @@ impl Audited for ProviderConnection {
 
 impl Audited for Tenant {
     fn check(&self, sequence: usize, event: &TenantEvent) -> Option<Check> {
-        let TenantEvent::StartBlocked { request, reason } = event else {
+        let TenantEvent::StartBlocked {
+            request,
+            reason,
+            evidence,
+        } = event
+        else {
             return None;
         };
         let recorded = Verdict::Rejected(Rejection::Blocked { reason: *reason });
@@ -186,6 +202,7 @@ impl Audited for Tenant {
             connection_id: None,
             resolved_via: None,
             evidence: None,
+            tenant_evidence: Some(evidence.clone()),
         };
         let command = TenantCommand::RecordStartWithoutDefault(request.clone());
         let (rederived, divergence) = match tenant::decide(self, command) {
@@ -194,10 +211,24 @@ impl Audited for Tenant {
                 let rederived = Verdict::Rejected(Rejection::Blocked {
                     reason: ReasonCode::MissingDefault,
                 });
-                let divergence = (rederived != recorded).then_some(Divergence::Verdict {
-                    recorded,
-                    rederived,
-                });
+                let mut actual = self.evidence();
+                if evidence.connections.is_none() {
+                    // Version 1.0 did not record the list: nothing to compare.
+                    actual.connections = None;
+                }
+                let divergence = if rederived != recorded {
+                    Some(Divergence::Verdict {
+                        recorded,
+                        rederived,
+                    })
+                } else if actual != *evidence {
+                    Some(Divergence::TenantEvidence {
+                        recorded: evidence.clone(),
+                        actual,
+                    })
+                } else {
+                    None
+                };
                 (Some(rederived), divergence)
             }
         };

@@ -8,7 +8,7 @@ use aggregates::connection::{
     ProviderConnection, Rejection, StartRequest, Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
-use aggregates::tenant::{Tenant, TenantError, TenantEvent, TenantStartRequest};
+use aggregates::tenant::{Tenant, TenantError, TenantEvent, TenantEvidence, TenantStartRequest};
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use uuid::Uuid;
@@ -147,7 +147,7 @@ fn a_decision_before_the_connection_exists_could_not_have_been_recorded() {
     assert_eq!(checks[0].rederived, None);
 }
 
-fn blocked_start(n: u128) -> TenantEvent {
+fn blocked_start(n: u128, connections: Vec<ConnectionId>) -> TenantEvent {
     TenantEvent::StartBlocked {
         request: TenantStartRequest {
             decision_id: DecisionId(Uuid::from_u128(0x3000 + n)),
@@ -158,6 +158,10 @@ fn blocked_start(n: u128) -> TenantEvent {
             request_id: None,
         },
         reason: ReasonCode::MissingDefault,
+        evidence: TenantEvidence {
+            default_connection: None,
+            connections: Some(connections),
+        },
     }
 }
 
@@ -175,7 +179,7 @@ fn tenant_created() -> TenantEvent {
 fn a_blocked_start_re_derives_only_while_the_tenant_has_no_default() {
     let events = vec![
         tenant_created(),
-        blocked_start(1),
+        blocked_start(1, vec![]),
         TenantEvent::ConnectionAttached {
             connection_id: CONNECTION,
             actor: Actor::Admin,
@@ -186,7 +190,7 @@ fn a_blocked_start_re_derives_only_while_the_tenant_has_no_default() {
             actor: Actor::Admin,
             at: t(3),
         },
-        blocked_start(4),
+        blocked_start(4, vec![CONNECTION]),
     ];
     let checks = replay::<Tenant>(events);
     assert!(checks[0].is_identical());
@@ -201,7 +205,7 @@ fn a_blocked_start_re_derives_only_while_the_tenant_has_no_default() {
 
 #[test]
 fn a_blocked_start_with_another_reason_diverges() {
-    let mut blocked = blocked_start(1);
+    let mut blocked = blocked_start(1, vec![]);
     if let TenantEvent::StartBlocked { reason, .. } = &mut blocked {
         *reason = ReasonCode::ConsentMissing;
     }
@@ -210,4 +214,101 @@ fn a_blocked_start_with_another_reason_diverges() {
         checks[0].divergence,
         Some(Divergence::Verdict { .. })
     ));
+}
+
+#[test]
+fn a_blocked_start_whose_recorded_connections_were_edited_diverges() {
+    let checks = replay::<Tenant>(vec![tenant_created(), blocked_start(1, vec![CONNECTION])]);
+    assert!(matches!(
+        checks[0].divergence,
+        Some(Divergence::TenantEvidence { .. })
+    ));
+}
+
+#[test]
+fn a_version_1_blocked_start_re_derives_without_the_connection_list() {
+    let mut blocked = blocked_start(1, vec![]);
+    if let TenantEvent::StartBlocked { evidence, .. } = &mut blocked {
+        evidence.connections = None;
+    }
+    let attached = TenantEvent::ConnectionAttached {
+        connection_id: CONNECTION,
+        actor: Actor::Admin,
+        at: t(0),
+    };
+    let checks = replay::<Tenant>(vec![tenant_created(), attached, blocked]);
+    assert!(checks[0].is_identical());
+}
+
+mod upcasting {
+    use aggregates::tenant::{TenantEvent, TenantEvidence};
+    use aggregates::upcast::upcasters;
+    use cqrs_es::persist::SerializedEvent;
+    use cqrs_es::DomainEvent;
+    use serde_json::{json, Value};
+
+    /// A `StartBlocked` exactly as version 1.0 stored it.
+    fn version_1_payload() -> Value {
+        json!({"StartBlocked": {
+            "request": {
+                "decision_id": "00000000-0000-0000-0000-000000003001",
+                "operation": "inventory.sync",
+                "scope": {"kind": "tenant", "id": "00000000-0000-0000-0000-00000000007e"},
+                "actor": {"kind": "admin"},
+                "at": "2026-01-01T00:00:00Z",
+                "request_id": null
+            },
+            "reason": "provider.connection.missing_default"
+        }})
+    }
+
+    fn upcast(event_type: &str, event_version: &str, payload: Value) -> SerializedEvent {
+        let event = SerializedEvent {
+            aggregate_id: "t".to_owned(),
+            sequence: 2,
+            aggregate_type: "Tenant".to_owned(),
+            event_type: event_type.to_owned(),
+            event_version: event_version.to_owned(),
+            payload,
+            metadata: json!({}),
+        };
+        upcasters().iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        })
+    }
+
+    #[test]
+    fn version_1_does_not_read_as_version_2_without_the_upcaster() {
+        assert!(serde_json::from_value::<TenantEvent>(version_1_payload()).is_err());
+    }
+
+    #[test]
+    fn a_version_1_start_blocked_reads_as_version_2_with_no_default_and_unknown_connections() {
+        let upcast = upcast("StartBlocked", "1.0", version_1_payload());
+        assert_eq!(upcast.event_version, "2.0");
+        let event: TenantEvent = serde_json::from_value(upcast.payload).unwrap();
+        let TenantEvent::StartBlocked { evidence, .. } = &event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(
+            *evidence,
+            TenantEvidence {
+                default_connection: None,
+                connections: None
+            }
+        );
+        assert_eq!(event.event_version(), "2.0");
+    }
+
+    #[test]
+    fn a_current_start_blocked_is_left_alone() {
+        let mut payload = version_1_payload();
+        payload["StartBlocked"]["evidence"] = json!({"default_connection": null, "connections": ["00000000-0000-0000-0000-0000000000c0"]});
+        let upcast = upcast("StartBlocked", "2.0", payload.clone());
+        assert_eq!(upcast.payload, payload);
+    }
 }

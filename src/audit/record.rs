@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::rows::StreamKey;
 
 /// The field names of [`DecisionRecord`], in order: the CSV header.
-pub const FIELDS: [&str; 30] = [
+pub const FIELDS: [&str; 31] = [
     "decision_id",
     "at",
     "tenant_id",
@@ -45,6 +45,7 @@ pub const FIELDS: [&str; 30] = [
     "rederived_run_id",
     "identical",
     "divergence",
+    "tenant_connections",
 ];
 
 /// One decision, flat. Absent values are `null` in JSONL and empty in CSV.
@@ -111,6 +112,9 @@ pub struct DecisionRecord {
     pub identical: bool,
     /// Why it is not, in words.
     pub divergence: Option<String>,
+    /// Evidence of a start that found no connection: the tenant's connections
+    /// (space-separated ids, none the default); absent when not recorded (version 1.0).
+    pub tenant_connections: Option<String>,
 }
 
 /// A `DateTime` as every audit output writes it.
@@ -176,6 +180,16 @@ impl DecisionRecord {
             rederived_run_id: rederived.and_then(|v| v.run_id()).map(|id| id.to_string()),
             identical: check.is_identical(),
             divergence: check.divergence.as_ref().map(|d| d.to_string()),
+            tenant_connections: decision
+                .tenant_evidence
+                .as_ref()
+                .and_then(|e| e.connections.as_ref())
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
         }
     }
 
@@ -201,7 +215,14 @@ impl DecisionRecord {
                     None => "no active run".to_owned(),
                 }
             ),
-            _ => "no connection resolved: the tenant had no default connection".to_owned(),
+            _ => format!(
+                "no connection resolved: the tenant had no default connection ({})",
+                match self.tenant_connections.as_deref() {
+                    None => "its connections were not recorded".to_owned(),
+                    Some("") => "and no connection".to_owned(),
+                    Some(ids) => format!("connections: {ids}"),
+                }
+            ),
         };
         let verdict = if self.identical {
             "re-derived: identical".to_owned()
@@ -266,6 +287,7 @@ mod tests {
             rederived_run_id: None,
             identical: true,
             divergence: None,
+            tenant_connections: None,
         };
         let mut writer = csv::Writer::from_writer(vec![]);
         writer.serialize(record).unwrap();
