@@ -455,3 +455,150 @@ fn a_store_that_cannot_be_opened_is_one_error_line() {
         "an audit never creates a store"
     );
 }
+
+/// Fills `DG_FILL_URL` (a migrated, empty store) with `DG_FILL_CONNECTIONS`
+/// connections of real decisions (default 1000, about 50 events each), sealed
+/// with the executor's chain, to time `audit verify` on a large store:
+/// `DG_FILL_URL=sqlite:///tmp/big.db cargo nextest run --test audit_cli --run-ignored only fill`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a timing aid, not a test"]
+async fn fill_a_large_store() {
+    use aggregates::catalog::{OperationKind, Scope};
+    use aggregates::connection::{
+        decide, evolve, ConnectionChoice, ConnectionCommand as C, ProviderConnection, RunEnd,
+        StartRequest,
+    };
+    use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId};
+    use aggregates::Actor;
+    use cqrs_es::DomainEvent;
+    use dispatch_gate::chain;
+    use std::collections::HashMap;
+    use uuid::Uuid;
+
+    let url = std::env::var("DG_FILL_URL").expect("DG_FILL_URL");
+    let connections: usize = std::env::var("DG_FILL_CONNECTIONS")
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(1000);
+    let database = Database::connect(&url, 1).await.unwrap();
+    database.migrate().await.unwrap();
+    let at = chrono::Utc::now();
+    let tenant = TenantId(Uuid::new_v4());
+    let mut rows = vec![];
+    for _ in 0..connections {
+        let id = ConnectionId(Uuid::new_v4());
+        let mut commands = vec![
+            C::Create {
+                connection_id: id,
+                tenant_id: tenant,
+                display_name: "Graph".to_owned(),
+                provider: "microsoft_graph".to_owned(),
+                actor: Actor::Admin,
+                at,
+            },
+            C::SetConsent {
+                granted: true,
+                actor: Actor::Admin,
+                at,
+            },
+        ];
+        for round in 0..12 {
+            let run = RunId(Uuid::new_v4());
+            for operation in [OperationKind::InventorySync, OperationKind::ProviderVerify] {
+                commands.push(C::StartOperation(StartRequest {
+                    decision_id: DecisionId(Uuid::new_v4()),
+                    proposed_run_id: if operation == OperationKind::InventorySync {
+                        run
+                    } else {
+                        RunId(Uuid::new_v4())
+                    },
+                    tenant_id: tenant,
+                    operation,
+                    scope: match operation {
+                        OperationKind::ProviderVerify => Scope::Connection(id),
+                        _ => Scope::Tenant(tenant),
+                    },
+                    actor: Actor::Admin,
+                    at,
+                    request_id: None,
+                    resolved_via: ConnectionChoice::TenantDefault,
+                }));
+            }
+            if round == 0 {
+                commands.push(C::SetCredentials {
+                    status: aggregates::catalog::CredentialStatus::Valid,
+                    actor: Actor::Admin,
+                    at,
+                });
+            }
+            let worker_id = "w".to_owned();
+            commands.push(C::ClaimRun {
+                run_id: run,
+                worker_id: worker_id.clone(),
+                at,
+                lease_expires_at: at + chrono::Duration::hours(1),
+            });
+            commands.push(C::CompleteRun {
+                run_id: run,
+                worker_id,
+                end: RunEnd::Succeeded,
+                at,
+            });
+        }
+        let mut state = ProviderConnection::default();
+        let mut head = chain::GENESIS.to_owned();
+        let mut sequence = 0u64;
+        for command in commands {
+            let Ok(events) = decide(&state, command) else {
+                continue;
+            };
+            if events.is_empty() {
+                continue;
+            }
+            let serialized: Vec<_> = events
+                .iter()
+                .map(|e| {
+                    (
+                        e.event_type(),
+                        e.event_version(),
+                        serde_json::to_value(e).unwrap(),
+                    )
+                })
+                .collect();
+            let metadata = HashMap::from([("actor".to_owned(), "admin".to_owned())]);
+            let sealed = chain::seal(
+                "ProviderConnection",
+                &id.to_string(),
+                sequence + 1,
+                &serialized,
+                metadata,
+                &head,
+            );
+            let sealed = serde_json::to_value(&sealed).unwrap();
+            for (event, (event_type, event_version, payload)) in events.into_iter().zip(serialized)
+            {
+                sequence += 1;
+                head = chain::link(sequence, &sealed).unwrap().hash;
+                evolve(&mut state, event);
+                rows.push(common::Row {
+                    aggregate_type: "ProviderConnection".to_owned(),
+                    aggregate_id: id.to_string(),
+                    sequence: sequence as i64,
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata: sealed.clone(),
+                });
+            }
+        }
+    }
+    if let Database::Sqlite(pool) = &database {
+        sqlx::query("PRAGMA synchronous = OFF")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for chunk in rows.chunks(5000) {
+        common::load(&database, chunk).await;
+    }
+    println!("{} events in {connections} streams", rows.len());
+}

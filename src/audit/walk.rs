@@ -233,3 +233,99 @@ fn walk(
     audit.checks = checks;
     audit
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A stream of an unknown type (chain only) made of commits of the given sizes.
+    fn stream(commits: &[usize]) -> (StreamKey, Vec<StoredEvent>) {
+        let key = StreamKey::new("Ledger", "l-1");
+        let mut rows = vec![];
+        let mut head = chain::GENESIS.to_owned();
+        for &size in commits {
+            let first = rows.len() as u64 + 1;
+            let events: Vec<(String, String, Value)> = (0..size as u64)
+                .map(|i| {
+                    (
+                        "Posted".to_owned(),
+                        "1.0".to_owned(),
+                        json!({"n": first + i}),
+                    )
+                })
+                .collect();
+            let metadata = HashMap::from([("actor".to_owned(), "admin".to_owned())]);
+            let sealed = chain::seal("Ledger", "l-1", first, &events, metadata, &head);
+            let sealed = serde_json::to_value(&sealed).unwrap();
+            for (i, (event_type, event_version, payload)) in events.into_iter().enumerate() {
+                let sequence = first + i as u64;
+                head = chain::link(sequence, &sealed).unwrap().hash;
+                rows.push(StoredEvent {
+                    sequence: sequence as i64,
+                    event_type,
+                    event_version,
+                    payload: Ok(payload),
+                    metadata: Ok(sealed.clone()),
+                });
+            }
+        }
+        (key, rows)
+    }
+
+    fn problems(key: &StreamKey, rows: &[StoredEvent]) -> Vec<(i64, Problem)> {
+        let audit = audit(key, rows);
+        assert!(!audit.decoded, "an unknown type is not decoded");
+        audit
+            .findings
+            .into_iter()
+            .map(|f| (f.sequence, f.problem))
+            .collect()
+    }
+
+    #[test]
+    fn multi_event_commits_verify_event_by_event() {
+        let (key, rows) = stream(&[1, 3, 2]);
+        assert_eq!(problems(&key, &rows), vec![]);
+    }
+
+    #[test]
+    fn an_edit_inside_a_multi_event_commit_names_that_event_only() {
+        let (key, mut rows) = stream(&[1, 3, 2]);
+        rows[2].payload = Ok(json!({"n": 99}));
+        assert_eq!(problems(&key, &rows), vec![(3, Problem::ContentAltered)]);
+    }
+
+    #[test]
+    fn losing_the_tail_of_a_commit_is_named() {
+        let (key, mut rows) = stream(&[1, 3]);
+        rows.pop();
+        assert_eq!(
+            problems(&key, &rows),
+            vec![(3, Problem::TruncatedCommit { missing: 1 })]
+        );
+    }
+
+    #[test]
+    fn a_deleted_middle_event_is_a_gap() {
+        let (key, mut rows) = stream(&[1, 1, 1, 1]);
+        rows.remove(1);
+        assert_eq!(
+            problems(&key, &rows),
+            vec![(3, Problem::Gap { expected: 2 })]
+        );
+    }
+
+    #[test]
+    fn an_event_without_chain_metadata_is_named() {
+        let (key, mut rows) = stream(&[1, 1]);
+        rows[0].metadata = Ok(json!({"actor": "admin"}));
+        assert_eq!(
+            problems(&key, &rows),
+            vec![(1, Problem::Unchained(ChainError::Missing))]
+        );
+    }
+}
