@@ -166,7 +166,7 @@ pub async fn verify(database: &Database, progress: bool) -> anyhow::Result<Verif
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
+        ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} events  eta {eta}")
             .expect("a valid template"),
     );
     let mut report = Verification::default();
