@@ -6,16 +6,20 @@
 //! - `projections` (crate): read models fed only by events.
 //! - [`store`]: PostgreSQL and SQLite behind one enum; migrations.
 //! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
+//! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
 //! - [`gate`]: every use case as one method (setup, connections, starts).
 //! - [`catchup`]: numbers the log in commit order and feeds the projections,
 //!   checkpoint and view rows in one transaction; [`read`] queries the views.
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
+//! - [`audit`]: replaying, verifying and exporting the decision history.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod catchup;
+pub mod chain;
 pub mod cli;
 pub mod executor;
 pub mod gate;

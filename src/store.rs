@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use aggregates::upcast::upcasters;
 use anyhow::Context;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
@@ -70,6 +71,16 @@ pub fn redact(url: &str) -> String {
 impl Database {
     /// Connects to the database a URL names. SQLite files are created on first use.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, max_connections, true).await
+    }
+
+    /// Connects to an existing database only: a missing SQLite file is an error,
+    /// not a new empty store (what an auditor needs).
+    pub async fn open_existing(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, max_connections, false).await
+    }
+
+    async fn connect_with(url: &str, max_connections: u32, create: bool) -> anyhow::Result<Self> {
         let shown = redact(url);
         match Backend::of_url(url)? {
             Backend::Postgres => {
@@ -95,11 +106,16 @@ impl Database {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .with_context(|| format!("invalid SQLite URL `{shown}`"))?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
+                    .create_if_missing(create)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true);
+                // Setting the journal mode writes to the file: only when we may create it.
+                let options = if create {
+                    options.journal_mode(SqliteJournalMode::Wal)
+                } else {
+                    options
+                };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(30))
@@ -134,15 +150,18 @@ impl Database {
         }
     }
 
-    /// An event store for one aggregate type on this database.
+    /// An event store for one aggregate type on this database, reading older
+    /// event versions through the domain's upcasters.
     pub fn event_store<A: Aggregate>(&self) -> EventStoreOf<A> {
         match self {
-            Self::Postgres(pool) => EventStoreOf::Postgres(PersistedEventStore::new_event_store(
-                PostgresEventRepository::new(pool.clone()),
-            )),
-            Self::Sqlite(pool) => EventStoreOf::Sqlite(PersistedEventStore::new_event_store(
-                SqliteEventRepository::new(pool.clone()),
-            )),
+            Self::Postgres(pool) => EventStoreOf::Postgres(
+                PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+                    .with_upcasters(upcasters()),
+            ),
+            Self::Sqlite(pool) => EventStoreOf::Sqlite(
+                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
+                    .with_upcasters(upcasters()),
+            ),
         }
     }
 

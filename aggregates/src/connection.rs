@@ -704,7 +704,8 @@ pub fn decide_start(state: &ProviderConnection, request: &StartRequest) -> Verdi
 }
 
 /// Checks that a start is addressed to this connection, and returns the evidence.
-fn admit_start(
+/// Public so the audit re-derives a decision exactly as [`decide`] made it.
+pub fn admit_start(
     state: &ProviderConnection,
     request: &StartRequest,
 ) -> Result<Evidence, ConnectionError> {

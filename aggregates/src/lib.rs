@@ -7,16 +7,20 @@
 //!   the gate itself.
 //! - [`tenant`]: membership, a tenant's connections and its default.
 //! - [`registry`]: create-once records (workspaces, users, restore runs).
+//! - [`audit`]: re-deriving every recorded decision from the events before it.
+//! - [`upcast`]: how older stored event versions are read as the current ones.
 //!
 //! This crate never does IO: no database, no runtime, no clock. Time and ids
 //! come in with the commands, so every decision can be replayed exactly.
 #![forbid(unsafe_code)]
 
 pub mod actor;
+pub mod audit;
 pub mod catalog;
 pub mod connection;
 pub mod ids;
 pub mod registry;
 pub mod tenant;
+pub mod upcast;
 
 pub use actor::{Actor, Timestamp};

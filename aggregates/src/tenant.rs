@@ -162,12 +162,27 @@ pub enum TenantEvent {
         at: Timestamp,
     },
     /// A start was blocked because the tenant has no default connection.
+    ///
+    /// Version 2.0 added `evidence`; version 1.0 payloads are read through the
+    /// upcaster in [`crate::upcast`].
     StartBlocked {
         /// The start as made.
         request: TenantStartRequest,
-        /// Always `provider.connection.missing_default` in version 1.
+        /// Always `provider.connection.missing_default`.
         reason: ReasonCode,
+        /// What the tenant looked like when the start found no connection.
+        evidence: TenantEvidence,
     },
+}
+
+/// The tenant facts a start without a connection was decided on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantEvidence {
+    /// The default connection (none, or the start would not have been blocked).
+    pub default_connection: Option<ConnectionId>,
+    /// The tenant's connections at the time, none of them the default. `None`
+    /// for starts recorded as version 1.0, which did not carry the list.
+    pub connections: Option<Vec<ConnectionId>>,
 }
 
 impl DomainEvent for TenantEvent {
@@ -185,7 +200,11 @@ impl DomainEvent for TenantEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            Self::StartBlocked { .. } => "2.0",
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }
 
@@ -237,6 +256,14 @@ impl Tenant {
     /// The membership of a user, if any.
     pub fn member(&self, user_id: UserId) -> Option<&Membership> {
         self.members.get(&user_id)
+    }
+
+    /// The facts a start without a connection is decided on.
+    pub fn evidence(&self) -> TenantEvidence {
+        TenantEvidence {
+            default_connection: self.default_connection,
+            connections: Some(self.connections.clone()),
+        }
     }
 }
 
@@ -334,6 +361,7 @@ pub fn decide(state: &Tenant, command: TenantCommand) -> Result<Vec<TenantEvent>
             vec![E::StartBlocked {
                 request,
                 reason: ReasonCode::MissingDefault,
+                evidence: state.evidence(),
             }]
         }
     };

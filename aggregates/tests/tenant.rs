@@ -9,7 +9,7 @@ use aggregates::registry::{
     AlreadyExists, Created, Registered, RestorePreview, RestoreRun, User, Workspace,
 };
 use aggregates::tenant::{
-    Membership, Tenant, TenantCommand, TenantError, TenantEvent, TenantStartRequest,
+    Membership, Tenant, TenantCommand, TenantError, TenantEvent, TenantEvidence, TenantStartRequest,
 };
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
@@ -396,6 +396,10 @@ async fn it_should_block_a_start_when_the_tenant_has_no_default_connection() {
         .then_expect_events(vec![E::StartBlocked {
             request: start_without_default(),
             reason: ReasonCode::MissingDefault,
+            evidence: TenantEvidence {
+                default_connection: None,
+                connections: Some(vec![CONNECTION_A, CONNECTION_B]),
+            },
         }]);
 }
 
@@ -420,6 +424,10 @@ async fn it_should_block_a_start_after_the_default_was_cleared() {
         .then_expect_events(vec![E::StartBlocked {
             request: start_without_default(),
             reason: ReasonCode::MissingDefault,
+            evidence: TenantEvidence {
+                default_connection: None,
+                connections: Some(vec![CONNECTION_A, CONNECTION_B]),
+            },
         }]);
 }
 

@@ -78,7 +78,7 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         event_type: event.event_type.clone(),
         source,
     };
-    let payload = event.payload.clone();
+    let payload = upcast(event);
     Ok(match event.aggregate_type.as_str() {
         ProviderConnection::TYPE => {
             Decoded::Connection(Box::new(serde_json::from_value(payload).map_err(error)?))
@@ -86,6 +86,35 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         Tenant::TYPE => Decoded::Tenant(serde_json::from_value(payload).map_err(error)?),
         _ => Decoded::Other,
     })
+}
+
+/// The payload as the current event version, through the same upcasters
+/// every store reads with.
+fn upcast(event: &RecordedEvent) -> serde_json::Value {
+    use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+    static UPCASTERS: std::sync::LazyLock<Vec<Box<dyn EventUpcaster>>> =
+        std::sync::LazyLock::new(aggregates::upcast::upcasters);
+    let applicable = UPCASTERS
+        .iter()
+        .any(|u| u.can_upcast(&event.event_type, &event.event_version));
+    if !applicable {
+        return event.payload.clone();
+    }
+    let mut serialized = SerializedEvent::new(
+        event.aggregate_id.clone(),
+        event.sequence.max(0) as usize,
+        event.aggregate_type.clone(),
+        event.event_type.clone(),
+        event.event_version.clone(),
+        event.payload.clone(),
+        serde_json::Value::Null,
+    );
+    for upcaster in UPCASTERS.iter() {
+        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+            serialized = upcaster.upcast(serialized);
+        }
+    }
+    serialized.payload
 }
 
 /// A run as first recorded, at acceptance.
@@ -449,7 +478,11 @@ fn runs(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
                 None => vec![],
             },
         },
-        Decoded::Tenant(TenantEvent::StartBlocked { request, reason }) => {
+        Decoded::Tenant(TenantEvent::StartBlocked {
+            request,
+            reason,
+            evidence,
+        }) => {
             let row = DecisionRow {
                 decision_id: request.decision_id.to_string(),
                 tenant_id: event.aggregate_id.clone(),
@@ -462,7 +495,7 @@ fn runs(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
                 run_id: None,
                 connection_id: None,
                 request_id: request.request_id.clone(),
-                evidence: Some(json(&serde_json::json!({ "default_connection": null }))),
+                evidence: Some(json(evidence)),
             };
             vec![Change::InsertDecision(row)]
         }

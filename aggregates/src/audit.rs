@@ -1,0 +1,290 @@
+//! Re-deriving recorded decisions: the pure half of the audit.
+//!
+//! [`Replay`] folds a stream's events in order and, at every decision event,
+//! runs the aggregate's own decision on the state before it and compares the
+//! result with what was recorded. No IO: the binary reads the rows, this says
+//! whether they add up.
+
+use cqrs_es::Aggregate;
+
+use crate::actor::{Actor, Timestamp};
+use crate::catalog::{OperationKind, ReasonCode, Scope};
+use crate::connection::{
+    admit_start, decide_start, ConnectionChoice, ConnectionError, ConnectionEvent, Evidence,
+    ProviderConnection, Rejection, Verdict,
+};
+use crate::ids::{ConnectionId, DecisionId, TenantId};
+use crate::registry::{Record, Registered};
+use crate::tenant::{self, Tenant, TenantCommand, TenantError, TenantEvent, TenantEvidence};
+
+/// One recorded start decision, whichever stream it was recorded on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The decision's id.
+    pub decision_id: DecisionId,
+    /// When the operator clicked.
+    pub at: Timestamp,
+    /// Who clicked.
+    pub actor: Actor,
+    /// The tenant; `None` only for a blocked start on a tenant stream that was never created.
+    pub tenant_id: Option<TenantId>,
+    /// The operation asked for.
+    pub operation: OperationKind,
+    /// Its dedupe scope, where known.
+    pub scope: Option<Scope>,
+    /// The HTTP request id.
+    pub request_id: Option<String>,
+    /// What was decided.
+    pub verdict: Verdict,
+    /// The connection decided on; `None` when no connection was resolved.
+    pub connection_id: Option<ConnectionId>,
+    /// How the connection was resolved.
+    pub resolved_via: Option<ConnectionChoice>,
+    /// What the gate saw on the connection, as recorded.
+    pub evidence: Option<Evidence>,
+    /// What the tenant looked like, for a start that found no connection.
+    pub tenant_evidence: Option<TenantEvidence>,
+}
+
+/// Why a recorded decision does not follow from the history before it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Divergence {
+    /// The connection would have refused the start outright.
+    #[error("the start could not have been recorded on this connection: {0}")]
+    ConnectionRefused(ConnectionError),
+    /// The tenant would have refused to record the blocked start.
+    #[error("the blocked start could not have been recorded on this tenant: {0}")]
+    TenantRefused(TenantError),
+    /// The gate decides differently on the state before the decision.
+    #[error("recorded {} but the gate re-derives {}", describe(.recorded), describe(.rederived))]
+    Verdict {
+        /// As recorded.
+        recorded: Verdict,
+        /// As re-derived.
+        rederived: Verdict,
+    },
+    /// The recorded evidence is not the connection's state before the decision.
+    #[error("the recorded evidence is not the connection's state before the decision")]
+    Evidence {
+        /// As recorded.
+        recorded: Box<Evidence>,
+        /// The state before the decision.
+        actual: Box<Evidence>,
+    },
+    /// The recorded tenant evidence is not the tenant's state before the decision.
+    #[error("the recorded evidence is not the tenant's state before the decision")]
+    TenantEvidence {
+        /// As recorded.
+        recorded: TenantEvidence,
+        /// The state before the decision.
+        actual: TenantEvidence,
+    },
+}
+
+fn describe(verdict: &Verdict) -> String {
+    match (verdict.reason(), verdict.run_id()) {
+        (Some(reason), Some(run)) => format!("{} ({reason}, run {run})", verdict.outcome()),
+        (Some(reason), None) => format!("{} ({reason})", verdict.outcome()),
+        (None, Some(run)) => format!("{} (run {run})", verdict.outcome()),
+        (None, None) => verdict.outcome().to_string(),
+    }
+}
+
+/// A recorded decision checked against the history before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The decision event's sequence in its stream.
+    pub sequence: usize,
+    /// The decision as recorded.
+    pub decision: Decision,
+    /// The verdict the aggregate's decision gives on the state before;
+    /// `None` when the start would have been refused outright.
+    pub rederived: Option<Verdict>,
+    /// Why it differs, if it does.
+    pub divergence: Option<Divergence>,
+}
+
+impl Check {
+    /// Whether the re-derived decision is identical to the recorded one.
+    pub fn is_identical(&self) -> bool {
+        self.divergence.is_none()
+    }
+}
+
+/// An aggregate whose decision events can be re-derived from their prefix.
+pub trait Audited: Aggregate + Default {
+    /// If `event` (at `sequence`) records a decision, re-derives it on `self`,
+    /// the state before it.
+    fn check(&self, sequence: usize, event: &Self::Event) -> Option<Check>;
+}
+
+impl Audited for ProviderConnection {
+    fn check(&self, sequence: usize, event: &ConnectionEvent) -> Option<Check> {
+        let (request, evidence, recorded) = match event {
+            ConnectionEvent::OperationAccepted { request, evidence } => (
+                request,
+                evidence,
+                Verdict::Accepted {
+                    run_id: request.proposed_run_id,
+                },
+            ),
+            ConnectionEvent::OperationRejected {
+                request,
+                evidence,
+                rejection,
+            } => (request, evidence, Verdict::Rejected(*rejection)),
+            _ => return None,
+        };
+        let decision = Decision {
+            decision_id: request.decision_id,
+            at: request.at,
+            actor: request.actor.clone(),
+            tenant_id: Some(request.tenant_id),
+            operation: request.operation,
+            scope: Some(request.scope),
+            request_id: request.request_id.clone(),
+            verdict: recorded,
+            connection_id: Some(evidence.connection.connection_id),
+            resolved_via: Some(request.resolved_via),
+            evidence: Some(evidence.clone()),
+            tenant_evidence: None,
+        };
+        // Exactly what `decide` does for a start: admit it, then the gate.
+        let (rederived, divergence) = match admit_start(self, request) {
+            Err(error) => (None, Some(Divergence::ConnectionRefused(error))),
+            Ok(actual) => {
+                let rederived = decide_start(self, request);
+                let divergence = if rederived != recorded {
+                    Some(Divergence::Verdict {
+                        recorded,
+                        rederived,
+                    })
+                } else if actual != *evidence {
+                    Some(Divergence::Evidence {
+                        recorded: Box::new(evidence.clone()),
+                        actual: Box::new(actual),
+                    })
+                } else {
+                    None
+                };
+                (Some(rederived), divergence)
+            }
+        };
+        Some(Check {
+            sequence,
+            decision,
+            rederived,
+            divergence,
+        })
+    }
+}
+
+impl Audited for Tenant {
+    fn check(&self, sequence: usize, event: &TenantEvent) -> Option<Check> {
+        let TenantEvent::StartBlocked {
+            request,
+            reason,
+            evidence,
+        } = event
+        else {
+            return None;
+        };
+        let recorded = Verdict::Rejected(Rejection::Blocked { reason: *reason });
+        let decision = Decision {
+            decision_id: request.decision_id,
+            at: request.at,
+            actor: request.actor.clone(),
+            tenant_id: self.identity.as_ref().map(|i| i.tenant_id),
+            operation: request.operation,
+            scope: request.scope,
+            request_id: request.request_id.clone(),
+            verdict: recorded,
+            connection_id: None,
+            resolved_via: None,
+            evidence: None,
+            tenant_evidence: Some(evidence.clone()),
+        };
+        let command = TenantCommand::RecordStartWithoutDefault(request.clone());
+        let (rederived, divergence) = match tenant::decide(self, command) {
+            Err(error) => (None, Some(Divergence::TenantRefused(error))),
+            Ok(_) => {
+                let rederived = Verdict::Rejected(Rejection::Blocked {
+                    reason: ReasonCode::MissingDefault,
+                });
+                let mut actual = self.evidence();
+                if evidence.connections.is_none() {
+                    // Version 1.0 did not record the list: nothing to compare.
+                    actual.connections = None;
+                }
+                let divergence = if rederived != recorded {
+                    Some(Divergence::Verdict {
+                        recorded,
+                        rederived,
+                    })
+                } else if actual != *evidence {
+                    Some(Divergence::TenantEvidence {
+                        recorded: evidence.clone(),
+                        actual,
+                    })
+                } else {
+                    None
+                };
+                (Some(rederived), divergence)
+            }
+        };
+        Some(Check {
+            sequence,
+            decision,
+            rederived,
+            divergence,
+        })
+    }
+}
+
+impl<T: Record> Audited for Registered<T> {
+    fn check(&self, _: usize, _: &Self::Event) -> Option<Check> {
+        None
+    }
+}
+
+/// Folds a stream event by event, checking each decision on the state before it.
+#[derive(Debug, Default)]
+pub struct Replay<A> {
+    state: A,
+}
+
+impl<A: Audited> Replay<A> {
+    /// A replay from the empty stream.
+    pub fn new() -> Self {
+        Self {
+            state: A::default(),
+        }
+    }
+
+    /// Checks `event` (at `sequence`) if it is a decision, then applies it.
+    pub fn step(&mut self, sequence: usize, event: A::Event) -> Option<Check> {
+        let check = self.state.check(sequence, &event);
+        self.state.apply(event);
+        check
+    }
+
+    /// The state after the events so far.
+    pub fn state(&self) -> &A {
+        &self.state
+    }
+
+    /// Ends the replay, keeping the state.
+    pub fn into_state(self) -> A {
+        self.state
+    }
+}
+
+/// Replays a whole stream (events numbered from 1) and checks every decision.
+pub fn replay<A: Audited>(events: impl IntoIterator<Item = A::Event>) -> Vec<Check> {
+    let mut replay = Replay::<A>::new();
+    events
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, event)| replay.step(i + 1, event))
+        .collect()
+}

@@ -1,0 +1,44 @@
+//! Upcasters: how older stored shapes of an event become the current one.
+//!
+//! Every store reads events through [`upcasters`], and so does the audit, so an
+//! old history replays exactly as the running service would load it. cqrs-es
+//! matches an upcaster on event type and version only, so event type names are
+//! kept unique across aggregates (the replay corpus test checks every name it holds). An upcaster changes what is
+//! read, never what is stored: the tamper-evidence chain covers the stored bytes.
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use serde_json::{json, Value};
+
+/// Every upcaster, in the order they apply (older versions first).
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(StartBlocked1To2)]
+}
+
+/// `StartBlocked` 1.0 → 2.0: adds `evidence`. Version 1.0 was recorded only
+/// while the tenant had no default connection, so `default_connection` is known
+/// to be none; the tenant's connections were not recorded and stay unknown.
+///
+/// Written out rather than with cqrs-es's `SemanticVersionEventUpcaster`, which
+/// would relabel the event "2.0.0" instead of the literal "2.0".
+pub struct StartBlocked1To2;
+
+impl EventUpcaster for StartBlocked1To2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "StartBlocked" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(fields) = event
+            .payload
+            .get_mut("StartBlocked")
+            .and_then(Value::as_object_mut)
+        {
+            fields.insert(
+                "evidence".to_owned(),
+                json!({"default_connection": null, "connections": null}),
+            );
+        }
+        event.event_version = "2.0".to_owned();
+        event
+    }
+}

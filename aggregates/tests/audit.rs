@@ -1,0 +1,314 @@
+//! Given a recorded history, the audit re-derives each decision from the events
+//! before it, and names the way a doctored decision diverges.
+
+use aggregates::audit::{replay, Divergence};
+use aggregates::catalog::{Consent, CredentialStatus, OperationKind, ReasonCode, Scope};
+use aggregates::connection::{
+    decide, evolve, ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent,
+    ProviderConnection, Rejection, StartRequest, Verdict,
+};
+use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::tenant::{Tenant, TenantError, TenantEvent, TenantEvidence, TenantStartRequest};
+use aggregates::{Actor, Timestamp};
+use chrono::DateTime;
+use uuid::Uuid;
+
+use ConnectionEvent as E;
+
+const TENANT: TenantId = TenantId(Uuid::from_u128(0x7e));
+const CONNECTION: ConnectionId = ConnectionId(Uuid::from_u128(0xc0));
+
+fn t(seconds: i64) -> Timestamp {
+    DateTime::from_timestamp(1_700_000_000 + seconds, 0).expect("in range")
+}
+
+fn operator() -> Actor {
+    Actor::User {
+        id: UserId(Uuid::from_u128(0x0b)),
+        name: "Olivia Operator".to_owned(),
+    }
+}
+
+fn start(n: u128, operation: OperationKind) -> StartRequest {
+    StartRequest {
+        decision_id: DecisionId(Uuid::from_u128(0x2000 + n)),
+        proposed_run_id: RunId(Uuid::from_u128(0x1000 + n)),
+        tenant_id: TENANT,
+        operation,
+        scope: Scope::Tenant(TENANT),
+        actor: operator(),
+        at: t(n as i64),
+        request_id: Some(format!("req-{n}")),
+        resolved_via: ConnectionChoice::TenantDefault,
+    }
+}
+
+/// Runs commands through the real `decide`/`evolve`, returning every event.
+fn history(commands: Vec<ConnectionCommand>) -> Vec<ConnectionEvent> {
+    let mut state = ProviderConnection::default();
+    let mut events = vec![];
+    for command in commands {
+        for event in decide(&state, command).expect("accepted command") {
+            evolve(&mut state, event.clone());
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// A usable connection, then: accepted, deduped, scope busy.
+fn usable_connection_with_three_starts() -> Vec<ConnectionEvent> {
+    use ConnectionCommand as C;
+    history(vec![
+        C::Create {
+            connection_id: CONNECTION,
+            tenant_id: TENANT,
+            display_name: "Contoso Graph".to_owned(),
+            provider: "microsoft_graph".to_owned(),
+            actor: Actor::Admin,
+            at: t(0),
+        },
+        C::SetConsent {
+            granted: true,
+            actor: Actor::Admin,
+            at: t(0),
+        },
+        C::SetCredentials {
+            status: CredentialStatus::Valid,
+            actor: Actor::Admin,
+            at: t(0),
+        },
+        C::StartOperation(start(1, OperationKind::InventorySync)),
+        C::StartOperation(start(2, OperationKind::InventorySync)),
+        C::StartOperation(start(3, OperationKind::DirectoryRolesSync)),
+    ])
+}
+
+#[test]
+fn every_decision_of_a_real_history_re_derives_identically() {
+    let checks = replay::<ProviderConnection>(usable_connection_with_three_starts());
+    let outcomes: Vec<_> = checks
+        .iter()
+        .map(|c| c.decision.verdict.outcome().as_str())
+        .collect();
+    assert_eq!(outcomes, ["accepted", "deduped", "scope_busy"]);
+    assert_eq!(
+        checks.iter().map(|c| c.sequence).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
+    assert!(checks.iter().all(|c| c.is_identical()));
+    assert!(checks
+        .iter()
+        .all(|c| c.rederived == Some(c.decision.verdict)));
+}
+
+#[test]
+fn a_rejection_rewritten_as_accepted_diverges_on_the_verdict() {
+    let mut events = usable_connection_with_three_starts();
+    let E::OperationRejected {
+        request, evidence, ..
+    } = events[4].clone()
+    else {
+        panic!("the dedupe");
+    };
+    events[4] = E::OperationAccepted { request, evidence };
+    let checks = replay::<ProviderConnection>(events);
+    assert!(matches!(
+        checks[1].divergence,
+        Some(Divergence::Verdict {
+            recorded: Verdict::Accepted { .. },
+            rederived: Verdict::Rejected(Rejection::Deduped { .. }),
+        })
+    ));
+    assert!(checks[0].is_identical());
+}
+
+#[test]
+fn doctored_evidence_diverges_even_when_the_verdict_matches() {
+    let mut events = usable_connection_with_three_starts();
+    if let E::OperationAccepted { evidence, .. } = &mut events[3] {
+        evidence.connection.consent = Consent::Missing;
+    }
+    let checks = replay::<ProviderConnection>(events);
+    assert!(matches!(
+        checks[0].divergence,
+        Some(Divergence::Evidence { .. })
+    ));
+}
+
+#[test]
+fn a_decision_before_the_connection_exists_could_not_have_been_recorded() {
+    let events = usable_connection_with_three_starts()[3..].to_vec();
+    let checks = replay::<ProviderConnection>(events);
+    assert_eq!(
+        checks[0].divergence,
+        Some(Divergence::ConnectionRefused(ConnectionError::NotFound))
+    );
+    assert_eq!(checks[0].rederived, None);
+}
+
+fn blocked_start(n: u128, connections: Vec<ConnectionId>) -> TenantEvent {
+    TenantEvent::StartBlocked {
+        request: TenantStartRequest {
+            decision_id: DecisionId(Uuid::from_u128(0x3000 + n)),
+            operation: OperationKind::InventorySync,
+            scope: Some(Scope::Tenant(TENANT)),
+            actor: operator(),
+            at: t(n as i64),
+            request_id: None,
+        },
+        reason: ReasonCode::MissingDefault,
+        evidence: TenantEvidence {
+            default_connection: None,
+            connections: Some(connections),
+        },
+    }
+}
+
+fn tenant_created() -> TenantEvent {
+    TenantEvent::TenantCreated {
+        tenant_id: TENANT,
+        workspace_id: WorkspaceId(Uuid::from_u128(0x3e)),
+        name: "Contoso".to_owned(),
+        actor: Actor::Admin,
+        at: t(0),
+    }
+}
+
+#[test]
+fn a_blocked_start_re_derives_only_while_the_tenant_has_no_default() {
+    let events = vec![
+        tenant_created(),
+        blocked_start(1, vec![]),
+        TenantEvent::ConnectionAttached {
+            connection_id: CONNECTION,
+            actor: Actor::Admin,
+            at: t(2),
+        },
+        TenantEvent::DefaultConnectionSet {
+            connection_id: CONNECTION,
+            actor: Actor::Admin,
+            at: t(3),
+        },
+        blocked_start(4, vec![CONNECTION]),
+    ];
+    let checks = replay::<Tenant>(events);
+    assert!(checks[0].is_identical());
+    assert_eq!(checks[0].decision.tenant_id, Some(TENANT));
+    assert_eq!(
+        checks[1].divergence,
+        Some(Divergence::TenantRefused(TenantError::HasDefault(
+            CONNECTION
+        )))
+    );
+}
+
+#[test]
+fn a_blocked_start_with_another_reason_diverges() {
+    let mut blocked = blocked_start(1, vec![]);
+    if let TenantEvent::StartBlocked { reason, .. } = &mut blocked {
+        *reason = ReasonCode::ConsentMissing;
+    }
+    let checks = replay::<Tenant>(vec![tenant_created(), blocked]);
+    assert!(matches!(
+        checks[0].divergence,
+        Some(Divergence::Verdict { .. })
+    ));
+}
+
+#[test]
+fn a_blocked_start_whose_recorded_connections_were_edited_diverges() {
+    let checks = replay::<Tenant>(vec![tenant_created(), blocked_start(1, vec![CONNECTION])]);
+    assert!(matches!(
+        checks[0].divergence,
+        Some(Divergence::TenantEvidence { .. })
+    ));
+}
+
+#[test]
+fn a_version_1_blocked_start_re_derives_without_the_connection_list() {
+    let mut blocked = blocked_start(1, vec![]);
+    if let TenantEvent::StartBlocked { evidence, .. } = &mut blocked {
+        evidence.connections = None;
+    }
+    let attached = TenantEvent::ConnectionAttached {
+        connection_id: CONNECTION,
+        actor: Actor::Admin,
+        at: t(0),
+    };
+    let checks = replay::<Tenant>(vec![tenant_created(), attached, blocked]);
+    assert!(checks[0].is_identical());
+}
+
+mod upcasting {
+    use aggregates::tenant::{TenantEvent, TenantEvidence};
+    use aggregates::upcast::upcasters;
+    use cqrs_es::persist::SerializedEvent;
+    use cqrs_es::DomainEvent;
+    use serde_json::{json, Value};
+
+    /// A `StartBlocked` exactly as version 1.0 stored it.
+    fn version_1_payload() -> Value {
+        json!({"StartBlocked": {
+            "request": {
+                "decision_id": "00000000-0000-0000-0000-000000003001",
+                "operation": "inventory.sync",
+                "scope": {"kind": "tenant", "id": "00000000-0000-0000-0000-00000000007e"},
+                "actor": {"kind": "admin"},
+                "at": "2026-01-01T00:00:00Z",
+                "request_id": null
+            },
+            "reason": "provider.connection.missing_default"
+        }})
+    }
+
+    fn upcast(event_type: &str, event_version: &str, payload: Value) -> SerializedEvent {
+        let event = SerializedEvent {
+            aggregate_id: "t".to_owned(),
+            sequence: 2,
+            aggregate_type: "Tenant".to_owned(),
+            event_type: event_type.to_owned(),
+            event_version: event_version.to_owned(),
+            payload,
+            metadata: json!({}),
+        };
+        upcasters().iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        })
+    }
+
+    #[test]
+    fn version_1_does_not_read_as_version_2_without_the_upcaster() {
+        assert!(serde_json::from_value::<TenantEvent>(version_1_payload()).is_err());
+    }
+
+    #[test]
+    fn a_version_1_start_blocked_reads_as_version_2_with_no_default_and_unknown_connections() {
+        let upcast = upcast("StartBlocked", "1.0", version_1_payload());
+        assert_eq!(upcast.event_version, "2.0");
+        let event: TenantEvent = serde_json::from_value(upcast.payload).unwrap();
+        let TenantEvent::StartBlocked { evidence, .. } = &event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(
+            *evidence,
+            TenantEvidence {
+                default_connection: None,
+                connections: None
+            }
+        );
+        assert_eq!(event.event_version(), "2.0");
+    }
+
+    #[test]
+    fn a_current_start_blocked_is_left_alone() {
+        let mut payload = version_1_payload();
+        payload["StartBlocked"]["evidence"] = json!({"default_connection": null, "connections": ["00000000-0000-0000-0000-0000000000c0"]});
+        let upcast = upcast("StartBlocked", "2.0", payload.clone());
+        assert_eq!(upcast.payload, payload);
+    }
+}

@@ -1,0 +1,592 @@
+//! The replay corpus: `tests/replay/NAME.jsonl` holds a real event history (one
+//! stored row per line) and `NAME.expected.jsonl` the decisions the gate
+//! returned when the history was made. Every history is loaded into a fresh
+//! SQLite file and a fresh PostgreSQL database; `audit verify` must find
+//! nothing, and the audit must re-derive exactly the expected decisions.
+//!
+//! The files are made by `generate_corpus` below, which drives the real gate
+//! and executor on a temp SQLite file and dumps the rows; run it once with
+//! `cargo nextest run --test replay --run-ignored only generate_corpus`.
+//! Histories that record an older event version are kept from an earlier run of
+//! the generator (see `LEGACY`) and are never regenerated.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use aggregates::catalog::{CredentialStatus, OperationKind};
+use aggregates::connection::{ConnectionCommand, ProviderConnection, RunEnd};
+use aggregates::ids::{ConnectionId, RunId, TenantId};
+use aggregates::Timestamp;
+use chrono::{DateTime, Duration};
+use common::Row;
+use dispatch_gate::audit;
+use dispatch_gate::executor::Executor;
+use dispatch_gate::gate::{Clock, ConnectionChange, Gate, Principal, StartCommand, StartDecision};
+use dispatch_gate::store::{Backend, Database};
+use serde::{Deserialize, Serialize};
+
+/// Histories kept from before a version bump; the generator leaves them alone.
+/// `v1_blocked_reasons` was generated before `StartBlocked` 2.0 and records
+/// version 1.0 events, which the audit reads through the upcaster.
+const LEGACY: &[&str] = &["v1_blocked_reasons"];
+
+/// One decision the gate returned when the history was made.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Expected {
+    decision_id: String,
+    stream: String,
+    sequence: usize,
+    outcome: String,
+    reason_code: Option<String>,
+    run_id: Option<String>,
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay")
+}
+
+fn corpus() -> Vec<(String, Vec<Row>, Vec<Expected>)> {
+    let mut names: Vec<String> = std::fs::read_dir(corpus_dir())
+        .expect("tests/replay exists")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".jsonl")?;
+            (!stem.ends_with(".expected")).then(|| stem.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let rows = common::read_jsonl(&corpus_dir().join(format!("{name}.jsonl")));
+            let expected = common::read_jsonl(&corpus_dir().join(format!("{name}.expected.jsonl")));
+            (name, rows, expected)
+        })
+        .collect()
+}
+
+async fn every_history_re_derives_its_decisions(backend: Backend) {
+    let corpus = corpus();
+    assert!(corpus.len() >= 8, "the corpus is there");
+    for (name, rows, expected) in corpus {
+        let fresh = common::fresh(backend).await;
+        common::load(&fresh.database, &rows).await;
+
+        let report = audit::verify(&fresh.database, false).await.unwrap();
+        assert!(report.findings.is_empty(), "{name}: {:?}", report.findings);
+        assert_eq!(report.events, rows.len(), "{name}");
+        assert_eq!(report.decisions, expected.len(), "{name}");
+
+        let mut found = vec![];
+        for tenant in tenants(&rows) {
+            let history = audit::tenant_history(&fresh.database, tenant)
+                .await
+                .unwrap();
+            assert!(history.findings.is_empty(), "{name}");
+            for record in history.records() {
+                assert!(record.identical, "{name}: {record:?}");
+                assert_eq!(record.rederived_outcome, Some(record.outcome), "{name}");
+                assert_eq!(record.rederived_run_id, record.run_id, "{name}");
+                found.push(Expected {
+                    decision_id: record.decision_id,
+                    stream: format!("{}/{}", record.stream_type, record.stream_id),
+                    sequence: record.sequence,
+                    outcome: record.outcome.to_owned(),
+                    reason_code: record.reason_code.map(str::to_owned),
+                    run_id: record.run_id,
+                });
+            }
+        }
+        found.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(found, expected, "{name}");
+    }
+}
+
+/// The version 1.0 history reads through the upcaster, in the audit and in the
+/// running service, which appends version 2.0 events after it.
+async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: Backend) {
+    let rows: Vec<Row> = common::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
+    let old: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.event_type == "StartBlocked")
+        .collect();
+    assert!(!old.is_empty() && old.iter().all(|r| r.event_version == "1.0"));
+    assert!(old
+        .iter()
+        .all(|r| r.payload["StartBlocked"].get("evidence").is_none()));
+    let fresh = common::fresh(backend).await;
+    common::load(&fresh.database, &rows).await;
+    let tenant = tenants(&rows)[0];
+
+    let history = audit::tenant_history(&fresh.database, tenant)
+        .await
+        .unwrap();
+    let blocked: Vec<_> = history
+        .records()
+        .filter(|r| r.stream_type == "Tenant")
+        .collect();
+    assert_eq!(blocked.len(), old.len());
+    assert!(blocked
+        .iter()
+        .all(|r| r.identical && r.tenant_connections.is_none()));
+
+    // The service loads the old shape and chains a new version after it.
+    let gate = Gate::new(fresh.database.clone(), SteppingClock::new(), None);
+    let decision = gate
+        .start(StartCommand {
+            tenant_id: tenant,
+            operation: InventorySync,
+            connection: None,
+            restore_run: None,
+            principal: Principal::Admin,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision.verdict.outcome().as_str(), "blocked");
+    let report = audit::verify(&fresh.database, false).await.unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    let history = audit::tenant_history(&fresh.database, tenant)
+        .await
+        .unwrap();
+    let new = history
+        .records()
+        .find(|r| r.decision_id == decision.decision_id.to_string())
+        .unwrap();
+    assert!(new.identical);
+    assert!(new.tenant_connections.is_some(), "2.0 records the list");
+}
+
+#[tokio::test]
+async fn sqlite_a_version_1_history_replays_and_extends_through_the_upcaster() {
+    a_version_1_history_replays_and_extends_through_the_upcaster(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_version_1_history_replays_and_extends_through_the_upcaster() {
+    a_version_1_history_replays_and_extends_through_the_upcaster(Backend::Postgres).await;
+}
+
+#[test]
+fn the_corpus_covers_every_start_reason_and_both_execution_failures_with_unique_event_types() {
+    let corpus = corpus();
+    let reasons: std::collections::BTreeSet<String> = corpus
+        .iter()
+        .flat_map(|(_, _, expected)| expected.iter().filter_map(|e| e.reason_code.clone()))
+        .collect();
+    use aggregates::catalog::ReasonCode as R;
+    let start_reasons = [
+        R::MissingDefault,
+        R::ConnectionDisabled,
+        R::ConsentMissing,
+        R::CredentialsMissing,
+        R::CredentialsInvalid,
+        R::CredentialsExpired,
+        R::AlreadyActive,
+        R::ConnectionBusy,
+    ];
+    for reason in start_reasons {
+        assert!(reasons.contains(reason.as_str()), "no start with {reason}");
+    }
+    let failures: Vec<String> = corpus
+        .iter()
+        .flat_map(|(_, rows, _)| rows.iter())
+        .filter(|row| row.event_type == "RunFailed")
+        .map(|row| {
+            row.payload["RunFailed"]["cause"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    for row in corpus.iter().flat_map(|(_, rows, _)| rows.iter()) {
+        let owner = owners.entry(&row.event_type).or_insert(&row.aggregate_type);
+        assert_eq!(
+            *owner, row.aggregate_type,
+            "upcasters match on event type alone"
+        );
+    }
+    assert!(failures.contains(&"lease_expired".to_owned()));
+    assert!(failures.contains(&"execution_gate".to_owned()));
+}
+
+fn tenants(rows: &[Row]) -> Vec<TenantId> {
+    let mut ids: Vec<TenantId> = rows
+        .iter()
+        .filter(|row| row.aggregate_type == "Tenant")
+        .map(|row| row.aggregate_id.parse().expect("a tenant id"))
+        .collect();
+    ids.dedup();
+    ids
+}
+
+#[tokio::test]
+async fn sqlite_every_history_re_derives_its_decisions() {
+    every_history_re_derives_its_decisions(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_every_history_re_derives_its_decisions() {
+    every_history_re_derives_its_decisions(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// The generator
+// ---------------------------------------------------------------------------
+
+/// A clock that moves one second per reading, from a fixed instant.
+struct SteppingClock(AtomicI64);
+
+impl SteppingClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(0)))
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SteppingClock {
+    fn now(&self) -> Timestamp {
+        let step = self.0.fetch_add(1, Ordering::SeqCst);
+        DateTime::from_timestamp(1_790_000_000 + step, 0).expect("in range")
+    }
+}
+
+/// One scenario being recorded: the gate, a worker's executor, and what the gate said.
+struct Scene {
+    gate: Arc<Gate>,
+    clock: Arc<SteppingClock>,
+    worker: Executor<ProviderConnection>,
+    database: Database,
+    operator: Principal,
+    tenant: TenantId,
+    expected: Vec<Expected>,
+    _dir: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn new() -> Self {
+        let (dir, url) = testkit::fresh_sqlite_url();
+        let database = Database::connect(&url, 8).await.unwrap();
+        database.migrate().await.unwrap();
+        let clock = SteppingClock::new();
+        let gate = Arc::new(Gate::new(database.clone(), clock.clone(), None));
+        let workspace = gate.create_workspace("Acme".to_owned()).await.unwrap();
+        let tenant = gate
+            .create_tenant(workspace, "Contoso".to_owned())
+            .await
+            .unwrap();
+        let user = gate
+            .create_user("Olivia Operator".to_owned())
+            .await
+            .unwrap();
+        gate.set_member(tenant, user.id, aggregates::catalog::Role::Owner, None)
+            .await
+            .unwrap();
+        Self {
+            worker: Executor::new(&database),
+            operator: Principal::User {
+                id: user.id,
+                name: "Olivia Operator".to_owned(),
+            },
+            gate,
+            clock,
+            database,
+            tenant,
+            expected: vec![],
+            _dir: dir,
+        }
+    }
+
+    async fn connection(&self, name: &str, make_default: bool) -> ConnectionId {
+        let view = self
+            .gate
+            .create_connection(
+                &self.operator,
+                self.tenant,
+                name.to_owned(),
+                "microsoft_graph".to_owned(),
+                make_default,
+            )
+            .await
+            .unwrap();
+        view.state.identity.unwrap().connection_id
+    }
+
+    async fn change(&self, connection: ConnectionId, change: ConnectionChange) {
+        self.gate
+            .change_connection(&self.operator, connection, change, None)
+            .await
+            .unwrap();
+    }
+
+    /// A usable default connection.
+    async fn ready_connection(&self) -> ConnectionId {
+        let id = self.connection("Contoso Graph", true).await;
+        self.change(id, ConnectionChange::Consent(true)).await;
+        self.change(id, ConnectionChange::Credentials(CredentialStatus::Valid))
+            .await;
+        id
+    }
+
+    fn command(&self, operation: OperationKind, connection: Option<ConnectionId>) -> StartCommand {
+        StartCommand {
+            tenant_id: self.tenant,
+            operation,
+            connection,
+            restore_run: None,
+            principal: self.operator.clone(),
+            request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
+        }
+    }
+
+    async fn start(
+        &mut self,
+        operation: OperationKind,
+        connection: Option<ConnectionId>,
+    ) -> StartDecision {
+        let decision = self
+            .gate
+            .start(self.command(operation, connection))
+            .await
+            .unwrap();
+        self.record(&decision);
+        decision
+    }
+
+    fn record(&mut self, decision: &StartDecision) {
+        self.expected.push(Expected {
+            decision_id: decision.decision_id.to_string(),
+            stream: decision.stream.0.clone(),
+            sequence: decision.stream.1,
+            outcome: decision.verdict.outcome().as_str().to_owned(),
+            reason_code: decision.verdict.reason().map(|r| r.as_str().to_owned()),
+            run_id: decision.verdict.run_id().map(|r| r.to_string()),
+        });
+    }
+
+    async fn worker(&self, connection: ConnectionId, command: ConnectionCommand) {
+        let metadata = HashMap::from([
+            ("actor".to_owned(), "worker-1".to_owned()),
+            ("at".to_owned(), self.clock.now().to_rfc3339()),
+        ]);
+        self.worker
+            .execute(&connection.to_string(), command, metadata)
+            .await
+            .unwrap();
+    }
+
+    async fn claim(&self, connection: ConnectionId, run_id: RunId) {
+        let at = self.clock.now();
+        self.worker(
+            connection,
+            ConnectionCommand::ClaimRun {
+                run_id,
+                worker_id: "worker-1".to_owned(),
+                at,
+                lease_expires_at: at + Duration::seconds(60),
+            },
+        )
+        .await;
+    }
+
+    async fn succeed(&self, connection: ConnectionId, run_id: RunId) {
+        self.claim(connection, run_id).await;
+        let at = self.clock.now();
+        self.worker(
+            connection,
+            ConnectionCommand::CompleteRun {
+                run_id,
+                worker_id: "worker-1".to_owned(),
+                end: RunEnd::Succeeded,
+                at,
+            },
+        )
+        .await;
+    }
+
+    async fn save(self, name: &str) {
+        let rows = common::dump(&self.database).await;
+        common::write_jsonl(&corpus_dir().join(format!("{name}.jsonl")), &rows);
+        common::write_jsonl(
+            &corpus_dir().join(format!("{name}.expected.jsonl")),
+            &self.expected,
+        );
+    }
+}
+
+fn run_of(decision: &StartDecision) -> RunId {
+    decision.verdict.run_id().expect("a run")
+}
+
+use OperationKind::{
+    DirectoryGroupsSync, DirectoryRolesSync, InventorySync, ProviderVerify, RestoreExecute,
+};
+
+/// Every blocked reason, each shown by a start on the tenant or the connection.
+async fn blocked_reasons() -> Scene {
+    let mut scene = Scene::new().await;
+    scene.start(InventorySync, None).await; // no connection at all
+    let id = scene.connection("Contoso Graph", false).await;
+    scene.start(InventorySync, None).await; // a connection, but no default
+    scene.start(InventorySync, Some(id)).await; // consent missing
+    scene.change(id, ConnectionChange::Consent(true)).await;
+    scene.start(ProviderVerify, Some(id)).await; // credentials missing
+    for status in [CredentialStatus::Invalid, CredentialStatus::Expired] {
+        scene
+            .change(id, ConnectionChange::Credentials(status))
+            .await;
+        scene.start(InventorySync, Some(id)).await;
+    }
+    scene
+        .change(id, ConnectionChange::Credentials(CredentialStatus::Valid))
+        .await;
+    scene.change(id, ConnectionChange::Enabled(false)).await;
+    scene.start(DirectoryGroupsSync, Some(id)).await; // disabled
+    scene.change(id, ConnectionChange::Enabled(true)).await;
+    scene.start(DirectoryGroupsSync, Some(id)).await; // accepted
+    scene
+}
+
+/// The same operation on the same scope, from both surfaces: the existing run.
+async fn dedupe() -> Scene {
+    let mut scene = Scene::new().await;
+    let id = scene.ready_connection().await;
+    scene.start(InventorySync, None).await;
+    scene.start(InventorySync, None).await;
+    scene.start(InventorySync, Some(id)).await;
+    scene.start(ProviderVerify, Some(id)).await;
+    scene.start(ProviderVerify, Some(id)).await;
+    scene
+}
+
+/// Another operation holds the connection until its run ends.
+async fn scope_busy() -> Scene {
+    let mut scene = Scene::new().await;
+    let id = scene.ready_connection().await;
+    let first = scene.start(DirectoryGroupsSync, None).await;
+    scene.start(DirectoryRolesSync, None).await;
+    scene.start(ProviderVerify, Some(id)).await;
+    scene.succeed(id, run_of(&first)).await;
+    scene.start(DirectoryRolesSync, None).await;
+    scene
+}
+
+/// A claimed run whose lease expires fails with `operation.timed_out` and frees the connection.
+async fn expired_lease() -> Scene {
+    let mut scene = Scene::new().await;
+    let id = scene.ready_connection().await;
+    let run = run_of(&scene.start(InventorySync, None).await);
+    scene.claim(id, run).await;
+    scene.start(InventorySync, None).await; // deduped onto the running run
+    scene.clock.advance(120);
+    let at = scene.clock.now();
+    scene
+        .worker(id, ConnectionCommand::ExpireLease { at })
+        .await;
+    scene.start(InventorySync, None).await; // accepted again
+    scene
+}
+
+/// The provider went bad between click and claim: the claim fails the run.
+async fn execution_gate() -> Scene {
+    let mut scene = Scene::new().await;
+    let id = scene.ready_connection().await;
+    let run = run_of(&scene.start(InventorySync, None).await);
+    scene.change(id, ConnectionChange::Consent(false)).await;
+    scene.claim(id, run).await; // fails: consent missing
+    scene.start(InventorySync, None).await; // blocked now
+    scene.change(id, ConnectionChange::Consent(true)).await;
+    scene.start(InventorySync, None).await; // accepted
+    scene
+}
+
+/// Concurrent starts from two processes on one connection: one run, the rest refer to it.
+async fn concurrent_starts() -> Scene {
+    let mut scene = Scene::new().await;
+    scene.ready_connection().await;
+    let second = Arc::new(Gate::new(scene.database.clone(), scene.clock.clone(), None));
+    let mut tasks = vec![];
+    for n in 0..12 {
+        let gate = if n % 2 == 0 {
+            scene.gate.clone()
+        } else {
+            second.clone()
+        };
+        let operation = [InventorySync, DirectoryGroupsSync, InventorySync][n % 3];
+        let command = scene.command(operation, None);
+        tasks.push(tokio::spawn(
+            async move { gate.start(command).await.unwrap() },
+        ));
+    }
+    for task in tasks {
+        let decision = task.await.unwrap();
+        scene.record(&decision);
+    }
+    scene
+}
+
+/// Restore runs execute through the gate on the tenant's default connection.
+async fn restore_run() -> Scene {
+    let mut scene = Scene::new().await;
+    scene.ready_connection().await;
+    let mut runs = vec![];
+    for backup in ["backup-2026-01-01", "backup-2026-02-01"] {
+        let run = scene
+            .gate
+            .prepare_restore(&scene.operator, scene.tenant, backup.to_owned())
+            .await
+            .unwrap();
+        runs.push(run.restore_run_id);
+    }
+    for restore in [runs[0], runs[0], runs[1]] {
+        let mut command = scene.command(RestoreExecute, None);
+        command.restore_run = Some(restore);
+        let decision = scene.gate.start(command).await.unwrap();
+        scene.record(&decision);
+    }
+    scene
+}
+
+/// Onboarding bootstrap: the three steps, one after another, never two at once.
+async fn bootstrap_chain() -> Scene {
+    let mut scene = Scene::new().await;
+    let id = scene.ready_connection().await;
+    for (n, step) in OperationKind::BOOTSTRAP_CHAIN.into_iter().enumerate() {
+        let run = run_of(&scene.start(step, None).await);
+        if let Some(next) = OperationKind::BOOTSTRAP_CHAIN.get(n + 1) {
+            scene.start(*next, None).await; // the next step waits: scope busy
+        }
+        scene.succeed(id, run).await;
+    }
+    scene
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "generator: rewrites tests/replay/; run it on purpose"]
+async fn generate_corpus() {
+    let scenes: BTreeMap<&str, Scene> = BTreeMap::from([
+        ("blocked_reasons", blocked_reasons().await),
+        ("dedupe", dedupe().await),
+        ("scope_busy", scope_busy().await),
+        ("expired_lease", expired_lease().await),
+        ("execution_gate", execution_gate().await),
+        ("concurrent_starts", concurrent_starts().await),
+        ("restore_run", restore_run().await),
+        ("bootstrap_chain", bootstrap_chain().await),
+    ]);
+    std::fs::create_dir_all(corpus_dir()).unwrap();
+    for (name, scene) in scenes {
+        assert!(!LEGACY.contains(&name), "{name} is kept, not regenerated");
+        scene.save(name).await;
+    }
+}
