@@ -189,6 +189,11 @@ where
 
 /// The commit's metadata with the chain keys added for `events`, which follow
 /// the event at `loaded_at` whose hash is `head`.
+///
+/// cqrs-es copies one metadata map onto every event of a commit, so a commit
+/// records the hash of each of its events as a list, and each event finds its
+/// own by its sequence (see [`crate::chain`]): every event of a multi-event
+/// commit is hashed and checked on its own, none shares another's hash.
 fn seal<A: Aggregate>(
     id: &str,
     loaded_at: usize,
