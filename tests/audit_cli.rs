@@ -456,13 +456,13 @@ fn a_store_that_cannot_be_opened_is_one_error_line() {
     );
 }
 
-/// Fills `DG_FILL_URL` (a migrated, empty store) with `DG_FILL_CONNECTIONS`
-/// connections of real decisions (default 1000, about 50 events each), sealed
-/// with the executor's chain, to time `audit verify` on a large store:
-/// `DG_FILL_URL=sqlite:///tmp/big.db cargo nextest run --test audit_cli --run-ignored only fill`.
+/// Fills a store with `DG_FILL_CONNECTIONS` connections of real decisions
+/// (default 20, about 50 events each), sealed with the executor's chain, and
+/// checks that `audit verify` finds it clean. To time `audit verify` on a large
+/// store, point `DG_FILL_URL` at an empty one and raise the count:
+/// `DG_FILL_URL=sqlite:///tmp/big.db DG_FILL_CONNECTIONS=1000 cargo nextest run --test audit_cli filled`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a timing aid, not a test"]
-async fn fill_a_large_store() {
+async fn a_filled_store_of_sealed_decisions_verifies_clean() {
     use aggregates::catalog::{OperationKind, Scope};
     use aggregates::connection::{
         decide, evolve, ConnectionChoice, ConnectionCommand as C, ProviderConnection, RunEnd,
@@ -475,10 +475,11 @@ async fn fill_a_large_store() {
     use std::collections::HashMap;
     use uuid::Uuid;
 
-    let url = std::env::var("DG_FILL_URL").expect("DG_FILL_URL");
+    let scratch = testkit::fresh_sqlite_url();
+    let url = std::env::var("DG_FILL_URL").unwrap_or_else(|_| scratch.1.clone());
     let connections: usize = std::env::var("DG_FILL_CONNECTIONS")
         .map(|n| n.parse().unwrap())
-        .unwrap_or(1000);
+        .unwrap_or(20);
     let database = Database::connect(&url, 1).await.unwrap();
     database.migrate().await.unwrap();
     let at = chrono::Utc::now();
@@ -600,5 +601,23 @@ async fn fill_a_large_store() {
     for chunk in rows.chunks(5000) {
         common::load(&database, chunk).await;
     }
-    println!("{} events in {connections} streams", rows.len());
+    database.close().await;
+    let started = std::time::Instant::now();
+    let verified = gate(&["audit", "verify", "--database-url", &url]);
+    println!(
+        "{} events in {connections} streams verified in {:.2?}",
+        rows.len(),
+        started.elapsed()
+    );
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(
+        stdout(&verified).contains(&format!("verified {} event(s)", rows.len())),
+        "{}",
+        stdout(&verified)
+    );
+    assert!(
+        stdout(&verified).contains(", 0 problem(s)"),
+        "{}",
+        stdout(&verified)
+    );
 }

@@ -50,7 +50,11 @@ fn corpus_dir() -> PathBuf {
 }
 
 fn corpus() -> Vec<(String, Vec<Row>, Vec<Expected>)> {
-    let mut names: Vec<String> = std::fs::read_dir(corpus_dir())
+    corpus_in(&corpus_dir())
+}
+
+fn corpus_in(dir: &Path) -> Vec<(String, Vec<Row>, Vec<Expected>)> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("tests/replay exists")
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
@@ -62,8 +66,8 @@ fn corpus() -> Vec<(String, Vec<Row>, Vec<Expected>)> {
     names
         .into_iter()
         .map(|name| {
-            let rows = common::read_jsonl(&corpus_dir().join(format!("{name}.jsonl")));
-            let expected = common::read_jsonl(&corpus_dir().join(format!("{name}.expected.jsonl")));
+            let rows = common::read_jsonl(&dir.join(format!("{name}.jsonl")));
+            let expected = common::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
             (name, rows, expected)
         })
         .collect()
@@ -72,6 +76,10 @@ fn corpus() -> Vec<(String, Vec<Row>, Vec<Expected>)> {
 async fn every_history_re_derives_its_decisions(backend: Backend) {
     let corpus = corpus();
     assert!(corpus.len() >= 8, "the corpus is there");
+    re_derive_all(backend, corpus).await;
+}
+
+async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expected>)>) {
     for (name, rows, expected) in corpus {
         let fresh = common::fresh(backend).await;
         common::load(&fresh.database, &rows).await;
@@ -414,13 +422,10 @@ impl Scene {
         .await;
     }
 
-    async fn save(self, name: &str) {
+    async fn save(self, dir: &Path, name: &str) {
         let rows = common::dump(&self.database).await;
-        common::write_jsonl(&corpus_dir().join(format!("{name}.jsonl")), &rows);
-        common::write_jsonl(
-            &corpus_dir().join(format!("{name}.expected.jsonl")),
-            &self.expected,
-        );
+        common::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
+        common::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
     }
 }
 
@@ -571,9 +576,17 @@ async fn bootstrap_chain() -> Scene {
     scene
 }
 
+/// The generator of the corpus: drives every scene through the real gate and
+/// checks that what it writes re-derives. It writes to a temporary folder; with
+/// `DG_REGENERATE_CORPUS=1` it rewrites `tests/replay/` instead (legacy
+/// histories excepted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "generator: rewrites tests/replay/; run it on purpose"]
-async fn generate_corpus() {
+async fn the_corpus_generator_writes_histories_that_re_derive() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = match std::env::var("DG_REGENERATE_CORPUS").as_deref() {
+        Ok("1") => corpus_dir(),
+        _ => scratch.path().to_owned(),
+    };
     let scenes: BTreeMap<&str, Scene> = BTreeMap::from([
         ("blocked_reasons", blocked_reasons().await),
         ("dedupe", dedupe().await),
@@ -584,9 +597,16 @@ async fn generate_corpus() {
         ("restore_run", restore_run().await),
         ("bootstrap_chain", bootstrap_chain().await),
     ]);
-    std::fs::create_dir_all(corpus_dir()).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let count = scenes.len();
     for (name, scene) in scenes {
         assert!(!LEGACY.contains(&name), "{name} is kept, not regenerated");
-        scene.save(name).await;
+        scene.save(&dir, name).await;
     }
+    let generated: Vec<_> = corpus_in(&dir)
+        .into_iter()
+        .filter(|(name, ..)| !LEGACY.contains(&name.as_str()))
+        .collect();
+    assert_eq!(generated.len(), count);
+    re_derive_all(Backend::Sqlite, generated).await;
 }
