@@ -20,7 +20,8 @@ use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::chain;
-use crate::store::{Database, EventStoreOf, Loaded};
+use crate::snapshot::{self, SnapshotPolicy, StoredSnapshot};
+use crate::store::{Database, EventStoreOf};
 
 /// How many times a conflicting append is re-decided before giving up.
 const MAX_ATTEMPTS: u32 = 12;
@@ -55,13 +56,35 @@ pub struct Committed<A: Aggregate> {
     pub sequence: usize,
 }
 
+/// A stream's state as this process last committed or loaded it.
+#[derive(Clone)]
+struct Warm<A> {
+    state: A,
+    sequence: usize,
+    /// The chain hash of the event at `sequence`.
+    head: String,
+    /// The sequence of the latest snapshot written or read.
+    snapshot_at: usize,
+}
+
+/// Streams kept warm per executor; beyond this an arbitrary one is dropped.
+const WARM_CAPACITY: usize = 8192;
+
 /// Runs commands against one aggregate type.
 pub struct Executor<A: Aggregate> {
     store: EventStoreOf<A>,
+    database: Database,
     /// Serialises commands per aggregate inside this process, so a hot
     /// connection queues here instead of becoming a storm of conflicting
     /// appends. Other processes are kept honest by the optimistic append.
     stripes: Arc<Vec<Mutex<()>>>,
+    /// The state of recently used streams, so a command reads nothing before
+    /// it decides. Kept honest by the optimistic append: a stream another
+    /// process appended to conflicts, and is re-loaded and re-decided. Only
+    /// touched under the stream's stripe lock.
+    warm: std::sync::Mutex<HashMap<String, Warm<A>>>,
+    /// Our own snapshots, for aggregates with long histories.
+    snapshots: Option<SnapshotPolicy>,
 }
 
 impl<A> Executor<A>
@@ -73,8 +96,17 @@ where
     pub fn new(database: &Database) -> Self {
         Self {
             store: database.event_store(),
+            database: database.clone(),
             stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
+            warm: std::sync::Mutex::new(HashMap::new()),
+            snapshots: None,
         }
+    }
+
+    /// Also writes a snapshot every `policy.every` events and loads from it.
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = Some(policy);
+        self
     }
 
     fn stripe(&self, id: &str) -> &Mutex<()> {
@@ -83,9 +115,25 @@ where
         &self.stripes[(hasher.finish() as usize) % STRIPES]
     }
 
-    /// Rebuilds the aggregate's current state; a fresh stream gives the default.
+    fn take_warm(&self, id: &str) -> Option<Warm<A>> {
+        self.warm.lock().expect("warm lock").remove(id)
+    }
+
+    fn keep_warm(&self, id: &str, warm: Warm<A>) {
+        let mut cache = self.warm.lock().expect("warm lock");
+        if cache.len() >= WARM_CAPACITY && !cache.contains_key(id) {
+            if let Some(victim) = cache.keys().next().cloned() {
+                cache.remove(&victim);
+            }
+        }
+        cache.insert(id.to_owned(), warm);
+    }
+
+    /// Rebuilds the aggregate's current state from the store (never from the
+    /// warm cache, so reads see other processes' writes); a fresh stream gives
+    /// the default.
     pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
-        Ok(self.store.load(id).await.map_err(store_error)?.aggregate)
+        Ok(self.load_cold(id).await?.state)
     }
 
     /// Reads the stream's events.
@@ -103,36 +151,77 @@ where
         metadata: HashMap<String, String>,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let _serialised = self.stripe(id).lock().await;
+        let mut warm = self.take_warm(id);
         for attempt in 1..=MAX_ATTEMPTS {
-            let (mut context, head) = self.load_with_head(id).await?;
+            let (current, from_cache) = match warm.take() {
+                Some(current) => (current, true),
+                None => (self.load_cold(id).await?, false),
+            };
+            let mut aggregate = current.state.clone();
             let sink = EventSink::default();
-            context
-                .aggregate
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(CommandError::Rejected)?;
+            let decided = aggregate.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
-            let state = context.aggregate.clone();
-            let loaded_at = context.current_sequence;
+            // A refusal or a no-op appends nothing, so no conflict would catch
+            // a stale cached state: ask the store whether another process moved
+            // the stream on, and if so decide again on the fresh state.
+            if (decided.is_err() || events.is_empty())
+                && from_cache
+                && self.stream_moved(id, current.sequence).await?
+            {
+                continue;
+            }
+            if let Err(refusal) = decided {
+                self.keep_warm(id, current);
+                return Err(CommandError::Rejected(refusal));
+            }
             if events.is_empty() {
+                let sequence = current.sequence;
+                self.keep_warm(
+                    id,
+                    Warm {
+                        state: aggregate.clone(),
+                        ..current
+                    },
+                );
                 return Ok(Committed {
                     events: vec![],
-                    state,
-                    sequence: loaded_at,
+                    state: aggregate,
+                    sequence,
                 });
             }
-            let sealed = seal::<A>(id, loaded_at, &events, metadata.clone(), &head)?;
+            let sealed = seal::<A>(
+                id,
+                current.sequence,
+                &events,
+                metadata.clone(),
+                &current.head,
+            )?;
+            let context = EventStoreAggregateContext {
+                aggregate_id: id.to_owned(),
+                aggregate: aggregate.clone(),
+                current_sequence: current.sequence,
+                current_snapshot: None,
+            };
             match self.store.commit(events, context, sealed).await {
                 Ok(events) => {
-                    let sequence = events.last().map_or(loaded_at, |e| e.sequence);
+                    let last = events.last().expect("events were committed");
+                    let sequence = last.sequence;
+                    let committed = Warm {
+                        state: aggregate.clone(),
+                        sequence,
+                        head: head_of(last),
+                        snapshot_at: current.snapshot_at,
+                    };
+                    let committed = self.maybe_snapshot(id, committed).await;
+                    self.keep_warm(id, committed);
                     return Ok(Committed {
                         events,
-                        state,
+                        state: aggregate,
                         sequence,
                     });
                 }
                 Err(AggregateError::AggregateConflict) => {
-                    tracing::debug!(attempt, "conflicting append; re-deciding");
+                    tracing::debug!(attempt, "conflicting append; re-loading and re-deciding");
                     let jitter = rand::rng().random_range(0..=(1u64 << attempt.min(6)));
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
@@ -143,47 +232,158 @@ where
             attempts: MAX_ATTEMPTS,
         })
     }
+
+    async fn stream_moved(
+        &self,
+        id: &str,
+        sequence: usize,
+    ) -> Result<bool, CommandError<A::Error>> {
+        let last = snapshot::last_sequence(&self.database, A::TYPE, id)
+            .await
+            .map_err(|e| CommandError::Store(format!("{e:#}")))?;
+        Ok(last != sequence)
+    }
+
+    /// Writes a snapshot once `policy.every` events followed the last one (one
+    /// upsert every `every` events). A failed write only costs a longer replay.
+    async fn maybe_snapshot(&self, id: &str, mut warm: Warm<A>) -> Warm<A> {
+        let Some(policy) = self.snapshots else {
+            return warm;
+        };
+        if warm.sequence < warm.snapshot_at + policy.every {
+            return warm;
+        }
+        match serde_json::to_string(&warm.state) {
+            Ok(state) => {
+                let snapshot = StoredSnapshot {
+                    sequence: warm.sequence,
+                    version: policy.version.to_owned(),
+                    head: warm.head.clone(),
+                    state,
+                };
+                match snapshot::write(&self.database, A::TYPE, id, &snapshot).await {
+                    Ok(()) => warm.snapshot_at = warm.sequence,
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "snapshot not written")
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "state does not serialize; no snapshot"),
+        }
+        warm
+    }
 }
 
 impl<A> Executor<A>
 where
     A: Aggregate<Services = ()> + Clone,
 {
-    /// Folds the stream's events into the current state, and reads the stream
-    /// head's chain hash from the last event's metadata. The hash is taken as
+    /// Loads a stream from the store: from its snapshot when one fits, else by
+    /// folding every event. Also reads the stream head's chain hash, taken as
     /// stored: checking it is `audit verify`'s job, not the write path's.
-    async fn load_with_head(
-        &self,
-        id: &str,
-    ) -> Result<(Loaded<A>, String), CommandError<A::Error>> {
-        let events = self.store.load_events(id).await.map_err(store_error)?;
-        let head = match events.last() {
-            None => chain::GENESIS.to_owned(),
-            Some(last) => {
-                let metadata = serde_json::to_value(&last.metadata).expect("a map of strings");
-                match chain::link(last.sequence as u64, &metadata) {
-                    Ok(link) => link.hash,
-                    Err(error) => {
-                        // A head without a readable chain was written outside this
-                        // executor; chain on from genesis and let `audit verify` name it.
-                        tracing::warn!(%error, sequence = last.sequence, "stream head has no readable chain hash");
-                        chain::GENESIS.to_owned()
+    async fn load_cold(&self, id: &str) -> Result<Warm<A>, CommandError<A::Error>> {
+        if let Some(policy) = self.snapshots {
+            match self.load_from_snapshot(id, policy).await {
+                Ok(Some(warm)) => return Ok(warm),
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(stream = %id, %reason, "snapshot unusable; replaying the stream");
+                    if let Err(error) = snapshot::delete(&self.database, A::TYPE, id).await {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "unusable snapshot not removed"
+                        );
                     }
                 }
             }
-        };
-        let current_sequence = events.last().map_or(0, |e| e.sequence);
-        let mut aggregate = A::default();
-        for event in events {
-            aggregate.apply(event.payload);
         }
-        let context = EventStoreAggregateContext {
-            aggregate_id: id.to_owned(),
-            aggregate,
-            current_sequence,
-            current_snapshot: None,
+        let events = self.store.load_events(id).await.map_err(store_error)?;
+        let head = events
+            .last()
+            .map_or_else(|| chain::GENESIS.to_owned(), head_of);
+        let sequence = events.last().map_or(0, |e| e.sequence);
+        let mut state = A::default();
+        for event in events {
+            state.apply(event.payload);
+        }
+        Ok(Warm {
+            state,
+            sequence,
+            head,
+            snapshot_at: 0,
+        })
+    }
+
+    /// The state from the stream's snapshot and the events after it. `Ok(None)`
+    /// when there is no snapshot; `Err` names why one could not be used.
+    async fn load_from_snapshot(
+        &self,
+        id: &str,
+        policy: SnapshotPolicy,
+    ) -> Result<Option<Warm<A>>, String> {
+        let stored = snapshot::read(&self.database, A::TYPE, id)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let Some(stored) = stored else {
+            return Ok(None);
         };
-        Ok((context, head))
+        if stored.version != policy.version {
+            return Err(format!(
+                "version `{}`, not `{}`",
+                stored.version, policy.version
+            ));
+        }
+        let mut state: A = serde_json::from_str(&stored.state)
+            .map_err(|e| format!("state does not parse: {e}"))?;
+        let (events, last) = snapshot::events_after(&self.database, A::TYPE, id, stored.sequence)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if last < stored.sequence {
+            return Err(format!(
+                "ahead of its stream ({} > {last})",
+                stored.sequence
+            ));
+        }
+        let upcasters = aggregates::upcast::upcasters();
+        let mut warm_head = stored.head.clone();
+        let mut sequence = stored.sequence;
+        for serialized in events {
+            let serialized = upcasters.iter().fold(serialized, |event, upcaster| {
+                if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                    upcaster.upcast(event)
+                } else {
+                    event
+                }
+            });
+            let envelope = EventEnvelope::<A>::try_from(serialized)
+                .map_err(|e| format!("an event after it does not decode: {e}"))?;
+            if envelope.sequence != sequence + 1 {
+                return Err(format!("gap after sequence {sequence}"));
+            }
+            sequence = envelope.sequence;
+            warm_head = head_of(&envelope);
+            state.apply(envelope.payload);
+        }
+        Ok(Some(Warm {
+            state,
+            sequence,
+            head: warm_head,
+            snapshot_at: stored.sequence,
+        }))
+    }
+}
+
+/// The chain hash of a stored event, from its metadata. A head without a
+/// readable chain was written outside this executor; chain on from genesis and
+/// let `audit verify` name it.
+fn head_of<A: Aggregate>(event: &EventEnvelope<A>) -> String {
+    let metadata = serde_json::to_value(&event.metadata).expect("a map of strings");
+    match chain::link(event.sequence as u64, &metadata) {
+        Ok(link) => link.hash,
+        Err(error) => {
+            tracing::warn!(%error, sequence = event.sequence, "stream head has no readable chain hash");
+            chain::GENESIS.to_owned()
+        }
     }
 }
 

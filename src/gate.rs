@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::catchup::Catchup;
 use crate::executor::{CommandError, Committed, Executor};
 use crate::read::RunRecord;
+use crate::snapshot::SnapshotPolicy;
 use crate::store::Database;
 
 /// A source of the current time, passed as a value so that time-dependent
@@ -199,6 +200,9 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 const TOKEN_PREFIX: &str = "dgu_";
 
+/// Events between two snapshots of a tenant or a connection.
+const SNAPSHOT_EVERY: usize = 100;
+
 /// How long a write waits for the read models to show it.
 const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -220,8 +224,14 @@ impl Gate {
             workspaces: Executor::new(&database),
             users: Executor::new(&database),
             restores: Executor::new(&database),
-            tenants: Executor::new(&database),
-            connections: Executor::new(&database),
+            tenants: Executor::new(&database).with_snapshots(SnapshotPolicy {
+                every: SNAPSHOT_EVERY,
+                version: Tenant::SNAPSHOT_VERSION,
+            }),
+            connections: Executor::new(&database).with_snapshots(SnapshotPolicy {
+                every: SNAPSHOT_EVERY,
+                version: ProviderConnection::SNAPSHOT_VERSION,
+            }),
             admin_token_sha256: admin_token.map(sha256),
             clock,
             catchup: Catchup::new(database.clone()),

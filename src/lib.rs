@@ -26,6 +26,7 @@ pub mod gate;
 pub mod http;
 pub mod read;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -8,7 +8,7 @@
 //! reads no clock and draws no random number. Everything it needs is in the
 //! command, which is what makes every decision replayable.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -567,6 +567,10 @@ impl ActiveRun {
     }
 }
 
+/// How many ended runs a connection remembers. A command about an older run
+/// is answered "not found" rather than "already ended".
+pub const ENDED_KEPT: usize = 256;
+
 /// The state of one provider connection, rebuilt from its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderConnection {
@@ -580,8 +584,10 @@ pub struct ProviderConnection {
     pub credentials: CredentialStatus,
     /// The one run that holds the connection. The gate keeps this at most one.
     pub active: Option<ActiveRun>,
-    /// Runs that ended, and how: lets late commands get a precise refusal.
-    pub ended: BTreeMap<RunId, RunStatus>,
+    /// The most recent runs that ended, and how (at most [`ENDED_KEPT`], oldest
+    /// first): lets late commands get a precise refusal while keeping the state,
+    /// and so its snapshots, the same size however long the history.
+    pub ended: VecDeque<(RunId, RunStatus)>,
 }
 
 /// Who a connection is.
@@ -598,6 +604,10 @@ pub struct ConnectionIdentity {
 }
 
 impl ProviderConnection {
+    /// The shape of this state in snapshots: change it whenever the state's
+    /// fields change, so that older snapshots are ignored and rebuilt.
+    pub const SNAPSHOT_VERSION: &'static str = "provider-connection/1";
+
     /// What makes the provider unusable right now, in the contract's order.
     pub fn blocker(&self) -> Option<ReasonCode> {
         if !self.enabled {
@@ -635,10 +645,18 @@ impl ProviderConnection {
         })
     }
 
+    fn ended_status(&self, run_id: RunId) -> Option<RunStatus> {
+        self.ended
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == run_id)
+            .map(|(_, status)| *status)
+    }
+
     fn run_status(&self, run_id: RunId) -> Option<RunStatus> {
         match &self.active {
             Some(run) if run.run_id == run_id => Some(run.status()),
-            _ => self.ended.get(&run_id).copied(),
+            _ => self.ended_status(run_id),
         }
     }
 
@@ -646,8 +664,8 @@ impl ProviderConnection {
     fn active_run(&self, run_id: RunId) -> Result<&ActiveRun, ConnectionError> {
         match &self.active {
             Some(run) if run.run_id == run_id => Ok(run),
-            _ => match self.ended.get(&run_id) {
-                Some(status) => Err(ConnectionError::RunEnded(*status)),
+            _ => match self.ended_status(run_id) {
+                Some(status) => Err(ConnectionError::RunEnded(status)),
                 None => Err(ConnectionError::RunNotFound),
             },
         }
@@ -680,7 +698,10 @@ impl ProviderConnection {
         if self.active.as_ref().is_some_and(|run| run.run_id == run_id) {
             self.active = None;
         }
-        self.ended.insert(run_id, status);
+        if self.ended.len() == ENDED_KEPT {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((run_id, status));
     }
 }
 

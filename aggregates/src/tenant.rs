@@ -253,6 +253,10 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// The shape of this state in snapshots: change it whenever the state's
+    /// fields change, so that older snapshots are ignored and rebuilt.
+    pub const SNAPSHOT_VERSION: &'static str = "tenant/1";
+
     /// The membership of a user, if any.
     pub fn member(&self, user_id: UserId) -> Option<&Membership> {
         self.members.get(&user_id)

@@ -1,0 +1,407 @@
+//! The executor's warm cache and snapshots, against real SQLite and PostgreSQL:
+//! a state loaded from a snapshot equals a full replay for every snapshot
+//! interval; an unusable snapshot falls back to replay; a warm cache never
+//! decides on a state another process has moved on from.
+
+use std::collections::HashMap;
+
+use aggregates::catalog::{CredentialStatus, OperationKind, Scope};
+use aggregates::connection::{
+    ConnectionChoice, ConnectionCommand as C, ConnectionEvent, ProviderConnection, RunEnd,
+    StartRequest,
+};
+use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId};
+use aggregates::Actor;
+use dispatch_gate::executor::Executor;
+use dispatch_gate::snapshot::{self, SnapshotPolicy};
+use dispatch_gate::store::{Backend, Database};
+use uuid::Uuid;
+
+async fn database(backend: Backend) -> (Option<tempfile::TempDir>, Database) {
+    let (dir, url) = match backend {
+        Backend::Sqlite => {
+            let (dir, url) = testkit::fresh_sqlite_url();
+            (Some(dir), url)
+        }
+        Backend::Postgres => (None, testkit::fresh_postgres_database().await),
+    };
+    let database = Database::connect(&url, 8).await.unwrap();
+    database.migrate().await.unwrap();
+    (dir, database)
+}
+
+fn policy(every: usize) -> SnapshotPolicy {
+    SnapshotPolicy {
+        every,
+        version: ProviderConnection::SNAPSHOT_VERSION,
+    }
+}
+
+const TENANT: TenantId = TenantId(Uuid::from_u128(7));
+
+fn start(connection: ConnectionId, operation: OperationKind) -> C {
+    C::StartOperation(StartRequest {
+        decision_id: DecisionId(Uuid::new_v4()),
+        proposed_run_id: RunId(Uuid::new_v4()),
+        tenant_id: TENANT,
+        operation,
+        scope: match operation {
+            OperationKind::ProviderVerify => Scope::Connection(connection),
+            _ => Scope::Tenant(TENANT),
+        },
+        actor: Actor::Admin,
+        at: chrono::Utc::now(),
+        request_id: None,
+        resolved_via: ConnectionChoice::Explicit,
+    })
+}
+
+/// A connection with `rounds` runs accepted, deduped, claimed and ended.
+async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> String {
+    let connection = ConnectionId(Uuid::new_v4());
+    let id = connection.to_string();
+    let at = chrono::Utc::now();
+    let run = |command| executor.execute(&id, command, HashMap::new());
+    run(C::Create {
+        connection_id: connection,
+        tenant_id: TENANT,
+        display_name: "Graph".into(),
+        provider: "microsoft_graph".into(),
+        actor: Actor::Admin,
+        at,
+    })
+    .await
+    .unwrap();
+    run(C::SetConsent {
+        granted: true,
+        actor: Actor::Admin,
+        at,
+    })
+    .await
+    .unwrap();
+    run(C::SetCredentials {
+        status: CredentialStatus::Valid,
+        actor: Actor::Admin,
+        at,
+    })
+    .await
+    .unwrap();
+    for round in 0..rounds {
+        let accepted = run(start(connection, OperationKind::InventorySync))
+            .await
+            .unwrap();
+        let Some(ConnectionEvent::OperationAccepted { request, .. }) =
+            accepted.events.first().map(|e| &e.payload)
+        else {
+            panic!("round {round}: not accepted");
+        };
+        let run_id = request.proposed_run_id;
+        run(start(connection, OperationKind::InventorySync))
+            .await
+            .unwrap();
+        let lease_expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+        run(C::ClaimRun {
+            run_id,
+            worker_id: "w".into(),
+            at: chrono::Utc::now(),
+            lease_expires_at,
+        })
+        .await
+        .unwrap();
+        let end = if round % 3 == 0 {
+            RunEnd::Failed {
+                reason: aggregates::catalog::ReasonCode::Throttled,
+            }
+        } else {
+            RunEnd::Succeeded
+        };
+        run(C::CompleteRun {
+            run_id,
+            worker_id: "w".into(),
+            end,
+            at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    }
+    id
+}
+
+async fn snapshot_loads_equal_a_full_replay_for_every_interval(backend: Backend) {
+    let (_dir, database) = database(backend).await;
+    for every in [1, 2, 3, 7, 10, 25, 100] {
+        let writer = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(every));
+        let id = history(&writer, 12).await;
+        let events = 3 + 12 * 4;
+        let stored = snapshot::read(&database, "ProviderConnection", &id)
+            .await
+            .unwrap();
+        if every <= events {
+            let stored = stored.unwrap_or_else(|| panic!("every {every}: a snapshot was written"));
+            assert!(
+                stored.sequence + every > events && stored.sequence <= events,
+                "every {every}: at {}",
+                stored.sequence
+            );
+        } else {
+            assert!(stored.is_none());
+        }
+        let cold = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(every));
+        let replayed = Executor::<ProviderConnection>::new(&database)
+            .load(&id)
+            .await
+            .unwrap();
+        assert_eq!(cold.load(&id).await.unwrap(), replayed, "every {every}");
+        assert_eq!(replayed.ended.len(), 12);
+        // And it goes on deciding correctly from the snapshot.
+        let next = cold
+            .execute(
+                &id,
+                start(
+                    ConnectionId(id.parse().unwrap()),
+                    OperationKind::DirectoryRolesSync,
+                ),
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            next.events[0].payload,
+            ConnectionEvent::OperationAccepted { .. }
+        ));
+    }
+}
+
+async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
+    let (_dir, database) = database(backend).await;
+    let writer = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(5));
+    let id = history(&writer, 6).await;
+    let breakages = [
+        (
+            "corrupt",
+            "UPDATE aggregate_snapshots SET state = '{\"not\": \"a connection\"}'",
+        ),
+        (
+            "not JSON",
+            "UPDATE aggregate_snapshots SET state = 'garbage'",
+        ),
+        (
+            "stale version",
+            "UPDATE aggregate_snapshots SET version = 'provider-connection/0'",
+        ),
+        (
+            "ahead of its stream",
+            "UPDATE aggregate_snapshots SET sequence = 100000",
+        ),
+    ];
+    for (round, (what, sql)) in breakages.into_iter().enumerate() {
+        // A good snapshot at the stream's head, then break it.
+        let status = if round % 2 == 0 {
+            CredentialStatus::Expired
+        } else {
+            CredentialStatus::Valid
+        };
+        let fresh = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(1));
+        fresh
+            .execute(
+                &id,
+                C::SetCredentials {
+                    status,
+                    actor: Actor::Admin,
+                    at: chrono::Utc::now(),
+                },
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        let good = snapshot::read(&database, "ProviderConnection", &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let last = snapshot::last_sequence(&database, "ProviderConnection", &id)
+            .await
+            .unwrap();
+        assert_eq!(
+            good.sequence, last,
+            "{what}: the snapshot is at the head before it is broken"
+        );
+        match &database {
+            Database::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+        let cold = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(5));
+        let loaded = cold.load(&id).await.unwrap();
+        let replayed = Executor::<ProviderConnection>::new(&database)
+            .load(&id)
+            .await
+            .unwrap();
+        assert_eq!(loaded, replayed, "{what}");
+        assert_eq!(loaded.credentials, status, "{what}");
+        assert!(
+            snapshot::read(&database, "ProviderConnection", &id)
+                .await
+                .unwrap()
+                .is_none(),
+            "{what}: the unusable snapshot is removed"
+        );
+    }
+}
+
+async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(backend: Backend) {
+    let (_dir, database) = database(backend).await;
+    let ours = Executor::<ProviderConnection>::new(&database);
+    let theirs = Executor::<ProviderConnection>::new(&database);
+    let id = history(&ours, 1).await;
+    let connection = ConnectionId(id.parse().unwrap());
+    // We know the connection as usable and idle; another process revokes consent.
+    theirs
+        .execute(
+            &id,
+            C::SetConsent {
+                granted: false,
+                actor: Actor::Admin,
+                at: chrono::Utc::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let decided = ours
+        .execute(
+            &id,
+            start(connection, OperationKind::InventorySync),
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            decided.events[0].payload,
+            ConnectionEvent::OperationRejected { .. }
+        ),
+        "the stale cache conflicted, was re-loaded, and the start was blocked"
+    );
+    // A command that changes nothing still reports the state as it is now.
+    theirs
+        .execute(
+            &id,
+            C::SetConsent {
+                granted: true,
+                actor: Actor::Admin,
+                at: chrono::Utc::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let unchanged = ours
+        .execute(
+            &id,
+            C::SetEnabled {
+                enabled: true,
+                actor: Actor::Admin,
+                at: chrono::Utc::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    assert!(unchanged.events.is_empty());
+    assert_eq!(
+        unchanged.state.consent,
+        aggregates::catalog::Consent::Granted
+    );
+    assert_eq!(unchanged.state, theirs.load(&id).await.unwrap());
+}
+
+mod sqlite {
+    use super::*;
+    #[tokio::test]
+    async fn snapshot_loads_equal_a_full_replay_for_every_interval() {
+        super::snapshot_loads_equal_a_full_replay_for_every_interval(Backend::Sqlite).await
+    }
+    #[tokio::test]
+    async fn an_unusable_snapshot_falls_back_to_a_full_replay() {
+        super::an_unusable_snapshot_falls_back_to_a_full_replay(Backend::Sqlite).await
+    }
+    #[tokio::test]
+    async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from() {
+        super::a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(Backend::Sqlite)
+            .await
+    }
+}
+
+mod postgres {
+    use super::*;
+    #[tokio::test]
+    async fn snapshot_loads_equal_a_full_replay_for_every_interval() {
+        super::snapshot_loads_equal_a_full_replay_for_every_interval(Backend::Postgres).await
+    }
+    #[tokio::test]
+    async fn an_unusable_snapshot_falls_back_to_a_full_replay() {
+        super::an_unusable_snapshot_falls_back_to_a_full_replay(Backend::Postgres).await
+    }
+    #[tokio::test]
+    async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from() {
+        super::a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(
+            Backend::Postgres,
+        )
+        .await
+    }
+}
+
+/// A refusal decided on a stale cache would be a wrong answer: the executor
+/// checks the stream before refusing.
+#[tokio::test]
+async fn a_warm_cache_never_refuses_on_a_stale_state() {
+    let (_dir, database) = database(Backend::Sqlite).await;
+    let gate_side = Executor::<ProviderConnection>::new(&database);
+    let worker_side = Executor::<ProviderConnection>::new(&database);
+    let id = history(&gate_side, 1).await;
+    let connection = ConnectionId(id.parse().unwrap());
+    // The worker side knows the connection with no queued run.
+    worker_side
+        .execute(
+            &id,
+            C::SetEnabled {
+                enabled: true,
+                actor: Actor::Admin,
+                at: chrono::Utc::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let accepted = gate_side
+        .execute(
+            &id,
+            start(connection, OperationKind::InventorySync),
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let Some(ConnectionEvent::OperationAccepted { request, .. }) =
+        accepted.events.first().map(|e| &e.payload)
+    else {
+        panic!("not accepted");
+    };
+    let lease_expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let claim = C::ClaimRun {
+        run_id: request.proposed_run_id,
+        worker_id: "w".into(),
+        at: chrono::Utc::now(),
+        lease_expires_at,
+    };
+    let claimed = worker_side
+        .execute(&id, claim, HashMap::new())
+        .await
+        .unwrap();
+    assert!(matches!(
+        claimed.events[0].payload,
+        ConnectionEvent::RunClaimed { .. }
+    ));
+}
