@@ -489,10 +489,28 @@ pub async fn project_batch(
     })
 }
 
-/// Drops every view and rebuilds it from the log, in one transaction per
-/// backend lock so that readers never see a half-built view. Calls `progress`
-/// with the number of events applied so far. Returns the events applied.
-pub async fn rebuild(database: &Database, mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
+/// How far a rebuild got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// Events read and folded into the views in memory.
+    Read(u64),
+    /// View rows written, of all.
+    Written {
+        /// Written so far.
+        rows: usize,
+        /// All rows.
+        of: usize,
+    },
+}
+
+/// Drops every view and rebuilds it from the log, in one transaction, so that
+/// readers never see a half-built view: the views are folded in memory from
+/// the whole log, then written with multi-row inserts. Reports progress of
+/// both phases. Returns the events applied.
+pub async fn rebuild(
+    database: &Database,
+    mut progress: impl FnMut(Rebuilt),
+) -> anyhow::Result<u64> {
     if let Database::Postgres(pool) = database {
         while sequence_postgres(pool).await? > 0 {}
     }
@@ -517,6 +535,7 @@ pub async fn rebuild(database: &Database, mut progress: impl FnMut(u64)) -> anyh
         }
         let mut applied = 0u64;
         let mut after = 0i64;
+        let mut views = crate::rebuild::Views::default();
         while after < head {
             let rows = sqlx::query(
                 "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
@@ -536,14 +555,19 @@ pub async fn rebuild(database: &Database, mut progress: impl FnMut(u64)) -> anyh
                 let decoded = decode(&event)?;
                 for projection in PROJECTIONS {
                     for change in (projection.project)(&event, &decoded) {
-                        apply!(&mut *tx, change, event.position);
+                        views.apply(change, event.position);
                     }
                 }
                 after = event.position;
                 applied += 1;
             }
-            progress(applied);
+            progress(Rebuilt::Read(applied));
         }
+        let rows = views.rows();
+        crate::rebuild::write_views!(tx, views, |written: usize| progress(Rebuilt::Written {
+            rows: written,
+            of: rows
+        }));
         for projection in PROJECTIONS {
             sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
                 .bind(projection.name)

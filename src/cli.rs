@@ -263,7 +263,23 @@ async fn rebuild(args: DatabaseArgs) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
     let started = std::time::Instant::now();
-    let applied = crate::catchup::rebuild(&database, |n| bar.set_position(n)).await?;
+    let applied = crate::catchup::rebuild(&database, |step| match step {
+        crate::catchup::Rebuilt::Read(events) => bar.set_position(events),
+        crate::catchup::Rebuilt::Written { rows, of } => {
+            if bar.length() != Some(of as u64) {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} writing views [{bar:40}] {pos}/{len} rows ({per_sec})",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_length(of as u64);
+            }
+            bar.set_position(rows as u64);
+        }
+    })
+    .await?;
     bar.finish_and_clear();
     database.close().await;
     let seconds = started.elapsed().as_secs_f64();

@@ -25,6 +25,7 @@ pub mod executor;
 pub mod gate;
 pub mod http;
 pub mod read;
+mod rebuild;
 pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -162,12 +162,18 @@ async fn a_rebuild_reproduces_the_live_views_row_by_row(backend: Backend) {
         ["cancelled", "failed", "queued", "succeeded"],
         "the workload ends runs in every way"
     );
-    let mut reported = Vec::new();
-    let applied = catchup::rebuild(&app.database, |n| reported.push(n))
-        .await
-        .unwrap();
+    let mut read = Vec::new();
+    let mut written = Vec::new();
+    let applied = catchup::rebuild(&app.database, |step| match step {
+        catchup::Rebuilt::Read(events) => read.push(events),
+        catchup::Rebuilt::Written { rows, of } => written.push((rows, of)),
+    })
+    .await
+    .unwrap();
     assert_eq!(applied as i64, positions.head);
-    assert_eq!(reported.last().copied(), Some(applied));
+    assert_eq!(read.last().copied(), Some(applied));
+    let rows: usize = live.iter().map(|(_, rows)| rows.len()).sum();
+    assert_eq!(written.last().copied(), Some((rows, rows)));
     assert_eq!(app.dump_views().await, live);
 }
 
