@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`.
+//! The command line: `serve`, `migrate`, `projections rebuild`, `bench`.
 
 use std::net::SocketAddr;
 
@@ -37,6 +37,8 @@ pub enum Command {
     /// Manage the read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Measure the gate beside the physical floor, on scratch databases.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `projections` subcommands.
@@ -98,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild(args)) => rebuild(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

@@ -13,8 +13,10 @@
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
+//! - [`bench`]: `dispatch-gate bench`, the gate measured beside the floor.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod catchup;
 pub mod cli;
 pub mod executor;
