@@ -249,6 +249,12 @@ impl Gate {
         &self.catchup
     }
 
+    /// The executor of provider connections, for `bench`: it drives decisions
+    /// without HTTP and authorization, through the same executor as `start`.
+    pub fn connection_executor(&self) -> &Executor<ProviderConnection> {
+        &self.connections
+    }
+
     /// Executes a command, then waits (bounded) until the read models have
     /// applied its events, so the caller's next request reads its own write.
     async fn run<A>(

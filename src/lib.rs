@@ -15,9 +15,11 @@
 //!   default) and the lease reaper.
 //! - [`audit`]: replaying, verifying and exporting the decision history.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
+//! - [`bench`]: `dispatch-gate bench`, the gate measured beside the floor.
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod bench;
 pub mod catchup;
 pub mod chain;
 pub mod cli;

@@ -1,0 +1,92 @@
+//! CPU time spent during a scenario, from `/proc`: this process (the clients,
+//! the gate, and SQLite, which runs in-process), the `serve` child, and every
+//! `postgres` process on the machine. On a 2-core machine this says whether
+//! a figure is bound by CPU rather than by fsync or locks.
+
+use std::time::Duration;
+
+/// `/proc/<pid>/stat` counts in USER_HZ, which Linux fixes at 100 per second.
+const TICK: Duration = Duration::from_millis(10);
+
+/// CPU time consumed so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// This process.
+    pub bench: Duration,
+    /// The `serve` child, when there is one.
+    pub serve: Option<Duration>,
+    /// Every process named `postgres` (the server and its backends, also those
+    /// serving other clients of the same server).
+    pub postgres: Duration,
+}
+
+impl Cpu {
+    /// A reading now; `serve` is the child's pid.
+    pub fn now(serve: Option<u32>) -> Self {
+        Self {
+            bench: process("self").unwrap_or_default(),
+            serve: serve.and_then(|pid| process(&pid.to_string())),
+            postgres: postgres(),
+        }
+    }
+
+    /// CPU time spent between `earlier` and this reading.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            bench: self.bench.saturating_sub(earlier.bench),
+            serve: self
+                .serve
+                .zip(earlier.serve)
+                .map(|(now, then)| now.saturating_sub(then)),
+            postgres: self.postgres.saturating_sub(earlier.postgres),
+        }
+    }
+}
+
+/// User plus system time of one process (`self` or a pid).
+fn process(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are positional.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Fields 14 and 15 of the file (utime, stime) are 11 and 12 after the name.
+    let utime: u32 = fields.get(11)?.parse().ok()?;
+    let stime: u32 = fields.get(12)?.parse().ok()?;
+    Some(TICK * (utime + stime))
+}
+
+fn postgres() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(pid)
+        })
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .filter_map(|pid| process(&pid))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_seen_to_use_cpu() {
+        let before = Cpu::now(Some(std::process::id()));
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(100) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let spent = Cpu::now(Some(std::process::id())).since(&before);
+        assert!(spent.bench >= Duration::from_millis(50), "{spent:?}");
+        assert!(spent.serve.is_some());
+    }
+}

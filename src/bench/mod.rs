@@ -1,0 +1,971 @@
+//! `dispatch-gate bench`: the gate measured beside the physical floor, in one
+//! run, on scratch databases that are dropped at the end.
+//!
+//! # Layout
+//! - [`scratch`]: scratch databases (`dg_bench_<uuid>` on a PostgreSQL server,
+//!   or SQLite files in a temp dir), dropped at the end, also on error or Ctrl-C.
+//! - [`seed`]: valid event streams, decided in memory by the aggregates
+//!   themselves and written in bulk, never through the executor.
+//! - [`load`]: a fixed number of operations shared by N clients; every latency
+//!   is kept, so p50/p99 are exact.
+//! - [`http`]: `serve` as a child process, and a load generator over loopback.
+//!
+//! # Scenarios
+//! For each client count, on one database and one pool size:
+//! - `floor`: one single-statement transaction per operation inserting one row
+//!   shaped like a decision event (same columns, indexes and payload size) into
+//!   `bench_floor`. Nothing records a decision durably faster.
+//! - `naive`: one transaction that reads a stream and appends the next
+//!   sequence (`bench_naive`): a plain load-decide-append.
+//! - `gate-spread`: starts through the gate's executor (load, decide, commit),
+//!   spread over many connections so clients never share one.
+//! - `gate-hot`: every client on the same connection.
+//! - `http-spread`: the spread load through `serve` in a child process.
+//!
+//! Then `history-N` (decision latency with N prior events), `catch-up` and
+//! `rebuild` (events per second through every projection).
+
+mod cpu;
+mod http;
+mod load;
+mod scratch;
+mod seed;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aggregates::catalog::OperationKind;
+use aggregates::connection::{ConnectionCommand, ProviderConnection};
+use aggregates::ids::{ConnectionId, TenantId};
+use aggregates::Actor;
+use anyhow::Context;
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use sqlx::Row as _;
+use uuid::Uuid;
+
+use crate::catchup::{on_pool, Catchup, Failpoint};
+use crate::gate::{Gate, SystemClock};
+use crate::store::Database;
+use cpu::Cpu;
+use load::{drive, Measured};
+use scratch::Scratches;
+use seed::{Sink, Table, World};
+
+/// A scenario, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Scenario {
+    /// Baseline: one event-shaped row inserted per transaction.
+    Floor,
+    /// Baseline: read a stream, append the next sequence, in one transaction.
+    Naive,
+    /// Starts through the executor, on connections no two clients share.
+    Spread,
+    /// Starts through the executor, every client on one connection.
+    Hot,
+    /// The spread load through `serve` over loopback.
+    Http,
+    /// Decision latency against the length of the connection's history.
+    History,
+    /// Events per second the catch-up projectors apply.
+    Catchup,
+    /// Events per second of `projections rebuild`.
+    Rebuild,
+}
+
+/// `bench` options. Sizes left out take their defaults, or their `--smoke` sizes.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// `sqlite` (files in a temp dir) or a PostgreSQL server URL, on which
+    /// scratch databases `dg_bench_<uuid>` are created and dropped at the end.
+    /// Existing databases are never opened.
+    #[arg(long, default_value = "sqlite")]
+    database_url: String,
+    /// Database pool size, the same for every scenario and for `serve`.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pool: u32,
+    /// Concurrent clients; each scenario runs once per count [default: 1,4,16,64; smoke: 1,4].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
+    clients: Option<Vec<u32>>,
+    /// Operations per scenario and client count [default: 2000; smoke: 40].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    ops: Option<u64>,
+    /// Scenarios to run [default: all].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    scenarios: Option<Vec<Scenario>>,
+    /// Prior events on the connection, one history run each [default: 10,1000,100000; smoke: 10,100].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(3..=10_000_000))]
+    history: Option<Vec<u64>>,
+    /// Sequential starts per history length; long histories get fewer (at least 10),
+    /// so that no length reads more than 1,000,000 events in all [default: 200; smoke: 20].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    history_ops: Option<u64>,
+    /// Events in the log the catch-up projectors apply from zero [default: 100000; smoke: 500].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    catchup_events: Option<u64>,
+    /// Events in the log that is rebuilt [default: 1000000; smoke: 1000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rebuild_events: Option<u64>,
+    /// Tiny sizes that finish in seconds (CI).
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// The sizes of one run, defaults resolved.
+#[derive(Debug, Clone)]
+struct Plan {
+    database_url: String,
+    pool: u32,
+    clients: Vec<usize>,
+    ops: usize,
+    scenarios: Vec<Scenario>,
+    history: Vec<usize>,
+    history_ops: usize,
+    catchup_events: usize,
+    rebuild_events: usize,
+}
+
+impl Plan {
+    fn new(args: BenchArgs) -> Self {
+        let smoke = args.smoke;
+        let pick = |given: Option<u64>, default: u64, small: u64| {
+            given.unwrap_or(if smoke { small } else { default }) as usize
+        };
+        let clients = args.clients.unwrap_or_else(|| {
+            if smoke {
+                vec![1, 4]
+            } else {
+                vec![1, 4, 16, 64]
+            }
+        });
+        let history = args.history.unwrap_or_else(|| {
+            if smoke {
+                vec![10, 100]
+            } else {
+                vec![10, 1_000, 100_000]
+            }
+        });
+        let mut scenarios = args
+            .scenarios
+            .unwrap_or_else(|| <Scenario as clap::ValueEnum>::value_variants().to_vec());
+        scenarios.sort_unstable();
+        scenarios.dedup();
+        Self {
+            database_url: args.database_url,
+            pool: args.pool,
+            clients: clients.into_iter().map(|c| c as usize).collect(),
+            ops: pick(args.ops, 2_000, 40),
+            scenarios,
+            history: history.into_iter().map(|h| h as usize).collect(),
+            history_ops: pick(args.history_ops, 200, 20),
+            catchup_events: pick(args.catchup_events, 100_000, 500),
+            rebuild_events: pick(args.rebuild_events, 1_000_000, 1_000),
+        }
+    }
+
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+}
+
+/// Connections (and naive streams) a spread run uses: about ten operations
+/// each, so streams stay short (3 to 13 events), and a multiple of the client
+/// count, so each client has its own (see [`load::Turn::own_target`]).
+fn spread_streams(ops: usize, clients: usize) -> usize {
+    let clients = clients.max(1);
+    (ops / 10).max(clients).div_ceil(clients) * clients
+}
+
+/// Consecutive hot operations on one connection before the next one is used,
+/// so that the hot stream stays as short as the spread ones (up to 103 events)
+/// instead of measuring a history of thousands of events.
+const HOT_WINDOW: usize = 100;
+
+/// History scenario: prior events seeded per length, at most. Up to this,
+/// every start gets a connection of its own (so the history does not grow
+/// during the run); beyond it, starts share the few connections seeded.
+const HISTORY_SEED_BUDGET: usize = 200_000;
+
+/// History scenario: events the starts of one length may read in all. A
+/// start on a 100,000-event connection reads every event (seconds each until
+/// snapshots land), so long histories get fewer starts, never under
+/// [`HISTORY_MIN_OPS`].
+const HISTORY_READ_BUDGET: usize = 1_000_000;
+/// The fewest starts a history length gets.
+const HISTORY_MIN_OPS: usize = 10;
+
+/// The client count the issue's targets are stated at.
+const TARGET_CLIENTS: usize = 16;
+
+/// Runs the bench and prints its table. Scratch databases are dropped and the
+/// `serve` child is killed whatever happens, Ctrl-C included.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(args);
+    let mut scratches = Scratches::new(&plan.database_url).await?;
+    let outcome = tokio::select! {
+        outcome = bench(&plan, &mut scratches) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    scratches.drop_all().await;
+    outcome
+}
+
+async fn bench(plan: &Plan, scratches: &mut Scratches) -> anyhow::Result<()> {
+    let (payload, metadata) = seed::sample_decision().await?;
+    let sample = Arc::new(Sample { payload, metadata });
+    let mut report = Report::default();
+    let main = [
+        Scenario::Floor,
+        Scenario::Naive,
+        Scenario::Spread,
+        Scenario::Hot,
+        Scenario::History,
+    ];
+    let mut header_done = false;
+    if main.iter().any(|s| plan.runs(*s)) {
+        let url = scratches.create("main").await?;
+        let database = connect(&url, plan.pool).await?;
+        create_bench_tables(&database).await?;
+        report.header(plan, &database, &sample).await?;
+        header_done = true;
+        let result = main_scenarios(plan, &database, &sample, &mut report).await;
+        database.close().await;
+        result?;
+    }
+    if plan.runs(Scenario::Http) {
+        if !header_done {
+            let url = scratches.create("probe").await?;
+            let database = connect(&url, 1).await?;
+            report.header(plan, &database, &sample).await?;
+            database.close().await;
+            header_done = true;
+        }
+        let url = scratches.create("http").await?;
+        http_spread(plan, &url, scratches.dir(), &mut report).await?;
+    }
+    if plan.runs(Scenario::Catchup) || plan.runs(Scenario::Rebuild) {
+        let url = scratches.create("log").await?;
+        let database = connect(&url, plan.pool).await?;
+        if !header_done {
+            report.header(plan, &database, &sample).await?;
+        }
+        let result = log_scenarios(plan, &database, &mut report).await;
+        database.close().await;
+        result?;
+    }
+    report.targets(plan);
+    Ok(())
+}
+
+async fn connect(url: &str, pool: u32) -> anyhow::Result<Database> {
+    let database = Database::connect(url, pool).await?;
+    database.migrate().await?;
+    Ok(database)
+}
+
+/// A measurement and the CPU time spent during it.
+type Timed = (Measured, Cpu);
+
+/// Runs a measurement, reading CPU time before and after (`serve`: the child's pid).
+async fn timed(
+    serve: Option<u32>,
+    run: impl std::future::Future<Output = anyhow::Result<Measured>>,
+) -> anyhow::Result<Timed> {
+    let before = Cpu::now(serve);
+    let measured = run.await?;
+    Ok((measured, Cpu::now(serve).since(&before)))
+}
+
+/// A real decision event's payload and metadata: what the baselines write.
+struct Sample {
+    payload: Value,
+    metadata: Value,
+}
+
+async fn main_scenarios(
+    plan: &Plan,
+    database: &Database,
+    sample: &Arc<Sample>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let gate = Arc::new(Gate::new(database.clone(), Arc::new(SystemClock), None));
+    let mut out = Vec::new();
+    let mut world = World::new(&mut out).await?;
+    let mut sink = Sink::new(database, Table::Events).await?;
+    sink.extend(out).await?;
+    sink.flush().await?;
+    for &clients in &plan.clients {
+        if plan.runs(Scenario::Floor) {
+            let measured = timed(None, floor(database, clients, plan.ops, sample)).await?;
+            report.add(Kind::Floor, clients, measured);
+        }
+        if plan.runs(Scenario::Naive) {
+            let streams =
+                naive_streams(database, &mut world, spread_streams(plan.ops, clients)).await?;
+            let measured = timed(None, naive(database, clients, plan.ops, sample, streams)).await?;
+            report.add(Kind::Naive, clients, measured);
+        }
+        if plan.runs(Scenario::Spread) {
+            let targets =
+                seed_connections(database, &mut world, spread_streams(plan.ops, clients)).await?;
+            let run = gate_starts(
+                &gate,
+                &world.operator,
+                clients,
+                plan.ops,
+                targets,
+                Placement::Own,
+            );
+            let measured = timed(None, run).await?;
+            report.add(Kind::Spread, clients, measured);
+        }
+        if plan.runs(Scenario::Hot) {
+            let targets =
+                seed_connections(database, &mut world, plan.ops.div_ceil(HOT_WINDOW)).await?;
+            let hot = Placement::Shared { window: HOT_WINDOW };
+            let run = gate_starts(&gate, &world.operator, clients, plan.ops, targets, hot);
+            let measured = timed(None, run).await?;
+            report.add(Kind::Hot, clients, measured);
+        }
+    }
+    if plan.runs(Scenario::History) {
+        for &length in &plan.history {
+            let ops = plan
+                .history_ops
+                .min((HISTORY_READ_BUDGET / length).max(HISTORY_MIN_OPS));
+            let count = (HISTORY_SEED_BUDGET / length).clamp(1, ops);
+            eprintln!("bench: seeding {count} connection(s) with {length} events each");
+            let mut sink = Sink::new(database, Table::Events).await?;
+            let mut targets = Vec::with_capacity(count);
+            for _ in 0..count {
+                let connection = world.connection_with_history(length, &mut sink).await?;
+                targets.push((connection.tenant_id, connection.connection_id));
+            }
+            sink.flush().await?;
+            // One client visits the connections in turn: with one connection
+            // per start, every start sees exactly `length` prior events.
+            let run = gate_starts(&gate, &world.operator, 1, ops, targets, Placement::Own);
+            let measured = timed(None, run).await?;
+            report.add(Kind::History(length), 1, measured);
+        }
+    }
+    Ok(())
+}
+
+/// The bench tables: `events`' columns and indexes, without its numbering.
+async fn create_bench_tables(database: &Database) -> anyhow::Result<()> {
+    match database {
+        Database::Postgres(pool) => {
+            for table in ["bench_floor", "bench_naive"] {
+                sqlx::query(&format!("CREATE TABLE {table} (LIKE events INCLUDING ALL)"))
+                    .execute(pool)
+                    .await
+                    .with_context(|| format!("creating {table}"))?;
+            }
+        }
+        Database::Sqlite(pool) => {
+            for table in ["bench_floor", "bench_naive"] {
+                sqlx::raw_sql(&format!(
+                    "CREATE TABLE {table} (
+                         aggregate_type text NOT NULL,
+                         aggregate_id   text NOT NULL,
+                         sequence       integer CHECK (sequence >= 0) NOT NULL,
+                         event_type     text NOT NULL,
+                         event_version  text NOT NULL,
+                         payload        text NOT NULL,
+                         metadata       text NOT NULL,
+                         position       integer,
+                         PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+                     ) STRICT;
+                     CREATE UNIQUE INDEX {table}_position ON {table} (position);"
+                ))
+                .execute(pool)
+                .await
+                .with_context(|| format!("creating {table}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts a write transaction. SQLite takes the write lock at `BEGIN
+/// IMMEDIATE`: a deferred transaction that reads first cannot wait for the
+/// lock when it upgrades, and would fail under concurrency instead.
+trait BeginWrite {
+    type Database: sqlx::Database;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Database>>;
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+const INSERT_COLUMNS: &str =
+    "(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)";
+
+/// The floor: one INSERT, its own transaction, a fresh stream per operation.
+async fn floor(
+    database: &Database,
+    clients: usize,
+    ops: usize,
+    sample: &Arc<Sample>,
+) -> anyhow::Result<Measured> {
+    let database = database.clone();
+    let sample = sample.clone();
+    let sql: Arc<str> =
+        format!("INSERT INTO bench_floor {INSERT_COLUMNS} VALUES ($1, $2, 1, 'OperationAccepted', '1.0', $3, $4)").into();
+    drive(clients, ops, move |_| {
+        let (database, sample, sql) = (database.clone(), sample.clone(), sql.clone());
+        async move {
+            let id = Uuid::new_v4().to_string();
+            on_pool!(&database, |pool| {
+                sqlx::query(&sql)
+                    .bind(ProviderConnection::TYPE)
+                    .bind(&id)
+                    .bind(&sample.payload)
+                    .bind(&sample.metadata)
+                    .execute(pool)
+                    .await
+                    .context("floor insert")?;
+            });
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Seeds `count` naive streams with the rows of a usable connection's setup
+/// (the same bytes the gate reads) and returns their ids.
+async fn naive_streams(
+    database: &Database,
+    world: &mut World,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut sink = Sink::new(database, Table::Naive).await?;
+    let mut ids = Vec::with_capacity(count);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let connection = world.connection(0, &mut out).await?;
+        ids.push(connection.connection_id.to_string());
+        sink.extend(
+            out.drain(..)
+                .filter(|row| row.aggregate_type == ProviderConnection::TYPE),
+        )
+        .await?;
+    }
+    sink.flush().await?;
+    Ok(ids)
+}
+
+/// The naive command: in one transaction, read the stream's rows (payloads
+/// decoded as JSON) and insert the next sequence.
+async fn naive(
+    database: &Database,
+    clients: usize,
+    ops: usize,
+    sample: &Arc<Sample>,
+    streams: Vec<String>,
+) -> anyhow::Result<Measured> {
+    let database = database.clone();
+    let sample = sample.clone();
+    let streams = Arc::new(streams);
+    drive(clients, ops, move |turn| {
+        let (database, sample) = (database.clone(), sample.clone());
+        let id = streams[turn.own_target(clients, streams.len())].clone();
+        async move {
+            on_pool!(&database, |pool| {
+                let mut tx = pool.begin_write().await.context("naive: begin")?;
+                let rows = sqlx::query(
+                    "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
+                     FROM bench_naive WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+                )
+                .bind(ProviderConnection::TYPE)
+                .bind(&id)
+                .fetch_all(&mut *tx)
+                .await
+                .context("naive: load")?;
+                let mut last = 0i64;
+                for row in &rows {
+                    last = row.try_get("sequence")?;
+                    let _: Value = row.try_get("payload")?;
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO bench_naive {INSERT_COLUMNS}
+                     VALUES ($1, $2, $3, 'OperationAccepted', '1.0', $4, $5)"
+                ))
+                .bind(ProviderConnection::TYPE)
+                .bind(&id)
+                .bind(last + 1)
+                .bind(&sample.payload)
+                .bind(&sample.metadata)
+                .execute(&mut *tx)
+                .await
+                .context("naive: append")?;
+                tx.commit().await.context("naive: commit")?;
+            });
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Seeds `count` tenants, each with one usable default connection.
+async fn seed_connections(
+    database: &Database,
+    world: &mut World,
+    count: usize,
+) -> anyhow::Result<Vec<(TenantId, ConnectionId)>> {
+    let mut sink = Sink::new(database, Table::Events).await?;
+    let mut targets = Vec::with_capacity(count);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let connection = world.connection(0, &mut out).await?;
+        targets.push((connection.tenant_id, connection.connection_id));
+        sink.extend(out.drain(..)).await?;
+    }
+    sink.flush().await?;
+    Ok(targets)
+}
+
+/// Which connection an operation goes to.
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    /// Each client on connections of its own ([`load::Turn::own_target`]).
+    Own,
+    /// Every client on the same connection, the next one every `window`
+    /// operations.
+    Shared { window: usize },
+}
+
+/// Starts through the gate's executor, as `Gate::start` makes them after
+/// authorization (an operator's start on the tenant's default connection).
+async fn gate_starts(
+    gate: &Arc<Gate>,
+    operator: &Actor,
+    clients: usize,
+    ops: usize,
+    targets: Vec<(TenantId, ConnectionId)>,
+    placement: Placement,
+) -> anyhow::Result<Measured> {
+    let gate = gate.clone();
+    let operator = operator.clone();
+    let targets = Arc::new(targets);
+    drive(clients, ops, move |turn| {
+        let (gate, operator) = (gate.clone(), operator.clone());
+        let target = match placement {
+            Placement::Own => turn.own_target(clients, targets.len()),
+            Placement::Shared { window } => (turn.index / window) % targets.len(),
+        };
+        let (tenant_id, connection_id) = targets[target];
+        async move {
+            let at = chrono::Utc::now();
+            let request =
+                seed::start_request(&operator, tenant_id, OperationKind::InventorySync, at);
+            let metadata = seed::metadata(&operator, at, request.request_id.as_deref());
+            let committed = gate
+                .connection_executor()
+                .execute(
+                    &connection_id.to_string(),
+                    ConnectionCommand::StartOperation(request),
+                    metadata,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("a start failed: {e}"))?;
+            anyhow::ensure!(
+                committed.events.len() == 1,
+                "a start recorded {} events instead of one decision",
+                committed.events.len()
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The spread load through `serve` in a child process, on its own database.
+async fn http_spread(
+    plan: &Plan,
+    url: &str,
+    dir: &std::path::Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let admin = format!("dga_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let serve = http::Serve::start(url, plan.pool, &admin, dir).await?;
+    let result = async {
+        let setup = http::Api::new(serve.base.clone(), 8);
+        let operator = Arc::new(http::operator(&setup, &admin).await?);
+        for &clients in &plan.clients {
+            let count = spread_streams(plan.ops, clients);
+            eprintln!("bench: creating {count} tenants through the admin API");
+            let tenants = Arc::new(Mutex::new(vec![String::new(); count]));
+            let (api, admin, operator_, slots) = (
+                setup.clone(),
+                admin.clone(),
+                operator.clone(),
+                tenants.clone(),
+            );
+            drive(8, count, move |turn| {
+                let i = turn.index;
+                let (api, admin, operator, slots) =
+                    (api.clone(), admin.clone(), operator_.clone(), slots.clone());
+                async move {
+                    let tenant = http::usable_tenant(&api, &admin, &operator, i).await?;
+                    slots.lock().expect("tenant slots")[i] = tenant;
+                    Ok(())
+                }
+            })
+            .await
+            .context("setting up tenants through the admin API")?;
+            let tenants = Arc::new(tenants.lock().expect("tenant slots").clone());
+            let api = http::Api::new(serve.base.clone(), clients);
+            let token: Arc<str> = operator.token.clone().into();
+            let run = drive(clients, plan.ops, move |turn| {
+                let (api, token) = (api.clone(), token.clone());
+                let tenant = tenants[turn.own_target(clients, tenants.len())].clone();
+                async move { http::start(&api, &token, &tenant).await }
+            });
+            let measured = timed(Some(serve.pid()), run).await?;
+            let rss = serve.peak_rss()?;
+            report.add_http(clients, measured, rss);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    serve.stop().await;
+    result
+}
+
+/// Catch-up over a fresh log, then a rebuild of the whole log.
+async fn log_scenarios(
+    plan: &Plan,
+    database: &Database,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut seeder = seed::LogSeeder::new().await?;
+    if plan.runs(Scenario::Catchup) {
+        let total = plan.catchup_events;
+        eprintln!("bench: seeding a log of {total} events for catch-up");
+        seeder.seed_until(database, total).await?;
+        let catchup = Catchup::new(database.clone());
+        let measured = timed(None, async {
+            let started = Instant::now();
+            let positions = catchup.catch_up(Failpoint::Off).await?;
+            Ok(Measured::bulk(positions.head as usize, started.elapsed()))
+        })
+        .await?;
+        report.add(Kind::Catchup, 1, measured);
+    }
+    if plan.runs(Scenario::Rebuild) {
+        let total = plan.rebuild_events.max(seeder.written);
+        eprintln!("bench: seeding the log to {total} events for rebuild");
+        let seeding = Instant::now();
+        seeder.seed_until(database, total).await?;
+        eprintln!("bench: seeded in {:.1}s", seeding.elapsed().as_secs_f64());
+        let measured = timed(None, async {
+            let started = Instant::now();
+            let applied = crate::catchup::rebuild(database, |_| {}).await?;
+            Ok(Measured::bulk(applied as usize, started.elapsed()))
+        })
+        .await?;
+        report.add(Kind::Rebuild, 1, measured);
+    }
+    Ok(())
+}
+
+/// What a row of the table measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Floor,
+    Naive,
+    Spread,
+    Hot,
+    History(usize),
+    Catchup,
+    Rebuild,
+}
+
+/// The table, printed row by row as scenarios finish, and what the targets need.
+#[derive(Debug, Default)]
+struct Report {
+    floor: BTreeMap<usize, Measured>,
+    naive: BTreeMap<usize, Measured>,
+    spread: BTreeMap<usize, Measured>,
+    history: Vec<(usize, Measured)>,
+    rebuild: Option<Measured>,
+    peak_rss: Option<u64>,
+    backend: String,
+    postgres: bool,
+}
+
+fn ms(duration: Option<Duration>) -> String {
+    duration.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.2}", d.as_secs_f64() * 1000.0),
+    )
+}
+
+fn p50(m: &Measured) -> Option<Duration> {
+    m.percentile(50.0)
+}
+
+fn p99(m: &Measured) -> Option<Duration> {
+    m.percentile(99.0)
+}
+
+fn ratio(a: Option<Duration>, b: Option<Duration>) -> Option<f64> {
+    Some(a?.as_secs_f64() / b?.as_secs_f64().max(1e-9))
+}
+
+impl Report {
+    async fn header(
+        &mut self,
+        plan: &Plan,
+        database: &Database,
+        sample: &Sample,
+    ) -> anyhow::Result<()> {
+        self.postgres = matches!(database, Database::Postgres(_));
+        self.backend = match database {
+            Database::Postgres(pool) => {
+                let setting = |name: &'static str| async move {
+                    sqlx::query_scalar::<_, String>(&format!("SHOW {name}"))
+                        .fetch_one(pool)
+                        .await
+                        .with_context(|| format!("reading {name}"))
+                };
+                format!(
+                    "PostgreSQL {} (fsync={}, synchronous_commit={}, shared_buffers={})",
+                    setting("server_version").await?,
+                    setting("fsync").await?,
+                    setting("synchronous_commit").await?,
+                    setting("shared_buffers").await?,
+                )
+            }
+            Database::Sqlite(pool) => {
+                let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+                    .fetch_one(pool)
+                    .await
+                    .context("reading the SQLite version")?;
+                format!("SQLite {version} (WAL, synchronous=FULL)")
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        println!(
+            "# dispatch-gate bench: {}; pool {}; {} operations per scenario and client count; {cores} cores; decision payload {} bytes",
+            self.backend,
+            plan.pool,
+            plan.ops,
+            sample.payload.to_string().len(),
+        );
+        println!(
+            "{:<16} {:>7} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9}  compared with this run's baselines",
+            "scenario", "clients", "ops", "ops/s", "p50 ms", "p99 ms", "cpu µs/op", "pg µs/op"
+        );
+        Ok(())
+    }
+
+    fn print(&self, name: &str, clients: usize, (m, cpu): &Timed, note: &str) {
+        let per_op = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e6 / m.ops.max(1) as f64);
+        let postgres = if self.postgres {
+            per_op(cpu.postgres)
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "{name:<16} {clients:>7} {:>9} {:>10.1} {:>9} {:>9} {:>10} {postgres:>9}  {note}",
+            m.ops,
+            m.throughput(),
+            ms(p50(m)),
+            ms(p99(m)),
+            per_op(cpu.bench),
+        );
+    }
+
+    /// "1.02× naive, 0.61× floor, p99 1.4× floor" for this client count.
+    fn versus(&self, clients: usize, m: &Measured, naive: bool) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.naive.get(&clients).filter(|_| naive) {
+            parts.push(format!("{:.2}× naive", m.throughput() / n.throughput()));
+        }
+        if let Some(f) = self.floor.get(&clients) {
+            parts.push(format!("{:.2}× floor", m.throughput() / f.throughput()));
+            if let Some(r) = ratio(p99(m), p99(f)) {
+                parts.push(format!("p99 {r:.1}× floor"));
+            }
+        }
+        parts.join(", ")
+    }
+
+    fn add(&mut self, kind: Kind, clients: usize, timed: Timed) {
+        let m = &timed.0;
+        match kind {
+            Kind::Floor => {
+                self.print("floor", clients, &timed, "");
+                self.floor.insert(clients, timed.0);
+            }
+            Kind::Naive => {
+                self.print("naive", clients, &timed, &self.versus(clients, m, false));
+                self.naive.insert(clients, timed.0);
+            }
+            Kind::Spread => {
+                self.print(
+                    "gate-spread",
+                    clients,
+                    &timed,
+                    &self.versus(clients, m, true),
+                );
+                self.spread.insert(clients, timed.0);
+            }
+            Kind::Hot => self.print("gate-hot", clients, &timed, &self.versus(clients, m, true)),
+            Kind::History(length) => {
+                let note = match self.history.first() {
+                    Some((first, base)) => ratio(p50(m), p50(base))
+                        .map(|r| format!("p50 {r:.2}× history-{first}"))
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
+                self.print(&format!("history-{length}"), clients, &timed, &note);
+                self.history.push((length, timed.0));
+            }
+            Kind::Catchup => self.print(
+                "catch-up",
+                clients,
+                &timed,
+                &format!(
+                    "events/s through all {} projections, from zero",
+                    projections::PROJECTIONS.len()
+                ),
+            ),
+            Kind::Rebuild => {
+                let note = format!("events/s, {:.1}s, one transaction", m.elapsed.as_secs_f64());
+                self.print("rebuild", clients, &timed, &note);
+                self.rebuild = Some(timed.0);
+            }
+        }
+    }
+
+    fn add_http(&mut self, clients: usize, timed: Timed, rss: u64) {
+        let (m, cpu) = &timed;
+        let mut note = self.versus(clients, m, true);
+        if !note.is_empty() {
+            note.push_str(", ");
+        }
+        if let Some(serve) = cpu.serve {
+            let per_op = serve.as_secs_f64() * 1e6 / m.ops.max(1) as f64;
+            note.push_str(&format!("serve cpu {per_op:.0} µs/op, "));
+        }
+        note.push_str(&format!("serve peak RSS {:.1} MiB", mib(rss)));
+        self.print("http-spread", clients, &timed, &note);
+        self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(rss));
+    }
+
+    /// The issue's targets, judged on this run only.
+    fn targets(&self, plan: &Plan) {
+        let mut lines = Vec::new();
+        let mut judge = |name: String, value: f64, limit: f64, at_least: bool, unit: &str| {
+            let met = if at_least {
+                value >= limit
+            } else {
+                value <= limit
+            };
+            let gap = if met {
+                String::new()
+            } else if at_least {
+                format!(" (missed by {:.0}%)", (1.0 - value / limit) * 100.0)
+            } else {
+                format!(" (missed by {:.0}%)", (value / limit - 1.0) * 100.0)
+            };
+            lines.push(format!(
+                "  {:<7} {name}: {value:.2}{unit}{gap}",
+                if met { "met" } else { "MISSED" }
+            ));
+        };
+        let c = TARGET_CLIENTS;
+        if let Some(s) = self.spread.get(&c) {
+            if let Some(n) = self.naive.get(&c) {
+                judge(
+                    format!("gate-spread ≥ 1.0× naive at {c} clients"),
+                    s.throughput() / n.throughput(),
+                    1.0,
+                    true,
+                    "×",
+                );
+            }
+            if let Some(f) = self.floor.get(&c) {
+                judge(
+                    format!("gate-spread ≥ 0.5× floor at {c} clients"),
+                    s.throughput() / f.throughput(),
+                    0.5,
+                    true,
+                    "×",
+                );
+                if let Some(r) = ratio(p99(s), p99(f)) {
+                    judge(
+                        format!("gate-spread p99 ≤ 3× floor p99 at {c} clients"),
+                        r,
+                        3.0,
+                        false,
+                        "×",
+                    );
+                }
+            }
+        }
+        if let (Some((first, base)), Some((last, long))) =
+            (self.history.first(), self.history.last())
+        {
+            if last > first {
+                if let Some(r) = ratio(p50(long), p50(base)) {
+                    judge(
+                        format!("history-{last} p50 ≤ 1.5× history-{first}"),
+                        r,
+                        1.5,
+                        false,
+                        "×",
+                    );
+                }
+            }
+        }
+        if let Some(rebuild) = &self.rebuild {
+            judge(
+                "rebuild ≥ 50,000 events/s (a PostgreSQL target)".to_owned(),
+                rebuild.throughput(),
+                50_000.0,
+                true,
+                " events/s",
+            );
+        }
+        if let Some(rss) = self.peak_rss {
+            judge(
+                "serve peak RSS ≤ 150 MiB under the spread load".to_owned(),
+                mib(rss),
+                150.0,
+                false,
+                " MiB",
+            );
+        }
+        if !lines.is_empty() {
+            println!();
+            println!(
+                "targets (issue 6) judged on this run ({}, pool {}):",
+                self.backend, plan.pool
+            );
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

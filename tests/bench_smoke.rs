@@ -1,0 +1,133 @@
+//! `dispatch-gate bench --smoke` on both backends, so the bench cannot rot;
+//! and its bad input. No test here asserts a time.
+
+use std::process::{Command, Output};
+
+fn gate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every row of the table a smoke run prints, by scenario name.
+const ROWS: &[&str] = &[
+    "floor",
+    "naive",
+    "gate-spread",
+    "gate-hot",
+    "history-10",
+    "history-100",
+    "http-spread",
+    "catch-up",
+    "rebuild",
+];
+
+fn assert_table(out: &Output) {
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    for name in ROWS {
+        let row = rows
+            .iter()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no `{name}` row in:\n{stdout}"));
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert!(columns.len() >= 6, "{row}");
+        assert!(columns[2].parse::<u64>().unwrap() > 0, "operations: {row}");
+        assert!(
+            columns[3].parse::<f64>().unwrap() > 0.0,
+            "throughput: {row}"
+        );
+    }
+    // Floor and naive run once per client count (1 and 4 in a smoke run).
+    for name in ["floor", "naive", "gate-spread", "gate-hot", "http-spread"] {
+        let count = rows
+            .iter()
+            .filter(|line| line.split_whitespace().next() == Some(name))
+            .count();
+        assert_eq!(count, 2, "{name} rows in:\n{stdout}");
+    }
+    assert!(stdout.contains("serve peak RSS"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_smoke_run_on_sqlite_prints_every_row() {
+    let out = gate().args(["bench", "--smoke"]).output().unwrap();
+    assert_table(&out);
+    assert!(text(&out.stdout).contains("SQLite"));
+}
+
+#[test]
+fn a_smoke_run_on_postgres_prints_every_row_and_drops_its_databases() {
+    let server = testkit::postgres_server_url();
+    let out = gate()
+        .args(["bench", "--smoke", "--database-url", &server])
+        .output()
+        .unwrap();
+    assert_table(&out);
+    assert!(text(&out.stdout).contains("PostgreSQL"));
+    let stderr = text(&out.stderr);
+    let created: Vec<&str> = stderr
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("dg_bench_"))
+        .collect();
+    assert!(!created.is_empty(), "{stderr}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let remaining: Vec<String> = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'dg\\_bench\\_%'")
+            .fetch_all(&mut admin)
+            .await
+            .unwrap()
+    });
+    for name in created {
+        assert!(
+            !remaining.iter().any(|r| r == name),
+            "{name} was left behind"
+        );
+    }
+}
+
+#[test]
+fn bad_bench_arguments_are_refused_by_the_parser() {
+    for args in [
+        vec!["bench", "--clients", "0"],
+        vec!["bench", "--clients", "1,x"],
+        vec!["bench", "--scenarios", "floor,warp"],
+        vec!["bench", "--ops", "0"],
+        vec!["bench", "--pool", "0"],
+        vec!["bench", "--history", "2"],
+    ] {
+        let out = gate().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!text(&out.stderr).contains("panicked"), "{args:?}");
+    }
+}
+
+#[test]
+fn the_bench_never_opens_an_existing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.db");
+    let url = format!("sqlite://{}", file.display());
+    for bad in [
+        url.as_str(),
+        "mysql://x/y",
+        "postgres://nobody:secret@127.0.0.1:1/x",
+    ] {
+        let out = gate()
+            .args(["bench", "--smoke", "--database-url", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("secret"), "{stderr}");
+    }
+    assert!(!file.exists(), "the SQLite file named was not created");
+}
