@@ -309,16 +309,15 @@ impl Catchup {
             head: head(&self.database).await?,
             projections: BTreeMap::new(),
         };
-        for projection in PROJECTIONS {
-            let checkpoint = loop {
-                let (applied, checkpoint) =
-                    project_batch(&self.database, projection, BATCH, failpoint).await?;
-                if applied == 0 {
-                    break checkpoint;
-                }
-            };
-            positions.projections.insert(projection.name, checkpoint);
+        loop {
+            let (applied, checkpoints) =
+                project_batch(&self.database, PROJECTIONS, BATCH, failpoint).await?;
+            positions.projections = checkpoints;
+            if applied == 0 {
+                break;
+            }
         }
+        positions.head = positions.head.max(positions.slowest());
         self.positions.send_replace(positions.clone());
         Ok(positions)
     }
@@ -403,6 +402,13 @@ async fn position_of(
 /// Returns how many events were numbered.
 pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await.context("starting the sequencer")?;
+    // Positions are derived data: a crash may lose the latest numbering, and
+    // those rows are numbered again (nothing that saw them survives either:
+    // the WAL is flushed in order).
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await
+        .context("relaxing the sequencer commit")?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch-gate/sequencer'))")
         .execute(&mut *tx)
         .await
@@ -430,62 +436,89 @@ pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
     Ok(numbered)
 }
 
-/// Applies up to `limit` events after the projection's checkpoint, and the new
-/// checkpoint, in one transaction. Returns (events applied, checkpoint).
+/// Applies up to `limit` events after the slowest projection's checkpoint to
+/// every projection still behind on them, and stores the new checkpoints, in
+/// one transaction. Returns (events read, each projection's checkpoint).
+///
+/// On PostgreSQL the transaction commits without waiting for its WAL flush
+/// (`synchronous_commit = off`): views and checkpoints still commit together,
+/// and a crash can only lose the latest batches of both, which are then
+/// applied again. Events themselves are always written durably.
 pub async fn project_batch(
     database: &Database,
-    projection: &Projection,
+    projections: &[Projection],
     limit: i64,
     failpoint: Failpoint,
-) -> anyhow::Result<(usize, i64)> {
+) -> anyhow::Result<(usize, BTreeMap<&'static str, i64>)> {
     on_pool!(database, |pool| {
         let mut tx = pool.begin().await.context("starting a projection batch")?;
-        // A write first: it takes the row lock (PostgreSQL) or the write lock
-        // (SQLite) before anything is read, so two processes never apply the
-        // same batch.
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
-             ON CONFLICT (name) DO UPDATE SET name = excluded.name",
-        )
-        .bind(projection.name)
-        .execute(&mut *tx)
-        .await
-        .context("locking the checkpoint")?;
-        let checkpoint: i64 =
-            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
-                .bind(projection.name)
-                .fetch_one(&mut *tx)
+        if matches!(database, Database::Postgres(_)) {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
                 .await
-                .context("reading the checkpoint")?;
+                .context("relaxing the projection commit")?;
+        }
+        let mut checkpoints = BTreeMap::new();
+        for projection in projections {
+            // A write first: it takes the row lock (PostgreSQL) or the write
+            // lock (SQLite) before anything is read, so two processes never
+            // apply the same batch.
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
+                 ON CONFLICT (name) DO UPDATE SET name = excluded.name",
+            )
+            .bind(projection.name)
+            .execute(&mut *tx)
+            .await
+            .context("locking a checkpoint")?;
+            let checkpoint: i64 =
+                sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+                    .bind(projection.name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .context("reading a checkpoint")?;
+            checkpoints.insert(projection.name, checkpoint);
+        }
+        let from = checkpoints.values().copied().min().unwrap_or(0);
         let rows = sqlx::query(
             "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
              FROM events WHERE position > $1 ORDER BY position LIMIT $2",
         )
-        .bind(checkpoint)
+        .bind(from)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await
         .context("reading events")?;
-        let mut last = checkpoint;
+        let mut last = from;
         for row in &rows {
             let event = recorded!(row);
             let decoded = decode(&event)?;
-            for change in (projection.project)(&event, &decoded) {
-                apply!(&mut *tx, change, event.position);
+            for projection in projections {
+                if event.position > checkpoints[projection.name] {
+                    for change in (projection.project)(&event, &decoded) {
+                        apply!(&mut *tx, change, event.position);
+                    }
+                }
             }
             last = event.position;
         }
         if failpoint == Failpoint::BeforeCheckpoint && !rows.is_empty() {
             anyhow::bail!("failpoint: stopped before storing the checkpoint");
         }
-        sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
-            .bind(projection.name)
-            .bind(last)
-            .execute(&mut *tx)
-            .await
-            .context("storing the checkpoint")?;
+        for projection in projections {
+            let checkpoint = checkpoints[projection.name].max(last);
+            if checkpoint != checkpoints[projection.name] {
+                sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
+                    .bind(projection.name)
+                    .bind(checkpoint)
+                    .execute(&mut *tx)
+                    .await
+                    .context("storing a checkpoint")?;
+                checkpoints.insert(projection.name, checkpoint);
+            }
+        }
         tx.commit().await.context("committing a projection batch")?;
-        Ok((rows.len(), last))
+        Ok((rows.len(), checkpoints))
     })
 }
 
