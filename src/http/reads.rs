@@ -89,6 +89,15 @@ pub struct ActorJson {
     pub name: String,
 }
 
+impl ActorJson {
+    fn new(id: &str, name: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
 /// A run in a list.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunListItem {
@@ -125,10 +134,7 @@ impl From<&RunRecord> for RunListItem {
                 id: uuid(&r.connection_id),
                 display_name: r.connection_name.clone(),
             },
-            initiator: ActorJson {
-                id: r.initiator_id.clone(),
-                name: r.initiator_name.clone(),
-            },
+            initiator: ActorJson::new(&r.initiator_id, &r.initiator_name),
             queued_at: r.queued_at.clone(),
             finished_at: r.finished_at.clone(),
             reason: reason(r.reason_code.as_deref()),
@@ -299,10 +305,7 @@ async fn get_run(
             id: uuid(&run.connection_id),
             display_name: run.connection_name.clone(),
         },
-        initiator: ActorJson {
-            id: run.initiator_id.clone(),
-            name: run.initiator_name.clone(),
-        },
+        initiator: ActorJson::new(&run.initiator_id, &run.initiator_name),
         queued_at: run.queued_at.clone(),
         started_at: run.started_at.clone(),
         finished_at: run.finished_at.clone(),
@@ -314,10 +317,7 @@ async fn get_run(
             .map(|d| RunDecision {
                 decision_id: uuid(&d.decision_id),
                 at: d.at.clone(),
-                actor: ActorJson {
-                    id: d.actor_id.clone(),
-                    name: d.actor_name.clone(),
-                },
+                actor: ActorJson::new(&d.actor_id, &d.actor_name),
                 operation: d.operation.clone(),
                 outcome: d.outcome.clone(),
             })
@@ -355,10 +355,7 @@ impl From<&DecisionRecord> for DecisionJson {
         Self {
             decision_id: uuid(&d.decision_id),
             at: d.at.clone(),
-            actor: ActorJson {
-                id: d.actor_id.clone(),
-                name: d.actor_name.clone(),
-            },
+            actor: ActorJson::new(&d.actor_id, &d.actor_name),
             operation: d.operation.clone(),
             outcome: d.outcome.clone(),
             reason: reason(d.reason_code.as_deref()),
