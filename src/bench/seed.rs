@@ -88,6 +88,9 @@ pub struct Stream<A: Aggregate> {
     id: String,
     state: A,
     sequence: i64,
+    /// The chain hash of the stream's last event: seeded rows are sealed like
+    /// the executor's, so loading them is the same work as loading real ones.
+    head: String,
 }
 
 impl<A: Aggregate<Services = ()>> Stream<A> {
@@ -96,6 +99,7 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
             id,
             state: A::default(),
             sequence: 0,
+            head: crate::chain::GENESIS.to_owned(),
         }
     }
 
@@ -112,16 +116,40 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
             .await
             .map_err(|e| anyhow::anyhow!("seeding {}: a command was refused: {e}", A::TYPE))?;
         let events = sink.collect().await;
-        for event in &events {
+        if events.is_empty() {
+            return Ok(events);
+        }
+        let serialized = events
+            .iter()
+            .map(|event| {
+                let payload = serde_json::to_value(event).context("serializing a seeded event")?;
+                Ok((event.event_type(), event.event_version(), payload))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let plain: HashMap<String, String> =
+            serde_json::from_value(metadata).context("seeded metadata is a map of strings")?;
+        let sealed = crate::chain::seal(
+            A::TYPE,
+            &self.id,
+            self.sequence as u64 + 1,
+            &serialized,
+            plain,
+            &self.head,
+        );
+        let sealed = serde_json::to_value(&sealed).context("serializing sealed metadata")?;
+        for (event_type, event_version, payload) in serialized {
             self.sequence += 1;
+            self.head = crate::chain::link(self.sequence as u64, &sealed)
+                .context("reading back a seeded chain link")?
+                .hash;
             out.push(Row {
                 aggregate_type: A::TYPE,
                 aggregate_id: self.id.clone(),
                 sequence: self.sequence,
-                event_type: event.event_type(),
-                event_version: event.event_version(),
-                payload: serde_json::to_value(event).context("serializing a seeded event")?,
-                metadata: metadata.clone(),
+                event_type,
+                event_version,
+                payload,
+                metadata: sealed.clone(),
             });
         }
         Ok(events)
