@@ -17,6 +17,7 @@ const ROWS: &[&str] = &[
     "naive",
     "gate-spread",
     "gate-hot",
+    "gate-hot-2",
     "history-10",
     "history-100",
     "http-spread",
@@ -50,6 +51,12 @@ fn assert_table(out: &Output) {
             .count();
         assert_eq!(count, 2, "{name} rows in:\n{stdout}");
     }
+    // Two executors racing on one connection need two clients at least.
+    let racing = rows
+        .iter()
+        .filter(|line| line.split_whitespace().next() == Some("gate-hot-2"))
+        .count();
+    assert_eq!(racing, 1, "gate-hot-2 rows in:\n{stdout}");
     assert!(stdout.contains("serve peak RSS"), "{stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -32,6 +32,7 @@ mod scratch;
 mod seed;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,7 @@ use sqlx::Row as _;
 use uuid::Uuid;
 
 use crate::catchup::{on_pool, Catchup, Failpoint};
+use crate::executor::CommandError;
 use crate::gate::{Gate, SystemClock};
 use crate::store::Database;
 use cpu::Cpu;
@@ -234,14 +236,14 @@ async fn bench(plan: &Plan, scratches: &mut Scratches) -> anyhow::Result<()> {
         result?;
     }
     if plan.runs(Scenario::Http) {
+        let url = scratches.create("http").await?;
         if !header_done {
-            let url = scratches.create("probe").await?;
-            let database = connect(&url, 1).await?;
+            // `serve` migrates its database itself; this only reads settings.
+            let database = Database::connect(&url, 1).await?;
             report.header(plan, &database, &sample).await?;
             database.close().await;
             header_done = true;
         }
-        let url = scratches.create("http").await?;
         http_spread(plan, &url, scratches.dir(), &mut report).await?;
     }
     if plan.runs(Scenario::Catchup) || plan.runs(Scenario::Rebuild) {
@@ -289,7 +291,10 @@ async fn main_scenarios(
     sample: &Arc<Sample>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let gate = Arc::new(Gate::new(database.clone(), Arc::new(SystemClock), None));
+    // Two gates on one database: the second stands for a second `serve`
+    // process in the hot scenario; every other scenario uses the first.
+    let gate = || Arc::new(Gate::new(database.clone(), Arc::new(SystemClock), None));
+    let gates = [gate(), gate()];
     let mut out = Vec::new();
     let mut world = World::new(&mut out).await?;
     let mut sink = Sink::new(database, Table::Events).await?;
@@ -310,12 +315,13 @@ async fn main_scenarios(
             let targets =
                 seed_connections(database, &mut world, spread_streams(plan.ops, clients)).await?;
             let run = gate_starts(
-                &gate,
+                &gates[..1],
                 &world.operator,
                 clients,
                 plan.ops,
                 targets,
                 Placement::Own,
+                None,
             );
             let measured = timed(None, run).await?;
             report.add(Kind::Spread, clients, measured);
@@ -324,9 +330,34 @@ async fn main_scenarios(
             let targets =
                 seed_connections(database, &mut world, plan.ops.div_ceil(HOT_WINDOW)).await?;
             let hot = Placement::Shared { window: HOT_WINDOW };
-            let run = gate_starts(&gate, &world.operator, clients, plan.ops, targets, hot);
+            let run = gate_starts(
+                &gates[..1],
+                &world.operator,
+                clients,
+                plan.ops,
+                targets,
+                hot,
+                None,
+            );
             let measured = timed(None, run).await?;
             report.add(Kind::Hot, clients, measured);
+            if clients > 1 {
+                let targets =
+                    seed_connections(database, &mut world, plan.ops.div_ceil(HOT_WINDOW)).await?;
+                let gave_up = Arc::new(AtomicUsize::new(0));
+                let run = gate_starts(
+                    &gates,
+                    &world.operator,
+                    clients,
+                    plan.ops,
+                    targets,
+                    hot,
+                    Some(gave_up.clone()),
+                );
+                let measured = timed(None, run).await?;
+                let gave_up = gave_up.load(Ordering::Relaxed);
+                report.add(Kind::HotTwoExecutors { gave_up }, clients, measured);
+            }
         }
     }
     if plan.runs(Scenario::History) {
@@ -345,7 +376,15 @@ async fn main_scenarios(
             sink.flush().await?;
             // One client visits the connections in turn: with one connection
             // per start, every start sees exactly `length` prior events.
-            let run = gate_starts(&gate, &world.operator, 1, ops, targets, Placement::Own);
+            let run = gate_starts(
+                &gates[..1],
+                &world.operator,
+                1,
+                ops,
+                targets,
+                Placement::Own,
+                None,
+            );
             let measured = timed(None, run).await?;
             report.add(Kind::History(length), 1, measured);
         }
@@ -550,19 +589,26 @@ enum Placement {
 
 /// Starts through the gate's executor, as `Gate::start` makes them after
 /// authorization (an operator's start on the tenant's default connection).
+///
+/// Client `c` uses `gates[c % len]`: two gates stand for two `serve`
+/// processes, whose executors do not serialise each other, so their appends
+/// conflict and are retried. With `gave_up`, a start whose retries all
+/// conflicted is counted there instead of failing the run.
 async fn gate_starts(
-    gate: &Arc<Gate>,
+    gates: &[Arc<Gate>],
     operator: &Actor,
     clients: usize,
     ops: usize,
     targets: Vec<(TenantId, ConnectionId)>,
     placement: Placement,
+    gave_up: Option<Arc<AtomicUsize>>,
 ) -> anyhow::Result<Measured> {
-    let gate = gate.clone();
+    let gates = Arc::new(gates.to_vec());
     let operator = operator.clone();
     let targets = Arc::new(targets);
     drive(clients, ops, move |turn| {
-        let (gate, operator) = (gate.clone(), operator.clone());
+        let gate = gates[turn.client % gates.len()].clone();
+        let (operator, gave_up) = (operator.clone(), gave_up.clone());
         let target = match placement {
             Placement::Own => turn.own_target(clients, targets.len()),
             Placement::Shared { window } => (turn.index / window) % targets.len(),
@@ -573,15 +619,22 @@ async fn gate_starts(
             let request =
                 seed::start_request(&operator, tenant_id, OperationKind::InventorySync, at);
             let metadata = seed::metadata(&operator, at, request.request_id.as_deref());
-            let committed = gate
+            let executed = gate
                 .connection_executor()
                 .execute(
                     &connection_id.to_string(),
                     ConnectionCommand::StartOperation(request),
                     metadata,
                 )
-                .await
-                .map_err(|e| anyhow::anyhow!("a start failed: {e}"))?;
+                .await;
+            let committed = match (executed, gave_up) {
+                (Ok(committed), _) => committed,
+                (Err(CommandError::Conflict { .. }), Some(gave_up)) => {
+                    gave_up.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                (Err(error), _) => anyhow::bail!("a start failed: {error}"),
+            };
             anyhow::ensure!(
                 committed.events.len() == 1,
                 "a start recorded {} events instead of one decision",
@@ -690,6 +743,7 @@ enum Kind {
     Naive,
     Spread,
     Hot,
+    HotTwoExecutors { gave_up: usize },
     History(usize),
     Catchup,
     Rebuild,
@@ -827,6 +881,19 @@ impl Report {
                 self.spread.insert(clients, timed.0);
             }
             Kind::Hot => self.print("gate-hot", clients, &timed, &self.versus(clients, m, true)),
+            Kind::HotTwoExecutors { gave_up } => {
+                let note = [
+                    self.versus(clients, m, true),
+                    format!(
+                        "two executors (as two serve processes): {gave_up} gave up on conflicts"
+                    ),
+                ]
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+                self.print("gate-hot-2", clients, &timed, &note);
+            }
             Kind::History(length) => {
                 let note = match self.history.first() {
                     Some((first, base)) => ratio(p50(m), p50(base))
