@@ -307,9 +307,14 @@ impl Catchup {
         }
         let mut positions = Positions {
             head: head(&self.database).await?,
-            projections: BTreeMap::new(),
+            projections: checkpoints(&self.database).await?,
         };
-        loop {
+        // Caught up: read only. A batch would rewrite every checkpoint row
+        // even when it applies nothing, so an idle process would keep writing.
+        let complete = PROJECTIONS
+            .iter()
+            .all(|p| positions.projections.contains_key(p.name));
+        while !(complete && positions.slowest() >= positions.head) {
             let (applied, checkpoints) =
                 project_batch(&self.database, PROJECTIONS, BATCH, failpoint).await?;
             positions.projections = checkpoints;
@@ -368,6 +373,23 @@ fn scopeguard(on_drop: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(on_drop))
+}
+
+/// Each known projection's stored checkpoint (read only).
+async fn checkpoints(database: &Database) -> anyhow::Result<BTreeMap<&'static str, i64>> {
+    let sql = "SELECT name, position FROM projection_checkpoints";
+    let rows: Vec<(String, i64)> = on_pool!(database, |pool| sqlx::query_as(sql)
+        .fetch_all(pool)
+        .await
+        .context("reading the checkpoints"))?;
+    Ok(PROJECTIONS
+        .iter()
+        .filter_map(|p| {
+            rows.iter()
+                .find(|(name, _)| name == p.name)
+                .map(|(_, position)| (p.name, *position))
+        })
+        .collect())
 }
 
 /// The highest numbered event.
