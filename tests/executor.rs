@@ -318,41 +318,25 @@ async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(bac
     assert_eq!(unchanged.state, theirs.load(&id).await.unwrap());
 }
 
-mod sqlite {
-    use super::*;
-    #[tokio::test]
-    async fn snapshot_loads_equal_a_full_replay_for_every_interval() {
-        super::snapshot_loads_equal_a_full_replay_for_every_interval(Backend::Sqlite).await
-    }
-    #[tokio::test]
-    async fn an_unusable_snapshot_falls_back_to_a_full_replay() {
-        super::an_unusable_snapshot_falls_back_to_a_full_replay(Backend::Sqlite).await
-    }
-    #[tokio::test]
-    async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from() {
-        super::a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(Backend::Sqlite)
-            .await
-    }
+/// Runs each named test function once per backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
+        }
+    };
 }
 
-mod postgres {
-    use super::*;
-    #[tokio::test]
-    async fn snapshot_loads_equal_a_full_replay_for_every_interval() {
-        super::snapshot_loads_equal_a_full_replay_for_every_interval(Backend::Postgres).await
-    }
-    #[tokio::test]
-    async fn an_unusable_snapshot_falls_back_to_a_full_replay() {
-        super::an_unusable_snapshot_falls_back_to_a_full_replay(Backend::Postgres).await
-    }
-    #[tokio::test]
-    async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from() {
-        super::a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(
-            Backend::Postgres,
-        )
-        .await
-    }
-}
+on_both_backends!(
+    snapshot_loads_equal_a_full_replay_for_every_interval,
+    an_unusable_snapshot_falls_back_to_a_full_replay,
+    a_warm_cache_never_decides_on_a_state_another_process_moved_on_from,
+);
 
 /// A refusal decided on a stale cache would be a wrong answer: the executor
 /// checks the stream before refusing.
