@@ -109,6 +109,12 @@ where
         self
     }
 
+    /// Drops every warm stream, as a restart would: the next command on each
+    /// loads it from the store (the bench's cold decisions).
+    pub fn forget_warm(&self) {
+        self.warm.lock().expect("warm lock").clear();
+    }
+
     fn stripe(&self, id: &str) -> &Mutex<()> {
         let mut hasher = DefaultHasher::new();
         id.hash(&mut hasher);

@@ -201,7 +201,7 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 const TOKEN_PREFIX: &str = "dgu_";
 
 /// Events between two snapshots of a tenant or a connection.
-const SNAPSHOT_EVERY: usize = 100;
+pub(crate) const SNAPSHOT_EVERY: usize = 100;
 
 /// How long a write waits for the read models to show it.
 const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);

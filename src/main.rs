@@ -1,5 +1,11 @@
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: the gate and the projectors
+/// allocate many small JSON values, often freed on another thread than the
+/// one that made them (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = dispatch_gate::cli::Cli::parse();

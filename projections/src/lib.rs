@@ -80,17 +80,17 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
     };
     let payload = upcast(event);
     Ok(match event.aggregate_type.as_str() {
-        ProviderConnection::TYPE => {
-            Decoded::Connection(Box::new(serde_json::from_value(payload).map_err(error)?))
-        }
-        Tenant::TYPE => Decoded::Tenant(serde_json::from_value(payload).map_err(error)?),
+        ProviderConnection::TYPE => Decoded::Connection(Box::new(
+            ConnectionEvent::deserialize(payload.as_ref()).map_err(error)?,
+        )),
+        Tenant::TYPE => Decoded::Tenant(TenantEvent::deserialize(payload.as_ref()).map_err(error)?),
         _ => Decoded::Other,
     })
 }
 
 /// The payload as the current event version, through the same upcasters
-/// every store reads with.
-fn upcast(event: &RecordedEvent) -> serde_json::Value {
+/// every store reads with; borrowed when no upcaster applies (nearly always).
+fn upcast(event: &RecordedEvent) -> std::borrow::Cow<'_, serde_json::Value> {
     use cqrs_es::persist::{EventUpcaster, SerializedEvent};
     static UPCASTERS: std::sync::LazyLock<Vec<Box<dyn EventUpcaster>>> =
         std::sync::LazyLock::new(aggregates::upcast::upcasters);
@@ -98,7 +98,7 @@ fn upcast(event: &RecordedEvent) -> serde_json::Value {
         .iter()
         .any(|u| u.can_upcast(&event.event_type, &event.event_version));
     if !applicable {
-        return event.payload.clone();
+        return std::borrow::Cow::Borrowed(&event.payload);
     }
     let mut serialized = SerializedEvent::new(
         event.aggregate_id.clone(),
@@ -114,7 +114,7 @@ fn upcast(event: &RecordedEvent) -> serde_json::Value {
             serialized = upcaster.upcast(serialized);
         }
     }
-    serialized.payload
+    std::borrow::Cow::Owned(serialized.payload)
 }
 
 /// A run as first recorded, at acceptance.

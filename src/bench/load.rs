@@ -29,6 +29,17 @@ impl Measured {
         }
     }
 
+    /// One client's operations, one after another: the wall time is the sum
+    /// of their latencies.
+    pub fn sequential(mut latencies: Vec<Duration>) -> Self {
+        latencies.sort_unstable();
+        Self {
+            ops: latencies.len(),
+            elapsed: latencies.iter().sum(),
+            latencies,
+        }
+    }
+
     /// Operations per second.
     pub fn throughput(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)

@@ -22,7 +22,8 @@
 //! - `gate-hot`: every client on the same connection.
 //! - `http-spread`: the spread load through `serve` in a child process.
 //!
-//! Then `history-N` (decision latency with N prior events), `catch-up` and
+//! Then `history-N-cold|warm` (decision latency with N prior events, loading
+//! the stream from its snapshot or finding it warm), `catch-up` and
 //! `rebuild` (events per second through every projection).
 
 mod cpu;
@@ -99,8 +100,8 @@ pub struct BenchArgs {
     /// Prior events on the connection, one history run each [default: 10,1000,100000; smoke: 10,100].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(3..=10_000_000))]
     history: Option<Vec<u64>>,
-    /// Sequential starts per history length; long histories get fewer (at least 10),
-    /// so that no length reads more than 1,000,000 events in all [default: 200; smoke: 20].
+    /// Sequential starts per history length, half of them cold (the stream
+    /// loaded from its snapshot), half warm [default: 200; smoke: 20].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     history_ops: Option<u64>,
     /// Events in the log the catch-up projectors apply from zero [default: 100000; smoke: 500].
@@ -185,17 +186,9 @@ fn spread_streams(ops: usize, clients: usize) -> usize {
 const HOT_WINDOW: usize = 100;
 
 /// History scenario: prior events seeded per length, at most. Up to this,
-/// every start gets a connection of its own (so the history does not grow
-/// during the run); beyond it, starts share the few connections seeded.
+/// every pair of starts gets a connection of its own (so the history does not
+/// grow during the run); beyond it, pairs share the few connections seeded.
 const HISTORY_SEED_BUDGET: usize = 200_000;
-
-/// History scenario: events the starts of one length may read in all. A
-/// start on a 100,000-event connection reads every event (seconds each until
-/// snapshots land), so long histories get fewer starts, never under
-/// [`HISTORY_MIN_OPS`].
-const HISTORY_READ_BUDGET: usize = 1_000_000;
-/// The fewest starts a history length gets.
-const HISTORY_MIN_OPS: usize = 10;
 
 /// The client count the targets are stated at.
 const TARGET_CLIENTS: usize = 16;
@@ -362,31 +355,32 @@ async fn main_scenarios(
     }
     if plan.runs(Scenario::History) {
         for &length in &plan.history {
-            let ops = plan
-                .history_ops
-                .min((HISTORY_READ_BUDGET / length).max(HISTORY_MIN_OPS));
-            let count = (HISTORY_SEED_BUDGET / length).clamp(1, ops);
+            let count = (HISTORY_SEED_BUDGET / length).clamp(1, plan.history_ops);
             eprintln!("bench: seeding {count} connection(s) with {length} events each");
             let mut sink = Sink::new(database, Table::Events).await?;
-            let mut targets = Vec::with_capacity(count);
+            let mut connections = Vec::with_capacity(count);
             for _ in 0..count {
-                let connection = world.connection_with_history(length, &mut sink).await?;
-                targets.push((connection.tenant_id, connection.connection_id));
+                connections.push(world.connection_with_history(length, &mut sink).await?);
             }
             sink.flush().await?;
-            // One client visits the connections in turn: with one connection
-            // per start, every start sees exactly `length` prior events.
-            let run = gate_starts(
-                &gates[..1],
-                &world.operator,
+            for connection in &connections {
+                if let Some(snapshot) = connection.snapshot() {
+                    let id = connection.connection_id.to_string();
+                    crate::snapshot::write(database, ProviderConnection::TYPE, &id, snapshot)
+                        .await?;
+                }
+            }
+            let (cold, warm) =
+                history_starts(&gates[0], &world.operator, plan.history_ops, &connections).await?;
+            report.add(Kind::History { length, cold: true }, 1, cold);
+            report.add(
+                Kind::History {
+                    length,
+                    cold: false,
+                },
                 1,
-                ops,
-                targets,
-                Placement::Own,
-                None,
+                warm,
             );
-            let measured = timed(None, run).await?;
-            report.add(Kind::History(length), 1, measured);
         }
     }
     Ok(())
@@ -646,6 +640,56 @@ async fn gate_starts(
     .await
 }
 
+/// Pairs of starts, one client, on connections with seeded histories: the
+/// first of a pair after [`Executor::forget_warm`](crate::executor::Executor::forget_warm)
+/// (a cold load: the snapshot and the events after it), the second on the
+/// warm state. Returns the cold and the warm decisions, timed separately.
+async fn history_starts(
+    gate: &Gate,
+    operator: &Actor,
+    ops: usize,
+    connections: &[seed::Connection],
+) -> anyhow::Result<(Timed, Timed)> {
+    let start = |connection: &seed::Connection| {
+        let at = chrono::Utc::now();
+        let request = seed::start_request(
+            operator,
+            connection.tenant_id,
+            OperationKind::InventorySync,
+            at,
+        );
+        let metadata = seed::metadata(operator, at, request.request_id.as_deref());
+        let id = connection.connection_id.to_string();
+        async move {
+            let begun = Instant::now();
+            let committed = gate
+                .connection_executor()
+                .execute(&id, ConnectionCommand::StartOperation(request), metadata)
+                .await
+                .map_err(|error| anyhow::anyhow!("a start failed: {error}"))?;
+            anyhow::ensure!(committed.events.len() == 1, "a start recorded no decision");
+            anyhow::Ok(begun.elapsed())
+        }
+    };
+    let pairs = ops.div_ceil(2).max(1);
+    let (mut cold, mut warm) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+    let (mut cold_cpu, mut warm_cpu) = (Cpu::default(), Cpu::default());
+    for pair in 0..pairs {
+        let connection = &connections[pair % connections.len()];
+        gate.connection_executor().forget_warm();
+        let before = Cpu::now(None);
+        cold.push(start(connection).await?);
+        let between = Cpu::now(None);
+        warm.push(start(connection).await?);
+        cold_cpu += between.since(&before);
+        warm_cpu += Cpu::now(None).since(&between);
+    }
+    Ok((
+        (Measured::sequential(cold), cold_cpu),
+        (Measured::sequential(warm), warm_cpu),
+    ))
+}
+
 /// The spread load through `serve` in a child process, on its own database.
 async fn http_spread(
     plan: &Plan,
@@ -725,13 +769,19 @@ async fn log_scenarios(
         let seeding = Instant::now();
         seeder.seed_until(database, total).await?;
         eprintln!("bench: seeded in {:.1}s", seeding.elapsed().as_secs_f64());
+        let mut folded = Duration::ZERO;
         let measured = timed(None, async {
             let started = Instant::now();
-            let applied = crate::catchup::rebuild(database, |_| {}).await?;
+            let applied = crate::catchup::rebuild(database, |progress| {
+                if let crate::catchup::Rebuilt::Read(_) = progress {
+                    folded = started.elapsed();
+                }
+            })
+            .await?;
             Ok(Measured::bulk(applied as usize, started.elapsed()))
         })
         .await?;
-        report.add(Kind::Rebuild, 1, measured);
+        report.add(Kind::Rebuild { folded }, 1, measured);
     }
     Ok(())
 }
@@ -743,10 +793,20 @@ enum Kind {
     Naive,
     Spread,
     Hot,
-    HotTwoExecutors { gave_up: usize },
-    History(usize),
+    HotTwoExecutors {
+        gave_up: usize,
+    },
+    /// Decisions on connections with `length` prior events; `cold` ones
+    /// load the stream first.
+    History {
+        length: usize,
+        cold: bool,
+    },
     Catchup,
-    Rebuild,
+    /// `folded`: how long reading and folding the log took, before writing.
+    Rebuild {
+        folded: Duration,
+    },
 }
 
 /// The table, printed row by row as scenarios finish, and what the targets need.
@@ -755,7 +815,8 @@ struct Report {
     floor: BTreeMap<usize, Measured>,
     naive: BTreeMap<usize, Measured>,
     spread: BTreeMap<usize, Measured>,
-    history: Vec<(usize, Measured)>,
+    /// Per history length: the cold decisions, then the warm ones.
+    history: [Vec<(usize, Measured)>; 2],
     rebuild: Option<Measured>,
     peak_rss: Option<u64>,
     backend: String,
@@ -822,7 +883,7 @@ impl Report {
             sample.payload.to_string().len(),
         );
         println!(
-            "{:<16} {:>7} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9}  compared with this run's baselines",
+            "{:<20} {:>7} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9}  compared with this run's baselines",
             "scenario", "clients", "ops", "ops/s", "p50 ms", "p99 ms", "cpu µs/op", "pg µs/op"
         );
         Ok(())
@@ -836,7 +897,7 @@ impl Report {
             "-".to_owned()
         };
         println!(
-            "{name:<16} {clients:>7} {:>9} {:>10.1} {:>9} {:>9} {:>10} {postgres:>9}  {note}",
+            "{name:<20} {clients:>7} {:>9} {:>10.1} {:>9} {:>9} {:>10} {postgres:>9}  {note}",
             m.ops,
             m.throughput(),
             ms(p50(m)),
@@ -894,15 +955,20 @@ impl Report {
                 .join(", ");
                 self.print("gate-hot-2", clients, &timed, &note);
             }
-            Kind::History(length) => {
-                let note = match self.history.first() {
+            Kind::History { length, cold } => {
+                let (list, label) = if cold {
+                    (&mut self.history[0], "cold")
+                } else {
+                    (&mut self.history[1], "warm")
+                };
+                let note = match list.first() {
                     Some((first, base)) => ratio(p50(m), p50(base))
-                        .map(|r| format!("p50 {r:.2}× history-{first}"))
+                        .map(|r| format!("p50 {r:.2}× history-{first}-{label}"))
                         .unwrap_or_default(),
                     None => String::new(),
                 };
-                self.print(&format!("history-{length}"), clients, &timed, &note);
-                self.history.push((length, timed.0));
+                list.push((length, timed.0.clone()));
+                self.print(&format!("history-{length}-{label}"), clients, &timed, &note);
             }
             Kind::Catchup => self.print(
                 "catch-up",
@@ -913,8 +979,13 @@ impl Report {
                     projections::PROJECTIONS.len()
                 ),
             ),
-            Kind::Rebuild => {
-                let note = format!("events/s, {:.1}s, one transaction", m.elapsed.as_secs_f64());
+            Kind::Rebuild { folded } => {
+                let note = format!(
+                    "events/s, {:.1}s in one transaction: {:.1}s reading and folding, {:.1}s writing",
+                    m.elapsed.as_secs_f64(),
+                    folded.as_secs_f64(),
+                    m.elapsed.saturating_sub(folded).as_secs_f64()
+                );
                 self.print("rebuild", clients, &timed, &note);
                 self.rebuild = Some(timed.0);
             }
@@ -987,18 +1058,18 @@ impl Report {
                 }
             }
         }
-        if let (Some((first, base)), Some((last, long))) =
-            (self.history.first(), self.history.last())
-        {
-            if last > first {
-                if let Some(r) = ratio(p50(long), p50(base)) {
-                    judge(
-                        format!("history-{last} p50 ≤ 1.5× history-{first}"),
-                        r,
-                        1.5,
-                        false,
-                        "×",
-                    );
+        for (list, label) in self.history.iter().zip(["cold", "warm"]) {
+            if let (Some((first, base)), Some((last, long))) = (list.first(), list.last()) {
+                if last > first {
+                    if let Some(r) = ratio(p50(long), p50(base)) {
+                        judge(
+                            format!("history-{last}-{label} p50 ≤ 1.5× history-{first}-{label}"),
+                            r,
+                            1.5,
+                            false,
+                            "×",
+                        );
+                    }
                 }
             }
         }

@@ -21,6 +21,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::gate::SNAPSHOT_EVERY;
+use crate::snapshot::StoredSnapshot;
 use crate::store::Database;
 
 /// Rows per INSERT statement (8 parameters each: well under both backends' limits).
@@ -91,6 +93,9 @@ pub struct Stream<A: Aggregate> {
     /// The chain hash of the stream's last event: seeded rows are sealed like
     /// the executor's, so loading them is the same work as loading real ones.
     head: String,
+    /// The snapshot the executor would have written by now, with the
+    /// version it is written at (for streams that are snapshotted).
+    snapshot: Option<(&'static str, Option<StoredSnapshot>)>,
 }
 
 impl<A: Aggregate<Services = ()>> Stream<A> {
@@ -100,7 +105,33 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
             state: A::default(),
             sequence: 0,
             head: crate::chain::GENESIS.to_owned(),
+            snapshot: None,
         }
+    }
+
+    /// Also keeps the snapshot the executor would write, at `version`.
+    fn snapshotted(mut self, version: &'static str) -> Self {
+        self.snapshot = Some((version, None));
+        self
+    }
+
+    /// Like the executor: a snapshot once [`SNAPSHOT_EVERY`] events followed
+    /// the last one, taken after the command that crossed the mark.
+    fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
+        let Some((version, last)) = &mut self.snapshot else {
+            return Ok(());
+        };
+        let at = last.as_ref().map_or(0, |s| s.sequence);
+        if (self.sequence as usize) < at + SNAPSHOT_EVERY {
+            return Ok(());
+        }
+        *last = Some(StoredSnapshot {
+            sequence: self.sequence as usize,
+            version: (*version).to_owned(),
+            head: self.head.clone(),
+            state: serde_json::to_string(&self.state).context("serializing a seeded snapshot")?,
+        });
+        Ok(())
     }
 
     /// Decides `command` on the state, applies the events and appends their rows.
@@ -152,6 +183,7 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
                 metadata: sealed.clone(),
             });
         }
+        self.maybe_snapshot()?;
         Ok(events)
     }
 }
@@ -172,6 +204,11 @@ impl Connection {
     /// Events on the connection's stream.
     pub fn len(&self) -> usize {
         self.stream.sequence as usize
+    }
+
+    /// The snapshot the executor would have written of this stream by now.
+    pub fn snapshot(&self) -> Option<&StoredSnapshot> {
+        self.stream.snapshot.as_ref().and_then(|(_, s)| s.as_ref())
     }
 }
 
@@ -254,7 +291,8 @@ impl World {
         let tenant_id = TenantId(Uuid::new_v4());
         let connection_id = ConnectionId(Uuid::new_v4());
         let mut tenant = Stream::<Tenant>::new(tenant_id.to_string());
-        let mut stream = Stream::<ProviderConnection>::new(connection_id.to_string());
+        let mut stream = Stream::<ProviderConnection>::new(connection_id.to_string())
+            .snapshotted(ProviderConnection::SNAPSHOT_VERSION);
         let admin = Actor::Admin;
         let at = self.tick();
         let meta = || metadata_json(&Actor::Admin, at, None);
