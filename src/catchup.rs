@@ -567,8 +567,9 @@ const FOLD_BATCH: usize = 1000;
 
 /// Drops every view and rebuilds it from the log, in one transaction, so that
 /// readers never see a half-built view: the views are folded in memory from
-/// the whole log, then written with `COPY` (PostgreSQL) or multi-row inserts
-/// (SQLite). Reports progress of both phases. Returns the events applied.
+/// the whole log, then written with `COPY` (PostgreSQL; readers of the views
+/// wait for this last step, see [`WriteViews`]) or multi-row inserts (SQLite).
+/// Reports progress of both phases. Returns the events applied.
 pub async fn rebuild(
     database: &Database,
     mut progress: impl FnMut(Rebuilt) + Send,

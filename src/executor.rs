@@ -109,10 +109,10 @@ where
         self
     }
 
-    /// Drops every warm stream, as a restart would: the next command on each
-    /// loads it from the store (the bench's cold decisions).
-    pub fn forget_warm(&self) {
-        self.warm.lock().expect("warm lock").clear();
+    /// Drops a stream's warm state, as a restart would: the next command on
+    /// it loads it from the store (the bench's cold decisions).
+    pub fn forget(&self, id: &str) {
+        self.warm.lock().expect("warm lock").remove(id);
     }
 
     fn stripe(&self, id: &str) -> &Mutex<()> {
@@ -341,19 +341,31 @@ where
         }
         let mut state: A = serde_json::from_str(&stored.state)
             .map_err(|e| format!("state does not parse: {e}"))?;
-        let (events, last) = snapshot::events_after(&self.database, A::TYPE, id, stored.sequence)
+        let events = snapshot::events_from(&self.database, A::TYPE, id, stored.sequence)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        if last < stored.sequence {
-            return Err(format!(
-                "ahead of its stream ({} > {last})",
-                stored.sequence
-            ));
+        let mut events = events.into_iter();
+        match events.next() {
+            Some(at) if at.sequence == stored.sequence => {
+                if chain_head(at.sequence, &at.metadata) != stored.head {
+                    return Err(format!(
+                        "its head is not the chain hash of event {}",
+                        stored.sequence
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "ahead of its stream (no event {})",
+                    stored.sequence
+                ))
+            }
         }
         let upcasters = aggregates::upcast::upcasters();
         let mut warm_head = stored.head.clone();
         let mut sequence = stored.sequence;
-        for serialized in events {
+        let after = events.len();
+        for (i, serialized) in events.enumerate() {
             let serialized = upcasters.iter().fold(serialized, |event, upcaster| {
                 if upcaster.can_upcast(&event.event_type, &event.event_version) {
                     upcaster.upcast(event)
@@ -361,13 +373,15 @@ where
                     event
                 }
             });
-            let envelope = EventEnvelope::<A>::try_from(serialized)
-                .map_err(|e| format!("an event after it does not decode: {e}"))?;
-            if envelope.sequence != sequence + 1 {
+            if serialized.sequence != sequence + 1 {
                 return Err(format!("gap after sequence {sequence}"));
             }
-            sequence = envelope.sequence;
-            warm_head = head_of(&envelope);
+            sequence = serialized.sequence;
+            if i + 1 == after {
+                warm_head = chain_head(sequence, &serialized.metadata);
+            }
+            let envelope = EventEnvelope::<A>::try_from(serialized)
+                .map_err(|e| format!("an event after it does not decode: {e}"))?;
             state.apply(envelope.payload);
         }
         Ok(Some(Warm {
@@ -384,10 +398,15 @@ where
 /// let `audit verify` name it.
 fn head_of<A: Aggregate>(event: &EventEnvelope<A>) -> String {
     let metadata = serde_json::to_value(&event.metadata).expect("a map of strings");
-    match chain::link(event.sequence as u64, &metadata) {
+    chain_head(event.sequence, &metadata)
+}
+
+/// [`head_of`] from the stored metadata.
+fn chain_head(sequence: usize, metadata: &serde_json::Value) -> String {
+    match chain::link(sequence as u64, metadata) {
         Ok(link) => link.hash,
         Err(error) => {
-            tracing::warn!(%error, sequence = event.sequence, "stream head has no readable chain hash");
+            tracing::warn!(%error, sequence, "stream head has no readable chain hash");
             chain::GENESIS.to_owned()
         }
     }

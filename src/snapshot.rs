@@ -104,35 +104,27 @@ pub async fn delete(
         .context("removing a snapshot"))
 }
 
-/// The stream's events after `after`, as stored (upcasting is the caller's),
-/// and the stream's last sequence.
-pub async fn events_after(
+/// The stream's events from sequence `from` on, as stored (upcasting is the
+/// caller's). Reading the snapshot's own event along with the ones after it
+/// proves, in the same round trip, that the stream reaches the snapshot.
+pub async fn events_from(
     database: &Database,
     aggregate_type: &str,
     aggregate_id: &str,
-    after: usize,
-) -> anyhow::Result<(Vec<SerializedEvent>, usize)> {
+    from: usize,
+) -> anyhow::Result<Vec<SerializedEvent>> {
     let sql = "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
-               FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+               FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3
                ORDER BY sequence";
-    let last_sql = "SELECT COALESCE(MAX(sequence), 0) FROM events
-                    WHERE aggregate_type = $1 AND aggregate_id = $2";
     on_pool!(database, |pool| {
         let rows = sqlx::query(sql)
             .bind(aggregate_type)
             .bind(aggregate_id)
-            .bind(after as i64)
+            .bind(from as i64)
             .fetch_all(pool)
             .await
-            .context("reading events after a snapshot")?;
-        let last: i64 = sqlx::query_scalar(last_sql)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_one(pool)
-            .await
-            .context("reading a stream's last sequence")?;
-        let events = rows
-            .iter()
+            .context("reading events from a snapshot on")?;
+        rows.iter()
             .map(|row| -> anyhow::Result<SerializedEvent> {
                 Ok(SerializedEvent::new(
                     row.try_get("aggregate_id")?,
@@ -144,8 +136,7 @@ pub async fn events_after(
                     row.try_get("metadata")?,
                 ))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok((events, usize::try_from(last).unwrap_or(0)))
+            .collect()
     })
 }
 

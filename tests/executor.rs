@@ -193,6 +193,10 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
             "ahead of its stream",
             "UPDATE aggregate_snapshots SET sequence = 100000",
         ),
+        (
+            "a head that is not its event's",
+            "UPDATE aggregate_snapshots SET sequence = sequence - 1",
+        ),
     ];
     for (round, (what, sql)) in breakages.into_iter().enumerate() {
         // A good snapshot at the stream's head, then break it.

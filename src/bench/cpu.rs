@@ -43,17 +43,6 @@ impl Cpu {
     }
 }
 
-impl std::ops::AddAssign for Cpu {
-    fn add_assign(&mut self, other: Self) {
-        self.bench += other.bench;
-        self.serve = match (self.serve, other.serve) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
-        self.postgres += other.postgres;
-    }
-}
-
 /// User plus system time of one process (`self` or a pid).
 fn process(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -100,8 +100,8 @@ pub struct BenchArgs {
     /// Prior events on the connection, one history run each [default: 10,1000,100000; smoke: 10,100].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(3..=10_000_000))]
     history: Option<Vec<u64>>,
-    /// Sequential starts per history length, half of them cold (the stream
-    /// loaded from its snapshot), half warm [default: 200; smoke: 20].
+    /// Sequential starts per history length: a pass of cold ones (the stream
+    /// loaded from its snapshot), then a pass of warm ones [default: 200; smoke: 20].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     history_ops: Option<u64>,
     /// Events in the log the catch-up projectors apply from zero [default: 100000; smoke: 500].
@@ -186,8 +186,8 @@ fn spread_streams(ops: usize, clients: usize) -> usize {
 const HOT_WINDOW: usize = 100;
 
 /// History scenario: prior events seeded per length, at most. Up to this,
-/// every pair of starts gets a connection of its own (so the history does not
-/// grow during the run); beyond it, pairs share the few connections seeded.
+/// each pass of starts visits every connection once (so the history grows by
+/// two events at most); beyond it, starts share the few connections seeded.
 const HISTORY_SEED_BUDGET: usize = 200_000;
 
 /// The client count the targets are stated at.
@@ -640,17 +640,19 @@ async fn gate_starts(
     .await
 }
 
-/// Pairs of starts, one client, on connections with seeded histories: the
-/// first of a pair after [`Executor::forget_warm`](crate::executor::Executor::forget_warm)
-/// (a cold load: the snapshot and the events after it), the second on the
-/// warm state. Returns the cold and the warm decisions, timed separately.
+/// Starts by one client on connections with seeded histories, in two
+/// passes over the same connections: cold ones first, each after
+/// [`Executor::forget`](crate::executor::Executor::forget) (a load from the
+/// snapshot and the events after it), then warm ones (nothing read before
+/// deciding). Returns the cold and the warm decisions, timed separately.
 async fn history_starts(
     gate: &Gate,
     operator: &Actor,
     ops: usize,
     connections: &[seed::Connection],
 ) -> anyhow::Result<(Timed, Timed)> {
-    let start = |connection: &seed::Connection| {
+    let executor = gate.connection_executor();
+    let start = |connection: &seed::Connection, cold: bool| {
         let at = chrono::Utc::now();
         let request = seed::start_request(
             operator,
@@ -661,9 +663,11 @@ async fn history_starts(
         let metadata = seed::metadata(operator, at, request.request_id.as_deref());
         let id = connection.connection_id.to_string();
         async move {
+            if cold {
+                executor.forget(&id);
+            }
             let begun = Instant::now();
-            let committed = gate
-                .connection_executor()
+            let committed = executor
                 .execute(&id, ConnectionCommand::StartOperation(request), metadata)
                 .await
                 .map_err(|error| anyhow::anyhow!("a start failed: {error}"))?;
@@ -671,23 +675,22 @@ async fn history_starts(
             anyhow::Ok(begun.elapsed())
         }
     };
-    let pairs = ops.div_ceil(2).max(1);
-    let (mut cold, mut warm) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
-    let (mut cold_cpu, mut warm_cpu) = (Cpu::default(), Cpu::default());
-    for pair in 0..pairs {
-        let connection = &connections[pair % connections.len()];
-        gate.connection_executor().forget_warm();
+    let per_pass = ops.div_ceil(2).max(1);
+    let mut passes = Vec::with_capacity(2);
+    for cold in [true, false] {
         let before = Cpu::now(None);
-        cold.push(start(connection).await?);
-        let between = Cpu::now(None);
-        warm.push(start(connection).await?);
-        cold_cpu += between.since(&before);
-        warm_cpu += Cpu::now(None).since(&between);
+        let mut latencies = Vec::with_capacity(per_pass);
+        for i in 0..per_pass {
+            latencies.push(start(&connections[i % connections.len()], cold).await?);
+        }
+        passes.push((
+            Measured::sequential(latencies),
+            Cpu::now(None).since(&before),
+        ));
     }
-    Ok((
-        (Measured::sequential(cold), cold_cpu),
-        (Measured::sequential(warm), warm_cpu),
-    ))
+    let warm = passes.pop().expect("two passes");
+    let cold = passes.pop().expect("two passes");
+    Ok((cold, warm))
 }
 
 /// The spread load through `serve` in a child process, on its own database.
