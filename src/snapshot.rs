@@ -1,7 +1,7 @@
 //! Our own aggregate snapshots (cqrs-es 0.5.0's snapshot modes corrupt state):
 //! one row per stream, written after every `every` events, ignored when its
-//! version, its JSON or its sequence does not fit, so loading falls back to a
-//! full replay and never to a wrong state.
+//! version, its JSON, its sequence or its chain head does not fit, so loading
+//! falls back to a full replay and never to a wrong state.
 
 use anyhow::Context;
 use cqrs_es::persist::SerializedEvent;
