@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::TryStreamExt;
-use projections::{
-    decode, Change, ConnectionPatch, Decoded, Projection, RecordedEvent, PROJECTIONS,
-};
+use projections::{decode, Change, ConnectionPatch, Decoded, RecordedEvent, PROJECTIONS};
 use sqlx::Row;
 use tokio::sync::{watch, Notify};
 
@@ -307,7 +305,7 @@ impl Catchup {
     /// Numbers new events and brings every projection to the head.
     pub async fn catch_up(&self, failpoint: Failpoint) -> anyhow::Result<Positions> {
         if let Database::Postgres(pool) = &self.database {
-            while sequence_postgres(pool).await? > 0 {}
+            sequence_all_postgres(pool).await?;
         }
         let mut positions = Positions {
             head: head(&self.database).await?,
@@ -319,8 +317,7 @@ impl Catchup {
             .iter()
             .all(|p| positions.projections.contains_key(p.name));
         while !(complete && positions.slowest() >= positions.head) {
-            let (applied, checkpoints) =
-                project_batch(&self.database, PROJECTIONS, BATCH, failpoint).await?;
+            let (applied, checkpoints) = project_batch(&self.database, failpoint).await?;
             positions.projections = checkpoints;
             if applied == 0 {
                 break;
@@ -422,11 +419,23 @@ async fn position_of(
         .context("reading an event's position"))
 }
 
+/// Events numbered per sequencer transaction.
+const SEQUENCE_BATCH: i64 = BATCH * 10;
+
+/// PostgreSQL: numbers every event committed before the call, one sequencer
+/// transaction per [`SEQUENCE_BATCH`]. A pass that numbers fewer than a full
+/// batch saw every committed row, so no empty pass follows it; rows that
+/// commit afterwards are numbered by the catch-up their own commit kicks.
+async fn sequence_all_postgres(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    while sequence_postgres(pool).await? == SEQUENCE_BATCH as u64 {}
+    Ok(())
+}
+
 /// PostgreSQL: gives positions to committed, unnumbered events, above every
 /// position given so far. One sequencer at a time (advisory lock), so a
 /// transaction that commits late is numbered late and never skipped.
 /// Returns how many events were numbered.
-pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await.context("starting the sequencer")?;
     // Positions are derived data: a crash may lose the latest numbering, and
     // those rows are numbered again (nothing that saw them survives either:
@@ -453,7 +462,7 @@ pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
            AND e.aggregate_id = pending.aggregate_id
            AND e.sequence = pending.sequence",
     )
-    .bind(BATCH * 10)
+    .bind(SEQUENCE_BATCH)
     .execute(&mut *tx)
     .await
     .context("numbering events")?
@@ -462,7 +471,7 @@ pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
     Ok(numbered)
 }
 
-/// Applies up to `limit` events after the slowest projection's checkpoint to
+/// Applies up to [`BATCH`] events after the slowest projection's checkpoint to
 /// every projection still behind on them, and stores the new checkpoints, in
 /// one transaction. Returns (events read, each projection's checkpoint).
 ///
@@ -470,10 +479,8 @@ pub async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
 /// (`synchronous_commit = off`): views and checkpoints still commit together,
 /// and a crash can only lose the latest batches of both, which are then
 /// applied again. Events themselves are always written durably.
-pub async fn project_batch(
+async fn project_batch(
     database: &Database,
-    projections: &[Projection],
-    limit: i64,
     failpoint: Failpoint,
 ) -> anyhow::Result<(usize, BTreeMap<&'static str, i64>)> {
     on_pool!(database, |pool| {
@@ -485,24 +492,19 @@ pub async fn project_batch(
                 .context("relaxing the projection commit")?;
         }
         let mut checkpoints = BTreeMap::new();
-        for projection in projections {
-            // A write first: it takes the row lock (PostgreSQL) or the write
-            // lock (SQLite) before anything is read, so two processes never
-            // apply the same batch.
-            sqlx::query(
+        for projection in PROJECTIONS {
+            // A write that returns the checkpoint: it takes the row lock
+            // (PostgreSQL) or the write lock (SQLite) before anything is read,
+            // so two processes never apply the same batch.
+            let checkpoint: i64 = sqlx::query_scalar(
                 "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
-                 ON CONFLICT (name) DO UPDATE SET name = excluded.name",
+                 ON CONFLICT (name) DO UPDATE SET name = excluded.name
+                 RETURNING position",
             )
             .bind(projection.name)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
-            .context("locking a checkpoint")?;
-            let checkpoint: i64 =
-                sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
-                    .bind(projection.name)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .context("reading a checkpoint")?;
+            .context("locking and reading a checkpoint")?;
             checkpoints.insert(projection.name, checkpoint);
         }
         let from = checkpoints.values().copied().min().unwrap_or(0);
@@ -511,7 +513,7 @@ pub async fn project_batch(
              FROM events WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(from)
-        .bind(limit)
+        .bind(BATCH)
         .fetch_all(&mut *tx)
         .await
         .context("reading events")?;
@@ -519,7 +521,7 @@ pub async fn project_batch(
         for row in &rows {
             let event = recorded!(row);
             let decoded = decode(&event)?;
-            for projection in projections {
+            for projection in PROJECTIONS {
                 if event.position > checkpoints[projection.name] {
                     for change in (projection.project)(&event, &decoded) {
                         apply!(&mut *tx, change, event.position);
@@ -531,7 +533,7 @@ pub async fn project_batch(
         if failpoint == Failpoint::BeforeCheckpoint && !rows.is_empty() {
             anyhow::bail!("failpoint: stopped before storing the checkpoint");
         }
-        for projection in projections {
+        for projection in PROJECTIONS {
             let checkpoint = checkpoints[projection.name].max(last);
             if checkpoint != checkpoints[projection.name] {
                 sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
@@ -575,7 +577,7 @@ pub async fn rebuild(
     mut progress: impl FnMut(Rebuilt) + Send,
 ) -> anyhow::Result<u64> {
     if let Database::Postgres(pool) = database {
-        while sequence_postgres(pool).await? > 0 {}
+        sequence_all_postgres(pool).await?;
     }
     let head = head(database).await?;
     on_pool!(database, |pool| {
@@ -641,8 +643,7 @@ pub async fn rebuild(
         let (views, after) = fold.await.context("folding the views")?;
         progress(Rebuilt::Read(applied));
         let rows = views.rows();
-        let tables: Vec<&str> = PROJECTIONS.iter().flat_map(|p| p.tables).copied().collect();
-        tx.write_views(&tables, &views, |written| {
+        tx.write_views(&views, |written| {
             progress(Rebuilt::Written {
                 rows: written,
                 of: rows,

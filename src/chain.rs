@@ -175,6 +175,15 @@ pub fn seal(
     metadata
 }
 
+/// The hash of the last event of a commit [`seal`]ed: the stream's head once
+/// the commit lands.
+pub fn sealed_head(sealed: &HashMap<String, String>) -> &str {
+    sealed
+        .get(HASHES)
+        .and_then(|hashes| hashes.rsplit(',').next())
+        .expect("a sealed commit lists its hashes")
+}
+
 /// Reads an event's place in the chain from its stored metadata.
 pub fn link(sequence: u64, metadata: &Value) -> Result<Link, ChainError> {
     let field = |key: &str| metadata.get(key).map(|v| v.as_str());

@@ -202,9 +202,12 @@ where
                 metadata.clone(),
                 &current.head,
             )?;
+            let head = chain::sealed_head(&sealed).to_owned();
+            // In event-store mode cqrs-es reads only the id and the sequence
+            // of the context (the aggregate is for its snapshot modes).
             let context = EventStoreAggregateContext {
                 aggregate_id: id.to_owned(),
-                aggregate: aggregate.clone(),
+                aggregate: A::default(),
                 current_sequence: current.sequence,
                 current_snapshot: None,
             };
@@ -215,7 +218,7 @@ where
                     let committed = Warm {
                         state: aggregate.clone(),
                         sequence,
-                        head: head_of(last),
+                        head,
                         snapshot_at: current.snapshot_at,
                     };
                     let committed = self.maybe_snapshot(id, committed).await;
@@ -361,18 +364,11 @@ where
                 ))
             }
         }
-        let upcasters = aggregates::upcast::upcasters();
         let mut warm_head = stored.head.clone();
         let mut sequence = stored.sequence;
         let after = events.len();
         for (i, serialized) in events.enumerate() {
-            let serialized = upcasters.iter().fold(serialized, |event, upcaster| {
-                if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                    upcaster.upcast(event)
-                } else {
-                    event
-                }
-            });
+            let serialized = aggregates::upcast::upcast(serialized);
             if serialized.sequence != sequence + 1 {
                 return Err(format!("gap after sequence {sequence}"));
             }

@@ -126,6 +126,19 @@ impl<E: std::error::Error> From<CommandError<E>> for GateError {
     }
 }
 
+impl From<anyhow::Error> for GateError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(format!("{error:#}"))
+    }
+}
+
+/// Where a run belongs: its connection, tenant and operation.
+struct RunPlace {
+    connection_id: ConnectionId,
+    tenant_id: TenantId,
+    operation: OperationKind,
+}
+
 /// What the caller wants started.
 #[derive(Debug, Clone)]
 pub struct StartCommand {
@@ -200,13 +213,31 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 const TOKEN_PREFIX: &str = "dgu_";
 
+/// Whether the principal may take `action` in the (existing) tenant: the
+/// admin always, a user by a capability of their membership; a non-member
+/// does not see the tenant at all.
+fn check(principal: &Principal, tenant: &Tenant, action: Action) -> Result<(), GateError> {
+    if let Principal::User { id, .. } = principal {
+        let membership = tenant.member(*id).ok_or(GateError::NotFound("tenant"))?;
+        if !action.allowed_by(&membership.capabilities) {
+            return Err(GateError::Forbidden(action.capabilities()[0]));
+        }
+    }
+    Ok(())
+}
+
 /// Events between two snapshots of a tenant or a connection.
 pub(crate) const SNAPSHOT_EVERY: usize = 100;
 
 /// How long a write waits for the read models to show it.
 const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
+/// The metadata recorded with a command: who, when, and the request id.
+pub(crate) fn metadata(
+    actor: &Actor,
+    request_id: Option<&str>,
+    at: Timestamp,
+) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
         ("actor".to_owned(), actor.id_string()),
         ("at".to_owned(), at.to_rfc3339()),
@@ -330,13 +361,25 @@ impl Gate {
         if tenant.identity.is_none() {
             return Err(GateError::NotFound("tenant"));
         }
-        if let Principal::User { id, .. } = principal {
-            let membership = tenant.member(*id).ok_or(GateError::NotFound("tenant"))?;
-            if !action.allowed_by(&membership.capabilities) {
-                return Err(GateError::Forbidden(action.capabilities()[0]));
-            }
-        }
+        check(principal, &tenant, action)?;
         Ok(tenant)
+    }
+
+    /// [`Gate::authorize`] for something that lives in the tenant: a tenant the
+    /// principal may not see makes that thing (`hidden_as`) not found.
+    pub async fn authorize_as(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        action: Action,
+        hidden_as: &'static str,
+    ) -> Result<Tenant, GateError> {
+        self.authorize(principal, tenant_id, action)
+            .await
+            .map_err(|e| match e {
+                GateError::NotFound(_) => GateError::NotFound(hidden_as),
+                other => other,
+            })
     }
 
     /// Loads a connection the principal may act on, with its tenant.
@@ -351,12 +394,8 @@ impl Gate {
             return Err(GateError::NotFound("provider connection"));
         };
         let tenant = self
-            .authorize(principal, identity.tenant_id, action)
-            .await
-            .map_err(|e| match e {
-                GateError::NotFound(_) => GateError::NotFound("provider connection"),
-                other => other,
-            })?;
+            .authorize_as(principal, identity.tenant_id, action, "provider connection")
+            .await?;
         Ok((connection, tenant))
     }
 
@@ -679,31 +718,32 @@ impl Gate {
         let Registered(Some(run)) = self.restores.load(&restore_run_id.to_string()).await? else {
             return Err(GateError::NotFound("restore run"));
         };
-        self.authorize(
+        self.authorize_as(
             principal,
             run.tenant_id,
             Action::StartOperation(OperationKind::RestoreExecute),
+            "restore run",
         )
-        .await
-        .map_err(|e| match e {
-            GateError::NotFound(_) => GateError::NotFound("restore run"),
-            other => other,
-        })?;
+        .await?;
         Ok(run)
     }
 
     // ---- run lifecycle (workers) ----------------------------------------------
 
-    /// The connection a run belongs to, from the run view.
-    async fn run_connection(&self, run_id: RunId) -> Result<(ConnectionId, RunRecord), GateError> {
+    /// Where a run belongs, from the run view.
+    async fn run_place(&self, run_id: RunId) -> Result<RunPlace, GateError> {
         let record = crate::read::run(&self.database, &run_id.to_string())
-            .await
-            .map_err(|e| GateError::Internal(format!("{e:#}")))?
+            .await?
             .ok_or(GateError::NotFound("operation run"))?;
-        let connection_id = record.connection_id.parse().map_err(|_| {
-            GateError::Internal("a run view row has a bad connection id".to_owned())
-        })?;
-        Ok((connection_id, record))
+        let bad = |what: &str| GateError::Internal(format!("a run view row has a bad {what}"));
+        Ok(RunPlace {
+            connection_id: record
+                .connection_id
+                .parse()
+                .map_err(|_| bad("connection id"))?,
+            tenant_id: record.tenant_id.parse().map_err(|_| bad("tenant id"))?,
+            operation: record.operation.parse().map_err(|_| bad("operation"))?,
+        })
     }
 
     async fn run_command(
@@ -741,17 +781,13 @@ impl Gate {
         let wanted = |op: &str| operations.is_none_or(|ops| ops.iter().any(|o| o.as_str() == op));
         let mut cursor = None;
         loop {
-            let filter = crate::read::RunFilter {
-                visibility: crate::read::Visibility::All,
-                tenant_id: None,
-                status: Some(aggregates::catalog::RunStatus::Queued.as_str().to_owned()),
-                operation: None,
-                limit: 50,
+            let page = crate::read::oldest_runs(
+                &self.database,
+                aggregates::catalog::RunStatus::Queued,
                 cursor,
-            };
-            let page = crate::read::oldest_runs(&self.database, &filter)
-                .await
-                .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+                50,
+            )
+            .await?;
             for record in page.items.iter().filter(|r| wanted(&r.operation)) {
                 let (Ok(run_id), Ok(connection_id), Ok(operation)) = (
                     record.run_id.parse::<RunId>(),
@@ -804,7 +840,7 @@ impl Gate {
         worker_id: &str,
         lease: std::time::Duration,
     ) -> Result<Heartbeat, GateError> {
-        let (connection_id, _) = self.run_connection(run_id).await?;
+        let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ExtendLease {
             run_id,
@@ -827,7 +863,7 @@ impl Gate {
 
     /// Gives a held run back unfinished (the worker is shutting down).
     pub async fn release(&self, run_id: RunId, worker_id: &str) -> Result<(), GateError> {
-        let (connection_id, _) = self.run_connection(run_id).await?;
+        let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ReleaseRun {
             run_id,
@@ -846,7 +882,7 @@ impl Gate {
         worker_id: &str,
         end: RunEnd,
     ) -> Result<OperationKind, GateError> {
-        let (connection_id, record) = self.run_connection(run_id).await?;
+        let place = self.run_place(run_id).await?;
         let at = self.now();
         let command = ConnectionCommand::CompleteRun {
             run_id,
@@ -854,12 +890,9 @@ impl Gate {
             end,
             at,
         };
-        self.run_command(connection_id, command, &Actor::System, at)
+        self.run_command(place.connection_id, command, &Actor::System, at)
             .await?;
-        record
-            .operation
-            .parse()
-            .map_err(|_| GateError::Internal("a run view row has a bad operation".to_owned()))
+        Ok(place.operation)
     }
 
     /// Cancels a queued run, or asks a running one to stop.
@@ -868,21 +901,18 @@ impl Gate {
         principal: &Principal,
         run_id: RunId,
     ) -> Result<(OperationKind, aggregates::catalog::RunStatus, bool), GateError> {
-        let (connection_id, record) = self.run_connection(run_id).await?;
-        let operation: OperationKind = record
-            .operation
-            .parse()
-            .map_err(|_| GateError::Internal("a run view row has a bad operation".to_owned()))?;
-        let tenant_id: TenantId = record
-            .tenant_id
-            .parse()
-            .map_err(|_| GateError::Internal("a run view row has a bad tenant id".to_owned()))?;
-        self.authorize(principal, tenant_id, Action::StartOperation(operation))
-            .await
-            .map_err(|e| match e {
-                GateError::NotFound(_) => GateError::NotFound("operation run"),
-                other => other,
-            })?;
+        let RunPlace {
+            connection_id,
+            tenant_id,
+            operation,
+        } = self.run_place(run_id).await?;
+        self.authorize_as(
+            principal,
+            tenant_id,
+            Action::StartOperation(operation),
+            "operation run",
+        )
+        .await?;
         let at = self.now();
         let actor = principal.actor();
         let command = ConnectionCommand::CancelRun {
@@ -910,17 +940,13 @@ impl Gate {
         let mut expired = 0;
         let mut cursor = None;
         loop {
-            let filter = crate::read::RunFilter {
-                visibility: crate::read::Visibility::All,
-                tenant_id: None,
-                status: Some(aggregates::catalog::RunStatus::Running.as_str().to_owned()),
-                operation: None,
-                limit: 200,
+            let page = crate::read::oldest_runs(
+                &self.database,
+                aggregates::catalog::RunStatus::Running,
                 cursor,
-            };
-            let page = crate::read::oldest_runs(&self.database, &filter)
-                .await
-                .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+                200,
+            )
+            .await?;
             for record in &page.items {
                 let Ok(connection_id) = record.connection_id.parse::<ConnectionId>() else {
                     continue;
@@ -949,8 +975,7 @@ impl Gate {
         {
             let run =
                 crate::read::latest_run(&self.database, &tenant_id.to_string(), operation.as_str())
-                    .await
-                    .map_err(|e| GateError::Internal(format!("{e:#}")))?;
+                    .await?;
             let state = match run.as_ref().map(|r| r.status.as_str()) {
                 Some("queued") => StepState::Queued,
                 Some("running") => StepState::Running,
@@ -983,7 +1008,8 @@ impl Gate {
         tenant_id: TenantId,
         request_id: Option<String>,
     ) -> Result<Option<StartDecision>, GateError> {
-        self.authorize(principal, tenant_id, Action::ManageOnboarding)
+        let tenant = self
+            .authorize(principal, tenant_id, Action::ManageOnboarding)
             .await?;
         let steps = self.onboarding(tenant_id).await?;
         let Some(next) = steps[1..]
@@ -992,6 +1018,7 @@ impl Gate {
         else {
             return Ok(None);
         };
+        check(principal, &tenant, Action::StartOperation(next.operation))?;
         let command = StartCommand {
             tenant_id,
             operation: next.operation,
@@ -1000,7 +1027,7 @@ impl Gate {
             principal: principal.clone(),
             request_id,
         };
-        self.start(command).await.map(Some)
+        self.start_authorized(tenant, command).await.map(Some)
     }
 
     // ---- the gate ------------------------------------------------------------
@@ -1020,6 +1047,43 @@ impl Gate {
                 Action::StartOperation(command.operation),
             )
             .await?;
+        self.start_authorized(tenant, command).await
+    }
+
+    /// Starts an operation on a named connection: the connection's tenant is
+    /// authorised once (a connection the principal may not see is not found).
+    pub async fn start_on_connection(
+        &self,
+        principal: Principal,
+        connection_id: ConnectionId,
+        operation: OperationKind,
+        request_id: Option<String>,
+    ) -> Result<StartDecision, GateError> {
+        let (_, tenant) = self
+            .authorize_connection(&principal, connection_id, Action::StartOperation(operation))
+            .await?;
+        let tenant_id = tenant
+            .identity
+            .as_ref()
+            .map(|identity| identity.tenant_id)
+            .ok_or(GateError::NotFound("provider connection"))?;
+        let command = StartCommand {
+            tenant_id,
+            operation,
+            connection: Some(connection_id),
+            restore_run: None,
+            principal,
+            request_id,
+        };
+        self.start_authorized(tenant, command).await
+    }
+
+    /// [`Gate::start`] on a tenant already loaded and authorised for it.
+    async fn start_authorized(
+        &self,
+        tenant: Tenant,
+        command: StartCommand,
+    ) -> Result<StartDecision, GateError> {
         let scope_kind = command.operation.scope_kind();
         if (scope_kind == ScopeKind::RestoreRun) != command.restore_run.is_some() {
             return Err(GateError::Invalid(format!(

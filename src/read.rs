@@ -127,26 +127,27 @@ pub async fn runs(database: &Database, filter: &RunFilter) -> anyhow::Result<Pag
     Ok(page(rows, filter.limit, |r| r.position))
 }
 
-/// Runs matching the filter, oldest first (for workers and the reaper; the
-/// visibility and tenant filters are ignored).
+/// Runs in `status`, oldest first, after the cursor (for workers and the
+/// reaper, which see every tenant).
 pub async fn oldest_runs(
     database: &Database,
-    filter: &RunFilter,
+    status: aggregates::catalog::RunStatus,
+    cursor: Option<i64>,
+    limit: i64,
 ) -> anyhow::Result<Page<RunRecord>> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM view_runs
-         WHERE (CAST($1 AS text) IS NULL OR status = $1)
-           AND (CAST($2 AS bigint) IS NULL OR position > $2)
+         WHERE status = $1 AND (CAST($2 AS bigint) IS NULL OR position > $2)
          ORDER BY position LIMIT $3"
     );
     let rows: Vec<RunRecord> = on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(filter.status.as_deref())
-        .bind(filter.cursor)
-        .bind(filter.limit + 1)
+        .bind(status.as_str())
+        .bind(cursor)
+        .bind(limit + 1)
         .fetch_all(pool)
         .await
         .context("listing runs oldest first"))?;
-    Ok(page(rows, filter.limit, |r| r.position))
+    Ok(page(rows, limit, |r| r.position))
 }
 
 /// The latest run of an operation in a tenant.

@@ -498,11 +498,10 @@ pub(crate) fn copy_line(row: &[Cell<'_>], out: &mut Vec<u8>) {
 /// Replaces the content of the view tables with the folded views, inside the
 /// caller's transaction, on either backend.
 pub(crate) trait WriteViews {
-    /// Empties `tables` (every view table), then writes the views into them,
-    /// reporting rows written so far.
+    /// Empties every view table, then writes the views into them, reporting
+    /// rows written so far.
     async fn write_views(
         &mut self,
-        tables: &[&str],
         views: &Views,
         progress: impl FnMut(usize) + Send,
     ) -> anyhow::Result<()>;
@@ -517,11 +516,11 @@ pub(crate) trait WriteViews {
 impl WriteViews for sqlx::PgConnection {
     async fn write_views(
         &mut self,
-        tables: &[&str],
         views: &Views,
         progress: impl FnMut(usize) + Send,
     ) -> anyhow::Result<()> {
         use anyhow::Context as _;
+        let tables = views.tables().map(|t| t.name);
         sqlx::query(&format!("TRUNCATE {}", tables.join(", ")))
             .execute(&mut *self)
             .await
@@ -555,12 +554,11 @@ impl WriteViews for sqlx::PgConnection {
 impl WriteViews for sqlx::SqliteConnection {
     async fn write_views(
         &mut self,
-        tables: &[&str],
         views: &Views,
         progress: impl FnMut(usize) + Send,
     ) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        for table in tables {
+        for table in views.tables().map(|t| t.name) {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *self)
                 .await

@@ -200,18 +200,10 @@ pub enum EventStoreOf<A: Aggregate> {
     Sqlite(PersistedEventStore<SqliteEventRepository, A>),
 }
 
-/// A loaded aggregate with the sequence it was loaded at.
+/// What a commit appends after: the stream and the sequence it was loaded at.
 pub type Loaded<A> = EventStoreAggregateContext<A>;
 
 impl<A: Aggregate> EventStoreOf<A> {
-    /// Rebuilds an aggregate from its events.
-    pub async fn load(&self, id: &str) -> Result<Loaded<A>, AggregateError<A::Error>> {
-        match self {
-            Self::Postgres(store) => store.load_aggregate(id).await,
-            Self::Sqlite(store) => store.load_aggregate(id).await,
-        }
-    }
-
     /// Reads the events of one aggregate in sequence order.
     pub async fn load_events(
         &self,

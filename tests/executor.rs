@@ -14,21 +14,10 @@ use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId};
 use aggregates::Actor;
 use dispatch_gate::executor::Executor;
 use dispatch_gate::snapshot::{self, SnapshotPolicy};
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::store::Backend;
 use uuid::Uuid;
 
-async fn database(backend: Backend) -> (Option<tempfile::TempDir>, Database) {
-    let (dir, url) = match backend {
-        Backend::Sqlite => {
-            let (dir, url) = testkit::fresh_sqlite_url();
-            (Some(dir), url)
-        }
-        Backend::Postgres => (None, testkit::fresh_postgres_database().await),
-    };
-    let database = Database::connect(&url, 8).await.unwrap();
-    database.migrate().await.unwrap();
-    (dir, database)
-}
+mod common;
 
 fn policy(every: usize) -> SnapshotPolicy {
     SnapshotPolicy {
@@ -128,12 +117,13 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
 }
 
 async fn snapshot_loads_equal_a_full_replay_for_every_interval(backend: Backend) {
-    let (_dir, database) = database(backend).await;
+    let store = common::fresh(backend).await;
+    let database = &store.database;
     for every in [1, 2, 3, 7, 10, 25, 100] {
-        let writer = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(every));
+        let writer = Executor::<ProviderConnection>::new(database).with_snapshots(policy(every));
         let id = history(&writer, 12).await;
         let events = 3 + 12 * 4;
-        let stored = snapshot::read(&database, "ProviderConnection", &id)
+        let stored = snapshot::read(database, "ProviderConnection", &id)
             .await
             .unwrap();
         if every <= events {
@@ -146,8 +136,8 @@ async fn snapshot_loads_equal_a_full_replay_for_every_interval(backend: Backend)
         } else {
             assert!(stored.is_none());
         }
-        let cold = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(every));
-        let replayed = Executor::<ProviderConnection>::new(&database)
+        let cold = Executor::<ProviderConnection>::new(database).with_snapshots(policy(every));
+        let replayed = Executor::<ProviderConnection>::new(database)
             .load(&id)
             .await
             .unwrap();
@@ -173,8 +163,9 @@ async fn snapshot_loads_equal_a_full_replay_for_every_interval(backend: Backend)
 }
 
 async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
-    let (_dir, database) = database(backend).await;
-    let writer = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(5));
+    let store = common::fresh(backend).await;
+    let database = &store.database;
+    let writer = Executor::<ProviderConnection>::new(database).with_snapshots(policy(5));
     let id = history(&writer, 6).await;
     let breakages = [
         (
@@ -205,7 +196,7 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
         } else {
             CredentialStatus::Valid
         };
-        let fresh = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(1));
+        let fresh = Executor::<ProviderConnection>::new(database).with_snapshots(policy(1));
         fresh
             .execute(
                 &id,
@@ -218,35 +209,28 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
             )
             .await
             .unwrap();
-        let good = snapshot::read(&database, "ProviderConnection", &id)
+        let good = snapshot::read(database, "ProviderConnection", &id)
             .await
             .unwrap()
             .unwrap();
-        let last = snapshot::last_sequence(&database, "ProviderConnection", &id)
+        let last = snapshot::last_sequence(database, "ProviderConnection", &id)
             .await
             .unwrap();
         assert_eq!(
             good.sequence, last,
             "{what}: the snapshot is at the head before it is broken"
         );
-        match &database {
-            Database::Postgres(pool) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
-            }
-        }
-        let cold = Executor::<ProviderConnection>::new(&database).with_snapshots(policy(5));
+        common::execute(database, sql).await;
+        let cold = Executor::<ProviderConnection>::new(database).with_snapshots(policy(5));
         let loaded = cold.load(&id).await.unwrap();
-        let replayed = Executor::<ProviderConnection>::new(&database)
+        let replayed = Executor::<ProviderConnection>::new(database)
             .load(&id)
             .await
             .unwrap();
         assert_eq!(loaded, replayed, "{what}");
         assert_eq!(loaded.credentials, status, "{what}");
         assert!(
-            snapshot::read(&database, "ProviderConnection", &id)
+            snapshot::read(database, "ProviderConnection", &id)
                 .await
                 .unwrap()
                 .is_none(),
@@ -256,9 +240,10 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
 }
 
 async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(backend: Backend) {
-    let (_dir, database) = database(backend).await;
-    let ours = Executor::<ProviderConnection>::new(&database);
-    let theirs = Executor::<ProviderConnection>::new(&database);
+    let store = common::fresh(backend).await;
+    let database = &store.database;
+    let ours = Executor::<ProviderConnection>::new(database);
+    let theirs = Executor::<ProviderConnection>::new(database);
     let id = history(&ours, 1).await;
     let connection = ConnectionId(id.parse().unwrap());
     // We know the connection as usable and idle; another process revokes consent.
@@ -346,9 +331,10 @@ on_both_backends!(
 /// checks the stream before refusing.
 #[tokio::test]
 async fn a_warm_cache_never_refuses_on_a_stale_state() {
-    let (_dir, database) = database(Backend::Sqlite).await;
-    let gate_side = Executor::<ProviderConnection>::new(&database);
-    let worker_side = Executor::<ProviderConnection>::new(&database);
+    let store = common::fresh(Backend::Sqlite).await;
+    let database = &store.database;
+    let gate_side = Executor::<ProviderConnection>::new(database);
+    let worker_side = Executor::<ProviderConnection>::new(database);
     let id = history(&gate_side, 1).await;
     let connection = ConnectionId(id.parse().unwrap());
     // The worker side knows the connection with no queued run.

@@ -14,6 +14,27 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![Box::new(StartBlocked1To2)]
 }
 
+static UPCASTERS: std::sync::LazyLock<Vec<Box<dyn EventUpcaster>>> =
+    std::sync::LazyLock::new(upcasters);
+
+/// Whether an upcaster applies to events of this type and version.
+pub fn applies(event_type: &str, event_version: &str) -> bool {
+    UPCASTERS
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+}
+
+/// The event in its current shape, through every upcaster that applies, in
+/// order: what the stores' upcasting does, for code that reads rows itself.
+pub fn upcast(mut event: SerializedEvent) -> SerializedEvent {
+    for upcaster in UPCASTERS.iter() {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            event = upcaster.upcast(event);
+        }
+    }
+    event
+}
+
 /// `StartBlocked` 1.0 → 2.0: adds `evidence`. Version 1.0 was recorded only
 /// while the tenant had no default connection, so `default_connection` is known
 /// to be none; the tenant's connections were not recorded and stay unknown.

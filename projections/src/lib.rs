@@ -34,7 +34,7 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// The event version.
     pub event_version: String,
-    /// The payload, already upcast to the current version.
+    /// The payload as stored ([`decode`] upcasts it).
     pub payload: serde_json::Value,
 }
 
@@ -91,16 +91,11 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
 /// The payload as the current event version, through the same upcasters
 /// every store reads with; borrowed when no upcaster applies (nearly always).
 fn upcast(event: &RecordedEvent) -> std::borrow::Cow<'_, serde_json::Value> {
-    use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-    static UPCASTERS: std::sync::LazyLock<Vec<Box<dyn EventUpcaster>>> =
-        std::sync::LazyLock::new(aggregates::upcast::upcasters);
-    let applicable = UPCASTERS
-        .iter()
-        .any(|u| u.can_upcast(&event.event_type, &event.event_version));
-    if !applicable {
+    use aggregates::upcast::{applies, upcast};
+    if !applies(&event.event_type, &event.event_version) {
         return std::borrow::Cow::Borrowed(&event.payload);
     }
-    let mut serialized = SerializedEvent::new(
+    let serialized = cqrs_es::persist::SerializedEvent::new(
         event.aggregate_id.clone(),
         event.sequence.max(0) as usize,
         event.aggregate_type.clone(),
@@ -109,12 +104,7 @@ fn upcast(event: &RecordedEvent) -> std::borrow::Cow<'_, serde_json::Value> {
         event.payload.clone(),
         serde_json::Value::Null,
     );
-    for upcaster in UPCASTERS.iter() {
-        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-            serialized = upcaster.upcast(serialized);
-        }
-    }
-    std::borrow::Cow::Owned(serialized.payload)
+    std::borrow::Cow::Owned(upcast(serialized).payload)
 }
 
 /// A run as first recorded, at acceptance.

@@ -7,8 +7,7 @@ use aggregates::audit::{Audited, Check, Divergence, Replay};
 use aggregates::connection::ProviderConnection;
 use aggregates::registry::{Registered, RestoreRun, User, Workspace};
 use aggregates::tenant::Tenant;
-use aggregates::upcast::upcasters;
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 
 use super::rows::{StoredEvent, StreamKey};
@@ -107,10 +106,9 @@ pub fn audit(key: &StreamKey, rows: &[StoredEvent]) -> StreamAudit {
 /// Walks a stream of aggregate `A`, returning the state after its last decodable event.
 pub fn audit_as<A: Audited>(key: &StreamKey, rows: &[StoredEvent]) -> (StreamAudit, A) {
     debug_assert_eq!(key.aggregate_type, A::TYPE);
-    let upcasters = upcasters();
     let mut replay = Replay::<A>::new();
     let mut audit = walk(key, rows, |sequence, row| {
-        let event = decode::<A>(row, &upcasters)?;
+        let event = decode::<A>(row)?;
         Ok(replay.step(sequence, event))
     });
     audit.decoded = true;
@@ -118,12 +116,9 @@ pub fn audit_as<A: Audited>(key: &StreamKey, rows: &[StoredEvent]) -> (StreamAud
 }
 
 /// Reads a row as the current shape of `A::Event`, exactly as the store would.
-pub fn decode<A: Aggregate>(
-    row: &StoredEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> Result<A::Event, String> {
+pub fn decode<A: Aggregate>(row: &StoredEvent) -> Result<A::Event, String> {
     let payload = row.payload.clone().map_err(|_| "not JSON".to_owned())?;
-    let mut event = SerializedEvent {
+    let event = aggregates::upcast::upcast(SerializedEvent {
         aggregate_id: String::new(),
         sequence: row.sequence.max(0) as usize,
         aggregate_type: A::TYPE.to_owned(),
@@ -131,12 +126,7 @@ pub fn decode<A: Aggregate>(
         event_version: row.event_version.clone(),
         payload,
         metadata: serde_json::Value::Null,
-    };
-    for upcaster in upcasters {
-        if upcaster.can_upcast(&event.event_type, &event.event_version) {
-            event = upcaster.upcast(event);
-        }
-    }
+    });
     serde_json::from_value(event.payload).map_err(|e| e.to_string())
 }
 

@@ -355,7 +355,8 @@ async fn main_scenarios(
     }
     if plan.runs(Scenario::History) {
         for &length in &plan.history {
-            let count = (HISTORY_SEED_BUDGET / length).clamp(1, plan.history_ops);
+            // As many connections as a pass of starts visits, at most.
+            let count = (HISTORY_SEED_BUDGET / length).clamp(1, plan.history_ops.div_ceil(2));
             eprintln!("bench: seeding {count} connection(s) with {length} events each");
             let mut sink = Sink::new(database, Table::Events).await?;
             let mut connections = Vec::with_capacity(count);
@@ -612,7 +613,7 @@ async fn gate_starts(
             let at = chrono::Utc::now();
             let request =
                 seed::start_request(&operator, tenant_id, OperationKind::InventorySync, at);
-            let metadata = seed::metadata(&operator, at, request.request_id.as_deref());
+            let metadata = crate::gate::metadata(&operator, request.request_id.as_deref(), at);
             let executed = gate
                 .connection_executor()
                 .execute(
@@ -660,7 +661,7 @@ async fn history_starts(
             OperationKind::InventorySync,
             at,
         );
-        let metadata = seed::metadata(operator, at, request.request_id.as_deref());
+        let metadata = crate::gate::metadata(operator, request.request_id.as_deref(), at);
         let id = connection.connection_id.to_string();
         async move {
             if cold {
@@ -675,22 +676,17 @@ async fn history_starts(
             anyhow::Ok(begun.elapsed())
         }
     };
-    let per_pass = ops.div_ceil(2).max(1);
-    let mut passes = Vec::with_capacity(2);
-    for cold in [true, false] {
-        let before = Cpu::now(None);
-        let mut latencies = Vec::with_capacity(per_pass);
-        for i in 0..per_pass {
-            latencies.push(start(&connections[i % connections.len()], cold).await?);
-        }
-        passes.push((
-            Measured::sequential(latencies),
-            Cpu::now(None).since(&before),
-        ));
-    }
-    let warm = passes.pop().expect("two passes");
-    let cold = passes.pop().expect("two passes");
-    Ok((cold, warm))
+    let per_pass = ops.div_ceil(2);
+    let pass = |cold| {
+        timed(None, async move {
+            let mut latencies = Vec::with_capacity(per_pass);
+            for i in 0..per_pass {
+                latencies.push(start(&connections[i % connections.len()], cold).await?);
+            }
+            Ok(Measured::sequential(latencies))
+        })
+    };
+    Ok((pass(true).await?, pass(false).await?))
 }
 
 /// The spread load through `serve` in a child process, on its own database.

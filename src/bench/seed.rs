@@ -18,10 +18,10 @@ use aggregates::{Actor, Timestamp};
 use anyhow::Context;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::gate::SNAPSHOT_EVERY;
+use crate::gate::{metadata, SNAPSHOT_EVERY};
 use crate::snapshot::StoredSnapshot;
 use crate::store::Database;
 
@@ -45,22 +45,6 @@ pub struct Row {
     pub payload: Value,
     /// `metadata`.
     pub metadata: Value,
-}
-
-/// The metadata the gate records with a command.
-pub fn metadata(actor: &Actor, at: Timestamp, request_id: Option<&str>) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([
-        ("actor".to_owned(), actor.id_string()),
-        ("at".to_owned(), at.to_rfc3339()),
-    ]);
-    if let Some(id) = request_id {
-        metadata.insert("request_id".to_owned(), id.to_owned());
-    }
-    metadata
-}
-
-fn metadata_json(actor: &Actor, at: Timestamp, request_id: Option<&str>) -> Value {
-    json!(metadata(actor, at, request_id))
 }
 
 /// A start on a tenant's default connection, as the gate builds it: fresh
@@ -138,7 +122,7 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
     async fn command(
         &mut self,
         command: A::Command,
-        metadata: Value,
+        metadata: HashMap<String, String>,
         out: &mut Vec<Row>,
     ) -> anyhow::Result<Vec<A::Event>> {
         let sink = EventSink::default();
@@ -157,14 +141,12 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
                 Ok((event.event_type(), event.event_version(), payload))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let plain: HashMap<String, String> =
-            serde_json::from_value(metadata).context("seeded metadata is a map of strings")?;
         let sealed = crate::chain::seal(
             A::TYPE,
             &self.id,
             self.sequence as u64 + 1,
             &serialized,
-            plain,
+            metadata,
             &self.head,
         );
         let sealed = serde_json::to_value(&sealed).context("serializing sealed metadata")?;
@@ -246,7 +228,7 @@ impl World {
                     actor: Actor::Admin,
                     at,
                 },
-                metadata_json(&Actor::Admin, at, None),
+                metadata(&Actor::Admin, None, at),
                 out,
             )
             .await?;
@@ -259,7 +241,7 @@ impl World {
                     token_sha256: hex::encode(rand::random::<[u8; 32]>()),
                     at,
                 },
-                metadata_json(&Actor::Admin, at, None),
+                metadata(&Actor::Admin, None, at),
                 out,
             )
             .await?;
@@ -295,7 +277,7 @@ impl World {
             .snapshotted(ProviderConnection::SNAPSHOT_VERSION);
         let admin = Actor::Admin;
         let at = self.tick();
-        let meta = || metadata_json(&Actor::Admin, at, None);
+        let meta = || metadata(&Actor::Admin, None, at);
         let create = TenantCommand::Create {
             tenant_id,
             workspace_id: self.workspace_id,
@@ -370,7 +352,7 @@ impl World {
     ) -> anyhow::Result<ConnectionEvent> {
         let at = self.tick();
         let request = start_request(&self.operator, connection.tenant_id, operation, at);
-        let meta = metadata_json(&self.operator, at, request.request_id.as_deref());
+        let meta = metadata(&self.operator, request.request_id.as_deref(), at);
         let events = connection
             .stream
             .command(ConnectionCommand::StartOperation(request), meta, out)
@@ -410,7 +392,7 @@ impl World {
             at,
             lease_expires_at: at + chrono::TimeDelta::seconds(30),
         };
-        let system = |at| metadata_json(&Actor::System, at, None);
+        let system = |at| metadata(&Actor::System, None, at);
         connection.stream.command(claim, system(at), out).await?;
         let at = self.tick();
         let end = if fail {
@@ -443,7 +425,7 @@ impl World {
             actor: admin.clone(),
             at,
         };
-        let meta = metadata_json(&admin, at, None);
+        let meta = metadata(&admin, None, at);
         connection
             .stream
             .command(consent(false), meta.clone(), out)
@@ -583,8 +565,6 @@ pub struct Sink<'a> {
     /// at insert, as the sequencer would have numbered them once committed;
     /// SQLite's trigger numbers them itself.
     next_position: Option<i64>,
-    /// Rows written so far.
-    pub written: usize,
 }
 
 impl<'a> Sink<'a> {
@@ -601,7 +581,6 @@ impl<'a> Sink<'a> {
             table,
             buffer: Vec::with_capacity(CHUNK),
             next_position,
-            written: 0,
         })
     }
 
@@ -676,7 +655,6 @@ impl<'a> Sink<'a> {
                     .with_context(|| format!("seeding {table}"))?;
             }
         }
-        self.written += rows.len();
         Ok(())
     }
 }

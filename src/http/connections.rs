@@ -14,7 +14,7 @@ use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_name, parse_registry, Caller, Json, Path, RequestId};
 use super::AppState;
-use crate::gate::{ConnectionChange, ConnectionView, GateError};
+use crate::gate::{ConnectionChange, ConnectionView};
 use crate::read;
 
 /// The connection routes.
@@ -101,9 +101,7 @@ async fn list_connections(
     app.gate
         .authorize(&principal, tenant_id, Action::ViewConnections)
         .await?;
-    let records = read::tenant_connections(app.gate.database(), &tenant_id.to_string())
-        .await
-        .map_err(|e| ApiError::from(GateError::Internal(format!("{e:#}"))))?;
+    let records = read::tenant_connections(app.gate.database(), &tenant_id.to_string()).await?;
     Ok(axum::Json(ConnectionList {
         items: records.iter().map(ConnectionJson::from).collect(),
     }))
@@ -122,8 +120,7 @@ async fn get_connection(
         .authorize_connection(&principal, id, Action::ViewConnections)
         .await?;
     let record = read::connection(app.gate.database(), &id.to_string())
-        .await
-        .map_err(|e| ApiError::from(GateError::Internal(format!("{e:#}"))))?
+        .await?
         .ok_or_else(|| ApiError::not_found("provider connection"))?;
     Ok(axum::Json(ConnectionJson::from(&record)))
 }

@@ -71,6 +71,12 @@ impl ApiError {
     }
 }
 
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        GateError::from(error).into()
+    }
+}
+
 impl From<GateError> for ApiError {
     fn from(error: GateError) -> Self {
         match error {

@@ -15,7 +15,7 @@ use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_registry, Caller, Path};
 use super::AppState;
-use crate::gate::{GateError, Principal};
+use crate::gate::Principal;
 use crate::read::{self, DecisionRecord, NotificationRecord, RunFilter, RunRecord, Visibility};
 
 /// The read routes.
@@ -205,17 +205,11 @@ async fn list_runs(
         limit,
         cursor: cursor_position,
     };
-    let page = read::runs(app.gate.database(), &filter)
-        .await
-        .map_err(internal)?;
+    let page = read::runs(app.gate.database(), &filter).await?;
     Ok(axum::Json(RunList {
         items: page.items.iter().map(RunListItem::from).collect(),
         next_cursor: cursor(page.next_cursor),
     }))
-}
-
-fn internal(error: anyhow::Error) -> ApiError {
-    GateError::Internal(format!("{error:#}")).into()
 }
 
 /// A decision that pointed at a run.
@@ -278,23 +272,17 @@ async fn get_run(
 ) -> Result<axum::Json<RunDetail>, ApiError> {
     let database = app.gate.database();
     let run = read::run(database, &run_id.to_string())
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| ApiError::not_found("operation run"))?;
     app.gate
-        .authorize(
+        .authorize_as(
             &principal,
             TenantId(uuid(&run.tenant_id)),
             Action::ViewOperations,
+            "operation run",
         )
-        .await
-        .map_err(|e| match e {
-            GateError::NotFound(_) => ApiError::not_found("operation run"),
-            other => other.into(),
-        })?;
-    let decisions = read::run_decisions(database, &run.run_id)
-        .await
-        .map_err(internal)?;
+        .await?;
+    let decisions = read::run_decisions(database, &run.run_id).await?;
     Ok(axum::Json(RunDetail {
         id: uuid(&run.run_id),
         tenant_id: uuid(&run.tenant_id),
@@ -412,8 +400,7 @@ async fn tenant_decisions(
         limit,
         cursor_position,
     )
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
         next_cursor: cursor(page.next_cursor),
@@ -485,9 +472,7 @@ async fn list_notifications(
     let limit = parse_limit(query.limit)?;
     let cursor_position = parse_cursor(query.cursor.as_deref())?;
     let recipient = principal.actor().id_string();
-    let page = read::notifications(app.gate.database(), &recipient, limit, cursor_position)
-        .await
-        .map_err(internal)?;
+    let page = read::notifications(app.gate.database(), &recipient, limit, cursor_position).await?;
     Ok(axum::Json(NotificationList {
         items: page.items.iter().map(NotificationJson::from).collect(),
         next_cursor: cursor(page.next_cursor),

@@ -1,6 +1,6 @@
 //! The covered action hosts: every start goes through the gate and returns a StartResult.
 
-use aggregates::catalog::{Action, OperationKind};
+use aggregates::catalog::OperationKind;
 use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -100,23 +100,11 @@ async fn start_on_connection(
     Json(body): Json<ConnectionStart>,
 ) -> Result<Response, ApiError> {
     let operation: OperationKind = parse_registry(&body.operation)?;
-    let (connection, _) = app
+    let decision = app
         .gate
-        .authorize_connection(&principal, id, Action::StartOperation(operation))
+        .start_on_connection(principal, id, operation, request_id)
         .await?;
-    let tenant_id = connection
-        .identity
-        .map(|identity| identity.tenant_id)
-        .ok_or_else(|| ApiError::not_found("provider connection"))?;
-    let command = StartCommand {
-        tenant_id,
-        operation,
-        connection: Some(id),
-        restore_run: None,
-        principal,
-        request_id,
-    };
-    run_start(&app, command).await
+    Ok(present(&decision))
 }
 
 /// `{backup_ref}`.

@@ -7,9 +7,9 @@ use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
 use dispatch_gate::store::Backend;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, ADMIN};
+use crate::helpers::{id, TestApp, ADMIN};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -21,6 +21,15 @@ on_both_backends!(
     notifications_go_to_the_initiator_only,
     bad_cursors_limits_and_filters_are_400,
 );
+
+/// The string field `key` of every item of a JSON array.
+fn strings<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[key].as_str().unwrap())
+        .collect()
+}
 
 async fn a_started_run_is_visible_on_the_next_request_with_its_decisions(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -49,12 +58,7 @@ async fn a_started_run_is_visible_on_the_next_request_with_its_decisions(backend
         .await;
     let detail = app.get(&url, &f.operator).await;
     assert_eq!(detail.body["joined_attempts"], 2);
-    let outcomes: Vec<&str> = detail.body["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = strings(&detail.body["decisions"], "outcome");
     assert_eq!(outcomes, ["accepted", "deduped", "deduped", "scope_busy"]);
     // Renaming is not possible, but the connection's name at click time is what the run keeps.
     let connection = app
@@ -79,7 +83,7 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
         "directory.roles.sync",
     ] {
         let r = app.start(&f.operator, &f.tenant, operation).await;
-        started.push(r.body["run"]["id"].as_str().unwrap().to_owned());
+        started.push(id(&r.body["run"]));
         let claimed = app
             .gate
             .claim("w1", None, Duration::from_secs(60))
@@ -93,12 +97,7 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
     }
     let all = app.get("/v1/operations?limit=2", &f.operator).await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
-    let ids: Vec<&str> = all.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let ids = strings(&all.body["items"], "id");
     assert_eq!(ids, [started[2].as_str(), started[1].as_str()]);
     let cursor = all.body["next_cursor"].as_str().unwrap();
     let rest = app
@@ -107,12 +106,7 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
             &f.operator,
         )
         .await;
-    let ids: Vec<&str> = rest.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let ids = strings(&rest.body["items"], "id");
     assert_eq!(ids, [started[0].as_str()]);
     assert!(rest.body["next_cursor"].is_null());
     let filtered = app
@@ -159,10 +153,7 @@ async fn the_decision_log_holds_every_outcome_with_evidence(backend: Backend) {
         .await;
     assert_eq!(log.status, StatusCode::OK, "{}", log.body);
     let items = log.body["items"].as_array().unwrap();
-    let outcomes: Vec<&str> = items
-        .iter()
-        .map(|d| d["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = strings(&log.body["items"], "outcome");
     assert_eq!(
         outcomes,
         ["blocked", "blocked", "scope_busy", "deduped", "accepted"]
@@ -186,7 +177,7 @@ async fn every_read_endpoint_hides_foreign_tenants_exactly_like_unknown_ids(back
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
     let run = app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    let run = run.body["run"]["id"].as_str().unwrap().to_owned();
+    let run = id(&run.body["run"]);
     let other = app.tenant(&f.workspace, "Fabrikam").await;
     app.connection(&other, "Fabrikam Graph", true, true).await;
     let (_, stranger) = app.member(&other, "owner", None).await;
@@ -221,12 +212,7 @@ async fn every_read_endpoint_hides_foreign_tenants_exactly_like_unknown_ids(back
         assert_eq!((a.status, &a.body), (b.status, &b.body), "{foreign}");
     }
     let mine = app.get("/v1/operations", &stranger).await;
-    let tenants: Vec<&str> = mine.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["tenant_id"].as_str().unwrap())
-        .collect();
+    let tenants = strings(&mine.body["items"], "tenant_id");
     assert_eq!(
         tenants,
         [other.as_str()],
@@ -240,7 +226,7 @@ async fn a_member_without_operations_view_gets_403_on_reads(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
     let run = app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    let run = run.body["run"]["id"].as_str().unwrap().to_owned();
+    let run = id(&run.body["run"]);
     let (_, blind) = app
         .member(&f.tenant, "operator", Some(json!(["inventory.sync"])))
         .await;

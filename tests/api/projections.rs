@@ -9,7 +9,7 @@ use dispatch_gate::catchup::{self, Failpoint};
 use dispatch_gate::store::{Backend, Database};
 use serde_json::json;
 
-use crate::helpers::{TestApp, ADMIN};
+use crate::helpers::{id, Fixture, TestApp, ADMIN};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -19,8 +19,9 @@ on_both_backends!(
     health_and_readiness_report_projection_lag,
 );
 
-/// Starts on two tenants covering all four outcomes and every way a run ends.
-async fn mixed_workload(app: &TestApp) {
+/// Starts on two tenants covering all four outcomes and every way a run ends;
+/// returns the first tenant's fixture.
+async fn mixed_workload(app: &TestApp) -> Fixture {
     let f = app.fixture().await;
     let gate = &app.gate;
     let lease = Duration::from_secs(60);
@@ -49,23 +50,12 @@ async fn mixed_workload(app: &TestApp) {
     .unwrap();
     // cancelled while queued.
     let queued = app.start(&f.operator, &f.tenant, "provider.verify").await;
-    let r = app
-        .post(
-            &format!(
-                "/v1/operations/{}/cancel",
-                queued.body["run"]["id"].as_str().unwrap()
-            ),
-            &f.operator,
-            json!({}),
-        )
-        .await;
-    if r.status == StatusCode::NOT_FOUND {
-        // Before the cancel endpoint exists, cancel through the gate.
-        let id = queued.body["run"]["id"].as_str().unwrap().parse().unwrap();
-        gate.cancel(&dispatch_gate::gate::Principal::Admin, id)
-            .await
-            .unwrap();
-    }
+    app.post(
+        &format!("/v1/operations/{}/cancel", id(&queued.body["run"])),
+        &f.operator,
+        json!({}),
+    )
+    .await;
     // asked to stop while running, stopped by its worker.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let run = gate.claim("w2", None, lease).await.unwrap().unwrap();
@@ -106,6 +96,7 @@ async fn mixed_workload(app: &TestApp) {
         json!({"granted": false}),
     )
     .await;
+    f
 }
 
 async fn a_projector_stopped_before_its_checkpoint_catches_up_with_nothing_lost_or_doubled(
@@ -278,10 +269,9 @@ async fn a_transaction_committing_out_of_order_is_not_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_leaves_every_view_index_as_the_migrations_define_it() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    mixed_workload(&app).await;
+    let f = mixed_workload(&app).await;
     // Text that COPY's text format must escape (control characters are
     // refused at the API): backslashes, also inside the JSON evidence.
-    let f = app.fixture().await;
     let awkward = app
         .connection(&f.tenant, r#"C:\share \N "quoted" \t"#, true, true)
         .await;

@@ -11,7 +11,7 @@ use dispatch_gate::store::Backend;
 use dispatch_gate::worker::{run_workers, Provider, SimulatedProvider, WorkerConfig};
 use serde_json::{json, Value};
 
-use crate::helpers::{call_router, TestApp, ADMIN};
+use crate::helpers::{call_router, id, Response, TestApp, ADMIN};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -34,6 +34,16 @@ async fn claim(app: &TestApp, worker: &str) -> (StatusCode, Value) {
     (r.status, r.body)
 }
 
+async fn cancel(app: &TestApp, run: &str, token: &str) -> Response {
+    app.post(&format!("/v1/operations/{run}/cancel"), token, json!({}))
+        .await
+}
+
+async fn complete(app: &TestApp, run: &str, body: Value) -> Response {
+    app.post(&format!("/v1/worker/runs/{run}/complete"), ADMIN, body)
+        .await
+}
+
 async fn racing_workers_never_claim_a_run_twice_and_lose_none(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
@@ -42,7 +52,7 @@ async fn racing_workers_never_claim_a_run_twice_and_lose_none(backend: Backend) 
         let tenant = app.tenant(&f.workspace, &format!("Tenant {i}")).await;
         app.connection(&tenant, "Graph", true, true).await;
         let r = app.start(ADMIN, &tenant, "inventory.sync").await;
-        queued.insert(r.body["run"]["id"].as_str().unwrap().to_owned());
+        queued.insert(id(&r.body["run"]));
     }
     let routers = [app.router.clone(), app.second_process()];
     let barrier = Arc::new(tokio::sync::Barrier::new(6));
@@ -61,7 +71,7 @@ async fn racing_workers_never_claim_a_run_twice_and_lose_none(backend: Backend) 
                 )
                 .await;
                 match r.status {
-                    StatusCode::OK => mine.push(r.body["run"]["id"].as_str().unwrap().to_owned()),
+                    StatusCode::OK => mine.push(id(&r.body["run"])),
                     StatusCode::NO_CONTENT => return mine,
                     other => panic!("claim answered {other}: {}", r.body),
                 }
@@ -110,7 +120,7 @@ async fn the_execution_time_gate_fails_a_run_with_the_start_surfaces_reason(back
             .start(&f.operator, &f.tenant, "directory.groups.sync")
             .await;
         assert_eq!(accepted.body["outcome"], "accepted");
-        let run = accepted.body["run"]["id"].as_str().unwrap().to_owned();
+        let run = id(&accepted.body["run"]);
         app.post(
             &format!("/v1/provider-connections/{}/{action}", f.connection),
             ADMIN,
@@ -145,7 +155,7 @@ async fn an_expired_lease_fails_the_run_and_refuses_the_late_completion(backend:
     app.start_catchup();
     let f = app.fixture().await;
     let run = app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    let run = run.body["run"]["id"].as_str().unwrap().to_owned();
+    let run = id(&run.body["run"]);
     let (status, body) = claim(&app, "w1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -159,13 +169,12 @@ async fn an_expired_lease_fails_the_run_and_refuses_the_late_completion(backend:
     assert_eq!(detail.body["status"], "failed");
     assert_eq!(detail.body["reason"]["code"], "operation.timed_out");
     let before = app.event_count().await;
-    let late = app
-        .post(
-            &format!("/v1/worker/runs/{run}/complete"),
-            ADMIN,
-            json!({"worker_id": "w1", "status": "succeeded"}),
-        )
-        .await;
+    let late = complete(
+        &app,
+        &run,
+        json!({"worker_id": "w1", "status": "succeeded"}),
+    )
+    .await;
     assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
     assert!(late.body["error"]["message"]
         .as_str()
@@ -190,7 +199,7 @@ async fn heartbeats_extend_only_the_holders_lease(backend: Backend) {
     let f = app.fixture().await;
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let (_, body) = claim(&app, "w1").await;
-    let run = body["run"]["id"].as_str().unwrap().to_owned();
+    let run = id(&body["run"]);
     let beat = format!("/v1/worker/runs/{run}/heartbeat");
     clock.advance(Duration::from_secs(20));
     let r = app.post(&beat, ADMIN, json!({"worker_id": "w1"})).await;
@@ -212,13 +221,12 @@ async fn heartbeats_extend_only_the_holders_lease(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let done = app
-        .post(
-            &format!("/v1/worker/runs/{run}/complete"),
-            ADMIN,
-            json!({"worker_id": "w1", "status": "succeeded"}),
-        )
-        .await;
+    let done = complete(
+        &app,
+        &run,
+        json!({"worker_id": "w1", "status": "succeeded"}),
+    )
+    .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(done.body["run"]["status"], "succeeded");
 }
@@ -228,7 +236,7 @@ async fn bad_worker_input_is_refused_and_nothing_is_written(backend: Backend) {
     let f = app.fixture().await;
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let (_, body) = claim(&app, "w1").await;
-    let run = body["run"]["id"].as_str().unwrap().to_owned();
+    let run = id(&body["run"]);
     let complete = format!("/v1/worker/runs/{run}/complete");
     let before = app.event_count().await;
     let cases: Vec<(&str, String, Value, StatusCode)> = vec![
@@ -333,32 +341,14 @@ async fn cancel_stops_queued_runs_at_once_and_running_runs_through_their_worker(
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
     let queued = app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    let queued = queued.body["run"]["id"].as_str().unwrap().to_owned();
+    let queued = id(&queued.body["run"]);
     let (_, readonly) = app.member(&f.tenant, "readonly", None).await;
-    let r = app
-        .post(
-            &format!("/v1/operations/{queued}/cancel"),
-            &readonly,
-            json!({}),
-        )
-        .await;
+    let r = cancel(&app, &queued, &readonly).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = app
-        .post(
-            &format!("/v1/operations/{queued}/cancel"),
-            &f.operator,
-            json!({}),
-        )
-        .await;
+    let r = cancel(&app, &queued, &f.operator).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["run"]["status"], "cancelled");
-    let r = app
-        .post(
-            &format!("/v1/operations/{queued}/cancel"),
-            &f.operator,
-            json!({}),
-        )
-        .await;
+    let r = cancel(&app, &queued, &f.operator).await;
     assert_eq!(
         r.status,
         StatusCode::CONFLICT,
@@ -371,15 +361,9 @@ async fn cancel_stops_queued_runs_at_once_and_running_runs_through_their_worker(
         running.body["outcome"], "accepted",
         "the cancelled run freed the connection"
     );
-    let running = running.body["run"]["id"].as_str().unwrap().to_owned();
+    let running = id(&running.body["run"]);
     claim(&app, "w1").await;
-    let r = app
-        .post(
-            &format!("/v1/operations/{running}/cancel"),
-            &f.operator,
-            json!({}),
-        )
-        .await;
+    let r = cancel(&app, &running, &f.operator).await;
     assert_eq!(r.body["run"]["status"], "running");
     assert_eq!(r.body["cancel_requested"], true);
     let busy = app.start(&f.operator, &f.tenant, "inventory.sync").await;
@@ -395,27 +379,20 @@ async fn cancel_stops_queued_runs_at_once_and_running_runs_through_their_worker(
         )
         .await;
     assert_eq!(beat.body["cancel_requested"], true);
-    let done = app
-        .post(
-            &format!("/v1/worker/runs/{running}/complete"),
-            ADMIN,
-            json!({"worker_id": "w1", "status": "cancelled"}),
-        )
-        .await;
+    let done = complete(
+        &app,
+        &running,
+        json!({"worker_id": "w1", "status": "cancelled"}),
+    )
+    .await;
     assert_eq!(done.body["run"]["status"], "cancelled");
     let detail = app
         .get(&format!("/v1/operations/{running}"), &f.operator)
         .await;
     assert_eq!(detail.body["status"], "cancelled");
-    let (_, stranger_tenant) = (0, app.tenant(&f.workspace, "Other").await);
+    let stranger_tenant = app.tenant(&f.workspace, "Other").await;
     let (_, stranger) = app.member(&stranger_tenant, "owner", None).await;
-    let r = app
-        .post(
-            &format!("/v1/operations/{running}/cancel"),
-            &stranger,
-            json!({}),
-        )
-        .await;
+    let r = cancel(&app, &running, &stranger).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
@@ -557,15 +534,15 @@ async fn bootstrap_admits_one_step_at_a_time_and_shows_the_rest_as_follow_up(bac
         expected.extend(std::iter::repeat_n("follow_up", 2 - i));
         assert_eq!(states(&steps), expected);
         let (_, body) = claim(&app, "w1").await;
-        let run = body["run"]["id"].as_str().unwrap().to_owned();
+        let run = id(&body["run"]);
         let active: Vec<_> = app.get("/v1/operations?status=running", &owner).await.body["items"]
             .as_array()
             .unwrap()
             .clone();
         assert_eq!(active.len(), 1);
-        app.post(
-            &format!("/v1/worker/runs/{run}/complete"),
-            ADMIN,
+        complete(
+            &app,
+            &run,
             json!({"worker_id": "w1", "status": "succeeded"}),
         )
         .await;
@@ -594,10 +571,10 @@ async fn a_refused_bootstrap_leaves_no_queued_run_behind(backend: Backend) {
     let steps = onboarding(&app, &owner, &f.tenant).await;
     assert_eq!(states(&steps), ["queued", "pending", "pending", "pending"]);
     let (_, body) = claim(&app, "w1").await;
-    let run = body["run"]["id"].as_str().unwrap().to_owned();
-    app.post(
-        &format!("/v1/worker/runs/{run}/complete"),
-        ADMIN,
+    let run = id(&body["run"]);
+    complete(
+        &app,
+        &run,
         json!({"worker_id": "w1", "status": "succeeded"}),
     )
     .await;
