@@ -1012,10 +1012,7 @@ impl Gate {
             .authorize(principal, tenant_id, Action::ManageOnboarding)
             .await?;
         let steps = self.onboarding(tenant_id).await?;
-        let Some(next) = steps[1..]
-            .iter()
-            .find(|step| step.state != StepState::Succeeded)
-        else {
+        let Some(next) = next_bootstrap_step(&steps) else {
             return Ok(None);
         };
         check(principal, &tenant, Action::StartOperation(next.operation))?;
@@ -1269,6 +1266,15 @@ impl StepState {
             Self::FollowUp => "follow_up",
         }
     }
+}
+
+/// The bootstrap step to start next: the first of the chain (after provider
+/// verification) whose latest run did not succeed.
+pub fn next_bootstrap_step(steps: &[OnboardingStep]) -> Option<&OnboardingStep> {
+    steps
+        .iter()
+        .skip(1)
+        .find(|step| step.state != StepState::Succeeded)
 }
 
 /// One onboarding step and the run behind its state.

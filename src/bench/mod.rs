@@ -445,8 +445,15 @@ impl BeginWrite for sqlx::SqlitePool {
     }
 }
 
-const INSERT_COLUMNS: &str =
-    "(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)";
+/// The floor's insert: the first event of a fresh stream.
+const FLOOR_INSERT: &str = "INSERT INTO bench_floor
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    VALUES ($1, $2, 1, 'OperationAccepted', '1.0', $3, $4)";
+
+/// The naive command's append: the next event of a stream.
+const NAIVE_INSERT: &str = "INSERT INTO bench_naive
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    VALUES ($1, $2, $3, 'OperationAccepted', '1.0', $4, $5)";
 
 /// The floor: one INSERT, its own transaction, a fresh stream per operation.
 async fn floor(
@@ -457,14 +464,12 @@ async fn floor(
 ) -> anyhow::Result<Measured> {
     let database = database.clone();
     let sample = sample.clone();
-    let sql: Arc<str> =
-        format!("INSERT INTO bench_floor {INSERT_COLUMNS} VALUES ($1, $2, 1, 'OperationAccepted', '1.0', $3, $4)").into();
     drive(clients, ops, move |_| {
-        let (database, sample, sql) = (database.clone(), sample.clone(), sql.clone());
+        let (database, sample) = (database.clone(), sample.clone());
         async move {
             let id = Uuid::new_v4().to_string();
             on_pool!(&database, |pool| {
-                sqlx::query(&sql)
+                sqlx::query(FLOOR_INSERT)
                     .bind(ProviderConnection::TYPE)
                     .bind(&id)
                     .bind(&sample.payload)
@@ -534,10 +539,7 @@ async fn naive(
                     last = row.try_get("sequence")?;
                     let _: Value = row.try_get("payload")?;
                 }
-                sqlx::query(&format!(
-                    "INSERT INTO bench_naive {INSERT_COLUMNS}
-                     VALUES ($1, $2, $3, 'OperationAccepted', '1.0', $4, $5)"
-                ))
+                sqlx::query(NAIVE_INSERT)
                 .bind(ProviderConnection::TYPE)
                 .bind(&id)
                 .bind(last + 1)

@@ -116,12 +116,22 @@ async fn get_connection(
     Caller(principal): Caller,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
-    app.gate
-        .authorize_connection(&principal, id, Action::ViewConnections)
-        .await?;
+    // The view names the connection's tenant: no aggregate load to learn it.
     let record = read::connection(app.gate.database(), &id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("provider connection"))?;
+    let tenant_id = record
+        .tenant_id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("a connection view row has a bad tenant id"))?;
+    app.gate
+        .authorize_as(
+            &principal,
+            tenant_id,
+            Action::ViewConnections,
+            "provider connection",
+        )
+        .await?;
     Ok(axum::Json(ConnectionJson::from(&record)))
 }
 

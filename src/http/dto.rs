@@ -55,7 +55,27 @@ pub struct RunSummary {
     pub url: String,
 }
 
+/// A uuid column of a view (written from a typed id, so it parses).
+pub(super) fn view_uuid(text: &str) -> Uuid {
+    Uuid::parse_str(text).unwrap_or_default()
+}
+
 impl RunSummary {
+    /// A summary of a run from view columns; a name this build does not know
+    /// reads "unknown".
+    pub(super) fn from_view(run_id: &str, operation: &str, status: &str) -> Self {
+        Self {
+            id: view_uuid(run_id),
+            operation: operation
+                .parse::<OperationKind>()
+                .map_or("unknown", |o| o.as_str()),
+            status: status
+                .parse::<RunStatus>()
+                .map_or("unknown", |s| s.as_str()),
+            url: format!("/v1/operations/{run_id}"),
+        }
+    }
+
     /// A summary of a run.
     pub fn new(id: RunId, operation: OperationKind, status: RunStatus) -> Self {
         Self {
@@ -209,10 +229,9 @@ impl ConnectionJson {
 
 impl From<&crate::read::ConnectionRecord> for ConnectionJson {
     fn from(c: &crate::read::ConnectionRecord) -> Self {
-        let uuid = |text: &str| Uuid::parse_str(text).unwrap_or_default();
         Self {
-            id: uuid(&c.connection_id),
-            tenant_id: uuid(&c.tenant_id),
+            id: view_uuid(&c.connection_id),
+            tenant_id: view_uuid(&c.tenant_id),
             display_name: c.display_name.clone(),
             provider: c.provider.clone(),
             is_default: c.is_default,
@@ -220,16 +239,9 @@ impl From<&crate::read::ConnectionRecord> for ConnectionJson {
             consent: consent_name(&c.consent),
             credentials: credentials_name(&c.credentials),
             active_run: match (&c.active_run_id, &c.active_operation, &c.active_status) {
-                (Some(id), Some(operation), Some(status)) => Some(RunSummary {
-                    id: uuid(id),
-                    operation: operation
-                        .parse::<OperationKind>()
-                        .map_or("unknown", |o| o.as_str()),
-                    status: status
-                        .parse::<RunStatus>()
-                        .map_or("unknown", |s| s.as_str()),
-                    url: format!("/v1/operations/{id}"),
-                }),
+                (Some(id), Some(operation), Some(status)) => {
+                    Some(RunSummary::from_view(id, operation, status))
+                }
                 _ => None,
             },
         }

@@ -137,10 +137,7 @@ async fn onboarding(
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
     let steps = app.gate.onboarding(tenant_id).await?;
-    let next = steps[1..]
-        .iter()
-        .find(|s| s.state != crate::gate::StepState::Succeeded)
-        .map(|s| s.operation.as_str());
+    let next = crate::gate::next_bootstrap_step(&steps).map(|s| s.operation.as_str());
     Ok(axum::Json(OnboardingJson {
         tenant_id: tenant_id.0,
         next_bootstrap_step: next,

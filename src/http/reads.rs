@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{ConnectionRef, ReasonJson, RunSummary};
+use super::dto::{view_uuid as uuid, ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_registry, Caller, Path};
 use super::AppState;
@@ -74,10 +74,6 @@ fn cursor(position: Option<i64>) -> Option<String> {
 fn reason(code: Option<&str>) -> Option<ReasonJson> {
     code.and_then(|c| c.parse::<ReasonCode>().ok())
         .map(ReasonJson::from)
-}
-
-fn uuid(text: &str) -> Uuid {
-    Uuid::parse_str(text).unwrap_or_default()
 }
 
 /// `{id, name}`.
@@ -437,15 +433,7 @@ impl From<&NotificationRecord> for NotificationJson {
             id: n.notification_id.clone(),
             tenant_id: uuid(&n.tenant_id),
             headline,
-            run: RunSummary {
-                id: uuid(&n.run_id),
-                operation: operation.map_or("unknown", |o| o.as_str()),
-                status: n
-                    .status
-                    .parse::<RunStatus>()
-                    .map_or("unknown", |s| s.as_str()),
-                url: format!("/v1/operations/{}", n.run_id),
-            },
+            run: RunSummary::from_view(&n.run_id, &n.operation, &n.status),
             reason,
             at: n.at.clone(),
         }
