@@ -6,6 +6,7 @@ use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
 use dispatch_gate::catchup::{self, Failpoint};
+use dispatch_gate::gate::ConnectionChange;
 use dispatch_gate::store::{Backend, Database};
 use serde_json::json;
 
@@ -86,16 +87,33 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     // blocked, and a tenant without a default.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let other = app.tenant(&f.workspace, "Fabrikam").await;
-    let (_, owner) = app.member(&other, "owner", None).await;
+    let (owner_id, owner) = app.member(&other, "owner", None).await;
     app.start(&owner, &other, "directory.groups.sync").await;
     let second = app.connection(&other, "Fabrikam Graph", true, true).await;
     app.start(&owner, &other, "directory.groups.sync").await;
+    // released by its worker: queued again.
+    let run = gate.claim("w4", None, lease).await.unwrap().unwrap();
+    gate.release(run.run_id, "w4").await.unwrap();
     app.post(
         &format!("/v1/provider-connections/{second}/consent"),
         ADMIN,
         json!({"granted": false}),
     )
     .await;
+    // A disabled connection, a cleared default and a removed member: every
+    // kind of change the projections apply happens at least once.
+    let admin = dispatch_gate::gate::Principal::Admin;
+    let second = second.parse().unwrap();
+    gate.change_connection(&admin, second, ConnectionChange::Enabled(false), None)
+        .await
+        .unwrap();
+    let other = other.parse().unwrap();
+    gate.set_default_connection(&admin, other, None, None)
+        .await
+        .unwrap();
+    gate.remove_member(other, owner_id.parse().unwrap())
+        .await
+        .unwrap();
     f
 }
 
