@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use aggregates::catalog::{
-    Action, Capability, CredentialStatus, OperationKind, ReasonCode, Role, Scope, ScopeKind,
+    Action, Capability, CredentialStatus, OperationKind, ReasonCode, Role, RunStatus, Scope,
+    ScopeKind,
 };
 use aggregates::connection::{
     ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence,
@@ -23,9 +24,9 @@ use uuid::Uuid;
 
 use crate::catchup::Catchup;
 use crate::executor::{CommandError, Committed, Executor};
-use crate::read::RunRecord;
 use crate::snapshot::SnapshotPolicy;
 use crate::store::Database;
+use projections::Run as RunRecord;
 
 /// A source of the current time, passed as a value so that time-dependent
 /// logic can be tested with a fixed clock.
@@ -732,17 +733,13 @@ impl Gate {
 
     /// Where a run belongs, from the run view.
     async fn run_place(&self, run_id: RunId) -> Result<RunPlace, GateError> {
-        let record = crate::read::run(&self.database, &run_id.to_string())
+        let record = crate::read::run(&self.database, run_id)
             .await?
             .ok_or(GateError::NotFound("operation run"))?;
-        let bad = |what: &str| GateError::Internal(format!("a run view row has a bad {what}"));
         Ok(RunPlace {
-            connection_id: record
-                .connection_id
-                .parse()
-                .map_err(|_| bad("connection id"))?,
-            tenant_id: record.tenant_id.parse().map_err(|_| bad("tenant id"))?,
-            operation: record.operation.parse().map_err(|_| bad("operation"))?,
+            connection_id: record.connection_id,
+            tenant_id: record.tenant_id,
+            operation: record.operation,
         })
     }
 
@@ -778,7 +775,7 @@ impl Gate {
         operations: Option<&[OperationKind]>,
         lease: std::time::Duration,
     ) -> Result<Option<ClaimedRun>, GateError> {
-        let wanted = |op: &str| operations.is_none_or(|ops| ops.iter().any(|o| o.as_str() == op));
+        let wanted = |op: &OperationKind| operations.is_none_or(|ops| ops.contains(op));
         let mut cursor = None;
         loop {
             let page = crate::read::oldest_runs(
@@ -789,13 +786,8 @@ impl Gate {
             )
             .await?;
             for record in page.items.iter().filter(|r| wanted(&r.operation)) {
-                let (Ok(run_id), Ok(connection_id), Ok(operation)) = (
-                    record.run_id.parse::<RunId>(),
-                    record.connection_id.parse::<ConnectionId>(),
-                    record.operation.parse::<OperationKind>(),
-                ) else {
-                    continue;
-                };
+                let (run_id, connection_id, operation) =
+                    (record.run_id, record.connection_id, record.operation);
                 let at = self.now();
                 let lease_expires_at = at + lease;
                 let command = ConnectionCommand::ClaimRun {
@@ -948,9 +940,7 @@ impl Gate {
             )
             .await?;
             for record in &page.items {
-                let Ok(connection_id) = record.connection_id.parse::<ConnectionId>() else {
-                    continue;
-                };
+                let connection_id = record.connection_id;
                 let command = ConnectionCommand::ExpireLease { at: now };
                 let committed = self
                     .run_command(connection_id, command, &Actor::System, now)
@@ -973,15 +963,13 @@ impl Gate {
         for operation in
             std::iter::once(OperationKind::ProviderVerify).chain(OperationKind::BOOTSTRAP_CHAIN)
         {
-            let run =
-                crate::read::latest_run(&self.database, &tenant_id.to_string(), operation.as_str())
-                    .await?;
-            let state = match run.as_ref().map(|r| r.status.as_str()) {
-                Some("queued") => StepState::Queued,
-                Some("running") => StepState::Running,
-                Some("succeeded") => StepState::Succeeded,
-                Some("failed") => StepState::Failed,
-                _ => StepState::Pending,
+            let run = crate::read::latest_run(&self.database, tenant_id, operation).await?;
+            let state = match run.as_ref().map(|r| r.status) {
+                Some(RunStatus::Queued) => StepState::Queued,
+                Some(RunStatus::Running) => StepState::Running,
+                Some(RunStatus::Succeeded) => StepState::Succeeded,
+                Some(RunStatus::Failed) => StepState::Failed,
+                Some(RunStatus::Cancelled) | None => StepState::Pending,
             };
             steps.push(OnboardingStep {
                 operation,

@@ -234,6 +234,32 @@ backend!(
     sqlx::SqliteConnection
 );
 
+/// A stored row of either backend, read as a typed view row.
+pub(crate) trait ViewRowOf {
+    /// Reads a typed row from the first columns.
+    fn view<R: ViewRow>(&self) -> anyhow::Result<R>;
+    /// Reads the values of the columns from `from` on, by kind.
+    fn values_from(&self, from: usize, kinds: &[Kind]) -> anyhow::Result<Vec<Value>>;
+}
+
+impl ViewRowOf for sqlx::postgres::PgRow {
+    fn view<R: ViewRow>(&self) -> anyhow::Result<R> {
+        pg::decode(self)
+    }
+    fn values_from(&self, from: usize, kinds: &[Kind]) -> anyhow::Result<Vec<Value>> {
+        pg::values(self, from, kinds.iter().copied()).context("reading a view row")
+    }
+}
+
+impl ViewRowOf for sqlx::sqlite::SqliteRow {
+    fn view<R: ViewRow>(&self) -> anyhow::Result<R> {
+        lite::decode(self)
+    }
+    fn values_from(&self, from: usize, kinds: &[Kind]) -> anyhow::Result<Vec<Value>> {
+        lite::values(self, from, kinds.iter().copied()).context("reading a view row")
+    }
+}
+
 /// A live batch's view rows, on either backend's connection.
 pub(crate) trait BatchViews {
     /// Loads what a partial fold missed.

@@ -146,18 +146,14 @@ async fn onboarding(
             .map(|step| StepJson {
                 operation: step.operation.as_str(),
                 state: step.state.as_str(),
-                run: step.run.as_ref().and_then(|r| {
-                    Some(RunSummary::new(
-                        r.run_id.parse().ok()?,
-                        step.operation,
-                        r.status.parse().ok()?,
-                    ))
-                }),
+                run: step
+                    .run
+                    .as_ref()
+                    .map(|r| RunSummary::new(r.run_id, step.operation, r.status)),
                 reason: step
                     .run
                     .as_ref()
-                    .and_then(|r| r.reason_code.as_deref())
-                    .and_then(|c| c.parse::<aggregates::catalog::ReasonCode>().ok())
+                    .and_then(|r| r.reason_code)
                     .map(ReasonJson::from),
             })
             .collect(),
