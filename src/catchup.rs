@@ -211,36 +211,28 @@ impl Catchup {
         Ok(positions)
     }
 
-    /// Waits (bounded) until every projection has applied the event at
-    /// `sequence` of the stream: read-your-writes for the next request.
-    /// Returns whether it got there in time.
-    pub async fn wait_for(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: usize,
-        timeout: Duration,
-    ) -> bool {
-        if !self.running.load(Ordering::SeqCst) {
-            return false;
+    /// Waits (bounded) until every projection has applied `position`.
+    /// Returns the position the views have reached: at least `position`, or
+    /// less if the wait ran out. Without a running catch-up loop (a command
+    /// that only reads, a test that steps the projector itself) it does not
+    /// wait and answers what it knows.
+    pub async fn wait_until(&self, position: i64, timeout: Duration) -> i64 {
+        let mut changes = self.positions.subscribe();
+        let reached = changes.borrow_and_update().slowest();
+        if reached >= position || !self.running.load(Ordering::SeqCst) {
+            return reached;
         }
         self.kick();
-        let mut changes = self.positions.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut position = None;
         loop {
-            if position.is_none() {
-                position = position_of(&self.database, aggregate_type, aggregate_id, sequence)
-                    .await
-                    .ok()
-                    .flatten();
-            }
-            if position.is_some_and(|p| changes.borrow_and_update().slowest() >= p) {
-                return true;
-            }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return false,
+                Ok(Ok(())) => {
+                    let reached = changes.borrow_and_update().slowest();
+                    if reached >= position {
+                        return reached;
+                    }
+                }
+                _ => return self.positions().slowest(),
             }
         }
     }
@@ -315,43 +307,41 @@ async fn sequence_all_postgres(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 /// PostgreSQL: gives positions to committed, unnumbered events, above every
-/// position given so far. One sequencer at a time (advisory lock), so a
-/// transaction that commits late is numbered late and never skipped.
-/// Returns how many events were numbered.
+/// position given so far (`dg_sequence`, one sequencer at a time). Returns how
+/// many events were numbered.
 async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
-    let mut tx = pool.begin().await.context("starting the sequencer")?;
-    // Positions are derived data: a crash may lose the latest numbering, and
-    // those rows are numbered again (nothing that saw them survives either:
-    // the WAL is flushed in order).
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
+    let numbered: i64 = sqlx::query_scalar("SELECT dg_sequence($1)")
+        .bind(SEQUENCE_BATCH)
+        .fetch_one(pool)
         .await
-        .context("relaxing the sequencer commit")?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch-gate/sequencer'))")
-        .execute(&mut *tx)
-        .await
-        .context("taking the sequencer lock")?;
-    let numbered = sqlx::query(
-        "WITH pending AS (
-             SELECT aggregate_type, aggregate_id, sequence,
-                    row_number() OVER (ORDER BY recorded_at, aggregate_type, aggregate_id, sequence) AS n
-             FROM events WHERE position IS NULL
-             ORDER BY recorded_at, aggregate_type, aggregate_id, sequence
-             LIMIT $1
-         ), top AS (SELECT COALESCE(MAX(position), 0) AS p FROM events)
-         UPDATE events e SET position = top.p + pending.n
-         FROM pending, top
-         WHERE e.aggregate_type = pending.aggregate_type
-           AND e.aggregate_id = pending.aggregate_id
-           AND e.sequence = pending.sequence",
-    )
-    .bind(SEQUENCE_BATCH)
-    .execute(&mut *tx)
-    .await
-    .context("numbering events")?
-    .rows_affected();
-    tx.commit().await.context("committing the sequencer")?;
-    Ok(numbered)
+        .context("numbering events")?;
+    Ok(numbered as u64)
+}
+
+/// The log position of a committed event. On PostgreSQL the event is
+/// numbered first if the sequencer has not numbered it yet (`dg_position`),
+/// so a write learns its position in one round trip.
+pub async fn position_of_committed(
+    database: &Database,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: usize,
+) -> anyhow::Result<i64> {
+    let position: Option<i64> = match database {
+        Database::Postgres(pool) => sqlx::query_scalar("SELECT dg_position($1, $2, $3)")
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence as i64)
+            .fetch_one(pool)
+            .await
+            .context("numbering a committed event")?,
+        Database::Sqlite(_) => {
+            position_of(database, aggregate_type, aggregate_id, sequence).await?
+        }
+    };
+    position.with_context(|| {
+        format!("the committed event {aggregate_type}/{aggregate_id} #{sequence} has no position")
+    })
 }
 
 /// Applies up to [`BATCH`] events after the slowest projection's checkpoint to

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod catchup;
 pub mod chain;
 pub mod cli;
+pub mod consistency;
 pub mod executor;
 pub mod gate;
 pub mod http;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Caller, Json, Path, RequestId};
+use super::extract::{parse_name, parse_registry, Caller, Json, Path, Reader, RequestId};
 use super::AppState;
 use crate::gate::{ConnectionChange, ConnectionView};
 use crate::read;
@@ -95,7 +95,7 @@ async fn create_connection(
     responses((status = 200, body = ConnectionList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_connections(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<ConnectionList>, ApiError> {
     app.gate
@@ -113,7 +113,7 @@ async fn list_connections(
     responses((status = 200, body = ConnectionJson), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_connection(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     // The view names the connection's tenant: no aggregate load to learn it.

@@ -96,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(health::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(state.clone(), sessions))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(json_errors))
@@ -126,6 +127,33 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Session consistency around each request: what the request wrote is
+/// remembered for its principal (the next read waits for it) and reported as
+/// `Gate-Position`; a read reports the position of the views it saw.
+async fn sessions(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = Arc::new(crate::consistency::Request::default());
+    let mut response = crate::consistency::serve(session.clone(), next.run(request)).await;
+    let written = session.written();
+    if written > 0 {
+        if let Some(principal) = session.principal() {
+            let applied = app.gate.catchup().positions().slowest();
+            app.gate.sessions().wrote(&principal, written, applied);
+        }
+    }
+    let position = if written > 0 { written } else { session.seen() };
+    if position > 0 {
+        response.headers_mut().insert(
+            HeaderName::from_static(extract::GATE_POSITION),
+            HeaderValue::from(position),
+        );
+    }
+    response
 }
 
 /// Gives error responses produced outside our handlers (405, a 413 from a raw

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_registry, Caller, Path};
+use super::extract::{parse_registry, Path, Reader};
 use super::AppState;
 use crate::gate::Principal;
 use crate::read::{self, RunFilter, Visibility};
@@ -173,7 +173,7 @@ pub struct RunQuery {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_runs(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Query(query): Query<RunQuery>,
 ) -> Result<axum::Json<RunList>, ApiError> {
     let status = query
@@ -266,7 +266,7 @@ pub struct RunDetail {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
     let database = app.gate.database();
@@ -387,7 +387,7 @@ pub struct PageQuery {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn tenant_decisions(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<DecisionList>, ApiError> {
@@ -454,7 +454,7 @@ pub struct NotificationList {
     responses((status = 200, body = NotificationList), (status = 400, body = ErrorBody)))]
 async fn list_notifications(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<NotificationList>, ApiError> {
     let limit = parse_limit(query.limit)?;

@@ -107,7 +107,17 @@ impl TestApp {
         app(AppState::new(gate))
     }
 
-    pub async fn send(&self, request: Request<Body>) -> Response {
+    /// Sends a request as a client that shares what it has seen: unless the
+    /// request names its own, it echoes the highest log position this
+    /// instance has written as `Gate-Position`, so a read as one principal
+    /// sees a write made as another (the tests' setup mixes principals).
+    pub async fn send(&self, mut request: Request<Body>) -> Response {
+        let head = self.gate.sessions().head();
+        if head > 0 && !request.headers().contains_key("gate-position") {
+            request
+                .headers_mut()
+                .insert("gate-position", head.to_string().parse().unwrap());
+        }
         send(self.router.clone(), request).await
     }
 
