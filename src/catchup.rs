@@ -48,7 +48,7 @@ macro_rules! recorded {
 }
 
 /// Events read per transaction.
-const BATCH: i64 = 2000;
+const BATCH: i64 = 5000;
 
 /// How often a batch may be folded again after loading what it missed. Keys
 /// come from the events themselves, so the second fold misses nothing; a
