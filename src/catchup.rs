@@ -58,6 +58,11 @@ const FOLDS: usize = 3;
 /// How often the log is polled for commits made by other processes.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How long the loop waits after a local commit before it catches up, so
+/// that commits arriving together are applied in one batch. A waiting reader
+/// cuts it short.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// Folds a batch into the view rows it touches: folds with what is loaded,
 /// loads what the fold missed, and folds again from the loaded rows, until
 /// nothing is missing.
@@ -110,6 +115,8 @@ pub struct Catchup {
     database: Database,
     positions: watch::Sender<Positions>,
     kick: Notify,
+    /// A reader is waiting: catch up now, without lingering.
+    urgent: Notify,
     /// Set while [`Catchup::run`] runs: only then is waiting for it worthwhile.
     running: AtomicBool,
 }
@@ -121,6 +128,7 @@ impl Catchup {
             database,
             positions: watch::channel(Positions::default()).0,
             kick: Notify::new(),
+            urgent: Notify::new(),
             running: AtomicBool::new(false),
         })
     }
@@ -138,6 +146,11 @@ impl Catchup {
     /// Asks the loop to catch up now (after a local commit).
     pub fn kick(&self) {
         self.kick.notify_one();
+    }
+
+    /// Asks the loop to catch up at once (a reader is waiting).
+    fn hurry(&self) {
+        self.urgent.notify_one();
     }
 
     /// Catches up until `shutdown` resolves: on every local commit, and every
@@ -179,7 +192,16 @@ impl Catchup {
             };
             tokio::select! {
                 () = &mut shutdown => return,
-                () = self.kick.notified() => {},
+                () = self.urgent.notified() => {},
+                () = self.kick.notified() => {
+                    // Let the commits of a busy moment gather into one batch:
+                    // a pass costs about the same for one event as for hundreds.
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = self.urgent.notified() => {},
+                        () = tokio::time::sleep(LINGER) => {},
+                    }
+                },
                 () = tokio::time::sleep(pause) => {},
             }
         }
@@ -222,7 +244,7 @@ impl Catchup {
         if reached >= position || !self.running.load(Ordering::SeqCst) {
             return reached;
         }
-        self.kick();
+        self.hurry();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -364,22 +386,32 @@ async fn project_batch(
                 .await
                 .context("relaxing the projection commit")?;
         }
-        let mut checkpoints = BTreeMap::new();
-        for projection in PROJECTIONS {
-            // A write that returns the checkpoint: it takes the row lock
-            // (PostgreSQL) or the write lock (SQLite) before anything is read,
-            // so two processes never apply the same batch.
-            let checkpoint: i64 = sqlx::query_scalar(
-                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0)
-                 ON CONFLICT (name) DO UPDATE SET name = excluded.name
-                 RETURNING position",
-            )
-            .bind(projection.name)
-            .fetch_one(&mut *tx)
+        // A write that returns the checkpoints: it takes their row locks
+        // (PostgreSQL) or the write lock (SQLite) before anything is read, so
+        // two processes never apply the same batch. Rows in one order, always.
+        let mut lock =
+            sqlx::QueryBuilder::new("INSERT INTO projection_checkpoints (name, position) ");
+        lock.push_values(PROJECTIONS, |mut row, projection| {
+            row.push_bind(projection.name).push("0");
+        });
+        lock.push(
+            " ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING name, position",
+        );
+        let locked: Vec<(String, i64)> = lock
+            .build_query_as()
+            .fetch_all(&mut *tx)
             .await
-            .context("locking and reading a checkpoint")?;
-            checkpoints.insert(projection.name, checkpoint);
-        }
+            .context("locking and reading the checkpoints")?;
+        let checkpoints: BTreeMap<&'static str, i64> = PROJECTIONS
+            .iter()
+            .map(|p| {
+                let position = locked
+                    .iter()
+                    .find(|(name, _)| name == p.name)
+                    .map(|(_, at)| *at);
+                (p.name, position.unwrap_or(0))
+            })
+            .collect();
         let from = checkpoints.values().copied().min().unwrap_or(0);
         let rows = sqlx::query(
             "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
@@ -402,18 +434,29 @@ async fn project_batch(
         if failpoint == Failpoint::BeforeCheckpoint && !rows.is_empty() {
             anyhow::bail!("failpoint: stopped before storing the checkpoint");
         }
-        for projection in PROJECTIONS {
-            let checkpoint = checkpoints[projection.name].max(last);
-            if checkpoint != checkpoints[projection.name] {
-                sqlx::query("UPDATE projection_checkpoints SET position = $2 WHERE name = $1")
-                    .bind(projection.name)
-                    .bind(checkpoint)
-                    .execute(&mut *tx)
-                    .await
-                    .context("storing a checkpoint")?;
-                checkpoints.insert(projection.name, checkpoint);
+        if checkpoints.values().any(|at| *at < last) {
+            let mut store =
+                sqlx::QueryBuilder::new("UPDATE projection_checkpoints SET position = ");
+            store
+                .push_bind(last)
+                .push(" WHERE position < ")
+                .push_bind(last);
+            store.push(" AND name IN (");
+            let mut names = store.separated(", ");
+            for projection in PROJECTIONS {
+                names.push_bind(projection.name);
             }
+            store.push(")");
+            store
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("storing the checkpoints")?;
         }
+        let checkpoints = checkpoints
+            .into_iter()
+            .map(|(name, at)| (name, at.max(last)))
+            .collect();
         tx.commit().await.context("committing a projection batch")?;
         Ok((rows.len(), checkpoints))
     })
