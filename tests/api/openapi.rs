@@ -78,3 +78,59 @@ async fn every_contract_route_is_described_and_served() {
         "a described route is not in CONTRACT_ROUTES"
     );
 }
+
+/// A JSON body ends with a newline, so `curl` outputs do not run together in a terminal;
+/// the length the server announces counts it.
+#[tokio::test]
+async fn every_json_body_ends_with_a_newline() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let requests = [
+        ("GET", "/healthz", None, None),
+        ("GET", "/v1/openapi.json", None, None),
+        ("GET", "/v1/no-such-route", None, None),
+        ("GET", "/v1/operations", None, None),
+        (
+            "POST",
+            "/v1/admin/workspaces",
+            Some(crate::helpers::ADMIN),
+            Some(r#"{"name":"Acme"}"#),
+        ),
+        (
+            "POST",
+            "/v1/admin/workspaces",
+            Some(crate::helpers::ADMIN),
+            Some("{not json"),
+        ),
+    ];
+    for (method, path, token, body) in requests {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        assert!(
+            parts.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{method} {path}"
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert!(bytes.ends_with(b"}\n"), "{method} {path}: {bytes:?}");
+        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            assert_eq!(length.to_str().unwrap(), bytes.len().to_string());
+        }
+    }
+}
