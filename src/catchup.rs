@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::TryStreamExt;
-use projections::{decode, Change, ConnectionPatch, Decoded, RecordedEvent, PROJECTIONS};
+use projections::{decode, fold, Decoded, RecordedEvent, Views, PROJECTIONS};
 use sqlx::Row;
 use tokio::sync::{watch, Notify};
 
-use crate::rebuild::WriteViews;
 use crate::store::Database;
+use crate::views::{BatchViews, ReplaceViews};
 
 /// Runs `$body` with `$pool` bound to whichever pool the database has. The body
 /// is written once and compiled for both backends: the SQL in this module is
@@ -31,150 +31,6 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
-
-/// Writes one change. A macro, not a function, so that the same SQL serves the
-/// transaction type of either backend.
-macro_rules! apply {
-    ($tx:expr, $change:expr, $position:expr) => {{
-        let position: i64 = $position;
-        let query = match $change {
-            Change::InsertRun(r) => sqlx::query(
-                "INSERT INTO view_runs (run_id, tenant_id, connection_id, connection_name, operation,
-                     scope, status, initiator_id, initiator_name, queued_at, cancel_requested, position)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, FALSE, $10)",
-            )
-            .bind(r.run_id)
-            .bind(r.tenant_id)
-            .bind(r.connection_id)
-            .bind(r.connection_name)
-            .bind(r.operation)
-            .bind(r.scope)
-            .bind(r.initiator_id)
-            .bind(r.initiator_name)
-            .bind(r.queued_at)
-            .bind(position),
-            Change::RunStarted { run_id, worker_id, at } => sqlx::query(
-                "UPDATE view_runs SET status = 'running', started_at = $2, worker_id = $3 WHERE run_id = $1",
-            )
-            .bind(run_id)
-            .bind(at)
-            .bind(worker_id),
-            Change::RunRequeued { run_id } => sqlx::query(
-                "UPDATE view_runs SET status = 'queued', started_at = NULL, worker_id = NULL WHERE run_id = $1",
-            )
-            .bind(run_id),
-            Change::RunCancelRequested { run_id } => {
-                sqlx::query("UPDATE view_runs SET cancel_requested = TRUE WHERE run_id = $1").bind(run_id)
-            }
-            Change::RunEnded { run_id, status, reason_code, at } => sqlx::query(
-                "UPDATE view_runs SET status = $2, reason_code = $3, finished_at = $4 WHERE run_id = $1",
-            )
-            .bind(run_id)
-            .bind(status)
-            .bind(reason_code)
-            .bind(at),
-            Change::InsertDecision(d) => sqlx::query(
-                "INSERT INTO view_decisions (decision_id, tenant_id, at, actor_id, actor_name, operation,
-                     outcome, reason_code, run_id, connection_id, request_id, evidence, position)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(d.decision_id)
-            .bind(d.tenant_id)
-            .bind(d.at)
-            .bind(d.actor_id)
-            .bind(d.actor_name)
-            .bind(d.operation)
-            .bind(d.outcome)
-            .bind(d.reason_code)
-            .bind(d.run_id)
-            .bind(d.connection_id)
-            .bind(d.request_id)
-            .bind(d.evidence)
-            .bind(position),
-            Change::InsertConnection(c) => sqlx::query(
-                "INSERT INTO view_connections (connection_id, tenant_id, display_name, provider,
-                     is_default, enabled, consent, credentials, position)
-                 VALUES ($1, $2, $3, $4, FALSE, TRUE, 'missing', 'missing', $5)",
-            )
-            .bind(c.connection_id)
-            .bind(c.tenant_id)
-            .bind(c.display_name)
-            .bind(c.provider)
-            .bind(position),
-            Change::PatchConnection { connection_id, patch } => match patch {
-                ConnectionPatch::Consent(granted) => sqlx::query(
-                    "UPDATE view_connections SET consent = $2 WHERE connection_id = $1",
-                )
-                .bind(connection_id)
-                .bind(if granted { "granted" } else { "missing" }),
-                ConnectionPatch::Credentials(status) => sqlx::query(
-                    "UPDATE view_connections SET credentials = $2 WHERE connection_id = $1",
-                )
-                .bind(connection_id)
-                .bind(status),
-                ConnectionPatch::Enabled(enabled) => sqlx::query(
-                    "UPDATE view_connections SET enabled = $2 WHERE connection_id = $1",
-                )
-                .bind(connection_id)
-                .bind(enabled),
-            },
-            Change::ConnectionHeld { connection_id, run_id } => sqlx::query(
-                "UPDATE view_connections SET active_run_id = $2 WHERE connection_id = $1",
-            )
-            .bind(connection_id)
-            .bind(run_id),
-            Change::ConnectionFreed { connection_id, run_id } => sqlx::query(
-                "UPDATE view_connections SET active_run_id = NULL
-                 WHERE connection_id = $1 AND active_run_id = $2",
-            )
-            .bind(connection_id)
-            .bind(run_id),
-            Change::DefaultConnection { tenant_id, connection_id } => sqlx::query(
-                "UPDATE view_connections SET is_default = COALESCE(connection_id = $2, FALSE)
-                 WHERE tenant_id = $1",
-            )
-            .bind(tenant_id)
-            .bind(connection_id),
-            Change::MemberSet { tenant_id, user_id, role, capabilities, can_view } => sqlx::query(
-                "INSERT INTO view_members (tenant_id, user_id, role, capabilities, can_view)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, user_id) DO UPDATE
-                 SET role = excluded.role, capabilities = excluded.capabilities, can_view = excluded.can_view",
-            )
-            .bind(tenant_id)
-            .bind(user_id)
-            .bind(role)
-            .bind(capabilities)
-            .bind(can_view),
-            Change::MemberRemoved { tenant_id, user_id } => {
-                sqlx::query("DELETE FROM view_members WHERE tenant_id = $1 AND user_id = $2")
-                    .bind(tenant_id)
-                    .bind(user_id)
-            }
-            Change::RunInitiator { run_id, tenant_id, operation, initiator_id } => sqlx::query(
-                "INSERT INTO view_run_initiators (run_id, tenant_id, operation, initiator_id)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(run_id)
-            .bind(tenant_id)
-            .bind(operation)
-            .bind(initiator_id),
-            Change::NotifyInitiator { notification_id, run_id, status, reason_code, at } => sqlx::query(
-                "INSERT INTO view_notifications (notification_id, recipient_id, tenant_id, run_id,
-                     operation, status, reason_code, at, position)
-                 SELECT $1, initiator_id, tenant_id, run_id, operation, $2, $3, $4, $5
-                 FROM view_run_initiators WHERE run_id = $6",
-            )
-            .bind(notification_id)
-            .bind(status)
-            .bind(reason_code)
-            .bind(at)
-            .bind(position)
-            .bind(run_id),
-        };
-        query.execute($tx).await.context("applying a view change")?;
-    }};
-}
 
 /// Reads an event row (either backend) as a [`RecordedEvent`].
 macro_rules! recorded {
@@ -192,9 +48,36 @@ macro_rules! recorded {
 }
 
 /// Events read per transaction.
-const BATCH: i64 = 1000;
+const BATCH: i64 = 5000;
+
+/// How often a batch may be folded again after loading what it missed. Keys
+/// come from the events themselves, so the second fold misses nothing; a
+/// third would be a defect.
+const FOLDS: usize = 3;
+
 /// How often the log is polled for commits made by other processes.
 const POLL: Duration = Duration::from_millis(200);
+
+/// Folds a batch into the view rows it touches: folds with what is loaded,
+/// loads what the fold missed, and folds again from the loaded rows, until
+/// nothing is missing.
+async fn fold_batch(
+    connection: &mut impl BatchViews,
+    events: &[(RecordedEvent, Decoded)],
+    checkpoints: &BTreeMap<&'static str, i64>,
+) -> anyhow::Result<Views> {
+    let mut loaded = Views::partial();
+    for _ in 0..FOLDS {
+        let mut views = loaded.clone();
+        fold(&mut views, events, |name| checkpoints[name]);
+        let misses = views.misses();
+        if misses.is_empty() {
+            return Ok(views);
+        }
+        connection.load_views(&mut loaded, misses).await?;
+    }
+    anyhow::bail!("a batch kept missing view rows after loading them")
+}
 
 /// Where the log and each projection stand.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -328,36 +211,28 @@ impl Catchup {
         Ok(positions)
     }
 
-    /// Waits (bounded) until every projection has applied the event at
-    /// `sequence` of the stream: read-your-writes for the next request.
-    /// Returns whether it got there in time.
-    pub async fn wait_for(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: usize,
-        timeout: Duration,
-    ) -> bool {
-        if !self.running.load(Ordering::SeqCst) {
-            return false;
+    /// Waits (bounded) until every projection has applied `position`.
+    /// Returns the position the views have reached: at least `position`, or
+    /// less if the wait ran out. Without a running catch-up loop (a command
+    /// that only reads, a test that steps the projector itself) it does not
+    /// wait and answers what it knows.
+    pub async fn wait_until(&self, position: i64, timeout: Duration) -> i64 {
+        let mut changes = self.positions.subscribe();
+        let reached = changes.borrow_and_update().slowest();
+        if reached >= position || !self.running.load(Ordering::SeqCst) {
+            return reached;
         }
         self.kick();
-        let mut changes = self.positions.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut position = None;
         loop {
-            if position.is_none() {
-                position = position_of(&self.database, aggregate_type, aggregate_id, sequence)
-                    .await
-                    .ok()
-                    .flatten();
-            }
-            if position.is_some_and(|p| changes.borrow_and_update().slowest() >= p) {
-                return true;
-            }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return false,
+                Ok(Ok(())) => {
+                    let reached = changes.borrow_and_update().slowest();
+                    if reached >= position {
+                        return reached;
+                    }
+                }
+                _ => return self.positions().slowest(),
             }
         }
     }
@@ -432,43 +307,41 @@ async fn sequence_all_postgres(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 /// PostgreSQL: gives positions to committed, unnumbered events, above every
-/// position given so far. One sequencer at a time (advisory lock), so a
-/// transaction that commits late is numbered late and never skipped.
-/// Returns how many events were numbered.
+/// position given so far (`dg_sequence`, one sequencer at a time). Returns how
+/// many events were numbered.
 async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
-    let mut tx = pool.begin().await.context("starting the sequencer")?;
-    // Positions are derived data: a crash may lose the latest numbering, and
-    // those rows are numbered again (nothing that saw them survives either:
-    // the WAL is flushed in order).
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
+    let numbered: i64 = sqlx::query_scalar("SELECT dg_sequence($1)")
+        .bind(SEQUENCE_BATCH)
+        .fetch_one(pool)
         .await
-        .context("relaxing the sequencer commit")?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dispatch-gate/sequencer'))")
-        .execute(&mut *tx)
-        .await
-        .context("taking the sequencer lock")?;
-    let numbered = sqlx::query(
-        "WITH pending AS (
-             SELECT aggregate_type, aggregate_id, sequence,
-                    row_number() OVER (ORDER BY recorded_at, aggregate_type, aggregate_id, sequence) AS n
-             FROM events WHERE position IS NULL
-             ORDER BY recorded_at, aggregate_type, aggregate_id, sequence
-             LIMIT $1
-         ), top AS (SELECT COALESCE(MAX(position), 0) AS p FROM events)
-         UPDATE events e SET position = top.p + pending.n
-         FROM pending, top
-         WHERE e.aggregate_type = pending.aggregate_type
-           AND e.aggregate_id = pending.aggregate_id
-           AND e.sequence = pending.sequence",
-    )
-    .bind(SEQUENCE_BATCH)
-    .execute(&mut *tx)
-    .await
-    .context("numbering events")?
-    .rows_affected();
-    tx.commit().await.context("committing the sequencer")?;
-    Ok(numbered)
+        .context("numbering events")?;
+    Ok(numbered as u64)
+}
+
+/// The log position of a committed event. On PostgreSQL the event is
+/// numbered first if the sequencer has not numbered it yet (`dg_position`),
+/// so a write learns its position in one round trip.
+pub async fn position_of_committed(
+    database: &Database,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: usize,
+) -> anyhow::Result<i64> {
+    let position: Option<i64> = match database {
+        Database::Postgres(pool) => sqlx::query_scalar("SELECT dg_position($1, $2, $3)")
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence as i64)
+            .fetch_one(pool)
+            .await
+            .context("numbering a committed event")?,
+        Database::Sqlite(_) => {
+            position_of(database, aggregate_type, aggregate_id, sequence).await?
+        }
+    };
+    position.with_context(|| {
+        format!("the committed event {aggregate_type}/{aggregate_id} #{sequence} has no position")
+    })
 }
 
 /// Applies up to [`BATCH`] events after the slowest projection's checkpoint to
@@ -517,19 +390,15 @@ async fn project_batch(
         .fetch_all(&mut *tx)
         .await
         .context("reading events")?;
-        let mut last = from;
+        let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             let event = recorded!(row);
             let decoded = decode(&event)?;
-            for projection in PROJECTIONS {
-                if event.position > checkpoints[projection.name] {
-                    for change in (projection.project)(&event, &decoded) {
-                        apply!(&mut *tx, change, event.position);
-                    }
-                }
-            }
-            last = event.position;
+            events.push((event, decoded));
         }
+        let last = events.last().map_or(from, |(e, _)| e.position);
+        let views = fold_batch(&mut *tx, &events, &checkpoints).await?;
+        tx.store_views(&views).await?;
         if failpoint == Failpoint::BeforeCheckpoint && !rows.is_empty() {
             anyhow::bail!("failpoint: stopped before storing the checkpoint");
         }
@@ -570,7 +439,7 @@ const FOLD_BATCH: usize = 1000;
 /// Drops every view and rebuilds it from the log, in one transaction, so that
 /// readers never see a half-built view: the views are folded in memory from
 /// the whole log, then written with `COPY` (PostgreSQL; readers of the views
-/// wait for this last step, see [`WriteViews`]) or multi-row inserts (SQLite).
+/// wait for this last step, see [`ReplaceViews`]) or multi-row inserts (SQLite).
 /// Reports progress of both phases. Returns the events applied.
 pub async fn rebuild(
     database: &Database,
@@ -600,17 +469,11 @@ pub async fn rebuild(
         // the views in log order.
         let (send, mut receive) = tokio::sync::mpsc::channel::<Vec<(RecordedEvent, Decoded)>>(4);
         let fold = tokio::task::spawn_blocking(move || {
-            let mut views = crate::rebuild::Views::default();
+            let mut views = Views::complete();
             let mut after = 0i64;
             while let Some(batch) = receive.blocking_recv() {
-                for (event, decoded) in batch {
-                    for projection in PROJECTIONS {
-                        for change in (projection.project)(&event, &decoded) {
-                            views.apply(change, event.position);
-                        }
-                    }
-                    after = event.position;
-                }
+                fold(&mut views, &batch, |_| 0);
+                after = batch.last().map_or(after, |(e, _)| e.position);
             }
             (views, after)
         });
@@ -643,7 +506,7 @@ pub async fn rebuild(
         let (views, after) = fold.await.context("folding the views")?;
         progress(Rebuilt::Read(applied));
         let rows = views.rows();
-        tx.write_views(&views, |written| {
+        tx.replace_views(&views, |written| {
             progress(Rebuilt::Written {
                 rows: written,
                 of: rows,

@@ -3,10 +3,11 @@
 //! talks to the event store directly.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aggregates::catalog::{
-    Action, Capability, CredentialStatus, OperationKind, ReasonCode, Role, Scope, ScopeKind,
+    Action, Capability, CredentialStatus, OperationKind, ReasonCode, Role, RunStatus, Scope,
+    ScopeKind,
 };
 use aggregates::connection::{
     ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence,
@@ -22,10 +23,11 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::catchup::Catchup;
+use crate::consistency::{self, Sessions};
 use crate::executor::{CommandError, Committed, Executor};
-use crate::read::RunRecord;
 use crate::snapshot::SnapshotPolicy;
 use crate::store::Database;
+use projections::Run as RunRecord;
 
 /// A source of the current time, passed as a value so that time-dependent
 /// logic can be tested with a fixed clock.
@@ -109,6 +111,14 @@ pub enum GateError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The views have not reached the position the read must see, in time.
+    #[error("the read models are at log position {reached}, behind {target}")]
+    Lagging {
+        /// The position the read must see.
+        target: i64,
+        /// Where the slowest view stands.
+        reached: i64,
+    },
     /// Something failed on our side.
     #[error("{0}")]
     Internal(String),
@@ -133,6 +143,7 @@ impl From<anyhow::Error> for GateError {
 }
 
 /// Where a run belongs: its connection, tenant and operation.
+#[derive(Debug, Clone, Copy)]
 struct RunPlace {
     connection_id: ConnectionId,
     tenant_id: TenantId,
@@ -193,6 +204,10 @@ pub struct NewUser {
 pub struct Gate {
     database: Database,
     catchup: Arc<Catchup>,
+    sessions: Sessions,
+    /// Where runs this instance accepted or claimed belong (a cache: the run
+    /// view is the fallback), so worker calls need no view lookup.
+    places: Mutex<HashMap<RunId, RunPlace>>,
     clock: Arc<dyn Clock>,
     admin_token_sha256: Option<[u8; 32]>,
     workspaces: Executor<Registered<Workspace>>,
@@ -226,11 +241,14 @@ fn check(principal: &Principal, tenant: &Tenant, action: Action) -> Result<(), G
     Ok(())
 }
 
+/// Runs whose place is remembered before the cache starts again.
+const PLACES_REMEMBERED: usize = 100_000;
+
 /// Events between two snapshots of a tenant or a connection.
 pub(crate) const SNAPSHOT_EVERY: usize = 100;
 
-/// How long a write waits for the read models to show it.
-const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a read waits for the views to reach its session's position.
+pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The metadata recorded with a command: who, when, and the request id.
 pub(crate) fn metadata(
@@ -266,8 +284,15 @@ impl Gate {
             admin_token_sha256: admin_token.map(sha256),
             clock,
             catchup: Catchup::new(database.clone()),
+            sessions: Sessions::default(),
+            places: Mutex::new(HashMap::new()),
             database,
         }
+    }
+
+    /// Each principal's last written position, and the instance's head.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The database in use.
@@ -286,8 +311,10 @@ impl Gate {
         &self.connections
     }
 
-    /// Executes a command, then waits (bounded) until the read models have
-    /// applied its events, so the caller's next request reads its own write.
+    /// Executes a command and learns the log position its events got: the
+    /// request being served reports it (`Gate-Position`), and its principal's
+    /// next read waits for the views to reach it. The write itself waits for
+    /// no view.
     async fn run<A>(
         &self,
         executor: &Executor<A>,
@@ -301,15 +328,60 @@ impl Gate {
     {
         let committed = executor.execute(id, command, metadata).await?;
         if let Some(last) = committed.events.last() {
-            let seen = self
-                .catchup
-                .wait_for(A::TYPE, &last.aggregate_id, last.sequence, READ_YOUR_WRITES)
-                .await;
-            if !seen {
-                tracing::debug!(aggregate = A::TYPE, id, "read models not caught up in time");
+            match crate::catchup::position_of_committed(
+                &self.database,
+                A::TYPE,
+                &last.aggregate_id,
+                last.sequence,
+            )
+            .await
+            {
+                Ok(position) => {
+                    self.sessions.observe(position);
+                    consistency::wrote(position);
+                    self.catchup.kick();
+                }
+                // The write stands; only its position is unknown, so the
+                // next read of its principal may not see it.
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    aggregate = A::TYPE,
+                    id,
+                    "a committed write has no log position yet"
+                ),
             }
         }
         Ok(committed)
+    }
+
+    /// Waits (bounded) until the views have reached what the principal must
+    /// see: its own last write through this instance, and `at_least` (the
+    /// `Gate-Position` a client echoes). Returns the views' position.
+    pub async fn consistent(
+        &self,
+        principal: &Principal,
+        at_least: Option<i64>,
+    ) -> Result<i64, GateError> {
+        let key = principal.actor().id_string();
+        let mut target = self.sessions.last(&key);
+        if let Some(at_least) = at_least {
+            if at_least > self.sessions.head() {
+                let head = crate::catchup::head(&self.database).await?;
+                self.sessions.observe(head);
+                if at_least > head {
+                    return Err(GateError::Invalid(format!(
+                        "`Gate-Position` {at_least} is ahead of the log (at {head})"
+                    )));
+                }
+            }
+            target = target.max(at_least);
+        }
+        let reached = self.catchup.wait_until(target, CONSISTENCY_WAIT).await;
+        if reached < target {
+            return Err(GateError::Lagging { target, reached });
+        }
+        consistency::saw(reached);
+        Ok(reached)
     }
 
     /// The clock in use.
@@ -730,20 +802,34 @@ impl Gate {
 
     // ---- run lifecycle (workers) ----------------------------------------------
 
-    /// Where a run belongs, from the run view.
+    /// Where a run belongs: from the runs this instance accepted or claimed,
+    /// else from the run view, once it has reached this instance's head.
     async fn run_place(&self, run_id: RunId) -> Result<RunPlace, GateError> {
-        let record = crate::read::run(&self.database, &run_id.to_string())
-            .await?
-            .ok_or(GateError::NotFound("operation run"))?;
-        let bad = |what: &str| GateError::Internal(format!("a run view row has a bad {what}"));
+        if let Some(place) = self.places.lock().expect("places lock").get(&run_id) {
+            return Ok(*place);
+        }
+        let mut record = crate::read::run(&self.database, run_id).await?;
+        if record.is_none() {
+            let head = self.sessions.head();
+            if self.catchup.wait_until(head, CONSISTENCY_WAIT).await >= head {
+                record = crate::read::run(&self.database, run_id).await?;
+            }
+        }
+        let record = record.ok_or(GateError::NotFound("operation run"))?;
         Ok(RunPlace {
-            connection_id: record
-                .connection_id
-                .parse()
-                .map_err(|_| bad("connection id"))?,
-            tenant_id: record.tenant_id.parse().map_err(|_| bad("tenant id"))?,
-            operation: record.operation.parse().map_err(|_| bad("operation"))?,
+            connection_id: record.connection_id,
+            tenant_id: record.tenant_id,
+            operation: record.operation,
         })
+    }
+
+    /// Remembers where a run belongs.
+    fn place(&self, run_id: RunId, place: RunPlace) {
+        let mut places = self.places.lock().expect("places lock");
+        if places.len() >= PLACES_REMEMBERED {
+            places.clear();
+        }
+        places.insert(run_id, place);
     }
 
     async fn run_command(
@@ -778,7 +864,12 @@ impl Gate {
         operations: Option<&[OperationKind]>,
         lease: std::time::Duration,
     ) -> Result<Option<ClaimedRun>, GateError> {
-        let wanted = |op: &str| operations.is_none_or(|ops| ops.iter().any(|o| o.as_str() == op));
+        let wanted = |op: &OperationKind| operations.is_none_or(|ops| ops.contains(op));
+        // The queue is read from the run view: let it show every run this
+        // instance knows was accepted (bounded; a late run is claimed next time).
+        self.catchup
+            .wait_until(self.sessions.head(), CONSISTENCY_WAIT)
+            .await;
         let mut cursor = None;
         loop {
             let page = crate::read::oldest_runs(
@@ -789,13 +880,8 @@ impl Gate {
             )
             .await?;
             for record in page.items.iter().filter(|r| wanted(&r.operation)) {
-                let (Ok(run_id), Ok(connection_id), Ok(operation)) = (
-                    record.run_id.parse::<RunId>(),
-                    record.connection_id.parse::<ConnectionId>(),
-                    record.operation.parse::<OperationKind>(),
-                ) else {
-                    continue;
-                };
+                let (run_id, connection_id, operation) =
+                    (record.run_id, record.connection_id, record.operation);
                 let at = self.now();
                 let lease_expires_at = at + lease;
                 let command = ConnectionCommand::ClaimRun {
@@ -812,6 +898,14 @@ impl Gate {
                             .iter()
                             .any(|e| matches!(e.payload, ConnectionEvent::RunClaimed { .. }));
                         if claimed {
+                            self.place(
+                                run_id,
+                                RunPlace {
+                                    connection_id,
+                                    tenant_id: record.tenant_id,
+                                    operation,
+                                },
+                            );
                             return Ok(Some(ClaimedRun {
                                 run_id,
                                 connection_id,
@@ -938,6 +1032,9 @@ impl Gate {
     /// Returns how many runs timed out.
     pub async fn expire_leases(&self, now: Timestamp) -> Result<usize, GateError> {
         let mut expired = 0;
+        self.catchup
+            .wait_until(self.sessions.head(), CONSISTENCY_WAIT)
+            .await;
         let mut cursor = None;
         loop {
             let page = crate::read::oldest_runs(
@@ -948,9 +1045,7 @@ impl Gate {
             )
             .await?;
             for record in &page.items {
-                let Ok(connection_id) = record.connection_id.parse::<ConnectionId>() else {
-                    continue;
-                };
+                let connection_id = record.connection_id;
                 let command = ConnectionCommand::ExpireLease { at: now };
                 let committed = self
                     .run_command(connection_id, command, &Actor::System, now)
@@ -973,15 +1068,13 @@ impl Gate {
         for operation in
             std::iter::once(OperationKind::ProviderVerify).chain(OperationKind::BOOTSTRAP_CHAIN)
         {
-            let run =
-                crate::read::latest_run(&self.database, &tenant_id.to_string(), operation.as_str())
-                    .await?;
-            let state = match run.as_ref().map(|r| r.status.as_str()) {
-                Some("queued") => StepState::Queued,
-                Some("running") => StepState::Running,
-                Some("succeeded") => StepState::Succeeded,
-                Some("failed") => StepState::Failed,
-                _ => StepState::Pending,
+            let run = crate::read::latest_run(&self.database, tenant_id, operation).await?;
+            let state = match run.as_ref().map(|r| r.status) {
+                Some(RunStatus::Queued) => StepState::Queued,
+                Some(RunStatus::Running) => StepState::Running,
+                Some(RunStatus::Succeeded) => StepState::Succeeded,
+                Some(RunStatus::Failed) => StepState::Failed,
+                Some(RunStatus::Cancelled) | None => StepState::Pending,
             };
             steps.push(OnboardingStep {
                 operation,
@@ -1206,6 +1299,16 @@ impl Gate {
                 ));
             };
             tracing::Span::current().record("outcome", verdict.outcome().as_str());
+            if let Verdict::Accepted { run_id } = verdict {
+                self.place(
+                    run_id,
+                    RunPlace {
+                        connection_id,
+                        tenant_id: command.tenant_id,
+                        operation: command.operation,
+                    },
+                );
+            }
             return Ok(StartDecision {
                 decision_id,
                 operation: command.operation,

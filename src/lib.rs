@@ -9,7 +9,11 @@
 //! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
 //! - [`gate`]: every use case as one method (setup, connections, starts).
 //! - [`catchup`]: numbers the log in commit order and feeds the projections,
-//!   checkpoint and view rows in one transaction; [`read`] queries the views.
+//!   checkpoint and view rows in one transaction; `views` holds the view
+//!   tables' SQL (driven by each table's column descriptor); [`read`] queries
+//!   the views.
+//! - [`consistency`]: session consistency — each principal's last written
+//!   position, and what one request wrote and read (`Gate-Position`).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
@@ -23,13 +27,14 @@ pub mod bench;
 pub mod catchup;
 pub mod chain;
 pub mod cli;
+pub mod consistency;
 pub mod executor;
 pub mod gate;
 pub mod http;
 pub mod read;
-mod rebuild;
 pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
+pub(crate) mod views;
 pub mod worker;

@@ -1,10 +1,14 @@
 //! Queries over the read models. Every list is newest first and paginated by
 //! an opaque cursor (the last item's log position).
 
+use aggregates::catalog::{OperationKind, RunStatus};
+use aggregates::ids::{ConnectionId, RunId, TenantId, UserId};
 use anyhow::Context;
+use projections::{Connection, Decision, Field, Kind, Notification, Run, ViewRow};
 
 use crate::catchup::on_pool;
 use crate::store::Database;
+use crate::views::{select_from, ViewRowOf};
 
 /// Who may see what in a list.
 #[derive(Debug, Clone)]
@@ -12,16 +16,21 @@ pub enum Visibility {
     /// Everything (the admin token).
     All,
     /// The tenants where this user holds `operations.view`.
-    MemberOf(String),
+    MemberOf(UserId),
 }
 
 impl Visibility {
-    fn user(&self) -> Option<&str> {
+    fn user(&self) -> Option<String> {
         match self {
             Self::All => None,
-            Self::MemberOf(user) => Some(user),
+            Self::MemberOf(user) => Some(user.to_string()),
         }
     }
+}
+
+/// Reads every fetched row as a typed view row.
+fn decode_all<R: ViewRow, S: ViewRowOf>(rows: &[S]) -> anyhow::Result<Vec<R>> {
+    rows.iter().map(ViewRowOf::view).collect()
 }
 
 /// A page of results.
@@ -47,83 +56,47 @@ fn page<T>(mut rows: Vec<T>, limit: i64, position: impl Fn(&T) -> i64) -> Page<T
     }
 }
 
-/// A run, as the views hold it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RunRecord {
-    /// The run.
-    pub run_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// Connection chosen at click time.
-    pub connection_id: String,
-    /// Its display name then.
-    pub connection_name: String,
-    /// Operation.
-    pub operation: String,
-    /// Scope JSON.
-    pub scope: String,
-    /// Status.
-    pub status: String,
-    /// Initiator id.
-    pub initiator_id: String,
-    /// Initiator name.
-    pub initiator_name: String,
-    /// Queued at.
-    pub queued_at: String,
-    /// Started at.
-    pub started_at: Option<String>,
-    /// Finished at.
-    pub finished_at: Option<String>,
-    /// Failure reason.
-    pub reason_code: Option<String>,
-    /// An operator asked it to stop.
-    pub cancel_requested: bool,
-    /// Log position of its acceptance.
-    pub position: i64,
-}
-
 /// Filters of the run list.
 #[derive(Debug, Clone)]
 pub struct RunFilter {
     /// Who is asking.
     pub visibility: Visibility,
     /// One tenant only.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
     /// One status only.
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     /// One operation only.
-    pub operation: Option<String>,
+    pub operation: Option<OperationKind>,
     /// Page size.
     pub limit: i64,
     /// Items older than this position.
     pub cursor: Option<i64>,
 }
 
-const RUN_COLUMNS: &str = "run_id, tenant_id, connection_id, connection_name, operation, scope, status,
-    initiator_id, initiator_name, queued_at, started_at, finished_at, reason_code, cancel_requested, position";
-
 /// Runs the caller may see, newest first.
-pub async fn runs(database: &Database, filter: &RunFilter) -> anyhow::Result<Page<RunRecord>> {
+pub async fn runs(database: &Database, filter: &RunFilter) -> anyhow::Result<Page<Run>> {
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM view_runs
-         WHERE (CAST($1 AS text) IS NULL
+        "{} WHERE (CAST($1 AS text) IS NULL
                 OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $1 AND can_view))
            AND (CAST($2 AS text) IS NULL OR tenant_id = $2)
            AND (CAST($3 AS text) IS NULL OR status = $3)
            AND (CAST($4 AS text) IS NULL OR operation = $4)
            AND (CAST($5 AS bigint) IS NULL OR position < $5)
-         ORDER BY position DESC LIMIT $6"
+         ORDER BY position DESC LIMIT $6",
+        select_from(&Run::TABLE, None)
     );
-    let rows: Vec<RunRecord> = on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(filter.visibility.user())
-        .bind(filter.tenant_id.as_deref())
-        .bind(filter.status.as_deref())
-        .bind(filter.operation.as_deref())
-        .bind(filter.cursor)
-        .bind(filter.limit + 1)
-        .fetch_all(pool)
-        .await
-        .context("listing runs"))?;
+    let rows: Vec<Run> = on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(filter.visibility.user())
+            .bind(filter.tenant_id.map(|t| t.to_string()))
+            .bind(filter.status.map(RunStatus::as_str))
+            .bind(filter.operation.map(OperationKind::as_str))
+            .bind(filter.cursor)
+            .bind(filter.limit + 1)
+            .fetch_all(pool)
+            .await
+            .context("listing runs")?
+    ))?;
     Ok(page(rows, filter.limit, |r| r.position))
 }
 
@@ -131,202 +104,175 @@ pub async fn runs(database: &Database, filter: &RunFilter) -> anyhow::Result<Pag
 /// reaper, which see every tenant).
 pub async fn oldest_runs(
     database: &Database,
-    status: aggregates::catalog::RunStatus,
+    status: RunStatus,
     cursor: Option<i64>,
     limit: i64,
-) -> anyhow::Result<Page<RunRecord>> {
+) -> anyhow::Result<Page<Run>> {
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM view_runs
-         WHERE status = $1 AND (CAST($2 AS bigint) IS NULL OR position > $2)
-         ORDER BY position LIMIT $3"
+        "{} WHERE status = $1 AND (CAST($2 AS bigint) IS NULL OR position > $2)
+         ORDER BY position LIMIT $3",
+        select_from(&Run::TABLE, None)
     );
-    let rows: Vec<RunRecord> = on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(status.as_str())
-        .bind(cursor)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await
-        .context("listing runs oldest first"))?;
+    let rows: Vec<Run> = on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(status.as_str())
+            .bind(cursor)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await
+            .context("listing runs oldest first")?
+    ))?;
     Ok(page(rows, limit, |r| r.position))
 }
 
 /// The latest run of an operation in a tenant.
 pub async fn latest_run(
     database: &Database,
-    tenant_id: &str,
-    operation: &str,
-) -> anyhow::Result<Option<RunRecord>> {
+    tenant_id: TenantId,
+    operation: OperationKind,
+) -> anyhow::Result<Option<Run>> {
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM view_runs WHERE tenant_id = $1 AND operation = $2
-         ORDER BY position DESC LIMIT 1"
+        "{} WHERE tenant_id = $1 AND operation = $2 ORDER BY position DESC LIMIT 1",
+        select_from(&Run::TABLE, None)
     );
-    on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(operation)
+    on_pool!(database, |pool| sqlx::query(&sql)
+        .bind(tenant_id.to_string())
+        .bind(operation.as_str())
         .fetch_optional(pool)
         .await
-        .context("reading the latest run"))
+        .context("reading the latest run")?
+        .map(|row| row.view())
+        .transpose())
 }
 
 /// One run.
-pub async fn run(database: &Database, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM view_runs WHERE run_id = $1");
-    on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(run_id)
+pub async fn run(database: &Database, run_id: RunId) -> anyhow::Result<Option<Run>> {
+    let sql = format!("{} WHERE run_id = $1", select_from(&Run::TABLE, None));
+    on_pool!(database, |pool| sqlx::query(&sql)
+        .bind(run_id.to_string())
         .fetch_optional(pool)
         .await
-        .context("reading a run"))
+        .context("reading a run")?
+        .map(|row| row.view())
+        .transpose())
 }
-
-/// A recorded start decision.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DecisionRecord {
-    /// The decision.
-    pub decision_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// When.
-    pub at: String,
-    /// Who.
-    pub actor_id: String,
-    /// Their name.
-    pub actor_name: String,
-    /// Operation asked for.
-    pub operation: String,
-    /// Outcome.
-    pub outcome: String,
-    /// Reason.
-    pub reason_code: Option<String>,
-    /// Run returned.
-    pub run_id: Option<String>,
-    /// Connection decided on.
-    pub connection_id: Option<String>,
-    /// Request id.
-    pub request_id: Option<String>,
-    /// Evidence JSON.
-    pub evidence: Option<String>,
-    /// Log position.
-    pub position: i64,
-}
-
-const DECISION_COLUMNS: &str =
-    "decision_id, tenant_id, at, actor_id, actor_name, operation, outcome,
-    reason_code, run_id, connection_id, request_id, evidence, position";
 
 /// A tenant's decisions, newest first.
 pub async fn tenant_decisions(
     database: &Database,
-    tenant_id: &str,
+    tenant_id: TenantId,
     limit: i64,
     cursor: Option<i64>,
-) -> anyhow::Result<Page<DecisionRecord>> {
+) -> anyhow::Result<Page<Decision>> {
     let sql = format!(
-        "SELECT {DECISION_COLUMNS} FROM view_decisions
-         WHERE tenant_id = $1 AND (CAST($2 AS bigint) IS NULL OR position < $2)
-         ORDER BY position DESC LIMIT $3"
+        "{} WHERE tenant_id = $1 AND (CAST($2 AS bigint) IS NULL OR position < $2)
+         ORDER BY position DESC LIMIT $3",
+        select_from(&Decision::TABLE, None)
     );
-    let rows: Vec<DecisionRecord> = on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(cursor)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await
-        .context("listing decisions"))?;
+    let rows: Vec<Decision> = on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(tenant_id.to_string())
+            .bind(cursor)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await
+            .context("listing decisions")?
+    ))?;
     Ok(page(rows, limit, |d| d.position))
 }
 
 /// The decisions that returned a run, oldest first.
-pub async fn run_decisions(
-    database: &Database,
-    run_id: &str,
-) -> anyhow::Result<Vec<DecisionRecord>> {
+pub async fn run_decisions(database: &Database, run_id: RunId) -> anyhow::Result<Vec<Decision>> {
     let sql = format!(
-        "SELECT {DECISION_COLUMNS} FROM view_decisions WHERE run_id = $1 ORDER BY position"
+        "{} WHERE run_id = $1 ORDER BY position",
+        select_from(&Decision::TABLE, None)
     );
-    on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
-        .context("reading a run's decisions"))
+    on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(run_id.to_string())
+            .fetch_all(pool)
+            .await
+            .context("reading a run's decisions")?
+    ))
 }
 
-/// A connection with the run holding it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A connection with the operation and status of the run holding it.
+#[derive(Debug, Clone)]
 pub struct ConnectionRecord {
-    /// The connection.
-    pub connection_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// Display name.
-    pub display_name: String,
-    /// Provider.
-    pub provider: String,
-    /// The tenant's default.
-    pub is_default: bool,
-    /// Enabled.
-    pub enabled: bool,
-    /// Consent.
-    pub consent: String,
-    /// Credentials.
-    pub credentials: String,
-    /// The run holding it.
-    pub active_run_id: Option<String>,
-    /// That run's operation.
-    pub active_operation: Option<String>,
-    /// That run's status.
-    pub active_status: Option<String>,
+    /// The connection's row.
+    pub connection: Connection,
+    /// The run holding it: its operation and status.
+    pub active: Option<(RunId, OperationKind, RunStatus)>,
 }
 
-const CONNECTION_SELECT: &str = "SELECT c.connection_id, c.tenant_id, c.display_name, c.provider,
-        c.is_default, c.enabled, c.consent, c.credentials, c.active_run_id,
-        r.operation AS active_operation, r.status AS active_status
-    FROM view_connections c LEFT JOIN view_runs r ON r.run_id = c.active_run_id";
+/// The connection view joined with the run holding each connection.
+fn connection_select() -> String {
+    format!(
+        "SELECT {}, r.operation, r.status FROM {} c
+         LEFT JOIN {} r ON r.run_id = c.active_run_id",
+        Connection::TABLE.column_list("c."),
+        Connection::TABLE.name,
+        Run::TABLE.name,
+    )
+}
+
+/// Reads a connection row followed by the active run's operation and status.
+fn connection_record(row: &impl ViewRowOf) -> anyhow::Result<ConnectionRecord> {
+    let connection: Connection = row.view()?;
+    let [operation, status]: [projections::Value; 2] = row
+        .values_from(
+            Connection::TABLE.columns.len(),
+            &[Kind::NullableText, Kind::NullableText],
+        )?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the joined run columns are missing"))?;
+    let held = |why: String| {
+        anyhow::anyhow!(
+            "the run holding connection {}: {why}",
+            connection.connection_id
+        )
+    };
+    let operation = <Option<OperationKind> as Field>::decode(operation).map_err(held)?;
+    let status = <Option<RunStatus> as Field>::decode(status).map_err(held)?;
+    let active = match (connection.active_run_id, operation, status) {
+        (Some(run), Some(operation), Some(status)) => Some((run, operation, status)),
+        _ => None,
+    };
+    Ok(ConnectionRecord { connection, active })
+}
 
 /// One connection.
 pub async fn connection(
     database: &Database,
-    connection_id: &str,
+    connection_id: ConnectionId,
 ) -> anyhow::Result<Option<ConnectionRecord>> {
-    let sql = format!("{CONNECTION_SELECT} WHERE c.connection_id = $1");
-    on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(connection_id)
+    let sql = format!("{} WHERE c.connection_id = $1", connection_select());
+    on_pool!(database, |pool| sqlx::query(&sql)
+        .bind(connection_id.to_string())
         .fetch_optional(pool)
         .await
-        .context("reading a connection"))
+        .context("reading a connection")?
+        .map(|row| connection_record(&row))
+        .transpose())
 }
 
 /// A tenant's connections, oldest first.
 pub async fn tenant_connections(
     database: &Database,
-    tenant_id: &str,
+    tenant_id: TenantId,
 ) -> anyhow::Result<Vec<ConnectionRecord>> {
-    let sql = format!("{CONNECTION_SELECT} WHERE c.tenant_id = $1 ORDER BY c.position");
-    on_pool!(database, |pool| sqlx::query_as(&sql)
-        .bind(tenant_id)
+    let sql = format!(
+        "{} WHERE c.tenant_id = $1 ORDER BY c.position",
+        connection_select()
+    );
+    on_pool!(database, |pool| sqlx::query(&sql)
+        .bind(tenant_id.to_string())
         .fetch_all(pool)
         .await
-        .context("listing connections"))
-}
-
-/// A notification about a run that ended.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct NotificationRecord {
-    /// The notification.
-    pub notification_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// The run.
-    pub run_id: String,
-    /// The run's operation.
-    pub operation: String,
-    /// Terminal status.
-    pub status: String,
-    /// Why it failed.
-    pub reason_code: Option<String>,
-    /// When it ended.
-    pub at: String,
-    /// Log position.
-    pub position: i64,
+        .context("listing connections")?
+        .iter()
+        .map(connection_record)
+        .collect())
 }
 
 /// The recipient's own notifications, newest first.
@@ -335,18 +281,20 @@ pub async fn notifications(
     recipient_id: &str,
     limit: i64,
     cursor: Option<i64>,
-) -> anyhow::Result<Page<NotificationRecord>> {
-    let sql =
-        "SELECT notification_id, tenant_id, run_id, operation, status, reason_code, at, position
-         FROM view_notifications
-         WHERE recipient_id = $1 AND (CAST($2 AS bigint) IS NULL OR position < $2)
-         ORDER BY position DESC LIMIT $3";
-    let rows: Vec<NotificationRecord> = on_pool!(database, |pool| sqlx::query_as(sql)
-        .bind(recipient_id)
-        .bind(cursor)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await
-        .context("listing notifications"))?;
+) -> anyhow::Result<Page<Notification>> {
+    let sql = format!(
+        "{} WHERE recipient_id = $1 AND (CAST($2 AS bigint) IS NULL OR position < $2)
+         ORDER BY position DESC LIMIT $3",
+        select_from(&Notification::TABLE, None)
+    );
+    let rows: Vec<Notification> = on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(recipient_id)
+            .bind(cursor)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await
+            .context("listing notifications")?
+    ))?;
     Ok(page(rows, limit, |n| n.position))
 }

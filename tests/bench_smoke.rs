@@ -25,6 +25,7 @@ const ROWS: &[&str] = &[
     "http-spread",
     "catch-up",
     "rebuild",
+    "sustained",
 ];
 
 fn assert_table(out: &Output) {
@@ -60,6 +61,8 @@ fn assert_table(out: &Output) {
         .count();
     assert_eq!(racing, 1, "gate-hot-2 rows in:\n{stdout}");
     assert!(stdout.contains("serve peak RSS"), "{stdout}");
+    assert!(stdout.contains("projection lag p50"), "{stdout}");
+    assert!(stdout.contains("catch-up ≥ 0.5× rebuild"), "{stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

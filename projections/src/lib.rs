@@ -2,22 +2,37 @@
 //!
 //! # Layout
 //! - [`RecordedEvent`]: a row of the event log with its global position.
-//! - [`Change`]: what a projection asks the view store to do. Projections copy what
-//!   events carry; they never re-derive a business rule.
-//! - [`PROJECTIONS`]: every projection with its stable name. Each keeps its own
-//!   checkpoint, so a projection added later catches up from position zero.
+//! - [`row`]: one column descriptor per view table ([`view_row!`]), driving
+//!   every use of its columns.
+//! - [`views`]: the typed view rows, and [`Views`], the rows a fold holds.
+//! - [`PROJECTIONS`]: every projection with its stable name and its `apply`, the
+//!   only place its logic is written: the live catch-up and the rebuild both
+//!   fold events into [`Views`] with it. Projections copy what events carry;
+//!   they never re-derive a business rule. Each keeps its own checkpoint, so
+//!   a projection added later catches up from position zero.
 //!
-//! This crate is pure: the catch-up machinery that reads the log and writes
-//! changes in the same transaction as the checkpoint lives in the binary.
+//! This crate is pure: the catch-up machinery that reads the log, loads the
+//! rows a batch touches and writes the folded rows in the same transaction as
+//! the checkpoint lives in the binary.
 #![forbid(unsafe_code)]
 
-use aggregates::catalog::{Outcome, ReasonCode, RunStatus};
+pub mod row;
+pub mod views;
+
+use aggregates::catalog::{Capability, Consent, CredentialStatus, Outcome, ReasonCode, RunStatus};
 use aggregates::connection::ProviderConnection;
 use aggregates::connection::{ConnectionEvent, Rejection, StartRequest};
+use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::tenant::Tenant;
 use aggregates::tenant::TenantEvent;
 use aggregates::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use row::{Cell, Column, Field, Kind, RowError, Table, Value, ViewRow};
+pub use views::{
+    Connection, Decision, Initiator, Member, Misses, Notification, Rows, Run, TableRows, Views,
+    Write,
+};
 
 /// One row of the event log.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +55,7 @@ pub struct RecordedEvent {
 
 /// A payload that does not read as the event its row says it is.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "event {aggregate_type}/{aggregate_id} #{sequence} ({event_type}) does not decode: {source}"
-)]
+#[error("event {aggregate_type}/{aggregate_id} #{sequence} ({event_type}) does not decode: {why}")]
 pub struct DecodeError {
     /// Stream type.
     pub aggregate_type: String,
@@ -53,17 +66,16 @@ pub struct DecodeError {
     /// Event type.
     pub event_type: String,
     /// Why.
-    #[source]
-    pub source: serde_json::Error,
+    pub why: String,
 }
 
 /// The events projections care about.
 #[derive(Debug, Clone)]
 pub enum Decoded {
     /// A provider connection's event.
-    Connection(Box<ConnectionEvent>),
+    Connection(ConnectionId, Box<ConnectionEvent>),
     /// A tenant's event.
-    Tenant(TenantEvent),
+    Tenant(TenantId, TenantEvent),
     /// Anything else (workspaces, users, restore runs).
     Other,
 }
@@ -71,19 +83,32 @@ pub enum Decoded {
 /// Reads the payload as its domain event.
 pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
     use cqrs_es::Aggregate;
-    let error = |source| DecodeError {
+    use serde::Deserialize;
+    let error = |why: String| DecodeError {
         aggregate_type: event.aggregate_type.clone(),
         aggregate_id: event.aggregate_id.clone(),
         sequence: event.sequence,
         event_type: event.event_type.clone(),
-        source,
+        why,
     };
     let payload = upcast(event);
+    fn id<T: std::str::FromStr>(event: &RecordedEvent) -> Result<T, String> {
+        event
+            .aggregate_id
+            .parse()
+            .map_err(|_| format!("its stream id `{}` is not a UUID", event.aggregate_id))
+    }
     Ok(match event.aggregate_type.as_str() {
-        ProviderConnection::TYPE => Decoded::Connection(Box::new(
-            ConnectionEvent::deserialize(payload.as_ref()).map_err(error)?,
-        )),
-        Tenant::TYPE => Decoded::Tenant(TenantEvent::deserialize(payload.as_ref()).map_err(error)?),
+        ProviderConnection::TYPE => Decoded::Connection(
+            id(event).map_err(error)?,
+            Box::new(
+                ConnectionEvent::deserialize(payload.as_ref()).map_err(|e| error(e.to_string()))?,
+            ),
+        ),
+        Tenant::TYPE => Decoded::Tenant(
+            id(event).map_err(error)?,
+            TenantEvent::deserialize(payload.as_ref()).map_err(|e| error(e.to_string()))?,
+        ),
         _ => Decoded::Other,
     })
 }
@@ -107,227 +132,39 @@ fn upcast(event: &RecordedEvent) -> std::borrow::Cow<'_, serde_json::Value> {
     std::borrow::Cow::Owned(upcast(serialized).payload)
 }
 
-/// A run as first recorded, at acceptance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRow {
-    /// The run.
-    pub run_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// The connection chosen at click time.
-    pub connection_id: String,
-    /// That connection's display name at click time.
-    pub connection_name: String,
-    /// The operation.
-    pub operation: String,
-    /// The scope, as JSON `{kind, id}`.
-    pub scope: String,
-    /// Who started it.
-    pub initiator_id: String,
-    /// Their name at the time.
-    pub initiator_name: String,
-    /// When it was queued (RFC 3339, UTC, microseconds).
-    pub queued_at: String,
-}
-
-/// One start decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionRow {
-    /// The decision.
-    pub decision_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// When.
-    pub at: String,
-    /// Who.
-    pub actor_id: String,
-    /// Their name at the time.
-    pub actor_name: String,
-    /// The operation asked for.
-    pub operation: String,
-    /// The outcome.
-    pub outcome: String,
-    /// The reason (none for accepted).
-    pub reason_code: Option<String>,
-    /// The run returned (none for blocked).
-    pub run_id: Option<String>,
-    /// The connection decided on (none for a missing default).
-    pub connection_id: Option<String>,
-    /// The HTTP request id.
-    pub request_id: Option<String>,
-    /// The evidence, as JSON.
-    pub evidence: Option<String>,
-}
-
-/// A connection's identity, at creation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConnectionRow {
-    /// The connection.
-    pub connection_id: String,
-    /// Its tenant.
-    pub tenant_id: String,
-    /// Display name.
-    pub display_name: String,
-    /// Provider.
-    pub provider: String,
-}
-
-/// A change of a connection's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionPatch {
-    /// Consent granted or not.
-    Consent(bool),
-    /// Credential status.
-    Credentials(&'static str),
-    /// Enabled or not.
-    Enabled(bool),
-}
-
-/// What a projection asks the view store to do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// A run was accepted.
-    InsertRun(RunRow),
-    /// A worker claimed the run.
-    RunStarted {
-        /// The run.
-        run_id: String,
-        /// The worker.
-        worker_id: String,
-        /// When.
-        at: String,
-    },
-    /// The worker gave the run back; it is queued again.
-    RunRequeued {
-        /// The run.
-        run_id: String,
-    },
-    /// An operator asked the run to stop.
-    RunCancelRequested {
-        /// The run.
-        run_id: String,
-    },
-    /// The run ended.
-    RunEnded {
-        /// The run.
-        run_id: String,
-        /// `succeeded`, `failed` or `cancelled`.
-        status: &'static str,
-        /// Why it failed.
-        reason_code: Option<&'static str>,
-        /// When.
-        at: String,
-    },
-    /// A decision was recorded.
-    InsertDecision(DecisionRow),
-    /// A connection was created.
-    InsertConnection(ConnectionRow),
-    /// A connection's state changed.
-    PatchConnection {
-        /// The connection.
-        connection_id: String,
-        /// The change.
-        patch: ConnectionPatch,
-    },
-    /// A run now holds the connection.
-    ConnectionHeld {
-        /// The connection.
-        connection_id: String,
-        /// The run.
-        run_id: String,
-    },
-    /// A run let go of its connection.
-    ConnectionFreed {
-        /// The connection.
-        connection_id: String,
-        /// The run.
-        run_id: String,
-    },
-    /// The tenant's default connection changed (`None`: cleared).
-    DefaultConnection {
-        /// The tenant.
-        tenant_id: String,
-        /// The new default.
-        connection_id: Option<String>,
-    },
-    /// A member was added or changed.
-    MemberSet {
-        /// The tenant.
-        tenant_id: String,
-        /// The user.
-        user_id: String,
-        /// The role.
-        role: String,
-        /// Capabilities, as a JSON array.
-        capabilities: String,
-        /// Whether the member holds `operations.view`.
-        can_view: bool,
-    },
-    /// A member was removed.
-    MemberRemoved {
-        /// The tenant.
-        tenant_id: String,
-        /// The user.
-        user_id: String,
-    },
-    /// Remember who started a run, to notify them when it ends.
-    RunInitiator {
-        /// The run.
-        run_id: String,
-        /// Its tenant.
-        tenant_id: String,
-        /// Its operation.
-        operation: String,
-        /// Who started it (`admin` for the admin token).
-        initiator_id: String,
-    },
-    /// A run ended: tell its initiator (and only them).
-    NotifyInitiator {
-        /// Unique per run end.
-        notification_id: String,
-        /// The run.
-        run_id: String,
-        /// Terminal status.
-        status: &'static str,
-        /// Why it failed.
-        reason_code: Option<&'static str>,
-        /// When.
-        at: String,
-    },
-}
-
-/// A projection: a stable name (its checkpoint key) and the changes it makes.
+/// A projection: a stable name (its checkpoint key), the view tables it owns,
+/// and its one `apply`.
 #[derive(Debug, Clone, Copy)]
 pub struct Projection {
     /// Stored as the checkpoint's key: changing it rebuilds the projection.
     pub name: &'static str,
     /// The view tables it owns (cleared by a rebuild).
     pub tables: &'static [&'static str],
-    /// The changes for one event.
-    pub project: fn(&RecordedEvent, &Decoded) -> Vec<Change>,
+    /// Folds one event into the views.
+    pub apply: fn(&mut Views, &RecordedEvent, &Decoded),
 }
 
 /// Every projection, in the order they are applied.
 pub const PROJECTIONS: &[Projection] = &[
     Projection {
         name: "runs",
-        tables: &["view_runs", "view_decisions"],
-        project: runs,
+        tables: &[Run::TABLE.name, Decision::TABLE.name],
+        apply: runs,
     },
     Projection {
         name: "connections",
-        tables: &["view_connections"],
-        project: connections,
+        tables: &[Connection::TABLE.name],
+        apply: connections,
     },
     Projection {
         name: "members",
-        tables: &["view_members"],
-        project: members,
+        tables: &[Member::TABLE.name],
+        apply: members,
     },
     Projection {
         name: "notifications",
-        tables: &["view_notifications", "view_run_initiators"],
-        project: notifications,
+        tables: &[Notification::TABLE.name, Initiator::TABLE.name],
+        apply: notifications,
     },
 ];
 
@@ -340,84 +177,82 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("domain values serialize")
 }
 
-fn decision_row(
+fn decision(
     request: &StartRequest,
     outcome: Outcome,
-    reason: Option<ReasonCode>,
-    run_id: Option<String>,
-    connection_id: Option<String>,
-    evidence: Option<String>,
-) -> DecisionRow {
-    DecisionRow {
-        decision_id: request.decision_id.to_string(),
-        tenant_id: request.tenant_id.to_string(),
+    reason_code: Option<ReasonCode>,
+    run_id: Option<RunId>,
+    connection_id: Option<ConnectionId>,
+    evidence: String,
+    position: i64,
+) -> Decision {
+    Decision {
+        decision_id: request.decision_id,
+        tenant_id: request.tenant_id,
         at: time(&request.at),
         actor_id: request.actor.id_string(),
         actor_name: request.actor.display_name().to_owned(),
-        operation: request.operation.as_str().to_owned(),
-        outcome: outcome.as_str().to_owned(),
-        reason_code: reason.map(|r| r.as_str().to_owned()),
+        operation: request.operation,
+        outcome,
+        reason_code,
         run_id,
         connection_id,
         request_id: request.request_id.clone(),
-        evidence,
+        evidence: Some(evidence),
+        position,
     }
 }
 
-fn ended(event: &ConnectionEvent) -> Option<(String, &'static str, Option<&'static str>, String)> {
+/// How a run ended: (run, status, reason, when).
+fn ended(event: &ConnectionEvent) -> Option<(RunId, RunStatus, Option<ReasonCode>, String)> {
     match event {
-        ConnectionEvent::RunSucceeded { run_id, at, .. } => Some((
-            run_id.to_string(),
-            RunStatus::Succeeded.as_str(),
-            None,
-            time(at),
-        )),
+        ConnectionEvent::RunSucceeded { run_id, at, .. } => {
+            Some((*run_id, RunStatus::Succeeded, None, time(at)))
+        }
         ConnectionEvent::RunFailed {
             run_id, reason, at, ..
-        } => Some((
-            run_id.to_string(),
-            RunStatus::Failed.as_str(),
-            Some(reason.as_str()),
-            time(at),
-        )),
-        ConnectionEvent::RunCancelled { run_id, at, .. } => Some((
-            run_id.to_string(),
-            RunStatus::Cancelled.as_str(),
-            None,
-            time(at),
-        )),
+        } => Some((*run_id, RunStatus::Failed, Some(*reason), time(at))),
+        ConnectionEvent::RunCancelled { run_id, at, .. } => {
+            Some((*run_id, RunStatus::Cancelled, None, time(at)))
+        }
         _ => None,
     }
 }
 
 /// Runs and the decision log.
-fn runs(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
+fn runs(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
     use ConnectionEvent as E;
     match decoded {
-        Decoded::Connection(e) => match e.as_ref() {
+        Decoded::Connection(connection_id, e) => match e.as_ref() {
             E::OperationAccepted { request, evidence } => {
-                let run_id = request.proposed_run_id.to_string();
-                vec![
-                    Change::InsertRun(RunRow {
-                        run_id: run_id.clone(),
-                        tenant_id: request.tenant_id.to_string(),
-                        connection_id: evidence.connection.connection_id.to_string(),
-                        connection_name: evidence.connection.display_name.clone(),
-                        operation: request.operation.as_str().to_owned(),
-                        scope: json(&request.scope),
-                        initiator_id: request.actor.id_string(),
-                        initiator_name: request.actor.display_name().to_owned(),
-                        queued_at: time(&request.at),
-                    }),
-                    Change::InsertDecision(decision_row(
-                        request,
-                        Outcome::Accepted,
-                        None,
-                        Some(run_id),
-                        Some(event.aggregate_id.clone()),
-                        Some(json(evidence)),
-                    )),
-                ]
+                let run_id = request.proposed_run_id;
+                views.runs.put(Run {
+                    run_id,
+                    tenant_id: request.tenant_id,
+                    connection_id: evidence.connection.connection_id,
+                    connection_name: evidence.connection.display_name.clone(),
+                    operation: request.operation,
+                    scope: request.scope,
+                    status: RunStatus::Queued,
+                    initiator_id: request.actor.id_string(),
+                    initiator_name: request.actor.display_name().to_owned(),
+                    queued_at: time(&request.at),
+                    started_at: None,
+                    finished_at: None,
+                    reason_code: None,
+                    worker_id: None,
+                    cancel_requested: false,
+                    position: event.position,
+                });
+                views.decisions.push(decision(
+                    request,
+                    Outcome::Accepted,
+                    None,
+                    Some(run_id),
+                    Some(*connection_id),
+                    json(evidence),
+                    event.position,
+                ));
             }
             E::OperationRejected {
                 request,
@@ -427,179 +262,221 @@ fn runs(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
                 let (outcome, reason, run) = match rejection {
                     Rejection::Blocked { reason } => (Outcome::Blocked, *reason, None),
                     Rejection::Deduped { run_id } => {
-                        (Outcome::Deduped, ReasonCode::AlreadyActive, Some(run_id))
+                        (Outcome::Deduped, ReasonCode::AlreadyActive, Some(*run_id))
                     }
-                    Rejection::ScopeBusy { run_id } => {
-                        (Outcome::ScopeBusy, ReasonCode::ConnectionBusy, Some(run_id))
-                    }
+                    Rejection::ScopeBusy { run_id } => (
+                        Outcome::ScopeBusy,
+                        ReasonCode::ConnectionBusy,
+                        Some(*run_id),
+                    ),
                 };
-                vec![Change::InsertDecision(decision_row(
+                views.decisions.push(decision(
                     request,
                     outcome,
                     Some(reason),
-                    run.map(ToString::to_string),
-                    Some(event.aggregate_id.clone()),
-                    Some(json(evidence)),
-                ))]
+                    run,
+                    Some(*connection_id),
+                    json(evidence),
+                    event.position,
+                ));
             }
             E::RunClaimed {
                 run_id,
                 worker_id,
                 at,
                 ..
-            } => vec![Change::RunStarted {
-                run_id: run_id.to_string(),
-                worker_id: worker_id.clone(),
-                at: time(at),
-            }],
-            E::RunCancelRequested { run_id, .. } => vec![Change::RunCancelRequested {
-                run_id: run_id.to_string(),
-            }],
-            E::RunReleased { run_id, .. } => vec![Change::RunRequeued {
-                run_id: run_id.to_string(),
-            }],
-            other => match ended(other) {
-                Some((run_id, status, reason_code, at)) => vec![Change::RunEnded {
-                    run_id,
-                    status,
-                    reason_code,
-                    at,
-                }],
-                None => vec![],
-            },
+            } => {
+                if let Some(run) = views.runs.get_mut(run_id) {
+                    run.status = RunStatus::Running;
+                    run.started_at = Some(time(at));
+                    run.worker_id = Some(worker_id.clone());
+                }
+            }
+            E::RunCancelRequested { run_id, .. } => {
+                if let Some(run) = views.runs.get_mut(run_id) {
+                    run.cancel_requested = true;
+                }
+            }
+            E::RunReleased { run_id, .. } => {
+                if let Some(run) = views.runs.get_mut(run_id) {
+                    run.status = RunStatus::Queued;
+                    run.started_at = None;
+                    run.worker_id = None;
+                }
+            }
+            other => {
+                if let Some((run_id, status, reason_code, at)) = ended(other) {
+                    if let Some(run) = views.runs.get_mut(&run_id) {
+                        run.status = status;
+                        run.reason_code = reason_code;
+                        run.finished_at = Some(at);
+                    }
+                }
+            }
         },
-        Decoded::Tenant(TenantEvent::StartBlocked {
-            request,
-            reason,
-            evidence,
-        }) => {
-            let row = DecisionRow {
-                decision_id: request.decision_id.to_string(),
-                tenant_id: event.aggregate_id.clone(),
+        Decoded::Tenant(
+            tenant_id,
+            TenantEvent::StartBlocked {
+                request,
+                reason,
+                evidence,
+            },
+        ) => {
+            views.decisions.push(Decision {
+                decision_id: request.decision_id,
+                tenant_id: *tenant_id,
                 at: time(&request.at),
                 actor_id: request.actor.id_string(),
                 actor_name: request.actor.display_name().to_owned(),
-                operation: request.operation.as_str().to_owned(),
-                outcome: Outcome::Blocked.as_str().to_owned(),
-                reason_code: Some(reason.as_str().to_owned()),
+                operation: request.operation,
+                outcome: Outcome::Blocked,
+                reason_code: Some(*reason),
                 run_id: None,
                 connection_id: None,
                 request_id: request.request_id.clone(),
                 evidence: Some(json(evidence)),
-            };
-            vec![Change::InsertDecision(row)]
+                position: event.position,
+            });
         }
-        _ => vec![],
+        _ => {}
     }
 }
 
 /// Provider connections with their lifecycle state and the run holding them.
-fn connections(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
+fn connections(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
     use ConnectionEvent as E;
-    let id = || event.aggregate_id.clone();
-    let patch = |patch| {
-        vec![Change::PatchConnection {
-            connection_id: id(),
-            patch,
-        }]
-    };
     match decoded {
-        Decoded::Connection(e) => match e.as_ref() {
-            E::ProviderConnectionCreated {
-                connection_id,
-                tenant_id,
-                display_name,
-                provider,
-                ..
-            } => vec![Change::InsertConnection(ConnectionRow {
-                connection_id: connection_id.to_string(),
-                tenant_id: tenant_id.to_string(),
-                display_name: display_name.clone(),
-                provider: provider.clone(),
-            })],
-            E::ConsentGranted { .. } => patch(ConnectionPatch::Consent(true)),
-            E::ConsentRevoked { .. } => patch(ConnectionPatch::Consent(false)),
-            E::CredentialsStatusChanged { status, .. } => {
-                patch(ConnectionPatch::Credentials(status.as_str()))
+        Decoded::Connection(id, e) => {
+            let mut change = |change: &dyn Fn(&mut Connection)| {
+                if let Some(connection) = views.connections.get_mut(id) {
+                    change(connection);
+                }
+            };
+            match e.as_ref() {
+                E::ProviderConnectionCreated {
+                    connection_id,
+                    tenant_id,
+                    display_name,
+                    provider,
+                    ..
+                } => views.put_connection(Connection {
+                    connection_id: *connection_id,
+                    tenant_id: *tenant_id,
+                    display_name: display_name.clone(),
+                    provider: provider.clone(),
+                    is_default: false,
+                    enabled: true,
+                    consent: Consent::Missing,
+                    credentials: CredentialStatus::Missing,
+                    active_run_id: None,
+                    position: event.position,
+                }),
+                E::ConsentGranted { .. } => change(&|c| c.consent = Consent::Granted),
+                E::ConsentRevoked { .. } => change(&|c| c.consent = Consent::Missing),
+                E::CredentialsStatusChanged { status, .. } => change(&|c| c.credentials = *status),
+                E::ConnectionEnabled { .. } => change(&|c| c.enabled = true),
+                E::ConnectionDisabled { .. } => change(&|c| c.enabled = false),
+                E::OperationAccepted { request, .. } => {
+                    change(&|c| c.active_run_id = Some(request.proposed_run_id))
+                }
+                other => {
+                    if let Some((run_id, ..)) = ended(other) {
+                        // Only the run that still holds the connection lets go.
+                        change(&|c| {
+                            if c.active_run_id == Some(run_id) {
+                                c.active_run_id = None;
+                            }
+                        })
+                    }
+                }
             }
-            E::ConnectionEnabled { .. } => patch(ConnectionPatch::Enabled(true)),
-            E::ConnectionDisabled { .. } => patch(ConnectionPatch::Enabled(false)),
-            E::OperationAccepted { request, .. } => vec![Change::ConnectionHeld {
-                connection_id: id(),
-                run_id: request.proposed_run_id.to_string(),
-            }],
-            other => match ended(other) {
-                Some((run_id, ..)) => vec![Change::ConnectionFreed {
-                    connection_id: id(),
-                    run_id,
-                }],
-                None => vec![],
-            },
-        },
-        Decoded::Tenant(TenantEvent::DefaultConnectionSet { connection_id, .. }) => {
-            vec![Change::DefaultConnection {
-                tenant_id: event.aggregate_id.clone(),
-                connection_id: Some(connection_id.to_string()),
-            }]
         }
-        Decoded::Tenant(TenantEvent::DefaultConnectionCleared { .. }) => {
-            vec![Change::DefaultConnection {
-                tenant_id: event.aggregate_id.clone(),
-                connection_id: None,
-            }]
+        Decoded::Tenant(tenant_id, TenantEvent::DefaultConnectionSet { connection_id, .. }) => {
+            views.each_tenant_connection(*tenant_id, |c| {
+                c.is_default = c.connection_id == *connection_id
+            });
         }
-        _ => vec![],
+        Decoded::Tenant(tenant_id, TenantEvent::DefaultConnectionCleared { .. }) => {
+            views.each_tenant_connection(*tenant_id, |c| c.is_default = false);
+        }
+        _ => {}
     }
 }
 
 /// Tenant memberships, for scoping lists to what a caller may see.
-fn members(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
+fn members(views: &mut Views, _event: &RecordedEvent, decoded: &Decoded) {
     match decoded {
-        Decoded::Tenant(TenantEvent::MemberSet {
-            user_id,
-            membership,
-            ..
-        }) => vec![Change::MemberSet {
-            tenant_id: event.aggregate_id.clone(),
-            user_id: user_id.to_string(),
-            role: membership.role.as_str().to_owned(),
-            capabilities: json(&membership.capabilities),
+        Decoded::Tenant(
+            tenant_id,
+            TenantEvent::MemberSet {
+                user_id,
+                membership,
+                ..
+            },
+        ) => views.members.put(Member {
+            tenant_id: *tenant_id,
+            user_id: *user_id,
+            role: membership.role,
+            capabilities: membership.capabilities.clone(),
             can_view: membership
                 .capabilities
-                .contains(&aggregates::catalog::Capability::OperationsView),
-        }],
-        Decoded::Tenant(TenantEvent::MemberRemoved { user_id, .. }) => {
-            vec![Change::MemberRemoved {
-                tenant_id: event.aggregate_id.clone(),
-                user_id: user_id.to_string(),
-            }]
+                .contains(&Capability::OperationsView),
+        }),
+        Decoded::Tenant(tenant_id, TenantEvent::MemberRemoved { user_id, .. }) => {
+            views.members.remove((*tenant_id, *user_id));
         }
-        _ => vec![],
+        _ => {}
     }
 }
 
 /// Terminal-run notifications to the initiator. Keeps its own record of
 /// initiators so that it depends on no other projection's progress.
-fn notifications(event: &RecordedEvent, decoded: &Decoded) -> Vec<Change> {
-    let Decoded::Connection(e) = decoded else {
-        return vec![];
+fn notifications(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
+    let Decoded::Connection(_, e) = decoded else {
+        return;
     };
     if let ConnectionEvent::OperationAccepted { request, .. } = e.as_ref() {
-        return vec![Change::RunInitiator {
-            run_id: request.proposed_run_id.to_string(),
-            tenant_id: request.tenant_id.to_string(),
-            operation: request.operation.as_str().to_owned(),
+        views.initiators.put(Initiator {
+            run_id: request.proposed_run_id,
+            tenant_id: request.tenant_id,
+            operation: request.operation,
             initiator_id: request.actor.id_string(),
-        }];
+        });
+        return;
     }
-    match ended(e) {
-        Some((run_id, status, reason_code, at)) => vec![Change::NotifyInitiator {
-            notification_id: format!("{run_id}:{}", event.sequence),
-            run_id,
-            status,
-            reason_code,
-            at,
-        }],
-        None => vec![],
+    let Some((run_id, status, reason_code, at)) = ended(e) else {
+        return;
+    };
+    let Some(initiator) = views.initiators.get(&run_id) else {
+        return;
+    };
+    let notification = Notification {
+        notification_id: format!("{run_id}:{}", event.sequence),
+        recipient_id: initiator.initiator_id.clone(),
+        tenant_id: initiator.tenant_id,
+        run_id,
+        operation: initiator.operation,
+        status,
+        reason_code,
+        at,
+        position: event.position,
+    };
+    views.notifications.push(notification);
+}
+
+/// Folds events into the views: every projection whose checkpoint is below an
+/// event applies it, in log order. `checkpoint` gives each projection's.
+pub fn fold<'a>(
+    views: &mut Views,
+    events: impl IntoIterator<Item = &'a (RecordedEvent, Decoded)>,
+    checkpoint: impl Fn(&str) -> i64,
+) {
+    let checkpoints: Vec<i64> = PROJECTIONS.iter().map(|p| checkpoint(p.name)).collect();
+    for (event, decoded) in events {
+        for (projection, after) in PROJECTIONS.iter().zip(&checkpoints) {
+            if event.position > *after {
+                (projection.apply)(views, event, decoded);
+            }
+        }
     }
 }

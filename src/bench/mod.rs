@@ -75,6 +75,9 @@ pub enum Scenario {
     Catchup,
     /// Events per second of `projections rebuild`.
     Rebuild,
+    /// The gate at its maximum start rate with the projector running: how far
+    /// the views trail the log.
+    Sustained,
 }
 
 /// `bench` options. Sizes left out take their defaults, or their `--smoke` sizes.
@@ -110,6 +113,9 @@ pub struct BenchArgs {
     /// Events in the log that is rebuilt [default: 1000000; smoke: 1000].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     rebuild_events: Option<u64>,
+    /// Seconds of the sustained scenario [default: 60; smoke: 2].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    sustained_seconds: Option<u64>,
     /// Tiny sizes that finish in seconds (CI).
     #[arg(long)]
     smoke: bool,
@@ -127,6 +133,7 @@ struct Plan {
     history_ops: usize,
     catchup_events: usize,
     rebuild_events: usize,
+    sustained: Duration,
 }
 
 impl Plan {
@@ -164,6 +171,7 @@ impl Plan {
             history_ops: pick(args.history_ops, 200, 20),
             catchup_events: pick(args.catchup_events, 100_000, 500),
             rebuild_events: pick(args.rebuild_events, 1_000_000, 1_000),
+            sustained: Duration::from_secs(pick(args.sustained_seconds, 60, 2) as u64),
         }
     }
 
@@ -216,6 +224,7 @@ async fn bench(plan: &Plan, scratches: &mut Scratches) -> anyhow::Result<()> {
         Scenario::Spread,
         Scenario::Hot,
         Scenario::History,
+        Scenario::Sustained,
     ];
     let mut header_done = false;
     if main.iter().any(|s| plan.runs(*s)) {
@@ -352,6 +361,16 @@ async fn main_scenarios(
                 report.add(Kind::HotTwoExecutors { gave_up }, clients, measured);
             }
         }
+    }
+    if plan.runs(Scenario::Sustained) {
+        let targets = seed_connections(
+            database,
+            &mut world,
+            spread_streams(plan.ops, TARGET_CLIENTS),
+        )
+        .await?;
+        let lag = sustained(plan, database, &gates[0], &world.operator, targets).await?;
+        report.add_sustained(lag);
     }
     if plan.runs(Scenario::History) {
         for &length in &plan.history {
@@ -643,6 +662,112 @@ async fn gate_starts(
     .await
 }
 
+/// What the sustained scenario measured.
+struct Sustained {
+    /// The starts, as one measurement.
+    starts: Timed,
+    /// How long each sampled log head took to reach every view, sorted.
+    lags: Vec<Duration>,
+    /// Mean lag over the first and the last third of the run.
+    first_third: Duration,
+    last_third: Duration,
+}
+
+/// Lag samples taken per second of the sustained scenario.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
+/// The gate at its maximum start rate ([`TARGET_CLIENTS`] clients on their
+/// own connections, in rounds until the time is up) while one catch-up loop
+/// projects, as `serve` runs it. A sampler reads the log head every
+/// [`LAG_SAMPLE_EVERY`] and records how long the views took to reach it.
+async fn sustained(
+    plan: &Plan,
+    database: &Database,
+    gate: &Arc<Gate>,
+    operator: &Actor,
+    targets: Vec<(TenantId, ConnectionId)>,
+) -> anyhow::Result<Sustained> {
+    let catchup = Catchup::new(database.clone());
+    catchup.catch_up(Failpoint::Off).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let projector = tokio::spawn(catchup.clone().run(until(stopped.clone())));
+    let sampler = {
+        let (catchup, database, stopped) = (catchup.clone(), database.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let mut pending = std::collections::VecDeque::new();
+            let mut lags = Vec::new();
+            let mut tick = tokio::time::interval(LAG_SAMPLE_EVERY);
+            let started = Instant::now();
+            while !*stopped.borrow() || !pending.is_empty() {
+                tick.tick().await;
+                let now = Instant::now();
+                if !*stopped.borrow() {
+                    pending.push_back((now, crate::catchup::head(&database).await?));
+                }
+                // As `serve` does after each local commit.
+                catchup.kick();
+                let reached = catchup.positions().slowest();
+                while let Some(&(at, head)) = pending.front() {
+                    if head > reached {
+                        break;
+                    }
+                    lags.push((at - started, now - at));
+                    pending.pop_front();
+                }
+            }
+            anyhow::Ok(lags)
+        })
+    };
+    let started = Instant::now();
+    let round = TARGET_CLIENTS * 50;
+    let starts = timed(None, async {
+        let mut all = Measured::bulk(0, Duration::ZERO);
+        while started.elapsed() < plan.sustained {
+            let m = gate_starts(
+                std::slice::from_ref(gate),
+                operator,
+                TARGET_CLIENTS,
+                round,
+                targets.clone(),
+                Placement::Own,
+                None,
+            )
+            .await?;
+            all.ops += m.ops;
+            all.latencies.extend(m.latencies);
+        }
+        all.elapsed = started.elapsed();
+        all.latencies.sort_unstable();
+        Ok(all)
+    })
+    .await?;
+    let _ = stop.send(true);
+    let samples = sampler.await.context("the lag sampler")??;
+    projector.await.context("the projector")?;
+    let third = plan.sustained / 3;
+    let mean = |keep: &dyn Fn(Duration) -> bool| {
+        let picked: Vec<Duration> = samples
+            .iter()
+            .filter(|(at, _)| keep(*at))
+            .map(|(_, lag)| *lag)
+            .collect();
+        picked.iter().sum::<Duration>() / picked.len().max(1) as u32
+    };
+    let first_third = mean(&|at| at < third);
+    let last_third = mean(&|at| at >= plan.sustained - third);
+    let mut lags: Vec<Duration> = samples.into_iter().map(|(_, lag)| lag).collect();
+    lags.sort_unstable();
+    Ok(Sustained {
+        starts,
+        lags,
+        first_third,
+        last_third,
+    })
+}
+
 /// Starts by one client on connections with seeded histories, in two
 /// passes over the same connections: cold ones first, each after
 /// [`Executor::forget`](crate::executor::Executor::forget) (a load from the
@@ -819,6 +944,9 @@ struct Report {
     /// Per history length: the cold decisions, then the warm ones.
     history: [Vec<(usize, Measured)>; 2],
     rebuild: Option<Measured>,
+    catchup: Option<Measured>,
+    http: BTreeMap<usize, (Measured, Option<f64>)>,
+    sustained_lag_p99: Option<Duration>,
     peak_rss: Option<u64>,
     backend: String,
     postgres: bool,
@@ -971,15 +1099,18 @@ impl Report {
                 list.push((length, timed.0.clone()));
                 self.print(&format!("history-{length}-{label}"), clients, &timed, &note);
             }
-            Kind::Catchup => self.print(
-                "catch-up",
-                clients,
-                &timed,
-                &format!(
-                    "events/s through all {} projections, from zero",
-                    projections::PROJECTIONS.len()
-                ),
-            ),
+            Kind::Catchup => {
+                self.print(
+                    "catch-up",
+                    clients,
+                    &timed,
+                    &format!(
+                        "events/s through all {} projections, from zero",
+                        projections::PROJECTIONS.len()
+                    ),
+                );
+                self.catchup = Some(timed.0);
+            }
             Kind::Rebuild { folded } => {
                 let note = format!(
                     "events/s, {:.1}s in one transaction: {:.1}s reading and folding, {:.1}s writing",
@@ -987,6 +1118,13 @@ impl Report {
                     folded.as_secs_f64(),
                     m.elapsed.saturating_sub(folded).as_secs_f64()
                 );
+                let note = match &self.catchup {
+                    Some(c) => format!(
+                        "{note}; catch-up {:.2}× this",
+                        c.throughput() / m.throughput()
+                    ),
+                    None => note,
+                };
                 self.print("rebuild", clients, &timed, &note);
                 self.rebuild = Some(timed.0);
             }
@@ -999,13 +1137,35 @@ impl Report {
         if !note.is_empty() {
             note.push_str(", ");
         }
-        if let Some(serve) = cpu.serve {
-            let per_op = serve.as_secs_f64() * 1e6 / m.ops.max(1) as f64;
+        let serve_per_op = cpu
+            .serve
+            .map(|serve| serve.as_secs_f64() * 1e6 / m.ops.max(1) as f64);
+        if let Some(per_op) = serve_per_op {
             note.push_str(&format!("serve cpu {per_op:.0} µs/op, "));
         }
         note.push_str(&format!("serve peak RSS {:.1} MiB", mib(rss)));
         self.print("http-spread", clients, &timed, &note);
         self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(rss));
+        self.http.insert(clients, (timed.0, serve_per_op));
+    }
+
+    fn add_sustained(&mut self, run: Sustained) {
+        let at = |p: f64| {
+            let i = ((run.lags.len() as f64 * p / 100.0).ceil() as usize).saturating_sub(1);
+            run.lags.get(i).copied()
+        };
+        let note = format!(
+            "projection lag p50 {} ms, p99 {} ms, max {} ms over {} samples; \
+             mean lag first third {} ms, last third {} ms",
+            ms(at(50.0)),
+            ms(at(99.0)),
+            ms(run.lags.last().copied()),
+            run.lags.len(),
+            ms(Some(run.first_third)),
+            ms(Some(run.last_third)),
+        );
+        self.print("sustained", TARGET_CLIENTS, &run.starts, &note);
+        self.sustained_lag_p99 = at(99.0);
     }
 
     /// The issue's targets, judged on this run only.
@@ -1074,6 +1234,60 @@ impl Report {
                 }
             }
         }
+        if let Some(catchup) = &self.catchup {
+            judge(
+                "catch-up ≥ 25,000 events/s (a PostgreSQL target)".to_owned(),
+                catchup.throughput(),
+                25_000.0,
+                true,
+                " events/s",
+            );
+            if let Some(rebuild) = &self.rebuild {
+                judge(
+                    "catch-up ≥ 0.5× rebuild".to_owned(),
+                    catchup.throughput() / rebuild.throughput(),
+                    0.5,
+                    true,
+                    "×",
+                );
+            }
+        }
+        if let (Some((h, serve)), Some(f)) = (self.http.get(&c), self.floor.get(&c)) {
+            judge(
+                format!("http-spread ≥ 0.5× floor at {c} clients"),
+                h.throughput() / f.throughput(),
+                0.5,
+                true,
+                "×",
+            );
+            if let Some(r) = ratio(p99(h), p99(f)) {
+                judge(
+                    format!("http-spread p99 ≤ 3× floor p99 at {c} clients"),
+                    r,
+                    3.0,
+                    false,
+                    "×",
+                );
+            }
+            if let Some(per_op) = serve {
+                judge(
+                    format!("serve cpu ≤ 500 µs per HTTP start at {c} clients"),
+                    *per_op,
+                    500.0,
+                    false,
+                    " µs",
+                );
+            }
+        }
+        if let Some(lag) = self.sustained_lag_p99 {
+            judge(
+                "sustained projection lag p99 ≤ 250 ms".to_owned(),
+                lag.as_secs_f64() * 1000.0,
+                250.0,
+                false,
+                " ms",
+            );
+        }
         if let Some(rebuild) = &self.rebuild {
             judge(
                 "rebuild ≥ 50,000 events/s (a PostgreSQL target)".to_owned(),
@@ -1095,7 +1309,7 @@ impl Report {
         if !lines.is_empty() {
             println!();
             println!(
-                "targets (issue 6) judged on this run ({}, pool {}):",
+                "targets (issues 6 and 10) judged on this run ({}, pool {}):",
                 self.backend, plan.pool
             );
             for line in lines {

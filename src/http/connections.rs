@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Caller, Json, Path, RequestId};
+use super::extract::{parse_name, parse_registry, Caller, Json, Path, Reader, RequestId};
 use super::AppState;
 use crate::gate::{ConnectionChange, ConnectionView};
 use crate::read;
@@ -95,13 +95,13 @@ async fn create_connection(
     responses((status = 200, body = ConnectionList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_connections(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<ConnectionList>, ApiError> {
     app.gate
         .authorize(&principal, tenant_id, Action::ViewConnections)
         .await?;
-    let records = read::tenant_connections(app.gate.database(), &tenant_id.to_string()).await?;
+    let records = read::tenant_connections(app.gate.database(), tenant_id).await?;
     Ok(axum::Json(ConnectionList {
         items: records.iter().map(ConnectionJson::from).collect(),
     }))
@@ -113,17 +113,14 @@ async fn list_connections(
     responses((status = 200, body = ConnectionJson), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_connection(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     // The view names the connection's tenant: no aggregate load to learn it.
-    let record = read::connection(app.gate.database(), &id.to_string())
+    let record = read::connection(app.gate.database(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("provider connection"))?;
-    let tenant_id = record
-        .tenant_id
-        .parse()
-        .map_err(|_| anyhow::anyhow!("a connection view row has a bad tenant id"))?;
+    let tenant_id = record.connection.tenant_id;
     app.gate
         .authorize_as(
             &principal,

@@ -55,27 +55,7 @@ pub struct RunSummary {
     pub url: String,
 }
 
-/// A uuid column of a view (written from a typed id, so it parses).
-pub(super) fn view_uuid(text: &str) -> Uuid {
-    Uuid::parse_str(text).unwrap_or_default()
-}
-
 impl RunSummary {
-    /// A summary of a run from view columns; a name this build does not know
-    /// reads "unknown".
-    pub(super) fn from_view(run_id: &str, operation: &str, status: &str) -> Self {
-        Self {
-            id: view_uuid(run_id),
-            operation: operation
-                .parse::<OperationKind>()
-                .map_or("unknown", |o| o.as_str()),
-            status: status
-                .parse::<RunStatus>()
-                .map_or("unknown", |s| s.as_str()),
-            url: format!("/v1/operations/{run_id}"),
-        }
-    }
-
     /// A summary of a run.
     pub fn new(id: RunId, operation: OperationKind, status: RunStatus) -> Self {
         Self {
@@ -228,34 +208,22 @@ impl ConnectionJson {
 }
 
 impl From<&crate::read::ConnectionRecord> for ConnectionJson {
-    fn from(c: &crate::read::ConnectionRecord) -> Self {
+    fn from(record: &crate::read::ConnectionRecord) -> Self {
+        let c = &record.connection;
         Self {
-            id: view_uuid(&c.connection_id),
-            tenant_id: view_uuid(&c.tenant_id),
+            id: c.connection_id.0,
+            tenant_id: c.tenant_id.0,
             display_name: c.display_name.clone(),
             provider: c.provider.clone(),
             is_default: c.is_default,
             enabled: c.enabled,
-            consent: consent_name(&c.consent),
-            credentials: credentials_name(&c.credentials),
-            active_run: match (&c.active_run_id, &c.active_operation, &c.active_status) {
-                (Some(id), Some(operation), Some(status)) => {
-                    Some(RunSummary::from_view(id, operation, status))
-                }
-                _ => None,
-            },
+            consent: c.consent.as_str(),
+            credentials: c.credentials.as_str(),
+            active_run: record
+                .active
+                .map(|(id, operation, status)| RunSummary::new(id, operation, status)),
         }
     }
-}
-
-fn consent_name(text: &str) -> &'static str {
-    text.parse::<aggregates::catalog::Consent>()
-        .map_or("unknown", |c| c.as_str())
-}
-
-fn credentials_name(text: &str) -> &'static str {
-    text.parse::<aggregates::catalog::CredentialStatus>()
-        .map_or("unknown", |c| c.as_str())
 }
 
 /// `{items: [connection]}`.

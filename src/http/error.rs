@@ -14,6 +14,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    lag: Option<Lag>,
 }
 
 /// The error body.
@@ -30,6 +31,20 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// A plain-words explanation.
     pub message: String,
+    /// With `projection_lagging`: how far the read models are behind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<Lag>,
+}
+
+/// How far the read models are behind what a read must see.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct Lag {
+    /// The log position the read must see.
+    pub target: i64,
+    /// The position the slowest view has reached.
+    pub reached: i64,
+    /// Events between the two.
+    pub behind: i64,
 }
 
 impl ApiError {
@@ -39,6 +54,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            lag: None,
         }
     }
 
@@ -88,6 +104,22 @@ impl From<GateError> for ApiError {
             ),
             GateError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             GateError::Invalid(message) => Self::invalid(message),
+            GateError::Lagging { target, reached } => Self {
+                lag: Some(Lag {
+                    target,
+                    reached,
+                    behind: target - reached,
+                }),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "projection_lagging",
+                    format!(
+                        "the read models have not caught up with log position {target} yet \
+                         ({} events behind); retry shortly",
+                        target - reached
+                    ),
+                )
+            },
             GateError::Internal(detail) => {
                 // Logged once, here; the client never sees database text.
                 tracing::error!(%detail, "request failed");
@@ -103,12 +135,21 @@ impl From<GateError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
+                lag: self.lag,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if retry {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

@@ -90,9 +90,52 @@ where
             .filter(|token| !token.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
         match app.gate.authenticate(token).await? {
-            Some(principal) => Ok(Self(principal)),
+            Some(principal) => {
+                crate::consistency::authenticated(&principal.actor().id_string());
+                Ok(Self(principal))
+            }
             None => Err(ApiError::unauthorized()),
         }
+    }
+}
+
+/// The `Gate-Position` header: a log position a client echoes back.
+pub const GATE_POSITION: &str = "gate-position";
+
+/// The authenticated caller of a request that reads the views, once they have
+/// reached what the caller must see: its own last write through this
+/// instance, and the `Gate-Position` it sent (session consistency). A
+/// malformed `Gate-Position` is a 400; views still behind after the bounded
+/// wait are a 503 `projection_lagging`.
+pub struct Reader(pub Principal);
+
+impl<S> FromRequestParts<S> for Reader
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        let at_least = match parts.headers.get(GATE_POSITION) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .filter(|p| *p >= 0)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "`Gate-Position` must be a log position (a non-negative integer)",
+                        )
+                    })?,
+            ),
+        };
+        let app = AppState::from_ref(state);
+        app.gate.consistent(&principal, at_least).await?;
+        Ok(Self(principal))
     }
 }
 

@@ -66,19 +66,108 @@ struct ApiDoc;
 
 /// The router and its OpenAPI description, built from the same registrations.
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(setup::router())
         .merge(connections::router())
         .merge(starts::router())
         .merge(reads::router())
         .merge(worker::router())
         .merge(onboarding::router())
-        .split_for_parts()
+        .split_for_parts();
+    let (router, mut api) = routes;
+    document_consistency(&mut api);
+    (router, api)
 }
 
 /// The OpenAPI 3 description of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
+}
+
+/// Operations that are not GETs but read the views first (session consistency).
+const READING_POSTS: &[&str] = &["/v1/tenants/{tenant_id}/onboarding/bootstrap"];
+
+/// Documents session consistency on every operation, in one place: each
+/// answer may carry `Gate-Position`; each operation that reads the views takes
+/// a `Gate-Position` request header and can answer 503 `projection_lagging`.
+fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{header::Header, Ref, Required, ResponseBuilder};
+    let position = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(0))
+    };
+    let mut header = Header::new(position());
+    header.description = Some(
+        "The log position this answer reflects: for a write, the position its events got; \
+         for a read, the position the views had reached. Send it back as the \
+         `Gate-Position` request header to read at least that fresh (e.g. on another instance)."
+            .to_owned(),
+    );
+    let reading = |operation: &mut Operation| {
+        operation.parameters.get_or_insert_with(Vec::new).push(
+            ParameterBuilder::new()
+                .name("Gate-Position")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Read at least this fresh: wait (bounded) until the views have reached \
+                         this log position (a `Gate-Position` of an earlier answer).",
+                ))
+                .schema(Some(position()))
+                .build(),
+        );
+        operation.responses.responses.insert(
+            "503".to_owned(),
+            ResponseBuilder::new()
+                .description(
+                    "`projection_lagging`: the views did not reach the position this read must \
+                     see in time (the body's `lag` says how far behind); retry after `Retry-After`.",
+                )
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into(),
+        );
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        if let Some(get) = item.get.as_mut() {
+            reading(get);
+        }
+        if READING_POSTS.contains(&path.as_str()) {
+            if let Some(post) = item.post.as_mut() {
+                reading(post);
+            }
+        }
+        for operation in [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.delete.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let (true, utoipa::openapi::RefOr::T(response)) =
+                    (status.starts_with('2'), response)
+                {
+                    response
+                        .headers
+                        .insert("Gate-Position".to_owned(), header.clone());
+                }
+            }
+        }
+    }
 }
 
 /// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
@@ -96,6 +185,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(health::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(state.clone(), sessions))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(json_errors))
@@ -163,6 +253,33 @@ fn is_json(response: &Response) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+/// Session consistency around each request: what the request wrote is
+/// remembered for its principal (the next read waits for it) and reported as
+/// `Gate-Position`; a read reports the position of the views it saw.
+async fn sessions(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = Arc::new(crate::consistency::Request::default());
+    let mut response = crate::consistency::serve(session.clone(), next.run(request)).await;
+    let written = session.written();
+    if written > 0 {
+        if let Some(principal) = session.principal() {
+            let applied = app.gate.catchup().positions().slowest();
+            app.gate.sessions().wrote(&principal, written, applied);
+        }
+    }
+    let position = if written > 0 { written } else { session.seen() };
+    if position > 0 {
+        response.headers_mut().insert(
+            HeaderName::from_static(extract::GATE_POSITION),
+            HeaderValue::from(position),
+        );
+    }
+    response
 }
 
 /// Gives error responses produced outside our handlers (405, a 413 from a raw

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::dto::{ReasonJson, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Caller, Path, RequestId};
+use super::extract::{Caller, Path, Reader, RequestId};
 use super::starts::run_start;
 use super::AppState;
 use crate::gate::StartCommand;
@@ -80,7 +80,7 @@ fn empty_body(body: &[u8]) -> Result<(), ApiError> {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn bootstrap(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     RequestId(request_id): RequestId,
     Path(tenant_id): Path<TenantId>,
     body: axum::body::Bytes,
@@ -130,7 +130,7 @@ pub struct OnboardingJson {
     responses((status = 200, body = OnboardingJson), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn onboarding(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<OnboardingJson>, ApiError> {
     app.gate
@@ -146,18 +146,14 @@ async fn onboarding(
             .map(|step| StepJson {
                 operation: step.operation.as_str(),
                 state: step.state.as_str(),
-                run: step.run.as_ref().and_then(|r| {
-                    Some(RunSummary::new(
-                        r.run_id.parse().ok()?,
-                        step.operation,
-                        r.status.parse().ok()?,
-                    ))
-                }),
+                run: step
+                    .run
+                    .as_ref()
+                    .map(|r| RunSummary::new(r.run_id, step.operation, r.status)),
                 reason: step
                     .run
                     .as_ref()
-                    .and_then(|r| r.reason_code.as_deref())
-                    .and_then(|c| c.parse::<aggregates::catalog::ReasonCode>().ok())
+                    .and_then(|r| r.reason_code)
                     .map(ReasonJson::from),
             })
             .collect(),

@@ -1,7 +1,8 @@
 //! Monitoring → Operations: runs, decisions and notifications, read from projections.
 
-use aggregates::catalog::{Action, OperationKind, ReasonCode, RunStatus};
+use aggregates::catalog::{Action, OperationKind, Outcome, ReasonCode, RunStatus};
 use aggregates::ids::{RunId, TenantId};
+use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -11,12 +12,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{view_uuid as uuid, ConnectionRef, ReasonJson, RunSummary};
+use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_registry, Caller, Path};
+use super::extract::{parse_registry, Path, Reader};
 use super::AppState;
 use crate::gate::Principal;
-use crate::read::{self, DecisionRecord, NotificationRecord, RunFilter, RunRecord, Visibility};
+use crate::read::{self, RunFilter, Visibility};
+use projections::{
+    Decision as DecisionRecord, Notification as NotificationRecord, Run as RunRecord,
+};
 
 /// The read routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -71,9 +75,8 @@ fn cursor(position: Option<i64>) -> Option<String> {
     position.map(|p| format!("p{p}"))
 }
 
-fn reason(code: Option<&str>) -> Option<ReasonJson> {
-    code.and_then(|c| c.parse::<ReasonCode>().ok())
-        .map(ReasonJson::from)
+fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
+    code.map(ReasonJson::from)
 }
 
 /// `{id, name}`.
@@ -122,18 +125,18 @@ pub struct RunListItem {
 impl From<&RunRecord> for RunListItem {
     fn from(r: &RunRecord) -> Self {
         Self {
-            id: uuid(&r.run_id),
-            tenant_id: uuid(&r.tenant_id),
-            operation: r.operation.clone(),
-            status: r.status.clone(),
+            id: r.run_id.0,
+            tenant_id: r.tenant_id.0,
+            operation: r.operation.as_str().to_owned(),
+            status: r.status.as_str().to_owned(),
             provider_connection: ConnectionRef {
-                id: uuid(&r.connection_id),
+                id: r.connection_id.0,
                 display_name: r.connection_name.clone(),
             },
             initiator: ActorJson::new(&r.initiator_id, &r.initiator_name),
             queued_at: r.queued_at.clone(),
             finished_at: r.finished_at.clone(),
-            reason: reason(r.reason_code.as_deref()),
+            reason: reason(r.reason_code),
             url: format!("/v1/operations/{}", r.run_id),
         }
     }
@@ -170,7 +173,7 @@ pub struct RunQuery {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_runs(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Query(query): Query<RunQuery>,
 ) -> Result<axum::Json<RunList>, ApiError> {
     let status = query
@@ -193,11 +196,11 @@ async fn list_runs(
     let filter = RunFilter {
         visibility: match &principal {
             Principal::Admin => Visibility::All,
-            Principal::User { id, .. } => Visibility::MemberOf(id.to_string()),
+            Principal::User { id, .. } => Visibility::MemberOf(*id),
         },
-        tenant_id: query.tenant_id.map(|t| t.to_string()),
-        status: status.map(|s| s.as_str().to_owned()),
-        operation: operation.map(|o| o.as_str().to_owned()),
+        tenant_id: query.tenant_id.map(TenantId),
+        status,
+        operation,
         limit,
         cursor: cursor_position,
     };
@@ -263,47 +266,50 @@ pub struct RunDetail {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
     let database = app.gate.database();
-    let run = read::run(database, &run_id.to_string())
+    let run = read::run(database, run_id)
         .await?
         .ok_or_else(|| ApiError::not_found("operation run"))?;
     app.gate
         .authorize_as(
             &principal,
-            TenantId(uuid(&run.tenant_id)),
+            run.tenant_id,
             Action::ViewOperations,
             "operation run",
         )
         .await?;
-    let decisions = read::run_decisions(database, &run.run_id).await?;
+    let decisions = read::run_decisions(database, run.run_id).await?;
     Ok(axum::Json(RunDetail {
-        id: uuid(&run.run_id),
-        tenant_id: uuid(&run.tenant_id),
-        operation: run.operation.clone(),
-        scope: serde_json::from_str(&run.scope).unwrap_or_default(),
-        status: run.status.clone(),
+        id: run.run_id.0,
+        tenant_id: run.tenant_id.0,
+        operation: run.operation.as_str().to_owned(),
+        scope: serde_json::to_value(run.scope).context("presenting a scope")?,
+        status: run.status.as_str().to_owned(),
         provider_connection: ConnectionRef {
-            id: uuid(&run.connection_id),
+            id: run.connection_id.0,
             display_name: run.connection_name.clone(),
         },
         initiator: ActorJson::new(&run.initiator_id, &run.initiator_name),
         queued_at: run.queued_at.clone(),
         started_at: run.started_at.clone(),
         finished_at: run.finished_at.clone(),
-        reason: reason(run.reason_code.as_deref()),
+        reason: reason(run.reason_code),
         cancel_requested: run.cancel_requested,
-        joined_attempts: decisions.iter().filter(|d| d.outcome == "deduped").count(),
+        joined_attempts: decisions
+            .iter()
+            .filter(|d| d.outcome == Outcome::Deduped)
+            .count(),
         decisions: decisions
             .iter()
             .map(|d| RunDecision {
-                decision_id: uuid(&d.decision_id),
+                decision_id: d.decision_id.0,
                 at: d.at.clone(),
                 actor: ActorJson::new(&d.actor_id, &d.actor_name),
-                operation: d.operation.clone(),
-                outcome: d.outcome.clone(),
+                operation: d.operation.as_str().to_owned(),
+                outcome: d.outcome.as_str().to_owned(),
             })
             .collect(),
     }))
@@ -337,14 +343,14 @@ pub struct DecisionJson {
 impl From<&DecisionRecord> for DecisionJson {
     fn from(d: &DecisionRecord) -> Self {
         Self {
-            decision_id: uuid(&d.decision_id),
+            decision_id: d.decision_id.0,
             at: d.at.clone(),
             actor: ActorJson::new(&d.actor_id, &d.actor_name),
-            operation: d.operation.clone(),
-            outcome: d.outcome.clone(),
-            reason: reason(d.reason_code.as_deref()),
-            run_id: d.run_id.as_deref().map(uuid),
-            provider_connection_id: d.connection_id.as_deref().map(uuid),
+            operation: d.operation.as_str().to_owned(),
+            outcome: d.outcome.as_str().to_owned(),
+            reason: reason(d.reason_code),
+            run_id: d.run_id.map(|r| r.0),
+            provider_connection_id: d.connection_id.map(|c| c.0),
             request_id: d.request_id.clone(),
             evidence: d
                 .evidence
@@ -381,7 +387,7 @@ pub struct PageQuery {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn tenant_decisions(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<DecisionList>, ApiError> {
@@ -390,13 +396,8 @@ async fn tenant_decisions(
     app.gate
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
-    let page = read::tenant_decisions(
-        app.gate.database(),
-        &tenant_id.to_string(),
-        limit,
-        cursor_position,
-    )
-    .await?;
+    let page =
+        read::tenant_decisions(app.gate.database(), tenant_id, limit, cursor_position).await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
         next_cursor: cursor(page.next_cursor),
@@ -422,18 +423,17 @@ pub struct NotificationJson {
 
 impl From<&NotificationRecord> for NotificationJson {
     fn from(n: &NotificationRecord) -> Self {
-        let operation = n.operation.parse::<OperationKind>().ok();
-        let label = operation.map_or("An operation", |o| o.label());
-        let reason = reason(n.reason_code.as_deref());
+        let label = n.operation.label();
+        let reason = reason(n.reason_code);
         let headline = match &reason {
             Some(r) => format!("{label} failed: {}", r.message),
             None => format!("{label} {}.", n.status),
         };
         Self {
             id: n.notification_id.clone(),
-            tenant_id: uuid(&n.tenant_id),
+            tenant_id: n.tenant_id.0,
             headline,
-            run: RunSummary::from_view(&n.run_id, &n.operation, &n.status),
+            run: RunSummary::new(n.run_id, n.operation, n.status),
             reason,
             at: n.at.clone(),
         }
@@ -454,7 +454,7 @@ pub struct NotificationList {
     responses((status = 200, body = NotificationList), (status = 400, body = ErrorBody)))]
 async fn list_notifications(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Reader(principal): Reader,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<NotificationList>, ApiError> {
     let limit = parse_limit(query.limit)?;

@@ -39,6 +39,7 @@ pub struct TestApp {
 pub struct Response {
     pub status: StatusCode,
     pub body: Value,
+    pub headers: axum::http::HeaderMap,
 }
 
 impl TestApp {
@@ -107,7 +108,17 @@ impl TestApp {
         app(AppState::new(gate))
     }
 
-    pub async fn send(&self, request: Request<Body>) -> Response {
+    /// Sends a request as a client that shares what it has seen: unless the
+    /// request names its own, it echoes the highest log position this
+    /// instance has written as `Gate-Position`, so a read as one principal
+    /// sees a write made as another (the tests' setup mixes principals).
+    pub async fn send(&self, mut request: Request<Body>) -> Response {
+        let head = self.gate.sessions().head();
+        if head > 0 && !request.headers().contains_key("gate-position") {
+            request
+                .headers_mut()
+                .insert("gate-position", head.to_string().parse().unwrap());
+        }
         send(self.router.clone(), request).await
     }
 
@@ -129,6 +140,31 @@ impl TestApp {
             None => request.body(Body::empty()),
         };
         self.send(request.unwrap()).await
+    }
+
+    /// A request as a plain client: no `Gate-Position` unless `position` names one.
+    pub async fn plain(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        position: Option<&str>,
+    ) -> Response {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(position) = position {
+            request = request.header("gate-position", position);
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        send(self.router.clone(), request.unwrap()).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
@@ -395,6 +431,7 @@ pub fn id(body: &Value) -> String {
 pub async fn send(router: Router, request: Request<Body>) -> Response {
     let response = router.oneshot(request).await.expect("infallible");
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = response
         .into_body()
         .collect()
@@ -411,7 +448,11 @@ pub async fn send(router: Router, request: Request<Body>) -> Response {
             )
         })
     };
-    Response { status, body }
+    Response {
+        status,
+        body,
+        headers,
+    }
 }
 
 /// POSTs JSON with a bearer token to a router.

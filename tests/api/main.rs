@@ -6,6 +6,7 @@ mod helpers;
 mod authorization;
 mod bad_input;
 mod concurrency;
+mod consistency;
 mod monitoring;
 mod openapi;
 mod outcomes;

@@ -253,3 +253,35 @@ async fn api_reference_and_openapi_describe_the_same_endpoints() {
         assert_eq!(served.status(), StatusCode::OK, "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn session_consistency_is_described_on_every_read_and_every_answer() {
+    let api = dispatch_gate::http::openapi();
+    let api = serde_json::to_value(&api).unwrap();
+    for (path, item) in api["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let reads = method == "get" || path.ends_with("/onboarding/bootstrap");
+            let takes_position = operation["parameters"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["name"] == "Gate-Position" && p["in"] == "header")
+            });
+            assert_eq!(
+                takes_position, reads,
+                "{method} {path}: Gate-Position request header"
+            );
+            assert_eq!(
+                operation["responses"]["503"].is_object(),
+                reads,
+                "{method} {path}: 503 projection_lagging"
+            );
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    assert!(
+                        response["headers"]["Gate-Position"].is_object(),
+                        "{method} {path} {status}: Gate-Position response header"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -216,6 +216,12 @@ async fn health_and_readiness_report_projection_lag(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
+    // A write no longer waits for the views: wait until they have caught up.
+    let written = app.gate.sessions().head();
+    app.wait_until("the views have applied the start", || async {
+        app.gate.catchup().positions().slowest() >= written
+    })
+    .await;
     let health = app
         .call(axum::http::Method::GET, "/healthz", None, None)
         .await;
