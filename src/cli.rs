@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::Timestamp;
@@ -117,9 +118,20 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "GATE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The admin token. When absent, a random one is generated and logged once.
-    #[arg(long, env = "GATE_ADMIN_TOKEN")]
+    /// The admin token, at least 16 characters. On the command line it shows in `ps`:
+    /// prefer the environment or --admin-token-file. When neither is given, a random
+    /// token is generated for this run and printed on stderr as `admin token: …`.
+    #[arg(
+        long,
+        env = "GATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
     admin_token: Option<String>,
+    /// A file holding the admin token (at least 16 characters; a trailing newline is
+    /// ignored): the same token across restarts, and never in `ps`.
+    #[arg(long, env = "GATE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Do not run the built-in worker: runs stay queued until a worker claims them.
     #[arg(long)]
     no_worker: bool,
@@ -222,15 +234,8 @@ async fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let admin_token = match args.admin_token {
-        Some(token) if token.trim().len() >= 16 => token,
-        Some(_) => anyhow::bail!("--admin-token must be at least 16 characters"),
-        None => {
-            let token = format!("dga_{}", hex::encode(rand::random::<[u8; 24]>()));
-            tracing::warn!(admin_token = %token, "no --admin-token given; generated one for this run");
-            token
-        }
-    };
+    // Checked before anything is opened: a bad token starts nothing and writes nothing.
+    let admin_token = AdminToken::resolve(args.admin_token, args.admin_token_file.as_deref())?;
     if args.no_worker {
         tracing::info!("built-in worker disabled (--no-worker)");
     }
@@ -244,13 +249,98 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         database_url: args.database.database_url,
         listen: args.listen,
-        admin_token,
+        admin_token: admin_token.token.clone(),
         max_connections: args.db_pool,
         lease: std::time::Duration::from_secs(args.lease_seconds),
         worker,
     };
     let application = Application::build(&settings).await?;
+    if admin_token.generated {
+        // A line of its own, not a field of a log record: the one thing a newcomer must
+        // find. Printed once the server is bound, so it never names a server that failed.
+        eprintln!("admin token: {}", admin_token.token);
+        tracing::warn!(
+            "no admin token given: generated the one printed above, valid until this process \
+             stops; set GATE_ADMIN_TOKEN or --admin-token-file to keep one across restarts"
+        );
+    }
     application.run_until(shutdown_signal()).await
+}
+
+/// The shortest admin token `serve` accepts, in characters.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
+
+/// A command line that parsed but cannot be used (exit code 2, like a parse error);
+/// nothing has been opened or written when it is returned.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// The admin token `serve` runs with.
+#[derive(Debug)]
+struct AdminToken {
+    token: String,
+    /// Made up for this run because none was given; printed at start-up.
+    generated: bool,
+}
+
+impl AdminToken {
+    /// From `--admin-token` / `GATE_ADMIN_TOKEN`, else `--admin-token-file` /
+    /// `GATE_ADMIN_TOKEN_FILE`, else a random one (clap refuses both at once).
+    fn resolve(flag: Option<String>, file: Option<&Path>) -> Result<Self, UsageError> {
+        let token = match (flag, file) {
+            (Some(token), _) => Self::check(token, "--admin-token")?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    UsageError(format!(
+                        "cannot read the admin token file `{}` (--admin-token-file): {e}",
+                        path.display()
+                    ))
+                })?;
+                let token = text.trim_end_matches(['\n', '\r']).to_owned();
+                Self::check(token, &format!("the admin token in `{}`", path.display()))?
+            }
+            (None, None) => {
+                return Ok(Self {
+                    token: format!("dga_{}", hex::encode(rand::random::<[u8; 24]>())),
+                    generated: true,
+                })
+            }
+        };
+        Ok(Self {
+            token,
+            generated: false,
+        })
+    }
+
+    fn check(token: String, what: &str) -> Result<String, UsageError> {
+        let length = token.trim().chars().count();
+        if length < ADMIN_TOKEN_MIN_CHARS {
+            return Err(UsageError(format!(
+                "{what} must be at least {ADMIN_TOKEN_MIN_CHARS} characters (it has {length})"
+            )));
+        }
+        Ok(token)
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the
+/// message before it already ends with (`sqlx` repeats its IO error) is left out.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !previous.is_empty() && previous.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        previous = text;
+    }
+    line
 }
 
 async fn rebuild(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -315,5 +405,82 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
         _ => Err(format!("`{text}` is not a share between 0.0 and 1.0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Like `sqlx::Error::Io`: its message ends with its source's.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn it_should_print_a_cause_its_error_already_ends_with_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(Repeats(refused)).context("cannot connect");
+        assert_eq!(
+            error_line(&error),
+            "cannot connect: error communicating with database: refused"
+        );
+    }
+
+    #[test]
+    fn it_should_keep_every_cause_that_adds_something() {
+        let error = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(error_line(&error), "top: middle: root");
+    }
+
+    #[test]
+    fn it_should_refuse_an_admin_token_under_sixteen_characters() {
+        let error = AdminToken::resolve(Some("fifteen-chars-x".into()), None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--admin-token must be at least 16 characters (it has 15)"
+        );
+        assert!(
+            !AdminToken::resolve(Some("sixteen-chars-xx".into()), None)
+                .unwrap()
+                .generated
+        );
+    }
+
+    #[test]
+    fn it_should_read_a_token_file_without_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "a-token-from-a-file\n").unwrap();
+        let token = AdminToken::resolve(None, Some(&path)).unwrap();
+        assert_eq!(token.token, "a-token-from-a-file");
+        assert!(!token.generated);
+    }
+
+    #[test]
+    fn it_should_not_count_the_newline_of_a_short_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "fifteen-chars-x\r\n").unwrap();
+        let error = AdminToken::resolve(None, Some(&path)).unwrap_err();
+        assert!(error.to_string().ends_with("(it has 15)"), "{error}");
+    }
+
+    #[test]
+    fn it_should_name_a_token_file_it_cannot_read() {
+        let error = AdminToken::resolve(None, Some(Path::new("/nonexistent/token"))).unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                "cannot read the admin token file `/nonexistent/token` (--admin-token-file): "
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn it_should_generate_a_token_when_none_is_given() {
+        let token = AdminToken::resolve(None, None).unwrap();
+        assert!(token.generated);
+        assert!(token.token.chars().count() >= ADMIN_TOKEN_MIN_CHARS);
     }
 }

@@ -12,9 +12,15 @@ async fn main() -> std::process::ExitCode {
     match dispatch_gate::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // One clear line (with its causes), never a panic.
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            // One clear line (with its causes, each once), never a panic.
+            eprintln!("error: {}", dispatch_gate::cli::error_line(&error));
+            // A usable-looking command line that is not (a short admin token) is a
+            // usage error, like one clap refuses; everything else is a failure.
+            if error.is::<dispatch_gate::cli::UsageError>() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

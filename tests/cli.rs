@@ -1,7 +1,9 @@
 //! The binary from the outside: bad arguments and unreachable databases give
 //! one clear error line and a non-zero exit, never a panic.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn gate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
@@ -27,6 +29,12 @@ fn an_unreachable_database_is_one_clear_error_line() {
     );
     assert!(!stderr.contains("secret"), "the password is never printed");
     assert!(!stderr.contains("panicked"));
+    let refused = "Connection refused (os error 111)";
+    assert_eq!(
+        stderr.matches(refused).count(),
+        1,
+        "the cause once: {stderr}"
+    );
 }
 
 #[test]
@@ -54,16 +62,128 @@ fn bad_arguments_are_refused_by_the_parser() {
 }
 
 #[test]
-fn a_short_admin_token_is_refused_before_anything_is_created() {
+fn a_short_admin_token_is_a_usage_error_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/gate.db", dir.path().display());
     let out = gate()
         .args(["serve", "--admin-token", "short", "--database-url", &url])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --admin-token must be at least 16 characters (it has 5)\n"
+    );
     assert!(!dir.path().join("gate.db").exists());
+}
+
+#[test]
+fn an_admin_token_file_that_is_missing_or_short_is_a_usage_error_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/gate.db", dir.path().display());
+    let short = dir.path().join("short-token");
+    std::fs::write(&short, "fifteen-chars-x\n").unwrap();
+    let missing = dir.path().join("no-such-token");
+    for (file, expected) in [
+        (&short, "must be at least 16 characters (it has 15)"),
+        (&missing, "cannot read the admin token file"),
+    ] {
+        let out = gate()
+            .args(["serve", "--database-url", &url, "--admin-token-file"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{file:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+    assert!(!dir.path().join("gate.db").exists());
+}
+
+#[test]
+fn an_admin_token_and_a_token_file_together_are_refused_by_the_parser() {
+    let out = gate()
+        .args(["serve", "--admin-token-file", "/dev/null"])
+        .env("GATE_ADMIN_TOKEN", "a-token-of-enough-length")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_help_states_the_admin_token_rules_and_never_shows_its_value() {
+    let out = gate()
+        .args(["serve", "--help"])
+        .env("GATE_ADMIN_TOKEN", "a-secret-admin-token-value")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("at least 16 characters"), "{help}");
+    assert!(help.contains("--admin-token-file"), "{help}");
+    assert!(!help.contains("a-secret-admin-token-value"), "{help}");
+}
+
+/// Started without a token, `serve` prints the one it made on a line of its own; its log,
+/// written to a pipe, carries no colour codes.
+#[test]
+fn serve_prints_a_generated_admin_token_plainly_and_logs_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/gate.db", dir.path().display());
+    let mut child = gate()
+        .args([
+            "serve",
+            "--no-worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+        ])
+        .env_remove("GATE_ADMIN_TOKEN")
+        .env_remove("GATE_ADMIN_TOKEN_FILE")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            let listening = line.contains("listening");
+            if lines.send(line).is_err() || listening {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = seen.recv_timeout(Duration::from_secs(60)) {
+        printed.push(line);
+        if printed.last().unwrap().contains("listening") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let all = printed.join("\n");
+    assert!(all.contains("listening"), "serve did not start:\n{all}");
+    let token = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("admin token: "))
+        .unwrap_or_else(|| panic!("no `admin token: …` line:\n{all}"));
+    assert!(token.starts_with("dga_") && token.len() >= 16, "{token}");
+    assert!(
+        all.contains("GATE_ADMIN_TOKEN"),
+        "the log says how to keep one:\n{all}"
+    );
+    assert!(
+        !all.contains('\u{1b}'),
+        "colour codes in a piped log:\n{all}"
+    );
 }
 
 #[test]

@@ -189,6 +189,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(json_newline))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -216,6 +217,42 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Ends every JSON body with a newline, so consecutive `curl` outputs do not run
+/// together in a terminal. JSON bodies here are whole values of bounded size (lists
+/// are paginated), so reading one into memory costs nothing a client would notice.
+async fn json_newline(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if !is_json(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let mut bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => Vec::from(bytes),
+        Err(error) => {
+            tracing::error!(%error, "reading a JSON response body");
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the server log has the details",
+            )
+            .into_response();
+        }
+    };
+    if bytes.last() != Some(&b'\n') {
+        bytes.push(b'\n');
+    }
+    // The length changed; hyper sets it again from the new body.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
 /// Session consistency around each request: what the request wrote is
@@ -250,11 +287,7 @@ async fn sessions(
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if status.as_u16() < 400 || is_json {
+    if status.as_u16() < 400 || is_json(&response) {
         return response;
     }
     let (code, message) = match status {

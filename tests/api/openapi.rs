@@ -1,4 +1,5 @@
-//! The OpenAPI description is generated from the routes: every contract route is in it.
+//! The OpenAPI description is generated from the routes: every contract route is in it,
+//! and `docs/api.md`, the reference in words, describes exactly the same endpoints.
 
 use axum::http::StatusCode;
 use dispatch_gate::store::Backend;
@@ -77,6 +78,180 @@ async fn every_contract_route_is_described_and_served() {
         CONTRACT_ROUTES.len(),
         "a described route is not in CONTRACT_ROUTES"
     );
+}
+
+/// A JSON body ends with a newline, so `curl` outputs do not run together in a terminal;
+/// the length the server announces counts it.
+#[tokio::test]
+async fn every_json_body_ends_with_a_newline() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let requests = [
+        ("GET", "/healthz", None, None),
+        ("GET", "/v1/openapi.json", None, None),
+        ("GET", "/v1/no-such-route", None, None),
+        ("GET", "/v1/operations", None, None),
+        (
+            "POST",
+            "/v1/admin/workspaces",
+            Some(crate::helpers::ADMIN),
+            Some(r#"{"name":"Acme"}"#),
+        ),
+        (
+            "POST",
+            "/v1/admin/workspaces",
+            Some(crate::helpers::ADMIN),
+            Some("{not json"),
+        ),
+    ];
+    for (method, path, token, body) in requests {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        assert!(
+            parts.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{method} {path}"
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert!(bytes.ends_with(b"}\n"), "{method} {path}: {bytes:?}");
+        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            assert_eq!(length.to_str().unwrap(), bytes.len().to_string());
+        }
+    }
+}
+
+/// `docs/api.md` as (method, path) → the text of its section, from its
+/// "### `METHOD /path`" headings to the next heading.
+fn reference_sections(markdown: &str) -> std::collections::BTreeMap<(String, String), String> {
+    let mut sections = std::collections::BTreeMap::new();
+    let mut current: Option<((String, String), String)> = None;
+    for line in markdown.lines() {
+        if line.starts_with('#') {
+            sections.extend(current.take());
+            let endpoint = line
+                .strip_prefix("### `")
+                .and_then(|rest| rest.strip_suffix('`'))
+                .and_then(|endpoint| endpoint.split_once(' '));
+            if let Some((method, path)) = endpoint {
+                let key = (method.to_lowercase(), path.to_owned());
+                assert!(!sections.contains_key(&key), "{line} appears twice");
+                current = Some((key, String::new()));
+            }
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    sections.extend(current);
+    sections
+}
+
+/// `word` in `text`, not as part of a longer name (`201` not in `2010`, `name` not in
+/// `display_name`).
+fn mentions(text: &str, word: &str) -> bool {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        !text[..at].ends_with(is_name) && !text[at + word.len()..].starts_with(is_name)
+    })
+}
+
+/// The endpoints outside the OpenAPI description that `docs/api.md` documents too.
+const OUTSIDE_OPENAPI: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/openapi.json"),
+];
+
+#[tokio::test]
+async fn api_reference_and_openapi_describe_the_same_endpoints() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let markdown = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
+    let mut sections = reference_sections(&markdown);
+    let api = serde_json::to_value(dispatch_gate::http::openapi()).unwrap();
+    let schemas = &api["components"]["schemas"];
+
+    for (path, operations) in api["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let Some(section) = sections.remove(&(method.clone(), path.clone())) else {
+                panic!(
+                    "docs/api.md has no section `### `{} {path}``",
+                    method.to_uppercase()
+                );
+            };
+            let endpoint = format!("{} {path}", method.to_uppercase());
+            for status in operation["responses"].as_object().unwrap().keys() {
+                assert!(
+                    mentions(&section, status),
+                    "docs/api.md, {endpoint}: response {status} is not mentioned"
+                );
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                assert!(
+                    mentions(&section, name) || mentions(path, name),
+                    "docs/api.md, {endpoint}: parameter `{name}` is not mentioned"
+                );
+            }
+            let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+            let body = match body["$ref"].as_str() {
+                Some(reference) => &schemas[reference.trim_start_matches("#/components/schemas/")],
+                None => body,
+            };
+            for field in body["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|p| p.0)
+            {
+                assert!(
+                    mentions(&section, field),
+                    "docs/api.md, {endpoint}: request field `{field}` is not mentioned"
+                );
+            }
+        }
+    }
+
+    // What is left must be exactly the documented endpoints outside the description, and
+    // they must be served: a section for a route that does not exist fails here.
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut outside: Vec<(String, String)> = sections.into_keys().collect();
+    outside.sort();
+    let mut expected: Vec<(String, String)> = OUTSIDE_OPENAPI
+        .iter()
+        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        outside, expected,
+        "docs/api.md documents endpoints that /v1/openapi.json does not describe"
+    );
+    for (method, path) in OUTSIDE_OPENAPI {
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(*path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let served = app.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(served.status(), StatusCode::OK, "{method} {path}");
+    }
 }
 
 #[tokio::test]

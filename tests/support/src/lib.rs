@@ -3,6 +3,12 @@
 //! # Layout
 //! - [`fresh_postgres_database`] creates an empty `dg_test_<uuid>` database on the test
 //!   PostgreSQL server and returns its URL; [`postgres_server_url`] is that server.
+//! - The database is dropped when the thread that created it ends — the test's thread, or
+//!   the runtime worker it ran on, which ends with the test's runtime — whether the test
+//!   passed or panicked. Only a killed
+//!   process leaves its databases behind; `DG_TEST_RUN` puts a run's mark in their names so
+//!   the run's owner can find them (`.ci/run` does), and `DG_TEST_KEEP_DATABASES=1` keeps
+//!   them all for a look after a failure.
 //! - The server is chosen once per process (`choose_server`): `DATABASE_URL` if it names
 //!   a PostgreSQL server, else whatever listens on 127.0.0.1:5432, else a throwaway server
 //!   started from the locally installed binaries ([`start_throwaway_server`]).
@@ -13,13 +19,14 @@
 
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
@@ -44,14 +51,18 @@ struct Server {
     _throwaway: Option<ThrowawayServer>,
 }
 
-/// Creates a brand-new, empty database `dg_test_<uuid>` on the test server and returns its URL.
+/// Creates a brand-new, empty database `dg_test_<uuid>` (`dg_test_<run>_<uuid>` with
+/// `DG_TEST_RUN=<run>`) on the test server and returns its URL.
 ///
-/// Panics with one line when no server can be reached or the database cannot be created.
+/// The database is dropped when the calling thread ends, also when the test panicked;
+/// use the URL only on that thread or while it lives (a test's runtime does). Panics with
+/// one line when no server can be reached or the database cannot be created.
 pub async fn fresh_postgres_database() -> String {
     // The first call may block for a few seconds while it picks or starts the server;
     // acceptable in a test, and the readiness check runs on its own runtime.
     let server = server();
-    let name = format!("dg_test_{}", Uuid::new_v4().simple());
+    let name = database_name(std::env::var("DG_TEST_RUN").ok().as_deref(), Uuid::new_v4())
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut admin = PgConnection::connect(&server.url)
         .await
         .unwrap_or_else(|e| {
@@ -72,7 +83,153 @@ pub async fn fresh_postgres_database() -> String {
         });
     // Closing politely only saves the server a log line; the database exists either way.
     let _ = admin.close().await;
+    if std::env::var_os("DG_TEST_KEEP_DATABASES").is_none_or(|keep| keep.is_empty()) {
+        MADE_ON_THIS_THREAD.with(|made| made.borrow_mut().names.push(name.clone()));
+    }
     with_database(&server.url, &name)
+}
+
+/// `dg_test_<uuid>`, or `dg_test_<run>_<uuid>` when a run names itself; a run mark is
+/// 1–22 lowercase letters and digits, so the name stays an identifier PostgreSQL keeps
+/// whole (63 bytes) and needs no quoting to be found again.
+fn database_name(run: Option<&str>, id: Uuid) -> Result<String, String> {
+    match run {
+        None | Some("") => Ok(format!("dg_test_{}", id.simple())),
+        Some(run)
+            if run.len() <= 22
+                && run
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+        {
+            Ok(format!("dg_test_{run}_{}", id.simple()))
+        }
+        Some(run) => Err(format!(
+            "DG_TEST_RUN must be 1-22 lowercase letters and digits, not `{run}`"
+        )),
+    }
+}
+
+thread_local! {
+    /// The databases this thread created, dropped when the thread ends.
+    static MADE_ON_THIS_THREAD: RefCell<MadeHere> = const { RefCell::new(MadeHere { names: Vec::new() }) };
+}
+
+/// Databases to drop when their thread ends.
+struct MadeHere {
+    names: Vec<String>,
+}
+
+impl Drop for MadeHere {
+    /// Runs while the thread is being torn down, when its other thread-locals (the tokio
+    /// context among them) may already be gone; so the drop is handed to the dropper
+    /// thread, and this one only waits on a condition variable, which needs none.
+    fn drop(&mut self) {
+        if self.names.is_empty() {
+            return;
+        }
+        let names = std::mem::take(&mut self.names);
+        let Some(dropper) = DROPPER.get() else { return };
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        {
+            let mut queue = dropper.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push((names, done.clone()));
+        }
+        dropper.wake.notify_one();
+        let (finished, signal) = &*done;
+        let finished = finished.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a server that stopped answering must not hang the test's exit.
+        let _ = signal.wait_timeout_while(finished, DROP_TIMEOUT, |finished| !*finished);
+    }
+}
+
+/// How long a thread's exit waits for its databases to be dropped.
+const DROP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A thread of its own, started with the server, that drops the databases of ended threads.
+struct Dropper {
+    queue: Mutex<Vec<DropJob>>,
+    wake: Condvar,
+}
+
+/// The databases of one ended thread, and the flag that thread waits on.
+type DropJob = (Vec<String>, Arc<(Mutex<bool>, Condvar)>);
+
+static DROPPER: OnceLock<Dropper> = OnceLock::new();
+
+/// Starts the dropper; called once, when the server is chosen.
+fn start_dropper(admin_url: String) {
+    let dropper = Dropper {
+        queue: Mutex::new(Vec::new()),
+        wake: Condvar::new(),
+    };
+    if DROPPER.set(dropper).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("dg-testkit-dropper".to_owned())
+        .spawn(move || drop_databases_forever(&admin_url));
+    if let Err(e) = spawned {
+        panic!("cannot start the thread that drops test databases: {e}");
+    }
+}
+
+fn drop_databases_forever(admin_url: &str) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("testkit: cannot build a runtime to drop test databases: {e}");
+            return;
+        }
+    };
+    let dropper = DROPPER.get().expect("set before this thread started");
+    loop {
+        let (names, done) = {
+            let queue = dropper.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = dropper
+                .wake
+                .wait_while(queue, |queue| queue.is_empty())
+                .unwrap_or_else(|e| e.into_inner());
+            queue.remove(0)
+        };
+        for name in &names {
+            if let Err(e) = runtime.block_on(drop_database(admin_url, name)) {
+                // A leftover, not a failure of the test that made it.
+                eprintln!("testkit: could not drop test database {name}: {e}");
+            }
+        }
+        let (finished, signal) = &*done;
+        *finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        signal.notify_all();
+    }
+}
+
+/// Drops `name`, ending any session still connected to it (a pool the test leaked).
+async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .map_err(|e| one_line(&e.to_string()))?;
+    // `WITH (FORCE)` is PostgreSQL 13+; older servers get their sessions ended first.
+    let forced = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+    let result = match sqlx::query(&forced).execute(&mut admin).await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42601") => {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .map_err(|e| one_line(&e.to_string()))?;
+            sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}""#))
+                .execute(&mut admin)
+                .await
+        }
+        other => other,
+    };
+    let _ = admin.close().await;
+    result.map(drop).map_err(|e| one_line(&e.to_string()))
 }
 
 /// The URL of the test PostgreSQL server's administrative database, for tests that
@@ -123,7 +280,7 @@ fn choose_server(
 fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         let database_url = std::env::var("DATABASE_URL").ok();
-        match choose_server(database_url.as_deref(), local_server_listens) {
+        let server = match choose_server(database_url.as_deref(), local_server_listens) {
             ServerChoice::DatabaseUrl(url) => Server {
                 url,
                 origin: "the server in DATABASE_URL".to_owned(),
@@ -143,7 +300,9 @@ fn server() -> &'static Server {
                     _throwaway: Some(throwaway),
                 }
             }
-        }
+        };
+        start_dropper(server.url.clone());
+        server
     })
 }
 
@@ -600,6 +759,28 @@ mod tests {
     #[test]
     fn it_should_start_a_throwaway_server_when_nothing_else_is_there() {
         assert_eq!(choose_server(None, || false), ServerChoice::Throwaway);
+    }
+
+    #[test]
+    fn it_should_mark_a_database_name_with_the_run_that_made_it() {
+        let id = Uuid::nil();
+        assert_eq!(
+            database_name(None, id).unwrap(),
+            "dg_test_00000000000000000000000000000000"
+        );
+        let marked = database_name(Some("1733100000p4194304"), id).unwrap();
+        assert_eq!(
+            marked,
+            "dg_test_1733100000p4194304_00000000000000000000000000000000"
+        );
+        assert!(database_name(Some(&"a".repeat(22)), id).unwrap().len() <= 63);
+    }
+
+    #[test]
+    fn it_should_refuse_a_run_mark_that_would_not_survive_in_a_name() {
+        for bad in ["CI", "run-1", "a b", &"a".repeat(23)] {
+            assert!(database_name(Some(bad), Uuid::nil()).is_err(), "{bad}");
+        }
     }
 
     #[test]

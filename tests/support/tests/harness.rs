@@ -126,3 +126,67 @@ async fn it_should_give_a_sqlite_url_in_a_fresh_directory() {
         .unwrap();
     assert!(dir.path().join("gate.db").exists());
 }
+
+async fn exists(name: &str) -> bool {
+    let mut connection = PgConnection::connect(&postgres_server_url()).await.unwrap();
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// Runs `test` as libtest runs a test: on a thread of its own, joined (thread-locals
+/// and all) before its outcome is read.
+fn as_a_test<T: Send + 'static>(
+    test: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::Result<T> {
+    std::thread::spawn(test).join()
+}
+
+#[tokio::test]
+async fn it_should_drop_the_databases_a_test_made_when_the_test_ends() {
+    let names = as_a_test(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // One made on the test's thread, one on a runtime worker, one still connected.
+            let here = fresh_postgres_database().await;
+            let there = tokio::spawn(fresh_postgres_database()).await.unwrap();
+            let mut still_open = PgConnection::connect(&there).await.unwrap();
+            sqlx::query("SELECT 1")
+                .execute(&mut still_open)
+                .await
+                .unwrap();
+            std::mem::forget(still_open);
+            vec![
+                current_database(&here).await,
+                current_database(&there).await,
+            ]
+        })
+    })
+    .unwrap();
+    assert_eq!(names.len(), 2);
+    for name in names {
+        assert!(!exists(&name).await, "{name} was left behind");
+    }
+}
+
+#[tokio::test]
+async fn it_should_drop_the_database_of_a_test_that_panicked() {
+    let (name_sender, name) = std::sync::mpsc::channel();
+    let outcome = as_a_test(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let url = fresh_postgres_database().await;
+            name_sender.send(current_database(&url).await).unwrap();
+            panic!("a failing test");
+        })
+    });
+    assert!(outcome.is_err());
+    let name = name.recv().unwrap();
+    assert!(!exists(&name).await, "{name} was left behind");
+}
