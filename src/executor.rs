@@ -135,11 +135,29 @@ where
         cache.insert(id.to_owned(), warm);
     }
 
-    /// Rebuilds the aggregate's current state from the store (never from the
-    /// warm cache, so reads see other processes' writes); a fresh stream gives
-    /// the default.
+    /// The aggregate's current state; a fresh stream gives the default. The
+    /// warm state serves when the store confirms the stream has not moved
+    /// since (one index lookup, so reads see other processes' writes);
+    /// otherwise the stream is loaded and kept warm.
     pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
-        Ok(self.load_cold(id).await?.state)
+        let cached = {
+            let cache = self.warm.lock().expect("warm lock");
+            cache.get(id).map(|w| (w.state.clone(), w.sequence))
+        };
+        if let Some((state, sequence)) = cached {
+            if !self.stream_moved(id, sequence).await? {
+                return Ok(state);
+            }
+        }
+        let loaded = self.load_cold(id).await?;
+        let state = loaded.state.clone();
+        let cache = self.warm.lock().expect("warm lock");
+        // A command may have committed (and kept a newer state) meanwhile.
+        if cache.get(id).is_none_or(|w| w.sequence < loaded.sequence) {
+            drop(cache);
+            self.keep_warm(id, loaded);
+        }
+        Ok(state)
     }
 
     /// Reads the stream's events.

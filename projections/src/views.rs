@@ -349,8 +349,11 @@ pub struct Views {
     pub notifications: Vec<Notification>,
     /// Initiators.
     pub initiators: Rows<Initiator>,
-    /// The connections of each tenant the fold holds all of.
+    /// The connections of each tenant the fold holds, by tenant.
     tenant_connections: HashMap<TenantId, BTreeSet<ConnectionId>>,
+    /// Tenants whose every connection was loaded (a partial fold): only for
+    /// these is `tenant_connections` the whole list.
+    tenants_loaded: HashSet<TenantId>,
     missed_tenants: HashSet<TenantId>,
     complete: bool,
 }
@@ -365,6 +368,7 @@ impl Views {
             notifications: Vec::new(),
             initiators: Rows::new(complete),
             tenant_connections: HashMap::new(),
+            tenants_loaded: HashSet::new(),
             missed_tenants: HashSet::new(),
             complete,
         }
@@ -395,13 +399,17 @@ impl Views {
         tenant: TenantId,
         mut change: impl FnMut(&mut Connection),
     ) {
-        let Some(ids) = self.tenant_connections.get(&tenant) else {
-            if !self.complete {
-                self.missed_tenants.insert(tenant);
-            }
+        if !self.complete && !self.tenants_loaded.contains(&tenant) {
+            // A connection created in this batch does not make the list whole.
+            self.missed_tenants.insert(tenant);
             return;
-        };
-        for id in ids.clone() {
+        }
+        let ids = self
+            .tenant_connections
+            .get(&tenant)
+            .cloned()
+            .unwrap_or_default();
+        for id in ids {
             if let Some(connection) = self.connections.get_mut(&id) {
                 change(connection);
             }
@@ -416,6 +424,7 @@ impl Views {
     ) {
         for tenant in tenants {
             self.tenant_connections.entry(tenant).or_default();
+            self.tenants_loaded.insert(tenant);
         }
         for row in &rows {
             self.tenant_connections
