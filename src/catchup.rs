@@ -50,10 +50,10 @@ macro_rules! recorded {
 /// Events read per transaction.
 const BATCH: i64 = 5000;
 
-/// How often a batch may be folded again after loading what it missed. Keys
-/// come from the events themselves, so the second fold misses nothing; a
-/// third would be a defect.
-const FOLDS: usize = 3;
+/// How often a batch is folded: once with nothing loaded, once more with what
+/// the first fold missed. Keys come from the events themselves, so the second
+/// fold misses nothing; a miss then is a defect, reported as an error.
+const FOLDS: usize = 2;
 
 /// How often the log is polled for commits made by other processes.
 const POLL: Duration = Duration::from_millis(200);
@@ -190,6 +190,13 @@ impl Catchup {
             } else {
                 Duration::from_millis(100 * 2u64.pow(failures.min(6)))
             };
+            if failures > 0 {
+                // Backing off: waiting readers do not cut it short.
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
             tokio::select! {
                 () = &mut shutdown => return,
                 () = self.urgent.notified() => {},
@@ -224,6 +231,12 @@ impl Catchup {
         while !(complete && positions.slowest() >= positions.head) {
             let (applied, checkpoints) = project_batch(&self.database, failpoint).await?;
             positions.projections = checkpoints;
+            // Published batch by batch: a reader waits for its position, not
+            // for the whole backlog.
+            self.positions.send_replace(Positions {
+                head: positions.head.max(positions.slowest()),
+                projections: positions.projections.clone(),
+            });
             if applied == 0 {
                 break;
             }
@@ -332,7 +345,7 @@ async fn sequence_all_postgres(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// position given so far (`dg_sequence`, one sequencer at a time). Returns how
 /// many events were numbered.
 async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
-    let numbered: i64 = sqlx::query_scalar("SELECT dg_sequence($1)")
+    let numbered: i64 = sqlx::query_scalar("SELECT dg_sequence($1, true)")
         .bind(SEQUENCE_BATCH)
         .fetch_one(pool)
         .await

@@ -25,6 +25,9 @@ pub struct Sessions {
     last: Mutex<HashMap<String, i64>>,
     /// Highest position known to this instance.
     head: AtomicI64,
+    /// The views' position at the last prune: pruning again before the views
+    /// move on would find nothing to forget.
+    pruned_at: AtomicI64,
 }
 
 impl Sessions {
@@ -45,7 +48,8 @@ impl Sessions {
         let mut last = self.last.lock().expect("sessions lock");
         let entry = last.entry(principal.to_owned()).or_insert(0);
         *entry = (*entry).max(position);
-        if last.len() > REMEMBERED {
+        if last.len() > REMEMBERED && self.pruned_at.fetch_max(applied, Ordering::SeqCst) < applied
+        {
             last.retain(|_, p| *p > applied);
         }
     }

@@ -80,8 +80,10 @@ pub struct Executor<A: Aggregate> {
     stripes: Arc<Vec<Mutex<()>>>,
     /// The state of recently used streams, so a command reads nothing before
     /// it decides. Kept honest by the optimistic append: a stream another
-    /// process appended to conflicts, and is re-loaded and re-decided. Only
-    /// touched under the stream's stripe lock.
+    /// process appended to conflicts, and is re-loaded and re-decided. A
+    /// command takes and puts back its stream's entry under the stream's
+    /// stripe lock; [`Executor::load`] only reads it, and adds a loaded
+    /// stream only when no newer state is there.
     warm: std::sync::Mutex<HashMap<String, Warm<A>>>,
     /// Our own snapshots, for aggregates with long histories.
     snapshots: Option<SnapshotPolicy>,
@@ -125,6 +127,20 @@ where
         self.warm.lock().expect("warm lock").remove(id)
     }
 
+    /// Keeps a loaded state warm unless a command kept a newer one meanwhile.
+    fn keep_warm_if_newer(&self, id: &str, warm: Warm<A>) {
+        let mut cache = self.warm.lock().expect("warm lock");
+        if cache.get(id).is_some_and(|w| w.sequence >= warm.sequence) {
+            return;
+        }
+        if cache.len() >= WARM_CAPACITY && !cache.contains_key(id) {
+            if let Some(victim) = cache.keys().next().cloned() {
+                cache.remove(&victim);
+            }
+        }
+        cache.insert(id.to_owned(), warm);
+    }
+
     fn keep_warm(&self, id: &str, warm: Warm<A>) {
         let mut cache = self.warm.lock().expect("warm lock");
         if cache.len() >= WARM_CAPACITY && !cache.contains_key(id) {
@@ -151,11 +167,10 @@ where
         }
         let loaded = self.load_cold(id).await?;
         let state = loaded.state.clone();
-        let cache = self.warm.lock().expect("warm lock");
-        // A command may have committed (and kept a newer state) meanwhile.
-        if cache.get(id).is_none_or(|w| w.sequence < loaded.sequence) {
-            drop(cache);
-            self.keep_warm(id, loaded);
+        // A stream that does not exist is not kept: anyone could fill the
+        // cache with ids that name nothing.
+        if loaded.sequence > 0 {
+            self.keep_warm_if_newer(id, loaded);
         }
         Ok(state)
     }

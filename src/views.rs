@@ -161,8 +161,9 @@ macro_rules! backend {
                 Ok(())
             }
 
-            /// Stores what a fold wrote and removed, one multi-row statement
-            /// per table (per chunk of rows).
+            /// Stores what a fold wrote, one multi-row statement per table
+            /// (per chunk of rows), and deletes what it removed, one statement
+            /// per key (only members are ever removed, and rarely).
             pub(crate) async fn store(
                 connection: &mut $connection,
                 views: &Views,

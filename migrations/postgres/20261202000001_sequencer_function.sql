@@ -4,18 +4,29 @@
 --
 -- dg_sequence numbers committed, unnumbered events above every position given
 -- so far, one sequencer at a time (the advisory lock), as before: a
--- transaction that commits late is numbered late and never skipped.
--- Positions are derived data: the numbering commits without waiting for its
--- WAL flush; a crash may lose the latest numbering, and those rows are
--- numbered again (nothing that saw them survives either: WAL is flushed in
--- order).
-CREATE FUNCTION dg_sequence(batch bigint) RETURNS bigint
+-- transaction that commits late is numbered late and never skipped. Each
+-- statement must see what committed before it began, so it refuses to run
+-- outside READ COMMITTED.
+--
+-- `relaxed`: the numbering commits without waiting for its WAL flush. Only the
+-- background sequencer asks for it: a crash may lose its latest numbering and
+-- those rows are numbered again, and nobody was told those positions (views
+-- that saw them are lost with them: WAL is flushed in order). A position
+-- handed to a client (dg_position) is committed durably, so that it can never
+-- come to name another event.
+CREATE FUNCTION dg_sequence(batch bigint, relaxed boolean) RETURNS bigint
 LANGUAGE plpgsql AS
 $$
 DECLARE
     numbered bigint;
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'dispatch-gate numbers the log under READ COMMITTED only, not %',
+            current_setting('transaction_isolation');
+    END IF;
+    IF relaxed THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('dispatch-gate/sequencer'));
     WITH pending AS (
         SELECT aggregate_type, aggregate_id, sequence,
@@ -50,7 +61,7 @@ BEGIN
         IF found IS NOT NULL THEN
             RETURN found;
         END IF;
-        IF dg_sequence(10000) = 0 THEN
+        IF dg_sequence(10000, false) = 0 THEN
             SELECT position INTO found FROM events
             WHERE aggregate_type = stream_type AND aggregate_id = stream_id AND sequence = stream_sequence;
             RETURN found;

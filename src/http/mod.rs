@@ -85,7 +85,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Operations that are not GETs but read the views first (session consistency).
-const READING_POSTS: &[&str] = &["/v1/tenants/{tenant_id}/onboarding/bootstrap"];
+const READING_POSTS: &[&str] = &[
+    "/v1/tenants/{tenant_id}/onboarding/bootstrap",
+    "/v1/operations/{run_id}/cancel",
+];
 
 /// Documents session consistency on every operation, in one place: each
 /// answer may carry `Gate-Position`; each operation that reads the views takes
@@ -263,10 +266,13 @@ async fn sessions(
     request: Request,
     next: Next,
 ) -> Response {
+    // Workers share the admin token: their heartbeats must not make every
+    // admin read wait for the projector, so worker calls are no session.
+    let worker = request.uri().path().starts_with("/v1/worker/");
     let session = Arc::new(crate::consistency::Request::default());
     let mut response = crate::consistency::serve(session.clone(), next.run(request)).await;
     let written = session.written();
-    if written > 0 {
+    if written > 0 && !worker {
         if let Some(principal) = session.principal() {
             let applied = app.gate.catchup().positions().slowest();
             app.gate.sessions().wrote(&principal, written, applied);
