@@ -198,14 +198,22 @@ async fn a_projection_without_a_checkpoint_catches_up_from_zero(backend: Backend
         "DELETE FROM view_notifications",
         "DELETE FROM view_run_initiators",
     ];
-    for sql in reset {
-        match &app.database {
-            Database::Postgres(pool) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
+    // In one transaction, as a release would ship it: the live loop of this
+    // app must never see the checkpoint gone while the old rows are still there.
+    match &app.database {
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            for sql in reset {
+                sqlx::query(sql).execute(&mut *tx).await.unwrap();
             }
-            Database::Sqlite(pool) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            for sql in reset {
+                sqlx::query(sql).execute(&mut *tx).await.unwrap();
             }
+            tx.commit().await.unwrap();
         }
     }
     catchup.catch_up(Failpoint::Off).await.unwrap();
