@@ -266,13 +266,10 @@ async fn sessions(
     request: Request,
     next: Next,
 ) -> Response {
-    // Workers share the admin token: their heartbeats must not make every
-    // admin read wait for the projector, so worker calls are no session.
-    let worker = request.uri().path().starts_with("/v1/worker/");
     let session = Arc::new(crate::consistency::Request::default());
     let mut response = crate::consistency::serve(session.clone(), next.run(request)).await;
     let written = session.written();
-    if written > 0 && !worker {
+    if written > 0 {
         if let Some(principal) = session.principal() {
             let applied = app.gate.catchup().positions().slowest();
             app.gate.sessions().wrote(&principal, written, applied);
