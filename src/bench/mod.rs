@@ -673,8 +673,11 @@ struct Sustained {
     last_third: Duration,
 }
 
-/// Lag samples taken per second of the sustained scenario.
+/// How often the sustained scenario samples the log head.
 const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
+/// How long the views may take to reach the head once the load stops.
+const DRAIN: Duration = Duration::from_secs(60);
 
 /// The gate at its maximum start rate ([`TARGET_CLIENTS`] clients on their
 /// own connections, in rounds until the time is up) while one catch-up loop
@@ -689,11 +692,12 @@ async fn sustained(
 ) -> anyhow::Result<Sustained> {
     let catchup = Catchup::new(database.clone());
     catchup.catch_up(Failpoint::Off).await?;
+    let (stop_projector, projector_stopped) = tokio::sync::watch::channel(false);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+    let projector = tokio::spawn(catchup.clone().run(async move {
+        let mut stopped = projector_stopped;
         let _ = stopped.wait_for(|s| *s).await;
-    };
-    let projector = tokio::spawn(catchup.clone().run(until(stopped.clone())));
+    }));
     let sampler = {
         let (catchup, database, stopped) = (catchup.clone(), database.clone(), stopped.clone());
         tokio::spawn(async move {
@@ -701,7 +705,17 @@ async fn sustained(
             let mut lags = Vec::new();
             let mut tick = tokio::time::interval(LAG_SAMPLE_EVERY);
             let started = Instant::now();
+            // After the load stops, the samples still pending drain while the
+            // projector runs on (bounded, so a stuck projector fails the run).
+            let mut drain_until = None;
             while !*stopped.borrow() || !pending.is_empty() {
+                if *stopped.borrow() {
+                    let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
+                    anyhow::ensure!(
+                        Instant::now() < until,
+                        "the views did not reach the log head within {DRAIN:?} after the load"
+                    );
+                }
                 tick.tick().await;
                 let now = Instant::now();
                 if !*stopped.borrow() {
@@ -745,8 +759,10 @@ async fn sustained(
     })
     .await?;
     let _ = stop.send(true);
-    let samples = sampler.await.context("the lag sampler")??;
+    let samples = sampler.await.context("the lag sampler");
+    let _ = stop_projector.send(true);
     projector.await.context("the projector")?;
+    let samples = samples??;
     let third = plan.sustained / 3;
     let mean = |keep: &dyn Fn(Duration) -> bool| {
         let picked: Vec<Duration> = samples
