@@ -427,7 +427,8 @@ async fn project_batch(
             .collect();
         let from = checkpoints.values().copied().min().unwrap_or(0);
         let rows = sqlx::query(
-            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    CAST(payload AS text) AS payload
              FROM events WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(from)
@@ -535,7 +536,8 @@ pub async fn rebuild(
         });
         let mut applied = 0u64;
         let mut rows = sqlx::query(
-            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    CAST(payload AS text) AS payload
              FROM events WHERE position <= $1 ORDER BY position",
         )
         .bind(head)
@@ -544,9 +546,8 @@ pub async fn rebuild(
         while let Some(row) = rows.try_next().await.context("reading events")? {
             let mut event: RecordedEvent = recorded!(row);
             let decoded = decode(&event)?;
-            // Freed on the thread that parsed it: handing the parsed JSON
-            // to the fold thread to free doubled the rebuild's CPU (glibc's
-            // allocator pays dearly for frees across threads).
+            // Freed on the thread that read it: the fold needs only the
+            // decoded event, and frees across threads are dear.
             drop(std::mem::take(&mut event.payload));
             batch.push((event, decoded));
             applied += 1;

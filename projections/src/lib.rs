@@ -49,8 +49,8 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// The event version.
     pub event_version: String,
-    /// The payload as stored ([`decode`] upcasts it).
-    pub payload: serde_json::Value,
+    /// The payload as stored, JSON text ([`decode`] parses and upcasts it).
+    pub payload: String,
 }
 
 /// A payload that does not read as the event its row says it is.
@@ -83,7 +83,6 @@ pub enum Decoded {
 /// Reads the payload as its domain event.
 pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
     use cqrs_es::Aggregate;
-    use serde::Deserialize;
     let error = |why: String| DecodeError {
         aggregate_type: event.aggregate_type.clone(),
         aggregate_id: event.aggregate_id.clone(),
@@ -91,7 +90,6 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         event_type: event.event_type.clone(),
         why,
     };
-    let payload = upcast(event);
     fn id<T: std::str::FromStr>(event: &RecordedEvent) -> Result<T, String> {
         event
             .aggregate_id
@@ -101,35 +99,33 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
     Ok(match event.aggregate_type.as_str() {
         ProviderConnection::TYPE => Decoded::Connection(
             id(event).map_err(error)?,
-            Box::new(
-                ConnectionEvent::deserialize(payload.as_ref()).map_err(|e| error(e.to_string()))?,
-            ),
+            Box::new(read(event).map_err(error)?),
         ),
-        Tenant::TYPE => Decoded::Tenant(
-            id(event).map_err(error)?,
-            TenantEvent::deserialize(payload.as_ref()).map_err(|e| error(e.to_string()))?,
-        ),
+        Tenant::TYPE => Decoded::Tenant(id(event).map_err(error)?, read(event).map_err(error)?),
         _ => Decoded::Other,
     })
 }
 
-/// The payload as the current event version, through the same upcasters
-/// every store reads with; borrowed when no upcaster applies (nearly always).
-fn upcast(event: &RecordedEvent) -> std::borrow::Cow<'_, serde_json::Value> {
+/// Reads the payload as the current event version: straight from its text
+/// when no upcaster applies (nearly always), else through the same upcasters
+/// every store reads with.
+fn read<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T, String> {
     use aggregates::upcast::{applies, upcast};
     if !applies(&event.event_type, &event.event_version) {
-        return std::borrow::Cow::Borrowed(&event.payload);
+        return serde_json::from_str(&event.payload).map_err(|e| e.to_string());
     }
+    let payload: serde_json::Value =
+        serde_json::from_str(&event.payload).map_err(|e| e.to_string())?;
     let serialized = cqrs_es::persist::SerializedEvent::new(
         event.aggregate_id.clone(),
         event.sequence.max(0) as usize,
         event.aggregate_type.clone(),
         event.event_type.clone(),
         event.event_version.clone(),
-        event.payload.clone(),
+        payload,
         serde_json::Value::Null,
     );
-    std::borrow::Cow::Owned(upcast(serialized).payload)
+    serde_json::from_value(upcast(serialized).payload).map_err(|e| e.to_string())
 }
 
 /// A projection: a stable name (its checkpoint key), the view tables it owns,

@@ -16,7 +16,7 @@ fn event(position: i64, decoded: Decoded) -> (RecordedEvent, Decoded) {
         sequence: position,
         event_type: String::new(),
         event_version: String::new(),
-        payload: serde_json::Value::Null,
+        payload: String::new(),
     };
     (recorded, decoded)
 }
