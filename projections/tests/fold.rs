@@ -93,3 +93,43 @@ fn a_batch_that_creates_a_connection_still_loads_the_tenants_others_before_chang
     assert_eq!(defaults, expected);
     assert!(expected.contains(&(old, false)) && expected.contains(&(new, true)));
 }
+
+#[test]
+fn a_stored_history_folds_the_same_through_its_text_including_version_1_0_payloads() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/replay/v1_blocked_reasons.jsonl");
+    let mut events = Vec::new();
+    for (i, line) in std::fs::read_to_string(corpus).unwrap().lines().enumerate() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let recorded = RecordedEvent {
+            position: i as i64 + 1,
+            aggregate_type: row["aggregate_type"].as_str().unwrap().to_owned(),
+            aggregate_id: row["aggregate_id"].as_str().unwrap().to_owned(),
+            sequence: row["sequence"].as_i64().unwrap(),
+            event_type: row["event_type"].as_str().unwrap().to_owned(),
+            event_version: row["event_version"].as_str().unwrap().to_owned(),
+            payload: row["payload"].to_string(),
+        };
+        let decoded = projections::decode(&recorded).unwrap_or_else(|e| panic!("{e}"));
+        events.push((recorded, decoded));
+    }
+    let upcast = events
+        .iter()
+        .filter(|(e, _)| e.event_type == "StartBlocked" && e.event_version == "1.0")
+        .count();
+    assert!(
+        upcast > 0,
+        "the corpus holds version 1.0 StartBlocked events"
+    );
+    let mut views = Views::complete();
+    fold(&mut views, &events, |_| 0);
+    let blocked = views
+        .decisions
+        .iter()
+        .filter(|d| d.outcome == aggregates::catalog::Outcome::Blocked && d.connection_id.is_none())
+        .count();
+    assert_eq!(
+        blocked, upcast,
+        "every 1.0 start without a default is a blocked decision"
+    );
+}
