@@ -89,6 +89,16 @@ pub struct Executor<A: Aggregate> {
     snapshots: Option<SnapshotPolicy>,
 }
 
+/// Puts a stream's state in the warm cache, evicting one entry when full.
+fn insert_warm<A>(cache: &mut HashMap<String, Warm<A>>, id: &str, warm: Warm<A>) {
+    if cache.len() >= WARM_CAPACITY && !cache.contains_key(id) {
+        if let Some(victim) = cache.keys().next().cloned() {
+            cache.remove(&victim);
+        }
+    }
+    cache.insert(id.to_owned(), warm);
+}
+
 impl<A> Executor<A>
 where
     A: Aggregate<Services = ()> + Clone,
@@ -130,25 +140,13 @@ where
     /// Keeps a loaded state warm unless a command kept a newer one meanwhile.
     fn keep_warm_if_newer(&self, id: &str, warm: Warm<A>) {
         let mut cache = self.warm.lock().expect("warm lock");
-        if cache.get(id).is_some_and(|w| w.sequence >= warm.sequence) {
-            return;
+        if cache.get(id).is_none_or(|w| w.sequence < warm.sequence) {
+            insert_warm(&mut cache, id, warm);
         }
-        if cache.len() >= WARM_CAPACITY && !cache.contains_key(id) {
-            if let Some(victim) = cache.keys().next().cloned() {
-                cache.remove(&victim);
-            }
-        }
-        cache.insert(id.to_owned(), warm);
     }
 
     fn keep_warm(&self, id: &str, warm: Warm<A>) {
-        let mut cache = self.warm.lock().expect("warm lock");
-        if cache.len() >= WARM_CAPACITY && !cache.contains_key(id) {
-            if let Some(victim) = cache.keys().next().cloned() {
-                cache.remove(&victim);
-            }
-        }
-        cache.insert(id.to_owned(), warm);
+        insert_warm(&mut self.warm.lock().expect("warm lock"), id, warm);
     }
 
     /// The aggregate's current state; a fresh stream gives the default. The

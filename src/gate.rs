@@ -809,11 +809,8 @@ impl Gate {
             return Ok(*place);
         }
         let mut record = crate::read::run(&self.database, run_id).await?;
-        if record.is_none() {
-            let head = self.sessions.head();
-            if self.catchup.wait_until(head, CONSISTENCY_WAIT).await >= head {
-                record = crate::read::run(&self.database, run_id).await?;
-            }
+        if record.is_none() && self.views_at_head().await {
+            record = crate::read::run(&self.database, run_id).await?;
         }
         let record = record.ok_or(GateError::NotFound("operation run"))?;
         Ok(RunPlace {
@@ -821,6 +818,13 @@ impl Gate {
             tenant_id: record.tenant_id,
             operation: record.operation,
         })
+    }
+
+    /// Waits (bounded) until the views show everything this instance has
+    /// written or seen; whether they got there in time.
+    async fn views_at_head(&self) -> bool {
+        let head = self.sessions.head();
+        self.catchup.wait_until(head, CONSISTENCY_WAIT).await >= head
     }
 
     /// Remembers where a run belongs.
@@ -866,10 +870,8 @@ impl Gate {
     ) -> Result<Option<ClaimedRun>, GateError> {
         let wanted = |op: &OperationKind| operations.is_none_or(|ops| ops.contains(op));
         // The queue is read from the run view: let it show every run this
-        // instance knows was accepted (bounded; a late run is claimed next time).
-        self.catchup
-            .wait_until(self.sessions.head(), CONSISTENCY_WAIT)
-            .await;
+        // instance knows was accepted (a late run is claimed next time).
+        self.views_at_head().await;
         let mut cursor = None;
         loop {
             let page = crate::read::oldest_runs(
@@ -1032,9 +1034,7 @@ impl Gate {
     /// Returns how many runs timed out.
     pub async fn expire_leases(&self, now: Timestamp) -> Result<usize, GateError> {
         let mut expired = 0;
-        self.catchup
-            .wait_until(self.sessions.head(), CONSISTENCY_WAIT)
-            .await;
+        self.views_at_head().await;
         let mut cursor = None;
         loop {
             let page = crate::read::oldest_runs(

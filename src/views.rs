@@ -189,42 +189,42 @@ macro_rules! backend {
                 }
                 Ok(())
             }
-
-            /// Writes rows with multi-row `VALUES` statements, reporting rows written.
-            #[allow(dead_code)]
-            pub(crate) async fn values_rows(
-                connection: &mut $connection,
-                rows: projections::views::TableRows<'_>,
-                mut progress: impl FnMut(usize),
-            ) -> anyhow::Result<()> {
-                let table = rows.table;
-                let (head, tail) = insert_head(table, rows.write);
-                let chunk_size = rows_per_statement(table.columns.len());
-                let mut rows = rows.rows.peekable();
-                while rows.peek().is_some() {
-                    let chunk: Vec<Vec<Cell<'_>>> = rows.by_ref().take(chunk_size).collect();
-                    let mut query = sqlx::QueryBuilder::<$db>::new(&head);
-                    query.push_values(&chunk, |mut values, row| {
-                        for cell in row {
-                            bind(&mut values, cell);
-                        }
-                    });
-                    query.push(&tail);
-                    query
-                        .build()
-                        .execute(&mut *connection)
-                        .await
-                        .with_context(|| format!("writing {}", table.name))?;
-                    progress(chunk.len());
-                }
-                Ok(())
-            }
         }
     };
 }
 
 backend!(pg, sqlx::Postgres, sqlx::postgres::PgRow, sqlx::PgConnection, write with super::unnest_rows);
-backend!(lite, sqlx::Sqlite, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection, write with values_rows);
+backend!(lite, sqlx::Sqlite, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection, write with super::values_rows);
+
+/// SQLite: writes rows with multi-row `VALUES` statements (PostgreSQL writes
+/// through [`unnest_rows`]), reporting rows written.
+async fn values_rows(
+    connection: &mut sqlx::SqliteConnection,
+    rows: projections::TableRows<'_>,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<()> {
+    let table = rows.table;
+    let (head, tail) = insert_head(table, rows.write);
+    let chunk_size = rows_per_statement(table.columns.len());
+    let mut rows = rows.rows.peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Cell<'_>>> = rows.by_ref().take(chunk_size).collect();
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(&head);
+        query.push_values(&chunk, |mut values, row| {
+            for cell in row {
+                lite::bind(&mut values, cell);
+            }
+        });
+        query.push(&tail);
+        query
+            .build()
+            .execute(&mut *connection)
+            .await
+            .with_context(|| format!("writing {}", table.name))?;
+        progress(chunk.len());
+    }
+    Ok(())
+}
 
 /// Rows per `UNNEST` statement on PostgreSQL.
 const ROWS_PER_UNNEST: usize = 10_000;
@@ -428,7 +428,7 @@ impl ReplaceViews for sqlx::SqliteConnection {
         let mut written = 0;
         for mut rows in views.every_row() {
             rows.write = Write::Insert;
-            lite::values_rows(self, rows, |n| {
+            values_rows(self, rows, |n| {
                 written += n;
                 progress(written)
             })

@@ -273,7 +273,7 @@ impl<R: ViewRow> Rows<R> {
         R: Sync,
         R::Key: Sync,
     {
-        self.slots.values().filter_map(|slot| slot.row.as_ref())
+        self.held(false)
     }
 
     /// Rows the fold wrote, to store.
@@ -282,9 +282,18 @@ impl<R: ViewRow> Rows<R> {
         R: Sync,
         R::Key: Sync,
     {
+        self.held(true)
+    }
+
+    /// The rows held: all of them, or only those the fold wrote.
+    fn held(&self, only_written: bool) -> impl Iterator<Item = &R> + Clone + Send
+    where
+        R: Sync,
+        R::Key: Sync,
+    {
         self.slots
             .values()
-            .filter(|slot| slot.dirty)
+            .filter(move |slot| slot.dirty || !only_written)
             .filter_map(|slot| slot.row.as_ref())
     }
 
@@ -492,25 +501,24 @@ fn table_rows<'a, R: ViewRow + Sync + 'a>(
 impl Views {
     /// Every row held, table by table (what a rebuild writes).
     pub fn every_row(&self) -> [TableRows<'_>; 6] {
-        [
-            table_rows(Write::Upsert, self.runs.rows()),
-            table_rows(Write::Insert, self.decisions.iter()),
-            table_rows(Write::Upsert, self.connections.rows()),
-            table_rows(Write::Upsert, self.members.rows()),
-            table_rows(Write::Insert, self.notifications.iter()),
-            table_rows(Write::Upsert, self.initiators.rows()),
-        ]
+        self.tables(false)
     }
 
     /// The rows a fold wrote, table by table (what a live batch stores).
     pub fn written(&self) -> [TableRows<'_>; 6] {
+        self.tables(true)
+    }
+
+    /// Each table's rows (only those the fold wrote, or all); the append-only
+    /// tables hold only what the fold recorded either way.
+    fn tables(&self, only_written: bool) -> [TableRows<'_>; 6] {
         [
-            table_rows(Write::Upsert, self.runs.written()),
+            table_rows(Write::Upsert, self.runs.held(only_written)),
             table_rows(Write::Insert, self.decisions.iter()),
-            table_rows(Write::Upsert, self.connections.written()),
-            table_rows(Write::Upsert, self.members.written()),
+            table_rows(Write::Upsert, self.connections.held(only_written)),
+            table_rows(Write::Upsert, self.members.held(only_written)),
             table_rows(Write::Insert, self.notifications.iter()),
-            table_rows(Write::Upsert, self.initiators.written()),
+            table_rows(Write::Upsert, self.initiators.held(only_written)),
         ]
     }
 
