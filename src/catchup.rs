@@ -119,6 +119,9 @@ pub struct Catchup {
     urgent: Notify,
     /// Set while [`Catchup::run`] runs: only then is waiting for it worthwhile.
     running: AtomicBool,
+    /// Set while the loop's last pass failed (the database is unavailable):
+    /// a reader does not wait for a projector that cannot move.
+    failing: AtomicBool,
 }
 
 impl Catchup {
@@ -130,6 +133,7 @@ impl Catchup {
             kick: Notify::new(),
             urgent: Notify::new(),
             running: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -141,6 +145,12 @@ impl Catchup {
     /// Changes of the positions, as they happen.
     pub fn subscribe(&self) -> watch::Receiver<Positions> {
         self.positions.subscribe()
+    }
+
+    /// Whether the loop's last pass failed: the views cannot move until the
+    /// database answers again.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
     }
 
     /// Asks the loop to catch up now (after a local commit).
@@ -162,7 +172,9 @@ impl Catchup {
         let mut failures = 0u32;
         let mut last_lag_log = 0i64;
         loop {
-            match self.catch_up(Failpoint::Off).await {
+            let pass = self.catch_up(Failpoint::Off).await;
+            self.failing.store(pass.is_err(), Ordering::SeqCst);
+            match pass {
                 Ok(positions) => {
                     failures = 0;
                     let lag = positions.head - positions.slowest();
@@ -254,7 +266,7 @@ impl Catchup {
     pub async fn wait_until(&self, position: i64, timeout: Duration) -> i64 {
         let mut changes = self.positions.subscribe();
         let reached = changes.borrow_and_update().slowest();
-        if reached >= position || !self.running.load(Ordering::SeqCst) {
+        if reached >= position || !self.running.load(Ordering::SeqCst) || self.failing() {
             return reached;
         }
         self.hurry();

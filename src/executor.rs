@@ -478,8 +478,13 @@ fn store_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E
         AggregateError::AggregateConflict => CommandError::Conflict { attempts: 1 },
         AggregateError::DatabaseConnectionError(cause)
         | AggregateError::DeserializationError(cause)
-        | AggregateError::UnexpectedError(cause) => {
-            CommandError::Store(anyhow::Error::from_boxed(cause))
-        }
+        | AggregateError::UnexpectedError(cause) => CommandError::Store(
+            // Unboxed, so the cause chain shows the sqlx error itself (a boxed
+            // error's own `source()` skips it).
+            match cause.downcast::<sqlx::Error>() {
+                Ok(error) => anyhow::Error::new(*error),
+                Err(other) => anyhow::Error::from_boxed(other),
+            },
+        ),
     }
 }

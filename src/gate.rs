@@ -433,6 +433,11 @@ impl Gate {
             Some(standby) => standby.wait_until(target, CONSISTENCY_WAIT).await?,
             None => self.catchup.wait_until(target, CONSISTENCY_WAIT).await,
         };
+        if reached < target && standby.is_none() && self.catchup.failing() {
+            return Err(GateError::Unavailable(anyhow::anyhow!(
+                "the projector cannot reach the database; the views stand at {reached}"
+            )));
+        }
         if reached < target {
             return Err(GateError::Lagging { target, reached });
         }

@@ -107,6 +107,22 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a SQLite connection handed back to the pool is out of every
+/// transaction, so that it may be kept. A transaction that failed because the
+/// disk was full (or the file read-only) can be rolled back by SQLite itself,
+/// after which sqlx's own rollback fails and sqlx still counts the transaction
+/// as open: that connection would open savepoints instead of transactions for
+/// good, and is closed instead.
+async fn transaction_closed(connection: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if !connection.is_in_transaction() {
+        return true;
+    }
+    // A dropped transaction's rollback is queued on the connection's worker:
+    // once a ping has come back, the rollback has run.
+    connection.ping().await.is_ok() && !connection.is_in_transaction()
+}
+
 /// The URL without its password, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -172,6 +188,9 @@ impl Database {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_release(|connection, _| {
+                        Box::pin(async move { Ok(transaction_closed(connection).await) })
+                    })
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot open SQLite database `{shown}`"))?;

@@ -126,7 +126,7 @@ impl From<GateError> for ApiError {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "the database cannot be reached right now; retry shortly",
+                    "the database is unavailable right now (unreachable, read-only or full); retry shortly",
                 )
             }
             GateError::Internal(detail) => {

@@ -86,8 +86,16 @@ impl Serve {
                 break entry["address"].as_str().expect("address").to_owned();
             }
         };
-        // Keep draining the log so the process never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining the log so the process never blocks on a full pipe; with
+        // DG_TEST_SERVE_LOG=1 it goes to the test's stderr, for a look after a failure.
+        let show = std::env::var_os("DG_TEST_SERVE_LOG").is_some_and(|v| v == "1");
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("serve: {line}");
+                }
+            }
+        });
         Self { child, address }
     }
 
