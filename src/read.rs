@@ -20,6 +20,14 @@ pub enum Visibility {
 }
 
 impl Visibility {
+    /// What `principal` may see.
+    pub fn of(principal: &crate::gate::Principal) -> Self {
+        match principal {
+            crate::gate::Principal::Admin => Self::All,
+            crate::gate::Principal::User { id, .. } => Self::MemberOf(*id),
+        }
+    }
+
     fn user(&self) -> Option<String> {
         match self {
             Self::All => None,
@@ -297,4 +305,102 @@ pub async fn notifications(
             .context("listing notifications")?
     ))?;
     Ok(page(rows, limit, |n| n.position))
+}
+
+/// The event types that change a run after it was accepted (its status, or a
+/// cancel request): each is a `run` item of the live stream.
+const RUN_CHANGES: &str = "('RunClaimed', 'RunReleased', 'RunCancelRequested', \
+                           'RunSucceeded', 'RunFailed', 'RunCancelled')";
+
+/// The runs changed at log positions in `(after, up_to]`, in log order, as
+/// (position, run). A run changed twice is listed twice.
+pub async fn run_changes(
+    database: &Database,
+    after: i64,
+    up_to: i64,
+) -> anyhow::Result<Vec<(i64, RunId)>> {
+    // The run id sits under the event's variant name in the payload.
+    let run_id = match database {
+        Database::Postgres(_) => "payload -> event_type ->> 'run_id'",
+        Database::Sqlite(_) => "json_extract(payload, '$.' || event_type || '.run_id')",
+    };
+    let sql = format!(
+        "SELECT position, {run_id} FROM events
+         WHERE position > $1 AND position <= $2
+           AND aggregate_type = 'ProviderConnection' AND event_type IN {RUN_CHANGES}
+         ORDER BY position"
+    );
+    let rows: Vec<(i64, String)> = on_pool!(database, |pool| sqlx::query_as(&sql)
+        .bind(after)
+        .bind(up_to)
+        .fetch_all(pool)
+        .await
+        .context("reading run changes")?);
+    rows.into_iter()
+        .map(|(position, id)| {
+            let id = id
+                .parse()
+                .with_context(|| format!("a run change at {position} names no run"))?;
+            Ok((position, RunId(id)))
+        })
+        .collect()
+}
+
+/// The runs among `ids` the caller may see.
+pub async fn visible_runs(
+    database: &Database,
+    visibility: &Visibility,
+    ids: &[RunId],
+) -> anyhow::Result<Vec<Run>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (2..ids.len() + 2)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "{} WHERE (CAST($1 AS text) IS NULL
+                OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $1 AND can_view))
+           AND run_id IN ({placeholders})",
+        select_from(&Run::TABLE, None)
+    );
+    on_pool!(database, |pool| {
+        let mut query = sqlx::query(&sql).bind(visibility.user());
+        for id in ids {
+            query = query.bind(id.to_string());
+        }
+        decode_all(
+            &query
+                .fetch_all(pool)
+                .await
+                .context("reading changed runs")?,
+        )
+    })
+}
+
+/// The decisions at log positions in `(after, up_to]` the caller may see,
+/// oldest first.
+pub async fn decisions_between(
+    database: &Database,
+    visibility: &Visibility,
+    after: i64,
+    up_to: i64,
+) -> anyhow::Result<Vec<Decision>> {
+    let sql = format!(
+        "{} WHERE (CAST($1 AS text) IS NULL
+                OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $1 AND can_view))
+           AND position > $2 AND position <= $3
+         ORDER BY position",
+        select_from(&Decision::TABLE, None)
+    );
+    on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(visibility.user())
+            .bind(after)
+            .bind(up_to)
+            .fetch_all(pool)
+            .await
+            .context("reading decisions by position")?
+    ))
 }

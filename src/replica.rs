@@ -100,6 +100,11 @@ impl Standby {
         }
     }
 
+    /// The log position the standby's views show now.
+    pub async fn position(&self) -> anyhow::Result<i64> {
+        self.poll().await
+    }
+
     /// Reads the standby's view position, or takes the answer of a poll that
     /// completed while this one waited for its turn.
     async fn poll(&self) -> anyhow::Result<i64> {

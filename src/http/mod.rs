@@ -9,6 +9,7 @@ pub mod onboarding;
 pub mod reads;
 pub mod setup;
 pub mod starts;
+pub mod stream;
 pub mod worker;
 
 use std::sync::Arc;
@@ -73,6 +74,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(reads::router())
         .merge(worker::router())
         .merge(onboarding::router())
+        .merge(stream::router())
         .split_for_parts();
     let (router, mut api) = routes;
     document_consistency(&mut api);
@@ -143,6 +145,10 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
         );
     };
     for (path, item) in api.paths.paths.iter_mut() {
+        // The stream follows the views as they move; it waits for no position.
+        if path == "/v1/stream" {
+            continue;
+        }
         if let Some(get) = item.get.as_mut() {
             reading(get);
         }

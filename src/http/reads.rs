@@ -16,7 +16,6 @@ use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_registry, Path, Reader};
 use super::AppState;
-use crate::gate::Principal;
 use crate::read::{self, RunFilter, Visibility};
 use projections::{
     Decision as DecisionRecord, Notification as NotificationRecord, Run as RunRecord,
@@ -194,10 +193,7 @@ async fn list_runs(
             .await?;
     }
     let filter = RunFilter {
-        visibility: match &principal {
-            Principal::Admin => Visibility::All,
-            Principal::User { id, .. } => Visibility::MemberOf(*id),
-        },
+        visibility: Visibility::of(&principal),
         tenant_id: query.tenant_id.map(TenantId),
         status,
         operation,

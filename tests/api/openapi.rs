@@ -30,6 +30,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/operations/{run_id}"),
     ("get", "/v1/tenants/{tenant_id}/decisions"),
     ("get", "/v1/notifications"),
+    ("get", "/v1/stream"),
     ("post", "/v1/operations/{run_id}/cancel"),
     ("post", "/v1/tenants/{tenant_id}/onboarding/bootstrap"),
     ("get", "/v1/tenants/{tenant_id}/onboarding"),
@@ -259,6 +260,10 @@ async fn session_consistency_is_described_on_every_read_and_every_answer() {
     let api = dispatch_gate::http::openapi();
     let api = serde_json::to_value(&api).unwrap();
     for (path, item) in api["paths"].as_object().unwrap() {
+        // The live stream follows the views as they move and waits for no position.
+        if path == "/v1/stream" {
+            continue;
+        }
         for (method, operation) in item.as_object().unwrap() {
             let reads = method == "get"
                 || path.ends_with("/onboarding/bootstrap")
