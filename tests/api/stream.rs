@@ -4,7 +4,6 @@
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
