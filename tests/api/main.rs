@@ -11,4 +11,5 @@ mod monitoring;
 mod openapi;
 mod outcomes;
 mod projections;
+mod tokens;
 mod worker;
