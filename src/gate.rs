@@ -261,7 +261,8 @@ pub(crate) const SNAPSHOT_EVERY: usize = 100;
 /// How long a read waits for the views to reach its session's position.
 pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The metadata recorded with a command: who, when, and the request id.
+/// The metadata recorded with a command: who, when, the request id, and the
+/// idempotency attempt of the request being served (see [`crate::idempotency`]).
 pub(crate) fn metadata(
     actor: &Actor,
     request_id: Option<&str>,
@@ -273,6 +274,9 @@ pub(crate) fn metadata(
     ]);
     if let Some(id) = request_id {
         metadata.insert("request_id".to_owned(), id.to_owned());
+    }
+    if let Some(attempt) = crate::idempotency::current_attempt() {
+        metadata.insert(crate::idempotency::METADATA_KEY.to_owned(), attempt);
     }
     metadata
 }

@@ -15,6 +15,7 @@
 //! - [`consistency`]: session consistency — each principal's last written
 //!   position, and what one request wrote and read (`Gate-Position`).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
+//! - [`idempotency`]: `Idempotency-Key` — claims, committed markers, stored answers.
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
 //! - [`audit`]: replaying, verifying and exporting the decision history.
@@ -31,6 +32,7 @@ pub mod consistency;
 pub mod executor;
 pub mod gate;
 pub mod http;
+pub mod idempotency;
 pub mod read;
 pub mod server;
 pub mod snapshot;
