@@ -2,7 +2,8 @@
 //! is applied to the views once. The test starts two real processes, writes
 //! through both, kills one with SIGKILL while both project, keeps writing
 //! through the other, and then compares the views the survivor built with a
-//! rebuild of the same log: nothing lost, nothing applied twice.
+//! rebuild of the same log: nothing lost, nothing applied twice. And an
+//! `Idempotency-Key` replays from any process on the log (both stores).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -212,4 +213,108 @@ async fn two_instances_apply_each_batch_once_and_the_survivor_takes_over_when_on
     let rebuilt = dump(&pool).await;
     assert_eq!(live[1].1.len() as i64, decisions, "every decision once");
     assert_eq!(live, rebuilt, "the live views equal a rebuild of the log");
+}
+
+impl Serve {
+    /// One keyed POST as the admin; returns the status and the raw body text.
+    fn post_keyed(&self, path: &str, body: &str, key: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {ADMIN}\r\n\
+             idempotency-key: {key}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.address,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().expect("status");
+        let body = response
+            .split_once("\r\n\r\n")
+            .expect("a body")
+            .1
+            .to_owned();
+        (status, body)
+    }
+}
+
+/// A keyed start answers the same, byte for byte, from another process on the
+/// same database and from a process started after the first one was killed:
+/// the key is in the database, not in a process.
+fn a_keyed_start_replays_across_processes_and_restarts(url: &str) {
+    let first = Serve::start(url);
+    let workspace = first.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"].clone();
+    let tenant = first.post(
+        "/v1/admin/tenants",
+        json!({"workspace_id": workspace, "name": "Contoso"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let connection = first.post(
+        &format!("/v1/tenants/{tenant}/provider-connections"),
+        json!({"display_name": "Graph", "provider": "microsoft_graph", "make_default": true}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.post(
+        &format!("/v1/provider-connections/{connection}/consent"),
+        json!({"granted": true}),
+    );
+    first.post(
+        &format!("/v1/provider-connections/{connection}/credentials"),
+        json!({"status": "valid"}),
+    );
+    let path = format!("/v1/tenants/{tenant}/operations");
+    let body = r#"{"operation": "inventory.sync"}"#;
+    let (status, answer) = first.post_keyed(&path, body, "retry-after-timeout");
+    assert_eq!(status, 202, "{answer}");
+
+    let second = Serve::start(url);
+    assert_eq!(
+        second.post_keyed(&path, body, "retry-after-timeout"),
+        (202, answer.clone()),
+        "another instance replays it"
+    );
+    drop(first);
+    drop(second);
+    let restarted = Serve::start(url);
+    assert_eq!(
+        restarted.post_keyed(&path, body, "retry-after-timeout"),
+        (202, answer.clone()),
+        "a restarted instance replays it"
+    );
+    let (status, reused) = restarted.post_keyed(
+        &path,
+        r#"{"operation": "directory.roles.sync"}"#,
+        "retry-after-timeout",
+    );
+    assert_eq!(status, 422, "{reused}");
+    let decisions = restarted.call("GET", &format!("/v1/tenants/{tenant}/decisions"), None);
+    assert_eq!(decisions.0, 200);
+    assert_eq!(
+        decisions.1["items"].as_array().unwrap().len(),
+        1,
+        "one decision: {}",
+        decisions.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_start_replays_across_processes_and_restarts_on_postgres() {
+    let url = testkit::fresh_postgres_database().await;
+    tokio::task::spawn_blocking(move || a_keyed_start_replays_across_processes_and_restarts(&url))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_keyed_start_replays_across_processes_and_restarts_on_sqlite() {
+    let (_dir, url) = testkit::fresh_sqlite_url();
+    a_keyed_start_replays_across_processes_and_restarts(&url);
 }
