@@ -220,7 +220,9 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
                     ObjectBuilder::new()
                         .schema_type(Type::String)
                         .min_length(Some(1))
-                        .max_length(Some(crate::idempotency::MAX_KEY_LEN)),
+                        .max_length(Some(crate::idempotency::MAX_KEY_LEN))
+                        // Visible ASCII and spaces, at least one visible.
+                        .pattern(Some("^[ -~]*[!-~][ -~]*$")),
                 ))
                 .build(),
         );
@@ -240,7 +242,14 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
                     );
                 }
                 Some(RefOr::T(response)) => {
-                    response.description = format!("{} Or: {description}", response.description);
+                    response.description = if response.description.trim().is_empty() {
+                        description.to_owned()
+                    } else {
+                        format!(
+                            "{}. Or: {description}",
+                            response.description.trim_end_matches('.')
+                        )
+                    };
                     if let Some(content) = response.content.get_mut("application/json") {
                         let own = content.schema.take();
                         content.schema = match own {

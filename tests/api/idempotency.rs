@@ -449,3 +449,24 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
     }
     .expect(sql)
 }
+
+#[test]
+fn every_route_that_takes_a_key_describes_it_and_its_answers() {
+    let api = serde_json::to_value(dispatch_gate::http::openapi()).unwrap();
+    for route in dispatch_gate::http::idempotency::ROUTES {
+        let post = &api["paths"][route]["post"];
+        assert!(post.is_object(), "{route} is not a described POST");
+        assert!(
+            post["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+            "{route}: Idempotency-Key header"
+        );
+        for status in ["400", "409", "422"] {
+            let text = post["responses"][status].to_string();
+            assert!(text.contains("ErrorBody"), "{route} {status}: {text}");
+        }
+    }
+}
