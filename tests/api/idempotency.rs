@@ -277,6 +277,11 @@ async fn a_key_whose_first_request_wrote_is_never_run_again_even_when_its_answer
     };
     let tagged = count(&app, tagged).await;
     assert_eq!(tagged, 1);
+    // The attempt is sealed into the chain with the rest of the metadata.
+    let verified = dispatch_gate::audit::verify(&app.database, false)
+        .await
+        .unwrap();
+    assert!(verified.findings.is_empty(), "{:?}", verified.findings);
 }
 
 async fn bad_keys_are_400_and_nothing_is_written(backend: Backend) {

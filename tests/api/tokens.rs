@@ -84,6 +84,12 @@ async fn a_revoked_token_gets_401_until_a_new_one_is_issued(backend: Backend) {
         user_events(&app, &user).await,
         ["UserCreated", "UserTokenRevoked", "UserTokenIssued"]
     );
+    // Auditable: the user's stream decodes and its chain verifies.
+    let verified = dispatch_gate::audit::verify(&app.database, false)
+        .await
+        .unwrap();
+    assert!(verified.findings.is_empty(), "{:?}", verified.findings);
+    assert_eq!(verified.undecoded_streams, 0);
 }
 
 async fn token_changes_of_unknown_users_and_by_users_are_refused_and_write_nothing(
