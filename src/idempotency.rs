@@ -25,7 +25,8 @@
 //!   (409) until its lease ([`LEASE`]) runs out, then a retry takes it over
 //!   with a new attempt id; should the first attempt still be alive and commit
 //!   later, the trigger refuses its commit (its attempt id is gone);
-//! - crash after a commit, before the answer is stored: the row is marked
+//! - crash after a commit, before the answer is stored (or the database
+//!   became unreachable in between): the row is marked
 //!   `committed` in the commit itself, so it is never taken over; retries get
 //!   409 (`lost` in [`Claim::InUse`]) until the key expires. The answer is lost
 //!   (the write is not: read it back through the read API), never repeated;
