@@ -303,6 +303,18 @@ async fn checkpoints(database: &Database) -> anyhow::Result<BTreeMap<&'static st
         .collect())
 }
 
+/// The log position every view of `database` shows: the slowest projection's
+/// stored checkpoint, 0 while any projection has none yet. On a hot standby,
+/// where no projector runs, this is what its replicated views show.
+pub async fn views_position(database: &Database) -> anyhow::Result<i64> {
+    let checkpoints = checkpoints(database).await?;
+    Ok(if checkpoints.len() == PROJECTIONS.len() {
+        checkpoints.values().copied().min().unwrap_or(0)
+    } else {
+        0
+    })
+}
+
 /// The highest numbered event.
 pub async fn head(database: &Database) -> anyhow::Result<i64> {
     let sql = "SELECT COALESCE(MAX(position), 0) FROM events";

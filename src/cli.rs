@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::audit::{self, ExportFormat, ReplayFormat};
 use crate::server::{shutdown_signal, Application, BuiltInWorker, Settings};
-use crate::store::{redact, Database, DEFAULT_DATABASE_URL};
+use crate::store::{redact, Backend, Database, DEFAULT_DATABASE_URL};
 use crate::telemetry::{self, LogFormat};
 use crate::worker::SimulatedProvider;
 
@@ -150,6 +150,11 @@ pub struct ServeArgs {
     /// Database pool size.
     #[arg(long, env = "GATE_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     db_pool: u32,
+    /// A PostgreSQL hot standby of --database-url (`postgres://…`) that serves the read
+    /// API's view queries; writes, the sequencer and the projectors stay on the primary.
+    /// Reads wait (bounded) until the standby shows the caller's own writes.
+    #[arg(long, env = "GATE_READ_DATABASE_URL", value_name = "URL")]
+    read_database_url: Option<String>,
 }
 
 /// Runs the parsed command line.
@@ -236,6 +241,18 @@ async fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Checked before anything is opened: a bad token starts nothing and writes nothing.
     let admin_token = AdminToken::resolve(args.admin_token, args.admin_token_file.as_deref())?;
+    if let Some(url) = &args.read_database_url {
+        if Backend::of_url(&args.database.database_url)? != Backend::Postgres
+            || Backend::of_url(url)? != Backend::Postgres
+        {
+            return Err(UsageError(
+                "--read-database-url needs PostgreSQL on both sides: a hot standby of a \
+                 postgres:// --database-url"
+                    .to_owned(),
+            )
+            .into());
+        }
+    }
     if args.no_worker {
         tracing::info!("built-in worker disabled (--no-worker)");
     }
@@ -251,6 +268,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         admin_token: admin_token.token.clone(),
         max_connections: args.db_pool,
+        read_database_url: args.read_database_url,
         lease: std::time::Duration::from_secs(args.lease_seconds),
         worker,
     };

@@ -41,8 +41,8 @@ pub enum CommandError<E: std::error::Error> {
         attempts: u32,
     },
     /// The store failed.
-    #[error("event store failure: {0}")]
-    Store(String),
+    #[error("event store failure")]
+    Store(#[source] anyhow::Error),
 }
 
 /// What a successful command committed, and the state after it.
@@ -280,7 +280,7 @@ where
     ) -> Result<bool, CommandError<A::Error>> {
         let last = snapshot::last_sequence(&self.database, A::TYPE, id)
             .await
-            .map_err(|e| CommandError::Store(format!("{e:#}")))?;
+            .map_err(CommandError::Store)?;
         Ok(last != sequence)
     }
 
@@ -456,8 +456,9 @@ fn seal<A: Aggregate>(
     let serialized = events
         .iter()
         .map(|event| {
-            let payload = serde_json::to_value(event)
-                .map_err(|e| CommandError::Store(format!("serializing an event: {e}")))?;
+            let payload = serde_json::to_value(event).map_err(|e| {
+                CommandError::Store(anyhow::Error::new(e).context("serializing an event"))
+            })?;
             Ok((event.event_type(), event.event_version(), payload))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -475,6 +476,10 @@ fn store_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E
     match error {
         AggregateError::UserError(e) => CommandError::Rejected(e),
         AggregateError::AggregateConflict => CommandError::Conflict { attempts: 1 },
-        other => CommandError::Store(other.to_string()),
+        AggregateError::DatabaseConnectionError(cause)
+        | AggregateError::DeserializationError(cause)
+        | AggregateError::UnexpectedError(cause) => {
+            CommandError::Store(anyhow::Error::from_boxed(cause))
+        }
     }
 }

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::catchup::Catchup;
 use crate::consistency::{self, Sessions};
 use crate::executor::{CommandError, Committed, Executor};
+use crate::replica::Standby;
 use crate::snapshot::SnapshotPolicy;
 use crate::store::Database;
 use projections::Run as RunRecord;
@@ -120,6 +121,10 @@ pub enum GateError {
         /// Where the slowest view stands.
         reached: i64,
     },
+    /// The database cannot be reached or written right now; retrying later
+    /// may succeed (see [`crate::store::is_unavailable`]).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Something failed on our side.
     #[error("{0}")]
     Internal(String),
@@ -132,14 +137,18 @@ impl<E: std::error::Error> From<CommandError<E>> for GateError {
             CommandError::Conflict { attempts } => Self::Internal(format!(
                 "the stream kept changing; gave up after {attempts} attempts"
             )),
-            CommandError::Store(message) => Self::Internal(message),
+            CommandError::Store(error) => error.into(),
         }
     }
 }
 
 impl From<anyhow::Error> for GateError {
     fn from(error: anyhow::Error) -> Self {
-        Self::Internal(format!("{error:#}"))
+        if crate::store::is_unavailable(error.as_ref()) {
+            Self::Unavailable(error)
+        } else {
+            Self::Internal(format!("{error:#}"))
+        }
     }
 }
 
@@ -204,6 +213,8 @@ pub struct NewUser {
 /// All use cases of dispatch-gate.
 pub struct Gate {
     database: Database,
+    /// Where the read API's view queries go, when not to `database`.
+    standby: Option<Standby>,
     catchup: Arc<Catchup>,
     sessions: Sessions,
     /// Where runs this instance accepted or claimed belong (a cache: the run
@@ -299,6 +310,7 @@ impl Gate {
             admin_token_sha256: admin_token.map(sha256),
             clock,
             catchup: Catchup::new(database.clone()),
+            standby: None,
             sessions: Sessions::default(),
             places: Mutex::new(HashMap::new()),
             database,
@@ -310,9 +322,28 @@ impl Gate {
         &self.sessions
     }
 
-    /// The database in use.
+    /// Serves the read API's view queries from a hot standby of the database.
+    pub fn with_standby(mut self, standby: Standby) -> Self {
+        self.standby = Some(standby);
+        self
+    }
+
+    /// The database in use: the primary, holding every write.
     pub fn database(&self) -> &Database {
         &self.database
+    }
+
+    /// Where the read API's view queries go: the standby, else the primary.
+    /// Read only after [`Gate::consistent`] waited on the same side.
+    pub fn reads(&self) -> &Database {
+        self.standby
+            .as_ref()
+            .map_or(&self.database, Standby::database)
+    }
+
+    /// The hot standby serving reads, if any.
+    pub fn standby(&self) -> Option<&Standby> {
+        self.standby.as_ref()
     }
 
     /// The catch-up machinery feeding the read models.
@@ -369,13 +400,35 @@ impl Gate {
         Ok(committed)
     }
 
-    /// Waits (bounded) until the views have reached what the principal must
-    /// see: its own last write through this instance, and `at_least` (the
-    /// `Gate-Position` a client echoes). Returns the views' position.
+    /// Waits (bounded) until the views [`Gate::reads`] queries have reached
+    /// what the principal must see: its own last write through this instance,
+    /// and `at_least` (the `Gate-Position` a client echoes). Returns the views'
+    /// position.
     pub async fn consistent(
         &self,
         principal: &Principal,
         at_least: Option<i64>,
+    ) -> Result<i64, GateError> {
+        self.settle(principal, at_least, self.standby.as_ref())
+            .await
+    }
+
+    /// Like [`Gate::consistent`], for the primary's views (what [`Gate::database`]
+    /// queries): for a write that reads views first (bootstrap, cancel), which
+    /// must not wait for, nor fail with, a standby.
+    pub async fn consistent_on_primary(
+        &self,
+        principal: &Principal,
+        at_least: Option<i64>,
+    ) -> Result<i64, GateError> {
+        self.settle(principal, at_least, None).await
+    }
+
+    async fn settle(
+        &self,
+        principal: &Principal,
+        at_least: Option<i64>,
+        standby: Option<&Standby>,
     ) -> Result<i64, GateError> {
         let key = principal.actor().id_string();
         let mut target = self.sessions.last(&key);
@@ -391,7 +444,10 @@ impl Gate {
             }
             target = target.max(at_least);
         }
-        let reached = self.catchup.wait_until(target, CONSISTENCY_WAIT).await;
+        let reached = match standby {
+            Some(standby) => standby.wait_until(target, CONSISTENCY_WAIT).await?,
+            None => self.catchup.wait_until(target, CONSISTENCY_WAIT).await,
+        };
         if reached < target {
             return Err(GateError::Lagging { target, reached });
         }
@@ -1125,11 +1181,19 @@ impl Gate {
     /// The onboarding steps of a tenant: provider verification, then the
     /// bootstrap chain. A step's state is the status of its latest run.
     pub async fn onboarding(&self, tenant_id: TenantId) -> Result<Vec<OnboardingStep>, GateError> {
+        self.onboarding_in(self.reads(), tenant_id).await
+    }
+
+    async fn onboarding_in(
+        &self,
+        views: &Database,
+        tenant_id: TenantId,
+    ) -> Result<Vec<OnboardingStep>, GateError> {
         let mut steps = Vec::new();
         for operation in
             std::iter::once(OperationKind::ProviderVerify).chain(OperationKind::BOOTSTRAP_CHAIN)
         {
-            let run = crate::read::latest_run(&self.database, tenant_id, operation).await?;
+            let run = crate::read::latest_run(views, tenant_id, operation).await?;
             let state = match run.as_ref().map(|r| r.status) {
                 Some(RunStatus::Queued) => StepState::Queued,
                 Some(RunStatus::Running) => StepState::Running,
@@ -1165,7 +1229,7 @@ impl Gate {
         let tenant = self
             .authorize(principal, tenant_id, Action::ManageOnboarding)
             .await?;
-        let steps = self.onboarding(tenant_id).await?;
+        let steps = self.onboarding_in(&self.database, tenant_id).await?;
         let Some(next) = next_bootstrap_step(&steps) else {
             return Ok(None);
         };

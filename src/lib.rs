@@ -12,6 +12,8 @@
 //!   checkpoint and view rows in one transaction; `views` holds the view
 //!   tables' SQL (driven by each table's column descriptor); [`read`] queries
 //!   the views.
+//! - [`replica`]: the read API's view queries on a PostgreSQL hot standby
+//!   (`--read-database-url`), waiting for its replicated checkpoints.
 //! - [`consistency`]: session consistency — each principal's last written
 //!   position, and what one request wrote and read (`Gate-Position`).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
@@ -34,6 +36,7 @@ pub mod gate;
 pub mod http;
 pub mod idempotency;
 pub mod read;
+pub mod replica;
 pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::gate::{Gate, SystemClock};
 use crate::http::{app, AppState};
+use crate::replica::Standby;
 use crate::store::{redact, Database};
 use crate::worker::{run_reaper, run_workers, SimulatedProvider, WorkerConfig};
 
@@ -20,8 +21,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The admin token.
     pub admin_token: String,
-    /// Database pool size.
+    /// Database pool size (and the read replica's).
     pub max_connections: u32,
+    /// A PostgreSQL hot standby serving the read API's view queries.
+    pub read_database_url: Option<String>,
     /// How long a worker holds a run between heartbeats.
     pub lease: std::time::Duration,
     /// The built-in worker; `None` with `--no-worker`.
@@ -50,11 +53,16 @@ impl Application {
         let database = Database::connect(&settings.database_url, settings.max_connections).await?;
         database.migrate().await?;
         tracing::info!(database = %redact(&settings.database_url), "database ready");
-        let gate = Gate::new(
+        let mut gate = Gate::new(
             database,
             Arc::new(SystemClock),
             Some(settings.admin_token.as_str()),
         );
+        if let Some(url) = &settings.read_database_url {
+            let standby = Standby::connect(url, settings.max_connections).await?;
+            tracing::info!(read_replica = %redact(url), "reads served from the read replica");
+            gate = gate.with_standby(standby);
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;

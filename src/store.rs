@@ -20,6 +20,10 @@ use sqlx::{PgPool, SqlitePool};
 /// The embedded default: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dispatch-gate.db";
 
+/// How long a PostgreSQL request waits for a connection: while the server is
+/// down, requests answer 503 `unavailable` after this, instead of hanging.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A connected database, either backend.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -51,6 +55,55 @@ impl Backend {
                 redact(url)
             )
         }
+    }
+}
+
+/// Whether `error` or one of its causes says the database cannot be reached or
+/// written right now — a condition that passes (server down or restarting, pool
+/// exhausted, a hot standby cancelling a read during replay, a SQLite file that
+/// is read-only or full) — rather than a defect. Such failures answer 503
+/// `unavailable` with `Retry-After`, never 500.
+pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            return sqlx_unavailable(error);
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => {
+            let code = error.code().unwrap_or_default();
+            match error.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // SQLite's primary result codes (the low byte of extended ones):
+                // BUSY (after the busy timeout), READONLY, IOERR, CANTOPEN, FULL.
+                Some(_) => code
+                    .parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 8 | 10 | 13 | 14)),
+                // PostgreSQL SQLSTATEs: connection exceptions (08…), the server
+                // shutting down or starting (57P01–57P03), too many connections,
+                // a standby cancelling a query that conflicts with replay (40001),
+                // and a read-only server (25006: a primary demoted by a failover).
+                None => {
+                    code.starts_with("08")
+                        || matches!(
+                            &*code,
+                            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "25006"
+                        )
+                }
+            }
+        }
+        _ => false,
     }
 }
 
@@ -97,7 +150,7 @@ impl Database {
                 .ok();
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot connect to PostgreSQL at `{shown}`"))?;

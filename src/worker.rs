@@ -170,6 +170,10 @@ async fn execute(
             _ = beat.tick() => match gate.heartbeat(run.run_id, worker_id, config.lease).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => break RunEnd::Cancelled,
                 Ok(_) => {}
+                // The lease still runs: keep working, beat again on the next tick.
+                Err(GateError::Unavailable(error)) => {
+                    tracing::warn!(error = %crate::cli::error_line(&error), "heartbeat failed; the database is unavailable");
+                }
                 Err(error) => {
                     tracing::warn!(%error, "lost the run's lease; abandoning it");
                     return;
@@ -184,10 +188,28 @@ async fn execute(
             }
         }
     };
-    match gate.complete(run.run_id, worker_id, end).await {
-        Ok(_) => tracing::info!(?end, "run ended"),
-        Err(GateError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
-        Err(error) => tracing::error!(%error, "could not complete the run"),
+    // While the database is unavailable the outcome is retried until the lease
+    // would have run out; after that the reaper times the run out instead.
+    let deadline = tokio::time::Instant::now() + config.lease;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match gate.complete(run.run_id, worker_id, end).await {
+            Ok(_) => tracing::info!(?end, "run ended"),
+            Err(GateError::Unavailable(error))
+                if tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::warn!(error = %crate::cli::error_line(&error), "could not record the run's end yet; retrying");
+                tokio::select! {
+                    () = stopped(shutdown) => return,
+                    () = tokio::time::sleep(pause) => {},
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(GateError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
+            Err(error) => tracing::error!(%error, "could not complete the run"),
+        }
+        return;
     }
 }
 

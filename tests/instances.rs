@@ -5,125 +5,19 @@
 //! rebuild of the same log: nothing lost, nothing applied twice. And an
 //! `Idempotency-Key` replays from any process on the log (both stores).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+mod serve;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-const ADMIN: &str = "instances-admin-token-0123456789";
-
-/// A running `serve` process and the address it listens on.
-struct Serve {
-    child: Child,
-    address: String,
-}
-
-impl Serve {
-    fn start(database_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
-            .args([
-                "serve",
-                "--no-worker",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--database-url",
-                database_url,
-            ])
-            .env("GATE_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start serve");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .expect("read serve's log");
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if entry["message"] == "listening" {
-                break entry["address"].as_str().expect("address").to_owned();
-            }
-        };
-        // Keep draining the log so the process never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, address }
-    }
-
-    /// One HTTP/1.1 request; returns the status and the JSON body.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {ADMIN}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            self.address,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().expect("status");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.trim())
-            .filter(|b| !b.is_empty())
-            .map(|b| serde_json::from_str(b).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        let (status, body) = self.call("POST", path, Some(body));
-        assert!(status < 300, "POST {path}: {status} {body}");
-        body
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every view row as text, ordered, for comparing two states of the views.
-async fn dump(pool: &sqlx::PgPool) -> Vec<(String, Vec<String>)> {
-    let mut dump = Vec::new();
-    for (table, key) in [
-        ("view_runs", "run_id"),
-        ("view_decisions", "decision_id"),
-        ("view_connections", "connection_id"),
-        ("view_members", "tenant_id, user_id"),
-        ("view_notifications", "notification_id"),
-        ("view_run_initiators", "run_id"),
-    ] {
-        let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY {key}");
-        let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
-        dump.push((table.to_owned(), rows));
-    }
-    dump
-}
+use serve::Serve;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_apply_each_batch_once_and_the_survivor_takes_over_when_one_is_killed() {
     let url = testkit::fresh_postgres_database().await;
-    let status = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
-        .args(["migrate", "--database-url", &url])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    serve::migrate(&url);
     let first = Serve::start(&url);
     let second = Serve::start(&url);
 
@@ -203,14 +97,14 @@ async fn two_instances_apply_each_batch_once_and_the_survivor_takes_over_when_on
     .await
     .unwrap();
     assert_eq!(decisions, 6 * (20 + 2));
-    let live = dump(&pool).await;
+    let live = serve::dump(&pool).await;
     let status = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
         .args(["projections", "rebuild", "--database-url", &url])
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
-    let rebuilt = dump(&pool).await;
+    let rebuilt = serve::dump(&pool).await;
     assert_eq!(live[1].1.len() as i64, decisions, "every decision once");
     assert_eq!(live, rebuilt, "the live views equal a rebuild of the log");
 }

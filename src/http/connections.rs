@@ -101,7 +101,7 @@ async fn list_connections(
     app.gate
         .authorize(&principal, tenant_id, Action::ViewConnections)
         .await?;
-    let records = read::tenant_connections(app.gate.database(), tenant_id).await?;
+    let records = read::tenant_connections(app.gate.reads(), tenant_id).await?;
     Ok(axum::Json(ConnectionList {
         items: records.iter().map(ConnectionJson::from).collect(),
     }))
@@ -117,7 +117,7 @@ async fn get_connection(
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     // The view names the connection's tenant: no aggregate load to learn it.
-    let record = read::connection(app.gate.database(), id)
+    let record = read::connection(app.gate.reads(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("provider connection"))?;
     let tenant_id = record.connection.tenant_id;

@@ -120,6 +120,15 @@ impl From<GateError> for ApiError {
                     ),
                 )
             },
+            GateError::Unavailable(error) => {
+                // Logged once, here, and as a warning: it passes by itself.
+                tracing::warn!(error = %crate::cli::error_line(&error), "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database cannot be reached right now; retry shortly",
+                )
+            }
             GateError::Internal(detail) => {
                 // Logged once, here; the client never sees database text.
                 tracing::error!(%detail, "request failed");

@@ -104,9 +104,10 @@ pub const GATE_POSITION: &str = "gate-position";
 
 /// The authenticated caller of a request that reads the views, once they have
 /// reached what the caller must see: its own last write through this
-/// instance, and the `Gate-Position` it sent (session consistency). A
-/// malformed `Gate-Position` is a 400; views still behind after the bounded
-/// wait are a 503 `projection_lagging`.
+/// instance, and the `Gate-Position` it sent (session consistency). The views
+/// are those [`crate::gate::Gate::reads`] queries: a hot standby's with
+/// `--read-database-url`. A malformed `Gate-Position` is a 400; views still
+/// behind after the bounded wait are a 503 `projection_lagging`.
 pub struct Reader(pub Principal);
 
 impl<S> FromRequestParts<S> for Reader
@@ -117,26 +118,59 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
-        let at_least = match parts.headers.get(GATE_POSITION) {
-            None => None,
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<i64>().ok())
-                    .filter(|p| *p >= 0)
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "`Gate-Position` must be a log position (a non-negative integer)",
-                        )
-                    })?,
-            ),
-        };
+        let (principal, at_least) = caller_and_position(parts, state).await?;
         let app = AppState::from_ref(state);
         app.gate.consistent(&principal, at_least).await?;
         Ok(Self(principal))
     }
+}
+
+/// Like [`Reader`], for a write that reads the primary's views first
+/// (bootstrap, cancel): it waits for the primary's projectors, never for a
+/// standby, so writes go on while a standby is down.
+pub struct ReaderOnPrimary(pub Principal);
+
+impl<S> FromRequestParts<S> for ReaderOnPrimary
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (principal, at_least) = caller_and_position(parts, state).await?;
+        let app = AppState::from_ref(state);
+        app.gate.consistent_on_primary(&principal, at_least).await?;
+        Ok(Self(principal))
+    }
+}
+
+/// The authenticated caller and the `Gate-Position` it sent, if any.
+async fn caller_and_position<S>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<(Principal, Option<i64>), ApiError>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+    let at_least = match parts.headers.get(GATE_POSITION) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "`Gate-Position` must be a log position (a non-negative integer)",
+                    )
+                })?,
+        ),
+    };
+    Ok((principal, at_least))
 }
 
 /// The admin token holder; a user token gets 403.

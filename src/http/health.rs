@@ -21,17 +21,33 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready when the database answers; reports projection lag either way.
+/// Ready when the database answers; reports projection lag either way, and
+/// with a read replica, how far its views are behind. A standby that does not
+/// answer leaves the instance ready: writes go on, reads answer 503.
 async fn ready(State(app): State<AppState>) -> Response {
     match catchup::head(app.gate.database()).await {
         Ok(head) => {
             let positions = app.gate.catchup().positions();
-            let body = json!({
+            let mut body = json!({
                 "status": "ready",
                 "log_head": head,
                 "projections": positions.projections,
                 "lag": head - positions.slowest(),
             });
+            if let Some(standby) = app.gate.standby() {
+                body["read_replica"] = match standby.status().await {
+                    Ok(status) => json!({
+                        "status": "ready",
+                        "position": status.position,
+                        "lag": (head - status.position).max(0),
+                        "in_recovery": status.in_recovery,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "read replica unavailable");
+                        json!({"status": "unavailable", "reason": "the read replica does not answer"})
+                    }
+                };
+            }
             (StatusCode::OK, axum::Json(body)).into_response()
         }
         Err(error) => {
@@ -70,5 +86,17 @@ async fn metrics(State(app): State<AppState>) -> Response {
         "dispatch_gate_projection_lag {}\n",
         head - positions.slowest()
     ));
+    if let Some(standby) = app.gate.standby() {
+        if let Ok(status) = standby.status().await {
+            text.push_str(
+                "# HELP dispatch_gate_read_replica_lag Events the read replica's views are behind the log head.\n\
+                 # TYPE dispatch_gate_read_replica_lag gauge\n",
+            );
+            text.push_str(&format!(
+                "dispatch_gate_read_replica_lag {}\n",
+                (head - status.position).max(0)
+            ));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::dto::{ReasonJson, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Caller, Path, Reader, RequestId};
+use super::extract::{Caller, Path, Reader, ReaderOnPrimary, RequestId};
 use super::starts::run_start;
 use super::AppState;
 use crate::gate::StartCommand;
@@ -80,7 +80,7 @@ fn empty_body(body: &[u8]) -> Result<(), ApiError> {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn bootstrap(
     State(app): State<AppState>,
-    Reader(principal): Reader,
+    ReaderOnPrimary(principal): ReaderOnPrimary,
     RequestId(request_id): RequestId,
     Path(tenant_id): Path<TenantId>,
     body: axum::body::Bytes,

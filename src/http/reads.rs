@@ -204,7 +204,7 @@ async fn list_runs(
         limit,
         cursor: cursor_position,
     };
-    let page = read::runs(app.gate.database(), &filter).await?;
+    let page = read::runs(app.gate.reads(), &filter).await?;
     Ok(axum::Json(RunList {
         items: page.items.iter().map(RunListItem::from).collect(),
         next_cursor: cursor(page.next_cursor),
@@ -269,7 +269,7 @@ async fn get_run(
     Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
-    let database = app.gate.database();
+    let database = app.gate.reads();
     let run = read::run(database, run_id)
         .await?
         .ok_or_else(|| ApiError::not_found("operation run"))?;
@@ -396,8 +396,7 @@ async fn tenant_decisions(
     app.gate
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
-    let page =
-        read::tenant_decisions(app.gate.database(), tenant_id, limit, cursor_position).await?;
+    let page = read::tenant_decisions(app.gate.reads(), tenant_id, limit, cursor_position).await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
         next_cursor: cursor(page.next_cursor),
@@ -460,7 +459,7 @@ async fn list_notifications(
     let limit = parse_limit(query.limit)?;
     let cursor_position = parse_cursor(query.cursor.as_deref())?;
     let recipient = principal.actor().id_string();
-    let page = read::notifications(app.gate.database(), &recipient, limit, cursor_position).await?;
+    let page = read::notifications(app.gate.reads(), &recipient, limit, cursor_position).await?;
     Ok(axum::Json(NotificationList {
         items: page.items.iter().map(NotificationJson::from).collect(),
         next_cursor: cursor(page.next_cursor),

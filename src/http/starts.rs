@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::dto::{present_start, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Caller, Json, Path, Reader, RequestId};
+use super::extract::{parse_name, parse_registry, Caller, Json, Path, ReaderOnPrimary, RequestId};
 use super::AppState;
 use crate::gate::StartCommand;
 
@@ -228,7 +228,7 @@ pub struct CancelResult {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has already ended")))]
 async fn cancel_run(
     State(app): State<AppState>,
-    Reader(principal): Reader,
+    ReaderOnPrimary(principal): ReaderOnPrimary,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<CancelResult>, ApiError> {
     let (operation, status, cancel_requested) = app.gate.cancel(&principal, run_id).await?;

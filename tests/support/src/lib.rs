@@ -16,6 +16,9 @@
 //!   dropped and nextest runs every test in its own process, so a detached watchdog stops
 //!   the server and deletes its directory once that process has gone.
 //! - [`fresh_sqlite_url`] is the SQLite counterpart: a file in a fresh temp dir.
+//! - A test that needs a server of its own — to stop it and start it again, or to stream
+//!   it to a hot standby ([`ThrowawayServer::start_standby`]) — starts one with
+//!   [`start_throwaway_server`].
 
 #![forbid(unsafe_code)]
 
@@ -355,11 +358,15 @@ fn with_database(url: &str, database: &str) -> String {
 ///
 /// Dropping it stops the server and deletes the dir; if it is never dropped (a static), or
 /// the process dies, a watchdog does both once the process that started it has gone.
+/// A test may [`stop`](Self::stop) and [`start`](Self::start) it again (same data, same
+/// port), and [`start_standby`](Self::start_standby) clones it into a streaming replica.
 pub struct ThrowawayServer {
     url: String,
+    port: u16,
     /// Holds `data/` (the cluster), the Unix socket and `server.log`.
     dir: PathBuf,
-    pg_ctl: PathBuf,
+    /// `initdb`, `pg_ctl`, `pg_basebackup`.
+    bin: PathBuf,
     /// The unprivileged account that owns `dir`, when we run as root.
     owner: Option<String>,
 }
@@ -375,6 +382,91 @@ impl ThrowawayServer {
         &self.dir
     }
 
+    /// Stops the server at once (`pg_ctl stop -m immediate`, as a crash would); its data
+    /// stays for [`start`](Self::start). Panics when it cannot be stopped.
+    pub fn stop(&self) {
+        run(
+            self.owner.as_deref(),
+            &self.bin.join("pg_ctl"),
+            &self.stop_args(),
+            &self.dir,
+        )
+        .unwrap_or_else(|e| panic!("cannot stop the throwaway PostgreSQL: {e}"));
+    }
+
+    /// Starts the (stopped) server again on its port and waits until it accepts a
+    /// connection. Panics when it does not come up.
+    pub fn start(&self) {
+        let options = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            shell_quote(&self.dir.to_string_lossy()),
+            self.port
+        );
+        let start = [
+            OsString::from("-D"),
+            self.data_dir().into_os_string(),
+            "-l".into(),
+            self.log_path().into_os_string(),
+            "-o".into(),
+            options.into(),
+            "-w".into(),
+            "-t".into(),
+            READY_TIMEOUT.as_secs().to_string().into(),
+            "start".into(),
+        ];
+        run(
+            self.owner.as_deref(),
+            &self.bin.join("pg_ctl"),
+            &start,
+            &self.dir,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "pg_ctl start failed for a throwaway PostgreSQL: {e}; server log: {}",
+                log_tail(&self.log_path())
+            )
+        });
+        // pg_ctl's own wait is only a hint; a real connection is the proof.
+        wait_until_accepting(&self.url, READY_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "throwaway PostgreSQL did not accept connections within {}s: {e}; server log: {}",
+                READY_TIMEOUT.as_secs(),
+                log_tail(&self.log_path())
+            )
+        });
+    }
+
+    /// A hot standby of this server: a base backup taken over the replication protocol
+    /// (`pg_basebackup -R`, so it streams from here), started on a port of its own. It
+    /// answers reads once it is consistent; it is a [`ThrowawayServer`] like any other.
+    pub fn start_standby(&self) -> ThrowawayServer {
+        let standby = ThrowawayServer::prepare(&self.bin, std::process::id());
+        let backup = [
+            OsString::from("-D"),
+            standby.data_dir().into_os_string(),
+            "-R".into(),
+            "-X".into(),
+            "stream".into(),
+            "--checkpoint=fast".into(),
+            "--no-sync".into(),
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string().into(),
+            "-U".into(),
+            "postgres".into(),
+        ];
+        run(
+            standby.owner.as_deref(),
+            &self.bin.join("pg_basebackup"),
+            &backup,
+            &standby.dir,
+        )
+        .unwrap_or_else(|e| panic!("pg_basebackup failed for a throwaway standby: {e}"));
+        standby.start();
+        standby
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -383,17 +475,50 @@ impl ThrowawayServer {
         self.dir.join("server.log")
     }
 
-    fn stop_argv(&self) -> Vec<OsString> {
-        let args = [
+    fn stop_args(&self) -> [OsString; 5] {
+        [
             OsString::from("-D"),
             self.data_dir().into_os_string(),
             "-m".into(),
             "immediate".into(),
             "stop".into(),
-        ];
-        argv_as(self.owner.as_deref(), &self.pg_ctl, &args)
+        ]
     }
 
+    fn stop_argv(&self) -> Vec<OsString> {
+        argv_as(
+            self.owner.as_deref(),
+            &self.bin.join("pg_ctl"),
+            &self.stop_args(),
+        )
+    }
+
+    /// A temp dir owned by the account the server will run as, a free port, and the
+    /// watchdog of process `pid`; no cluster yet.
+    fn prepare(bin: &Path, pid: u32) -> ThrowawayServer {
+        let owner = unprivileged_owner_if_root();
+        let dir = tempfile::Builder::new()
+            .prefix("dg-pg-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for a throwaway PostgreSQL: {e}"))
+            .keep();
+        if let Some(owner) = &owner {
+            let (uid, gid) = (id(&["-u", owner]), id(&["-g", owner]));
+            std::os::unix::fs::chown(&dir, uid, gid)
+                .unwrap_or_else(|e| panic!("cannot chown {} to {owner}: {e}", dir.display()));
+        }
+        let port = free_port();
+        // Built before anything can fail, so a panic below drops it and cleans up.
+        let server = ThrowawayServer {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            dir,
+            bin: bin.to_owned(),
+            owner,
+        };
+        server.spawn_watchdog(pid);
+        server
+    }
     /// Stops the server and deletes the dir once process `pid` has exited; detached, so it
     /// outlives that process, which never drops a static nor cleans up after a crash.
     fn spawn_watchdog(&self, pid: u32) {
@@ -446,27 +571,7 @@ pub fn start_throwaway_server() -> ThrowawayServer {
 
 fn start_throwaway_server_watched_by(pid: u32) -> ThrowawayServer {
     let bin = find_postgres_bin_dir().unwrap_or_else(|| panic!("{NO_SERVER}"));
-    let owner = unprivileged_owner_if_root();
-    let dir = tempfile::Builder::new()
-        .prefix("dg-pg-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("cannot create a temp dir for a throwaway PostgreSQL: {e}"))
-        .keep();
-    if let Some(owner) = &owner {
-        let (uid, gid) = (id(&["-u", owner]), id(&["-g", owner]));
-        std::os::unix::fs::chown(&dir, uid, gid)
-            .unwrap_or_else(|e| panic!("cannot chown {} to {owner}: {e}", dir.display()));
-    }
-    let port = free_port();
-    // Built before anything can fail, so a panic below drops it and cleans up.
-    let server = ThrowawayServer {
-        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        dir,
-        pg_ctl: bin.join("pg_ctl"),
-        owner,
-    };
-    server.spawn_watchdog(pid);
-
+    let server = ThrowawayServer::prepare(&bin, pid);
     let initdb = [
         OsString::from("-D"),
         server.data_dir().into_os_string(),
@@ -487,49 +592,23 @@ fn start_throwaway_server_watched_by(pid: u32) -> ThrowawayServer {
         &server.dir,
     )
     .unwrap_or_else(|e| panic!("initdb failed for a throwaway PostgreSQL: {e}"));
-
-    // pg_ctl hands -o to a shell, hence the quoted socket dir.
-    let options = format!(
-        "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
-        shell_quote(&server.dir.to_string_lossy())
-    );
-    let start = [
-        OsString::from("-D"),
-        server.data_dir().into_os_string(),
-        "-l".into(),
-        server.log_path().into_os_string(),
-        "-o".into(),
-        options.into(),
-        "-w".into(),
-        "-t".into(),
-        READY_TIMEOUT.as_secs().to_string().into(),
-        "start".into(),
-    ];
-    run(server.owner.as_deref(), &server.pg_ctl, &start, &server.dir).unwrap_or_else(|e| {
-        panic!(
-            "pg_ctl start failed for a throwaway PostgreSQL: {e}; server log: {}",
-            log_tail(&server.log_path())
-        )
-    });
-    // pg_ctl's own wait is only a hint; a real connection is the proof.
-    wait_until_accepting(&server.url, READY_TIMEOUT).unwrap_or_else(|e| {
-        panic!(
-            "throwaway PostgreSQL did not accept connections within {}s: {e}; server log: {}",
-            READY_TIMEOUT.as_secs(),
-            log_tail(&server.log_path())
-        )
-    });
+    server.start();
     server
 }
 
-/// The directory holding both `initdb` and `pg_ctl`: the first such on PATH, else the highest
-/// version under `/usr/lib/postgresql`, where Debian installs them off PATH.
+/// The directory holding `initdb`, `pg_ctl` and `pg_basebackup`: the first such on PATH,
+/// else the highest version under `/usr/lib/postgresql`, where Debian installs them off
+/// PATH (its wrappers on PATH cover only some of them).
 fn find_postgres_bin_dir() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .filter(|dir| dir.is_absolute())
         .chain(versioned_bin_dirs(Path::new("/usr/lib/postgresql")))
-        .find(|dir| is_executable(&dir.join("initdb")) && is_executable(&dir.join("pg_ctl")))
+        .find(|dir| {
+            ["initdb", "pg_ctl", "pg_basebackup"]
+                .iter()
+                .all(|program| is_executable(&dir.join(program)))
+        })
 }
 
 /// `<root>/<version>/bin` for every numeric version under `root`, highest version first.

@@ -190,3 +190,76 @@ async fn it_should_drop_the_database_of_a_test_that_panicked() {
     let name = name.recv().unwrap();
     assert!(!exists(&name).await, "{name} was left behind");
 }
+
+#[tokio::test]
+async fn it_should_stop_a_throwaway_server_and_start_it_again_with_its_data() {
+    let server = start_throwaway_server();
+    let mut connection = PgConnection::connect(server.url()).await.unwrap();
+    sqlx::query("CREATE TABLE kept (id int)")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+
+    server.stop();
+    assert!(PgConnection::connect(server.url()).await.is_err());
+    server.start();
+
+    let mut connection = PgConnection::connect(server.url()).await.unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM kept")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+}
+
+#[tokio::test]
+async fn it_should_start_a_hot_standby_that_streams_what_the_primary_commits() {
+    let primary = start_throwaway_server();
+    let standby = primary.start_standby();
+    assert_ne!(primary.url(), standby.url());
+
+    let mut on_standby = PgConnection::connect(standby.url()).await.unwrap();
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut on_standby)
+        .await
+        .unwrap();
+    assert!(in_recovery, "the standby is not a standby");
+    assert!(sqlx::query("CREATE TABLE refused (id int)")
+        .execute(&mut on_standby)
+        .await
+        .is_err());
+
+    let mut on_primary = PgConnection::connect(primary.url()).await.unwrap();
+    sqlx::query("CREATE TABLE streamed AS SELECT 42 AS answer")
+        .execute(&mut on_primary)
+        .await
+        .unwrap();
+    let flushed: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+        .fetch_one(&mut on_primary)
+        .await
+        .unwrap();
+    // Replay is asynchronous: poll the standby until it has replayed the primary's WAL
+    // up to the commit (pg_wal_replay_wait is PostgreSQL 17+).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let replayed: bool = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+            .bind(&flushed)
+            .fetch_one(&mut on_standby)
+            .await
+            .unwrap();
+        if replayed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never replayed {flushed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let answer: i32 = sqlx::query_scalar("SELECT answer FROM streamed")
+        .fetch_one(&mut on_standby)
+        .await
+        .unwrap();
+    assert_eq!(answer, 42);
+}
