@@ -109,37 +109,30 @@ async fn two_instances_apply_each_batch_once_and_the_survivor_takes_over_when_on
     assert_eq!(live, rebuilt, "the live views equal a rebuild of the log");
 }
 
-impl Serve {
-    /// One keyed POST as the admin; returns the status and the raw body text.
-    fn post_keyed(&self, path: &str, body: &str, key: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {ADMIN}\r\n\
-             idempotency-key: {key}\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            self.address,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().expect("status");
-        let body = response
-            .split_once("\r\n\r\n")
-            .expect("a body")
-            .1
-            .to_owned();
-        (status, body)
-    }
+/// One keyed POST as the admin: status, body, and whether it was a replay.
+fn post_keyed(
+    serve: &Serve,
+    path: &str,
+    body: serde_json::Value,
+    key: &str,
+) -> (u16, serde_json::Value, bool) {
+    let reply = serve.request(
+        "POST",
+        path,
+        Some(body),
+        serve::ADMIN,
+        &[("idempotency-key", key)],
+    );
+    let replayed = reply.header("idempotent-replayed") == Some("true");
+    (reply.status, reply.body, replayed)
 }
 
-/// A keyed start answers the same, byte for byte, from another process on the
-/// same database and from a process started after the first one was killed:
-/// the key is in the database, not in a process.
+/// A keyed start answers the same from another process on the same database
+/// and from a process started after the first one was killed: the key is in
+/// the database, not in a process. (The in-process tests in
+/// `tests/api/idempotency.rs` compare the bodies byte for byte.)
 fn a_keyed_start_replays_across_processes_and_restarts(url: &str) {
+    serve::migrate(url);
     let first = Serve::start(url);
     let workspace = first.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"].clone();
     let tenant = first.post(
@@ -165,30 +158,32 @@ fn a_keyed_start_replays_across_processes_and_restarts(url: &str) {
         json!({"status": "valid"}),
     );
     let path = format!("/v1/tenants/{tenant}/operations");
-    let body = r#"{"operation": "inventory.sync"}"#;
-    let (status, answer) = first.post_keyed(&path, body, "retry-after-timeout");
-    assert_eq!(status, 202, "{answer}");
+    let body = json!({"operation": "inventory.sync"});
+    let (status, answer, replayed) = post_keyed(&first, &path, body.clone(), "retry-after-timeout");
+    assert_eq!((status, replayed), (202, false), "{answer}");
 
     let second = Serve::start(url);
     assert_eq!(
-        second.post_keyed(&path, body, "retry-after-timeout"),
-        (202, answer.clone()),
+        post_keyed(&second, &path, body.clone(), "retry-after-timeout"),
+        (202, answer.clone(), true),
         "another instance replays it"
     );
     drop(first);
     drop(second);
     let restarted = Serve::start(url);
     assert_eq!(
-        restarted.post_keyed(&path, body, "retry-after-timeout"),
-        (202, answer.clone()),
+        post_keyed(&restarted, &path, body, "retry-after-timeout"),
+        (202, answer.clone(), true),
         "a restarted instance replays it"
     );
-    let (status, reused) = restarted.post_keyed(
+    let (status, reused, _) = post_keyed(
+        &restarted,
         &path,
-        r#"{"operation": "directory.roles.sync"}"#,
+        json!({"operation": "directory.roles.sync"}),
         "retry-after-timeout",
     );
     assert_eq!(status, 422, "{reused}");
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
     let decisions = restarted.call("GET", &format!("/v1/tenants/{tenant}/decisions"), None);
     assert_eq!(decisions.0, 200);
     assert_eq!(
