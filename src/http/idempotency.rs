@@ -13,9 +13,9 @@ use super::{AppState, BODY_LIMIT_BYTES};
 use crate::idempotency::{self, Answer, Claim, IdempotencyKey};
 
 /// The routes (as registered) that take `Idempotency-Key`: every POST that
-/// creates something or starts work. Lifecycle changes (consent, credentials,
-/// enable, disable), heartbeats, completions and cancels are idempotent by
-/// themselves and ignore the header.
+/// creates something or starts work. The other POSTs (consent, credentials,
+/// enable, disable, cancel, heartbeat, complete) change a state that a retry
+/// finds already changed, and ignore the header.
 pub const ROUTES: &[&str] = &[
     "/v1/admin/workspaces",
     "/v1/admin/tenants",
