@@ -106,6 +106,11 @@ pub fn wrote(position: i64) {
     let _ = REQUEST.try_with(|r| r.written.fetch_max(position, Ordering::SeqCst));
 }
 
+/// The highest position the request being served has written so far (0: none).
+pub fn written_so_far() -> i64 {
+    REQUEST.try_with(|r| r.written()).unwrap_or(0)
+}
+
 /// Records the position of the views the request being served read.
 pub fn saw(position: i64) {
     let _ = REQUEST.try_with(|r| r.seen.fetch_max(position, Ordering::SeqCst));

@@ -16,8 +16,9 @@ use aggregates::connection::{
 use aggregates::ids::{
     ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId,
 };
-use aggregates::registry::{Registered, RestorePreview, RestoreRun, User, Workspace};
+use aggregates::registry::{Registered, RestorePreview, RestoreRun, Workspace};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
+use aggregates::user::{User, UserAccount, UserCommand, UserError};
 use aggregates::{Actor, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -222,7 +223,7 @@ pub struct Gate {
     clock: Arc<dyn Clock>,
     admin_token_sha256: Option<[u8; 32]>,
     workspaces: Executor<Registered<Workspace>>,
-    users: Executor<Registered<User>>,
+    users: Executor<UserAccount>,
     restores: Executor<Registered<RestoreRun>>,
     tenants: Executor<Tenant>,
     connections: Executor<ProviderConnection>,
@@ -238,6 +239,16 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 const TOKEN_PREFIX: &str = "dgu_";
+
+/// A fresh bearer token for a user: `dgu_<user id>_<256 random bits>`.
+fn new_token(user_id: UserId) -> String {
+    let secret: [u8; 32] = rand::random();
+    format!(
+        "{TOKEN_PREFIX}{}_{}",
+        user_id.0.simple(),
+        hex::encode(secret)
+    )
+}
 
 /// Whether the principal may take `action` in the (existing) tenant: the
 /// admin always, a user by a capability of their membership; a non-member
@@ -261,7 +272,8 @@ pub(crate) const SNAPSHOT_EVERY: usize = 100;
 /// How long a read waits for the views to reach its session's position.
 pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The metadata recorded with a command: who, when, and the request id.
+/// The metadata recorded with a command: who, when, the request id, and the
+/// idempotency attempt of the request being served (see [`crate::idempotency`]).
 pub(crate) fn metadata(
     actor: &Actor,
     request_id: Option<&str>,
@@ -273,6 +285,9 @@ pub(crate) fn metadata(
     ]);
     if let Some(id) = request_id {
         metadata.insert("request_id".to_owned(), id.to_owned());
+    }
+    if let Some(attempt) = crate::idempotency::current_attempt() {
+        metadata.insert(crate::idempotency::METADATA_KEY.to_owned(), attempt);
     }
     metadata
 }
@@ -468,10 +483,15 @@ impl Gate {
         else {
             return Ok(None);
         };
-        let Registered(Some(user)) = self.users.load(&user_id.to_string()).await? else {
+        // A revoked account has no token: nothing matches it.
+        let UserAccount {
+            user: Some(user),
+            token_sha256: Some(current),
+        } = self.users.load(&user_id.to_string()).await?
+        else {
             return Ok(None);
         };
-        let stored: Option<[u8; 32]> = hex::decode(&user.token_sha256)
+        let stored: Option<[u8; 32]> = hex::decode(&current)
             .ok()
             .and_then(|bytes| bytes.try_into().ok());
         Ok(stored
@@ -585,8 +605,7 @@ impl Gate {
     /// Creates a user and its bearer token. Only the token's SHA-256 is stored.
     pub async fn create_user(&self, name: String) -> Result<NewUser, GateError> {
         let id = UserId(Uuid::new_v4());
-        let secret: [u8; 32] = rand::random();
-        let token = format!("{TOKEN_PREFIX}{}_{}", id.0.simple(), hex::encode(secret));
+        let token = new_token(id);
         let at = self.now();
         let record = User {
             user_id: id,
@@ -594,14 +613,56 @@ impl Gate {
             token_sha256: hex::encode(sha256(&token)),
             at,
         };
+        self.user_command(id, UserCommand::Create(record), at)
+            .await?;
+        Ok(NewUser { id, token })
+    }
+
+    /// Issues a user a new token; the previous one (if any) stops working at
+    /// once, on every instance (authentication reads the user's stream head).
+    pub async fn issue_token(&self, user_id: UserId) -> Result<String, GateError> {
+        let token = new_token(user_id);
+        let at = self.now();
+        let command = UserCommand::IssueToken {
+            token_sha256: hex::encode(sha256(&token)),
+            actor: Actor::Admin,
+            at,
+        };
+        self.user_command(user_id, command, at).await?;
+        Ok(token)
+    }
+
+    /// Revokes a user's token: it gets 401 until a new one is issued.
+    /// Revoking a revoked token records nothing.
+    pub async fn revoke_token(&self, user_id: UserId) -> Result<(), GateError> {
+        let at = self.now();
+        let command = UserCommand::RevokeToken {
+            actor: Actor::Admin,
+            at,
+        };
+        self.user_command(user_id, command, at).await.map(drop)
+    }
+
+    async fn user_command(
+        &self,
+        user_id: UserId,
+        command: UserCommand,
+        at: Timestamp,
+    ) -> Result<Committed<UserAccount>, GateError> {
         self.run(
             &self.users,
-            &id.to_string(),
-            record,
+            &user_id.to_string(),
+            command,
             metadata(&Actor::Admin, None, at),
         )
-        .await?;
-        Ok(NewUser { id, token })
+        .await
+        .map_err(|error| match error {
+            CommandError::Rejected(UserError::NotFound) => GateError::NotFound("user"),
+            CommandError::Rejected(UserError::AlreadyExists) => {
+                GateError::Conflict("the user already exists".to_owned())
+            }
+            other => other.into(),
+        })
     }
 
     /// Adds a member to a tenant or changes its grant.
@@ -612,9 +673,9 @@ impl Gate {
         role: Role,
         capabilities: Option<BTreeSet<Capability>>,
     ) -> Result<(), GateError> {
-        let Registered(Some(_)) = self.users.load(&user_id.to_string()).await? else {
+        if self.users.load(&user_id.to_string()).await?.user.is_none() {
             return Err(GateError::NotFound("user"));
-        };
+        }
         let at = self.now();
         let command = TenantCommand::SetMember {
             user_id,

@@ -17,6 +17,7 @@
 //! - [`consistency`]: session consistency — each principal's last written
 //!   position, and what one request wrote and read (`Gate-Position`).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
+//! - [`idempotency`]: `Idempotency-Key` — claims, committed markers, stored answers.
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
 //! - [`audit`]: replaying, verifying and exporting the decision history.
@@ -33,6 +34,7 @@ pub mod consistency;
 pub mod executor;
 pub mod gate;
 pub mod http;
+pub mod idempotency;
 pub mod read;
 pub mod replica;
 pub mod server;

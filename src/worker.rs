@@ -213,13 +213,21 @@ async fn execute(
     }
 }
 
-/// Fails runs whose lease expired, every `interval`, by the gate's clock.
+/// Fails runs whose lease expired, every `interval`, by the gate's clock, and
+/// deletes idempotency keys past their 24 hours.
 pub async fn run_reaper(gate: Arc<Gate>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
         match gate.expire_leases(gate.now()).await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "failed runs whose lease expired"),
             Err(error) => tracing::warn!(%error, "reaper failed"),
+        }
+        // Housekeeping on the same round: keys past their 24 hours.
+        if let Err(error) = crate::idempotency::prune(gate.database(), gate.now()).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "expired idempotency keys not pruned"
+            );
         }
         tokio::select! {
             () = stopped(&mut shutdown) => return,

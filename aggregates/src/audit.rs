@@ -247,6 +247,13 @@ impl<T: Record> Audited for Registered<T> {
     }
 }
 
+/// Token changes are facts, not decisions: nothing to re-derive.
+impl Audited for crate::user::UserAccount {
+    fn check(&self, _: usize, _: &Self::Event) -> Option<Check> {
+        None
+    }
+}
+
 /// Folds a stream event by event, checking each decision on the state before it.
 #[derive(Debug, Default)]
 pub struct Replay<A> {

@@ -6,7 +6,8 @@
 //! - [`connection`]: the `ProviderConnection` aggregate and [`connection::decide_start`],
 //!   the gate itself.
 //! - [`tenant`]: membership, a tenant's connections and its default.
-//! - [`registry`]: create-once records (workspaces, users, restore runs).
+//! - [`registry`]: create-once records (workspaces, restore runs).
+//! - [`user`]: operator accounts and the lifecycle of their tokens.
 //! - [`audit`]: re-deriving every recorded decision from the events before it.
 //! - [`upcast`]: how older stored event versions are read as the current ones.
 //!
@@ -22,5 +23,6 @@ pub mod ids;
 pub mod registry;
 pub mod tenant;
 pub mod upcast;
+pub mod user;
 
 pub use actor::{Actor, Timestamp};

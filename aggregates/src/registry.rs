@@ -1,5 +1,6 @@
-//! Aggregates that are created once and never change: workspaces, users and
-//! prepared restore runs. One generic aggregate, [`Registered`], serves all three.
+//! Aggregates that are created once and never change: workspaces and
+//! prepared restore runs. One generic aggregate, [`Registered`], serves both
+//! (users have a token lifecycle: [`crate::user`]).
 
 use std::fmt::Debug;
 
@@ -9,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::actor::{Actor, Timestamp};
-use crate::ids::{RestoreRunId, TenantId, UserId, WorkspaceId};
+use crate::ids::{RestoreRunId, TenantId, WorkspaceId};
 
 /// A record kept by a [`Registered`] aggregate.
 pub trait Record:
@@ -37,24 +38,6 @@ pub struct Workspace {
 impl Record for Workspace {
     const TYPE: &'static str = "Workspace";
     const CREATED: &'static str = "WorkspaceCreated";
-}
-
-/// An operator account. Only the SHA-256 of its token is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
-    /// Its id.
-    pub user_id: UserId,
-    /// Its name.
-    pub name: String,
-    /// Hex SHA-256 of the bearer token.
-    pub token_sha256: String,
-    /// When it was created.
-    pub at: Timestamp,
-}
-
-impl Record for User {
-    const TYPE: &'static str = "User";
-    const CREATED: &'static str = "UserCreated";
 }
 
 /// A restore run prepared for execution: its preview, before any provider work.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 /// Every upcaster, in the order they apply (older versions first).
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(StartBlocked1To2)]
+    vec![Box::new(StartBlocked1To2), Box::new(UserCreated1To2)]
 }
 
 static UPCASTERS: std::sync::LazyLock<Vec<Box<dyn EventUpcaster>>> =
@@ -59,6 +59,23 @@ impl EventUpcaster for StartBlocked1To2 {
                 json!({"default_connection": null, "connections": null}),
             );
         }
+        event.event_version = "2.0".to_owned();
+        event
+    }
+}
+
+/// `UserCreated` 1.0 → 2.0: 1.0 stored the bare record (users were create-once
+/// records); 2.0 is a variant of [`crate::user::UserEvent`], tagged like every
+/// other event enum. The fields are unchanged.
+pub struct UserCreated1To2;
+
+impl EventUpcaster for UserCreated1To2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "UserCreated" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.payload = json!({ "UserCreated": event.payload.take() });
         event.event_version = "2.0".to_owned();
         event
     }

@@ -1,12 +1,12 @@
 //! Given/when/then tests for every branch of the `Tenant` aggregate and of the
-//! create-once `Registered<T>` records (workspaces, users, restore runs).
+//! create-once `Registered<T>` records (workspaces, restore runs).
 
 use std::collections::BTreeSet;
 
 use aggregates::catalog::{Capability, OperationKind, ReasonCode, Role, Scope};
 use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, TenantId, UserId, WorkspaceId};
 use aggregates::registry::{
-    AlreadyExists, Created, Registered, RestorePreview, RestoreRun, User, Workspace,
+    AlreadyExists, Created, Registered, RestorePreview, RestoreRun, Workspace,
 };
 use aggregates::tenant::{
     Membership, Tenant, TenantCommand, TenantError, TenantEvent, TenantEvidence, TenantStartRequest,
@@ -454,15 +454,6 @@ fn workspace() -> Workspace {
     }
 }
 
-fn user() -> User {
-    User {
-        user_id: ALICE,
-        name: "Alice".to_owned(),
-        token_sha256: "ab".repeat(32),
-        at: t(0),
-    }
-}
-
 fn restore_run() -> RestoreRun {
     RestoreRun {
         restore_run_id: RestoreRunId(Uuid::from_u128(0xa0)),
@@ -495,24 +486,6 @@ async fn it_should_refuse_to_create_a_workspace_twice() {
     TestFramework::<Registered<Workspace>>::with(())
         .given(vec![Created(workspace())])
         .when_async(workspace())
-        .await
-        .then_expect_error(AlreadyExists);
-}
-
-#[tokio::test]
-async fn it_should_create_a_user() {
-    TestFramework::<Registered<User>>::with(())
-        .given_no_previous_events()
-        .when_async(user())
-        .await
-        .then_expect_events(vec![Created(user())]);
-}
-
-#[tokio::test]
-async fn it_should_refuse_to_create_a_user_twice() {
-    TestFramework::<Registered<User>>::with(())
-        .given(vec![Created(user())])
-        .when_async(user())
         .await
         .then_expect_error(AlreadyExists);
 }

@@ -5,8 +5,9 @@ use std::fmt;
 
 use aggregates::audit::{Audited, Check, Divergence, Replay};
 use aggregates::connection::ProviderConnection;
-use aggregates::registry::{Registered, RestoreRun, User, Workspace};
+use aggregates::registry::{Registered, RestoreRun, Workspace};
 use aggregates::tenant::Tenant;
+use aggregates::user::UserAccount;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 
@@ -96,7 +97,7 @@ pub fn audit(key: &StreamKey, rows: &[StoredEvent]) -> StreamAudit {
         "ProviderConnection" => audit_as::<ProviderConnection>(key, rows).0,
         "Tenant" => audit_as::<Tenant>(key, rows).0,
         "Workspace" => audit_as::<Registered<Workspace>>(key, rows).0,
-        "User" => audit_as::<Registered<User>>(key, rows).0,
+        "User" => audit_as::<UserAccount>(key, rows).0,
         "RestoreRun" => audit_as::<Registered<RestoreRun>>(key, rows).0,
         // A type this build does not know still gets its chain checked.
         _ => walk(key, rows, |_, _| Ok(None)),

@@ -12,8 +12,9 @@ use aggregates::connection::{
     ConnectionChoice, ConnectionCommand, ConnectionEvent, ProviderConnection, RunEnd, StartRequest,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
-use aggregates::registry::{Registered, User, Workspace};
+use aggregates::registry::{Registered, Workspace};
 use aggregates::tenant::{Tenant, TenantCommand};
+use aggregates::user::{User, UserAccount, UserCommand};
 use aggregates::{Actor, Timestamp};
 use anyhow::Context;
 use cqrs_es::event_sink::EventSink;
@@ -233,14 +234,14 @@ impl World {
             )
             .await?;
         let name = "Bench Operator".to_owned();
-        Stream::<Registered<User>>::new(user_id.to_string())
+        Stream::<UserAccount>::new(user_id.to_string())
             .command(
-                User {
+                UserCommand::Create(User {
                     user_id,
                     name: name.clone(),
                     token_sha256: hex::encode(rand::random::<[u8; 32]>()),
                     at,
-                },
+                }),
                 metadata(&Actor::Admin, None, at),
                 out,
             )

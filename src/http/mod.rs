@@ -5,6 +5,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod onboarding;
 pub mod reads;
 pub mod setup;
@@ -78,6 +79,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let (router, mut api) = routes;
     document_consistency(&mut api);
+    document_idempotency(&mut api);
     (router, api)
 }
 
@@ -179,6 +181,100 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Documents `Idempotency-Key` on every operation that takes it: the header,
+/// 400 for a bad key, 409 `idempotency_key_in_use`, 422 `idempotency_key_reused`
+/// (beside the operation's own 409/422 answers, when it has them).
+fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+    let error_body = || RefOr::Ref(Ref::from_schema_name("ErrorBody"));
+    let added: [(&str, &str); 3] = [
+        (
+            "400",
+            "A bad `Idempotency-Key` (empty, over 255 characters, not visible ASCII).",
+        ),
+        (
+            "409",
+            "`idempotency_key_in_use`: the first request with this `Idempotency-Key` has no \
+             answer yet.",
+        ),
+        (
+            "422",
+            "`idempotency_key_reused`: this `Idempotency-Key` was used for a different request.",
+        ),
+    ];
+    for (path, item) in api.paths.paths.iter_mut() {
+        let Some(post) = item
+            .post
+            .as_mut()
+            .filter(|_| idempotency::ROUTES.contains(&path.as_str()))
+        else {
+            continue;
+        };
+        post.parameters.get_or_insert_with(Vec::new).push(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Makes a retry safe (1–255 visible ASCII characters, scoped to the caller, \
+                     kept 24 h): the same key with the same request answers the first answer \
+                     again (`Idempotent-Replayed: true`) and writes nothing.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(crate::idempotency::MAX_KEY_LEN))
+                        // Visible ASCII and spaces, at least one visible.
+                        .pattern(Some("^[ -~]*[!-~][ -~]*$")),
+                ))
+                .build(),
+        );
+        for (status, description) in added {
+            match post.responses.responses.get_mut(status) {
+                None => {
+                    post.responses.responses.insert(
+                        status.to_owned(),
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new().schema(Some(error_body())).build(),
+                            )
+                            .build()
+                            .into(),
+                    );
+                }
+                Some(RefOr::T(response)) => {
+                    response.description = if response.description.trim().is_empty() {
+                        description.to_owned()
+                    } else {
+                        format!(
+                            "{}. Or: {description}",
+                            response.description.trim_end_matches('.')
+                        )
+                    };
+                    if let Some(content) = response.content.get_mut("application/json") {
+                        let own = content.schema.take();
+                        content.schema = match own {
+                            Some(RefOr::Ref(own)) if own.ref_location.ends_with("/ErrorBody") => {
+                                Some(RefOr::Ref(own))
+                            }
+                            Some(own) => Some(RefOr::T(Schema::OneOf(
+                                OneOfBuilder::new().item(own).item(error_body()).build(),
+                            ))),
+                            None => Some(error_body()),
+                        };
+                    }
+                }
+                Some(RefOr::Ref(_)) => {}
+            }
+        }
+    }
+}
+
 /// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
@@ -194,6 +290,10 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(health::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), sessions))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_workspace))
         .routes(routes!(create_tenant))
         .routes(routes!(create_user))
+        .routes(routes!(issue_token, revoke_token))
         .routes(routes!(set_member, remove_member))
 }
 
@@ -99,6 +100,43 @@ async fn create_user(
             token: user.token,
         }),
     ))
+}
+
+/// A user's new token, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenIssued {
+    /// The bearer token; the previous one no longer works. Only its SHA-256 is
+    /// stored: it cannot be shown again.
+    pub token: String,
+}
+
+/// Issues a user a new token; the old one is invalid at once.
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/token", tag = "setup",
+    params(("user_id" = Uuid, Path)),
+    responses((status = 200, body = TokenIssued), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn issue_token(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(user_id): Path<UserId>,
+) -> Result<axum::Json<TokenIssued>, ApiError> {
+    let token = app.gate.issue_token(user_id).await?;
+    Ok(axum::Json(TokenIssued { token }))
+}
+
+/// Revokes a user's token: 401 with it from now on, until a new one is issued.
+#[utoipa::path(delete, path = "/v1/admin/users/{user_id}/token", tag = "setup",
+    params(("user_id" = Uuid, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_token(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(user_id): Path<UserId>,
+) -> Result<StatusCode, ApiError> {
+    app.gate.revoke_token(user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `{role, capabilities?}`.

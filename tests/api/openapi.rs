@@ -11,6 +11,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/workspaces"),
     ("post", "/v1/admin/tenants"),
     ("post", "/v1/admin/users"),
+    ("post", "/v1/admin/users/{user_id}/token"),
+    ("delete", "/v1/admin/users/{user_id}/token"),
     ("put", "/v1/admin/tenants/{tenant_id}/members/{user_id}"),
     ("delete", "/v1/admin/tenants/{tenant_id}/members/{user_id}"),
     ("post", "/v1/tenants/{tenant_id}/provider-connections"),
