@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::rows::StreamKey;
 
 /// The field names of [`DecisionRecord`], in order: the CSV header.
-pub const FIELDS: [&str; 31] = [
+pub const FIELDS: [&str; 35] = [
     "decision_id",
     "at",
     "tenant_id",
@@ -46,6 +46,10 @@ pub const FIELDS: [&str; 31] = [
     "identical",
     "divergence",
     "tenant_connections",
+    "event_hash",
+    "log_position",
+    "verified",
+    "client_request_id",
 ];
 
 /// One decision, flat. Absent values are `null` in JSONL and empty in CSV.
@@ -115,11 +119,20 @@ pub struct DecisionRecord {
     /// Evidence of a start that found no connection: the tenant's connections
     /// (space-separated ids, none the default); absent when not recorded (version 1.0).
     pub tenant_connections: Option<String>,
+    /// The decision event's own hash in its stream's chain.
+    pub event_hash: Option<String>,
+    /// The decision event's position in the log (absent: not numbered yet).
+    pub log_position: Option<i64>,
+    /// Whether the event verified: its chains hold and the decision re-derives identically.
+    pub verified: bool,
+    /// The `X-Request-Id` the client sent, as recorded (metadata `client_request_id`).
+    pub client_request_id: Option<String>,
 }
 
-/// A `DateTime` as every audit output writes it.
+/// A `DateTime` as every audit output writes it: RFC 3339 in UTC with always
+/// nine fractional digits, so that sorting the text sorts the instants.
 pub fn timestamp(at: &Timestamp) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 fn scope(scope: &Scope) -> String {
@@ -190,7 +203,23 @@ impl DecisionRecord {
                         .collect::<Vec<_>>()
                         .join(" ")
                 }),
+            event_hash: None,
+            log_position: None,
+            verified: check.is_identical(),
+            client_request_id: None,
         }
+    }
+
+    /// Adds what the store says about the event itself; `flagged` when a
+    /// check named it.
+    pub fn with_event(mut self, event: Option<&super::EventInfo>, flagged: bool) -> Self {
+        if let Some(event) = event {
+            self.event_hash.clone_from(&event.event_hash);
+            self.log_position = event.position;
+            self.client_request_id.clone_from(&event.client_request_id);
+        }
+        self.verified = self.identical && !flagged;
+        self
     }
 
     /// One human-readable line.
@@ -288,6 +317,10 @@ mod tests {
             identical: true,
             divergence: None,
             tenant_connections: None,
+            event_hash: None,
+            log_position: None,
+            verified: true,
+            client_request_id: None,
         };
         let mut writer = csv::Writer::from_writer(vec![]);
         writer.serialize(record).unwrap();

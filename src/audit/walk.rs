@@ -75,6 +75,38 @@ pub enum Problem {
     /// A recorded decision does not follow from the history before it.
     #[error("decision diverges: {0}")]
     Diverges(Divergence),
+    /// A connection stream its tenant does not list.
+    #[error("orphan stream: its tenant {tenant} does not list this provider connection (forged, or detached by editing the tenant)")]
+    Orphan {
+        /// The tenant stream it names.
+        tenant: StreamKey,
+    },
+    /// A decision id recorded twice.
+    #[error("decision id {decision_id} is recorded twice: first at {first}")]
+    DuplicateDecision {
+        /// The id.
+        decision_id: String,
+        /// Where it was first recorded.
+        first: String,
+    },
+}
+
+impl Problem {
+    /// A stable name for tools (`audit verify --format json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Gap { .. } => "sequence_gap",
+            Self::Unchained(_) => "unchained",
+            Self::LinkBroken => "link_broken",
+            Self::ContentAltered => "content_altered",
+            Self::TruncatedCommit { .. } => "truncated_commit",
+            Self::Undecodable { .. } => "undecodable",
+            Self::StreamMissing { .. } => "stream_missing",
+            Self::Diverges(_) => "decision_diverges",
+            Self::Orphan { .. } => "orphan_stream",
+            Self::DuplicateDecision { .. } => "duplicate_decision_id",
+        }
+    }
 }
 
 /// What one stream's walk found.
@@ -260,6 +292,7 @@ mod tests {
                     event_version,
                     payload: Ok(payload),
                     metadata: Ok(sealed.clone()),
+                    position: None,
                 });
             }
         }
