@@ -58,7 +58,7 @@ pub enum ProjectionsCommand {
     Rebuild(DatabaseArgs),
 }
 
-/// `audit` subcommands. Each exits non-zero when anything it read does not verify.
+/// `audit` subcommands. Each exits 1 when anything it read does not verify.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Print every decision of a connection or tenant, re-derived from the events before it.
@@ -70,7 +70,9 @@ pub enum AuditCommand {
     /// Write the log head and every stream's head as JSON: an anchor, to keep where
     /// the gate's writers cannot reach (a ticket, a signed mail), for `verify --heads`.
     Heads(HeadsArgs),
-    /// A tenant's decisions for an external auditor, one per line.
+    /// Decisions (or every event) of a tenant or of all, for an external auditor: one
+    /// row each with its hash, log position and verification, and a manifest with the
+    /// file's SHA-256.
     Export(ExportArgs),
 }
 

@@ -36,6 +36,8 @@ on_both_backends!(
     a_forged_orphan_stream_with_copied_decisions_is_named,
     writes_through_the_gate_are_sealed_into_the_log_chain,
     an_anchor_that_is_not_one_is_a_usage_error,
+    a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained,
+    a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_chained,
 );
 
 fn gate(args: &[&str]) -> Output {
@@ -434,4 +436,76 @@ async fn an_anchor_that_is_not_one_is_a_usage_error(backend: Backend) {
     let output = store.audit(&["heads", "--out", anchor.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert_eq!(std::fs::read(&anchor).unwrap(), before);
+}
+
+async fn a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained(backend: Backend) {
+    let store = Store::new(backend).await;
+    let connection = store.id_of("ProviderConnection");
+    let last = store
+        .rows
+        .iter()
+        .filter(|r| r.aggregate_id == connection)
+        .last()
+        .unwrap()
+        .clone();
+    let mut forged = common::Row {
+        sequence: last.sequence + 1,
+        event_type: "RunSucceeded".to_owned(),
+        event_version: "1.0".to_owned(),
+        payload: serde_json::json!({"RunSucceeded": {
+            "run_id": uuid::Uuid::new_v4(), "worker_id": "worker-1", "at": "2026-09-21T15:00:00Z"}}),
+        metadata: serde_json::json!({"actor": "worker-1", "at": "2026-09-21T15:00:00+00:00"}),
+        ..last.clone()
+    };
+    let prev = dispatch_gate::chain::link(last.sequence as u64, &last.metadata)
+        .unwrap()
+        .hash;
+    common::rechain(std::slice::from_mut(&mut forged), prev);
+    common::load(store.database(), &[forged]).await;
+
+    let (code, document) = store.verify_json(None);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        problems(&document),
+        vec![(
+            "illegal_event".to_owned(),
+            Some(format!("ProviderConnection/{connection}")),
+            Some(9),
+            Some(15)
+        )],
+        "the chains hold; the domain's own decide refuses it"
+    );
+    let message = document["problems"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("RunSucceeded could not have happened here"), "{message}");
+}
+
+async fn a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_chained(
+    backend: Backend,
+) {
+    let store = Store::new(backend).await;
+    let connection = store.id_of("ProviderConnection");
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let stranger_in_closure = stranger.clone();
+    common::rewrite_stream(store.database(), "ProviderConnection", &connection, 4, move |row| {
+        row.payload["OperationAccepted"]["request"]["actor"]["id"] =
+            stranger_in_closure.clone().into();
+    })
+    .await;
+    common::reseal_log(store.database(), 4).await;
+
+    let (code, document) = store.verify_json(None);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        problems(&document),
+        vec![(
+            "actor_not_permitted".to_owned(),
+            Some(format!("ProviderConnection/{connection}")),
+            Some(4),
+            Some(4)
+        )]
+    );
+    assert!(document["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("its actor {stranger} was not a member")));
 }

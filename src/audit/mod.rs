@@ -350,6 +350,7 @@ async fn tenant_streams(database: &Database, tenant_id: TenantId) -> anyhow::Res
     }
     let mut history = History::default();
     let (audit, tenant) = walk::audit_as::<Tenant>(&key, &rows);
+    let memberships = walk::memberships(&rows);
     history.add(&key, audit, rows);
     for connection_id in &tenant.connections {
         let key = StreamKey::new(ProviderConnection::TYPE, connection_id);
@@ -361,6 +362,11 @@ async fn tenant_streams(database: &Database, tenant_id: TenantId) -> anyhow::Res
         let audit = walk::audit_as::<ProviderConnection>(&key, &rows).0;
         history.add(&key, audit, rows);
     }
+    let unauthorized = walk::unauthorized(
+        &memberships,
+        history.checks.iter().map(|(stream, check)| (stream, check)),
+    );
+    history.findings.extend(unauthorized);
     Ok(history)
 }
 
@@ -449,11 +455,16 @@ pub async fn verify_against(
     let mut listed = vec![];
     let mut connection_tenants = BTreeMap::new();
     let mut decisions = vec![];
+    let mut memberships = HashMap::new();
+    let mut checks = vec![];
     for key in &streams {
         let rows = rows::read(database, key).await?;
         let audit = if key.aggregate_type == Tenant::TYPE {
             let (audit, tenant) = walk::audit_as::<Tenant>(key, &rows);
             let tenant_id = key.aggregate_id.parse().ok();
+            if let Some(tenant_id) = tenant_id {
+                memberships.insert(tenant_id, walk::memberships(&rows));
+            }
             listed.extend(
                 tenant
                     .connections
@@ -480,6 +491,7 @@ pub async fn verify_against(
                 .iter()
                 .map(|check| (check.decision.decision_id, key.clone(), check.sequence as i64)),
         );
+        checks.extend(audit.checks.iter().map(|check| (key.clone(), check.clone())));
         report.streams += 1;
         report.events += audit.events;
         report.decisions += audit.checks.len();
@@ -496,6 +508,15 @@ pub async fn verify_against(
             report.findings.push(missing_stream(&key, tenant_id));
         }
         listed_keys.insert(key);
+    }
+    for (stream, check) in &checks {
+        // A tenant without a stream has no members to check against (see the note).
+        let Some(memberships) = check.decision.tenant_id.and_then(|t| memberships.get(&t)) else {
+            continue;
+        };
+        report
+            .findings
+            .extend(walk::unauthorized(memberships, [(stream, check)]));
     }
     let tenants: BTreeSet<TenantId> = streams
         .iter()

@@ -5,7 +5,7 @@
 //! section): add fields at the end, never rename or remove one.
 
 use aggregates::audit::Check;
-use aggregates::catalog::Scope;
+use aggregates::catalog::{ReasonCode, Scope};
 use aggregates::connection::{ConnectionChoice, Evidence, Verdict};
 use aggregates::{Actor, Timestamp};
 use chrono::SecondsFormat;
@@ -222,12 +222,41 @@ impl DecisionRecord {
         self
     }
 
-    /// One human-readable line.
+    /// One line for people: names before ids, the reason in words with the next
+    /// step, the scope and how the connection was chosen. The ids are in the
+    /// JSONL record (`--format jsonl`).
     pub fn text_line(&self) -> String {
         let or_dash = |value: Option<&str>| value.unwrap_or("-").to_owned();
-        let evidence = match (&self.connection_display_name, &self.provider_connection_id) {
-            (Some(name), Some(id)) => format!(
-                "connection \"{name}\" ({id}): {}, consent {}, credentials {}; {}",
+        let actor = match self.actor_kind {
+            "user" => self.actor_name.clone(),
+            _ => self.actor_id.clone(),
+        };
+        let scope = match self.scope.as_deref().and_then(|s| s.split_once(':')) {
+            Some(("connection", _)) => "on the connection",
+            Some(("tenant", _)) => "on the tenant",
+            Some(("restore_run", _)) => "on the restore run",
+            _ => "on the tenant",
+        };
+        let reason = self
+            .reason_code
+            .and_then(|code| code.parse::<ReasonCode>().ok())
+            .map(|code| {
+                let text = code.text();
+                format!(": {} Next: {}", text.message, text.next_step)
+            })
+            .unwrap_or_default();
+        let run = match (&self.run_id, self.outcome) {
+            (Some(_), "accepted") => ", a new run queued".to_owned(),
+            (Some(_), _) => ", pointed at the active run".to_owned(),
+            (None, _) => String::new(),
+        };
+        let evidence = match &self.connection_display_name {
+            Some(name) => format!(
+                "connection \"{name}\" ({}): {}, consent {}, credentials {}; {}",
+                match self.resolved_via {
+                    Some("explicit") => "chosen explicitly",
+                    _ => "the tenant's default",
+                },
                 if self.connection_enabled == Some(true) {
                     "enabled"
                 } else {
@@ -235,21 +264,20 @@ impl DecisionRecord {
                 },
                 or_dash(self.connection_consent),
                 or_dash(self.connection_credentials),
-                match &self.active_run_id {
-                    Some(run) => format!(
-                        "active run {run} ({}, {})",
-                        or_dash(self.active_run_operation),
+                match self.active_run_operation {
+                    Some(operation) => format!(
+                        "busy with {operation} ({})",
                         or_dash(self.active_run_status)
                     ),
                     None => "no active run".to_owned(),
                 }
             ),
-            _ => format!(
+            None => format!(
                 "no connection resolved: the tenant had no default connection ({})",
                 match self.tenant_connections.as_deref() {
                     None => "its connections were not recorded".to_owned(),
                     Some("") => "and no connection".to_owned(),
-                    Some(ids) => format!("connections: {ids}"),
+                    Some(ids) => format!("{} connection(s)", ids.split(' ').count()),
                 }
             ),
         };
@@ -262,19 +290,12 @@ impl DecisionRecord {
             )
         };
         format!(
-            "{at}  {stream_type}/{stream_id} #{sequence}  {actor}  {operation}  {outcome}  reason {reason}  run {run}  evidence: {evidence}  {verdict}",
+            "{at}  {actor}  {operation} {scope}  {outcome}{reason}{run}  seen: {evidence}  [{stream_type} #{sequence}]  {verdict}",
             at = self.at,
-            stream_type = self.stream_type,
-            stream_id = self.stream_id,
-            sequence = self.sequence,
-            actor = match self.actor_kind {
-                "user" => format!("{} ({})", self.actor_name, self.actor_id),
-                _ => self.actor_id.clone(),
-            },
             operation = self.operation,
             outcome = self.outcome,
-            reason = or_dash(self.reason_code),
-            run = self.run_id.as_deref().unwrap_or("-"),
+            stream_type = self.stream_type,
+            sequence = self.sequence,
         )
     }
 }
