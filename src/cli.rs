@@ -98,7 +98,11 @@ pub struct ExportArgs {
     #[command(flatten)]
     database: DatabaseArgs,
     /// The tenant: its stream and every connection it lists.
-    #[arg(long, required_unless_present = "all_tenants", conflicts_with = "all_tenants")]
+    #[arg(
+        long,
+        required_unless_present = "all_tenants",
+        conflicts_with = "all_tenants"
+    )]
     tenant: Option<TenantId>,
     /// Every tenant in the store, merged.
     #[arg(long)]

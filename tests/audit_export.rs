@@ -134,10 +134,20 @@ async fn rows_carry_their_hash_position_and_verification(backend: Backend) {
     let tenant = store.id_of("Tenant");
     let output = store.export(&["--tenant", &tenant, "--format", "csv"]);
     let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(
         &header[header.len() - 4..],
-        ["event_hash", "log_position", "verified", "client_request_id"]
+        [
+            "event_hash",
+            "log_position",
+            "verified",
+            "client_request_id"
+        ]
     );
 }
 
@@ -166,7 +176,10 @@ async fn a_row_that_fails_verification_says_so_in_the_row(backend: Backend) {
     let edited = records.iter().find(|r| r["sequence"] == 5).unwrap();
     assert_eq!(edited["request_id"], "edited");
     assert_eq!(edited["identical"], true, "the decision itself re-derives");
-    assert_eq!(edited["verified"], false, "but its content is not what was sealed");
+    assert_eq!(
+        edited["verified"], false,
+        "but its content is not what was sealed"
+    );
     assert!(records
         .iter()
         .filter(|r| r["sequence"] != 5)
@@ -195,7 +208,10 @@ async fn every_event_exports_with_actor_time_and_summary(backend: Backend) {
         .unwrap();
     assert_eq!(consent["summary"], "consent granted");
     assert_eq!(consent["actor_name"], "Olivia Operator");
-    let decisions: Vec<&Value> = records.iter().filter(|r| r["decision_id"].is_string()).collect();
+    let decisions: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision_id"].is_string())
+        .collect();
     assert_eq!(decisions.len(), 5);
     assert!(decisions
         .iter()
@@ -216,19 +232,29 @@ async fn filters_narrow_the_rows_and_all_tenants_covers_every_tenant(backend: Ba
     let store = Store::new(backend).await;
     let all = store.jsonl(&[]);
     let count = |field: &str, value: &str| all.iter().filter(|r| r[field] == value).count();
-    assert_eq!(store.jsonl(&["--outcome", "deduped"]).len(), count("outcome", "deduped"));
+    assert_eq!(
+        store.jsonl(&["--outcome", "deduped"]).len(),
+        count("outcome", "deduped")
+    );
     assert!(count("outcome", "deduped") > 0);
     let operation = all[0]["operation"].as_str().unwrap().to_owned();
     let by_operation = store.jsonl(&["--operation", &operation]);
     assert_eq!(by_operation.len(), count("operation", &operation));
-    assert!(by_operation.iter().all(|r| r["operation"] == operation.as_str()));
+    assert!(by_operation
+        .iter()
+        .all(|r| r["operation"] == operation.as_str()));
     let actor = store.id_of("User");
-    assert_eq!(store.jsonl(&["--actor", &actor]).len(), count("actor_id", &actor));
+    assert_eq!(
+        store.jsonl(&["--actor", &actor]).len(),
+        count("actor_id", &actor)
+    );
     assert_eq!(store.jsonl(&["--actor", "system"]).len(), 0);
     let connection = store.id_of("ProviderConnection");
     assert_eq!(store.jsonl(&["--connection", &connection]).len(), 5);
     assert_eq!(
-        store.jsonl(&["--connection", &uuid::Uuid::new_v4().to_string()]).len(),
+        store
+            .jsonl(&["--connection", &uuid::Uuid::new_v4().to_string()])
+            .len(),
         0
     );
     // Non-decision events pass only the actor and connection filters.
@@ -266,7 +292,10 @@ async fn the_manifest_holds_the_row_count_and_the_digest_of_the_file(backend: Ba
     .unwrap();
     assert_eq!(manifest["rows"], 5);
     assert_eq!(manifest["bytes"], bytes.len());
-    assert_eq!(manifest["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
     assert_eq!(manifest["verified"], true);
     assert_eq!(manifest["file"], "export.csv");
     assert_eq!(manifest["tenant_id"], tenant.as_str());
@@ -282,7 +311,10 @@ async fn the_manifest_holds_the_row_count_and_the_digest_of_the_file(backend: Ba
         path.to_str().unwrap(),
     ]);
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(manifest["sha256"], hex::encode(sha2::Sha256::digest(&output.stdout)));
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(sha2::Sha256::digest(&output.stdout))
+    );
 
     // Nothing is overwritten.
     let output = store.export(&[
@@ -301,18 +333,36 @@ async fn csv_cells_that_a_spreadsheet_would_run_are_defused(backend: Backend) {
     let store = Store::new(backend).await;
     let connection = store.id_of("ProviderConnection");
     // A rechained rename of the actor: verifies, and its name is a formula.
-    common::rewrite_stream(&store.fresh.database, "ProviderConnection", &connection, 4, |row| {
-        row.payload["OperationAccepted"]["request"]["actor"]["name"] = "=HYPERLINK(\"x\")".into();
-    })
+    common::rewrite_stream(
+        &store.fresh.database,
+        "ProviderConnection",
+        &connection,
+        4,
+        |row| {
+            row.payload["OperationAccepted"]["request"]["actor"]["name"] =
+                "=HYPERLINK(\"x\")".into();
+        },
+    )
     .await;
     common::reseal_log(&store.fresh.database, 4).await;
     let tenant = store.id_of("Tenant");
     let output = store.export(&["--tenant", &tenant, "--format", "csv"]);
     assert!(output.status.success(), "{output:?}");
     let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
-    let name = reader.headers().unwrap().iter().position(|h| h == "actor_name").unwrap();
-    let names: Vec<String> = reader.records().map(|r| r.unwrap()[name].to_owned()).collect();
-    assert!(names.contains(&"'=HYPERLINK(\"x\")".to_owned()), "{names:?}");
+    let name = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "actor_name")
+        .unwrap();
+    let names: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[name].to_owned())
+        .collect();
+    assert!(
+        names.contains(&"'=HYPERLINK(\"x\")".to_owned()),
+        "{names:?}"
+    );
     // JSONL keeps the value as it is.
     assert!(store
         .jsonl(&[])
@@ -337,7 +387,9 @@ async fn bounds_take_dates_and_must_be_in_order(backend: Backend) {
     assert_eq!(store.jsonl(&["--since", "2026-09-21"]).len(), 5);
     assert_eq!(store.jsonl(&["--until", "2026-09-21"]).len(), 0);
     assert_eq!(
-        store.jsonl(&["--since", "2026-09-21", "--until", "2026-09-22"]).len(),
+        store
+            .jsonl(&["--since", "2026-09-21", "--until", "2026-09-22"])
+            .len(),
         5
     );
     let tenant = store.id_of("Tenant");
@@ -354,6 +406,13 @@ async fn bounds_take_dates_and_must_be_in_order(backend: Backend) {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--since"));
     assert!(output.stdout.is_empty());
-    let output = store.export(&["--tenant", &tenant, "--format", "csv", "--since", "2026-13-01"]);
+    let output = store.export(&[
+        "--tenant",
+        &tenant,
+        "--format",
+        "csv",
+        "--since",
+        "2026-13-01",
+    ]);
     assert_eq!(output.status.code(), Some(2));
 }

@@ -115,8 +115,8 @@ impl Store {
             args.extend_from_slice(&["--heads", heads.to_str().unwrap()]);
         }
         let output = self.audit(&args);
-        let document = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {output:?}"));
+        let document =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output:?}"));
         (output.status.code(), document)
     }
 
@@ -132,8 +132,11 @@ impl Store {
     }
 }
 
-/// `(kind, stream, sequence, position)` of every problem of a JSON report.
-fn problems(document: &Value) -> Vec<(String, Option<String>, Option<i64>, Option<i64>)> {
+/// `(kind, stream, sequence, position)` of one problem of a JSON report.
+type Named = (String, Option<String>, Option<i64>, Option<i64>);
+
+/// Every problem of a JSON report.
+fn problems(document: &Value) -> Vec<Named> {
     document["problems"]
         .as_array()
         .unwrap()
@@ -158,7 +161,10 @@ async fn a_clean_store_names_its_log_head_and_what_it_cannot_prove_alone(backend
     let output = store.audit(&["verify"]);
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
-    assert!(text.contains("log chain: head at position 14, hash "), "{text}");
+    assert!(
+        text.contains("log chain: head at position 14, hash "),
+        "{text}"
+    );
     assert!(
         text.contains("not proven: without an anchor (--heads FILE)"),
         "{text}"
@@ -284,7 +290,10 @@ async fn deleting_the_end_of_the_log_is_named_against_an_anchor_and_admitted_wit
     for position in [13, 14] {
         common::execute(
             store.database(),
-            &format!("UPDATE events SET position = {} WHERE position = {position}", position - 1),
+            &format!(
+                "UPDATE events SET position = {} WHERE position = {position}",
+                position - 1
+            ),
         )
         .await;
     }
@@ -304,21 +313,34 @@ async fn deleting_the_end_of_the_log_is_named_against_an_anchor_and_admitted_wit
         )),
         "{found:?}"
     );
-    assert!(found.iter().any(|p| p.0 == "anchor_log_tail_missing"), "{found:?}");
+    assert!(
+        found.iter().any(|p| p.0 == "anchor_log_tail_missing"),
+        "{found:?}"
+    );
 }
 
 async fn a_rewritten_and_rechained_history_is_named_against_an_anchor(backend: Backend) {
     let store = Store::new(backend).await;
     let anchor = store.anchor();
     let connection = store.id_of("ProviderConnection");
-    common::rewrite_stream(store.database(), "ProviderConnection", &connection, 5, |row| {
-        row.metadata["request_id"] = "forged".into();
-    })
+    common::rewrite_stream(
+        store.database(),
+        "ProviderConnection",
+        &connection,
+        5,
+        |row| {
+            row.metadata["request_id"] = "forged".into();
+        },
+    )
     .await;
     common::reseal_log(store.database(), 5).await;
 
     let (code, document) = store.verify_json(None);
-    assert_eq!(code, Some(0), "a perfect forgery passes without an anchor: {document}");
+    assert_eq!(
+        code,
+        Some(0),
+        "a perfect forgery passes without an anchor: {document}"
+    );
     let (code, document) = store.verify_json(Some(&anchor));
     assert_eq!(code, Some(1));
     let found = problems(&document);
@@ -340,9 +362,15 @@ async fn a_rewritten_and_rechained_history_is_named_against_an_anchor(backend: B
 async fn a_rechained_stream_without_a_resealed_log_is_named_by_position(backend: Backend) {
     let store = Store::new(backend).await;
     let connection = store.id_of("ProviderConnection");
-    common::rewrite_stream(store.database(), "ProviderConnection", &connection, 5, |row| {
-        row.metadata["request_id"] = "forged".into();
-    })
+    common::rewrite_stream(
+        store.database(),
+        "ProviderConnection",
+        &connection,
+        5,
+        |row| {
+            row.metadata["request_id"] = "forged".into();
+        },
+    )
     .await;
     let (code, document) = store.verify_json(None);
     assert_eq!(code, Some(1));
@@ -377,7 +405,12 @@ async fn a_forged_orphan_stream_with_copied_decisions_is_named(backend: Backend)
     let stream = format!("ProviderConnection/{forged_id}");
     let found = problems(&document);
     assert!(
-        found.contains(&("orphan_stream".to_owned(), Some(stream.clone()), Some(1), Some(15))),
+        found.contains(&(
+            "orphan_stream".to_owned(),
+            Some(stream.clone()),
+            Some(1),
+            Some(15)
+        )),
         "{found:?}"
     );
     let duplicates: Vec<_> = found
@@ -385,7 +418,9 @@ async fn a_forged_orphan_stream_with_copied_decisions_is_named(backend: Backend)
         .filter(|p| p.0 == "duplicate_decision_id")
         .collect();
     assert_eq!(duplicates.len(), 5, "{found:?}");
-    assert!(duplicates.iter().all(|p| p.1.as_deref() == Some(stream.as_str())));
+    assert!(duplicates
+        .iter()
+        .all(|p| p.1.as_deref() == Some(stream.as_str())));
 }
 
 async fn writes_through_the_gate_are_sealed_into_the_log_chain(backend: Backend) {
@@ -394,7 +429,11 @@ async fn writes_through_the_gate_are_sealed_into_the_log_chain(backend: Backend)
 
     let store = Store::new(backend).await;
     let tenant = store.id_of("Tenant").parse().unwrap();
-    let gate = Gate::new(store.database().clone(), std::sync::Arc::new(SystemClock), None);
+    let gate = Gate::new(
+        store.database().clone(),
+        std::sync::Arc::new(SystemClock),
+        None,
+    );
     for _ in 0..3 {
         gate.start(StartCommand {
             tenant_id: tenant,
@@ -444,8 +483,7 @@ async fn a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained(backe
     let last = store
         .rows
         .iter()
-        .filter(|r| r.aggregate_id == connection)
-        .last()
+        .rfind(|r| r.aggregate_id == connection)
         .unwrap()
         .clone();
     let mut forged = common::Row {
@@ -476,7 +514,10 @@ async fn a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained(backe
         "the chains hold; the domain's own decide refuses it"
     );
     let message = document["problems"][0]["message"].as_str().unwrap();
-    assert!(message.starts_with("RunSucceeded could not have happened here"), "{message}");
+    assert!(
+        message.starts_with("RunSucceeded could not have happened here"),
+        "{message}"
+    );
 }
 
 async fn a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_chained(
@@ -486,10 +527,16 @@ async fn a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_ch
     let connection = store.id_of("ProviderConnection");
     let stranger = uuid::Uuid::new_v4().to_string();
     let stranger_in_closure = stranger.clone();
-    common::rewrite_stream(store.database(), "ProviderConnection", &connection, 4, move |row| {
-        row.payload["OperationAccepted"]["request"]["actor"]["id"] =
-            stranger_in_closure.clone().into();
-    })
+    common::rewrite_stream(
+        store.database(),
+        "ProviderConnection",
+        &connection,
+        4,
+        move |row| {
+            row.payload["OperationAccepted"]["request"]["actor"]["id"] =
+                stranger_in_closure.clone().into();
+        },
+    )
     .await;
     common::reseal_log(store.database(), 4).await;
 

@@ -108,7 +108,14 @@ async fn reference(fresh: &common::Fresh) -> (Vec<Value>, Problems) {
 /// `audit verify --format json`'s problems of the chain kinds.
 fn verified(fresh: &common::Fresh) -> Problems {
     let output = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
-        .args(["audit", "verify", "--format", "json", "--database-url", &fresh.url])
+        .args([
+            "audit",
+            "verify",
+            "--format",
+            "json",
+            "--database-url",
+            &fresh.url,
+        ])
         .output()
         .unwrap();
     let document: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -230,7 +237,7 @@ async fn the_reference_verifier_agrees_on_tampered_stores(backend: Backend) {
         format!("UPDATE events SET event_version = '9.9' WHERE aggregate_id = '{connection}' AND sequence = 3"),
         format!("DELETE FROM events WHERE aggregate_id = '{connection}' AND sequence = 2"),
         format!("UPDATE events SET sequence = 100 WHERE aggregate_id = '{connection}' AND sequence = 2"),
-        format!("DELETE FROM events WHERE aggregate_type = 'Tenant'"),
+        "DELETE FROM events WHERE aggregate_type = 'Tenant'".to_owned(),
         "UPDATE events SET log_hash = NULL WHERE position = 3".to_owned(),
         "UPDATE events SET position = 1000 WHERE position = 4".to_owned(),
     ];
@@ -245,9 +252,15 @@ async fn the_reference_verifier_agrees_on_tampered_stores(backend: Backend) {
     // Rechained without resealing the log: only the log chain sees it.
     let fresh = common::fresh(backend).await;
     common::load(&fresh.database, &rows).await;
-    common::rewrite_stream(&fresh.database, "ProviderConnection", &connection, 2, |row| {
-        row.metadata["actor"] = "mallory".into();
-    })
+    common::rewrite_stream(
+        &fresh.database,
+        "ProviderConnection",
+        &connection,
+        2,
+        |row| {
+            row.metadata["actor"] = "mallory".into();
+        },
+    )
     .await;
     let problems = agree(&fresh).await;
     assert!(problems.iter().all(|p| p.2 == "log_broken"), "{problems:?}");

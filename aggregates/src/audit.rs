@@ -8,8 +8,8 @@
 use cqrs_es::Aggregate;
 
 use crate::actor::{Actor, Timestamp};
-use crate::catalog::{OperationKind, ReasonCode, Scope};
 use crate::catalog::Action;
+use crate::catalog::{OperationKind, ReasonCode, Scope};
 use crate::connection::{
     admit_start, decide, decide_start, ConnectionChoice, ConnectionCommand, ConnectionError,
     ConnectionEvent, Evidence, FailureCause, ProviderConnection, Rejection, RunEnd, Verdict,
@@ -170,7 +170,9 @@ fn command_for(state: &ProviderConnection, event: &ConnectionEvent) -> Option<Co
             actor,
             at,
         },
-        E::CredentialsStatusChanged { status, actor, at } => C::SetCredentials { status, actor, at },
+        E::CredentialsStatusChanged { status, actor, at } => {
+            C::SetCredentials { status, actor, at }
+        }
         E::ConnectionEnabled { actor, at } => C::SetEnabled {
             enabled: true,
             actor,
@@ -317,7 +319,9 @@ impl Memberships {
             .and_then(|(_, grant)| grant.as_ref());
         match grant {
             None => Some(Unauthorized::NotAMember(*id)),
-            Some(grant) if !Action::StartOperation(decision.operation).allowed_by(&grant.capabilities) => {
+            Some(grant)
+                if !Action::StartOperation(decision.operation).allowed_by(&grant.capabilities) =>
+            {
                 Some(Unauthorized::LacksCapability {
                     user: *id,
                     operation: decision.operation,

@@ -261,7 +261,10 @@ mod tests {
     #[test]
     fn a_summary_reads_the_event_type_and_its_fields() {
         assert_eq!(
-            summary("CredentialsStatusChanged", &json!({"status": "invalid", "at": "x"})),
+            summary(
+                "CredentialsStatusChanged",
+                &json!({"status": "invalid", "at": "x"})
+            ),
             "credentials status changed: status invalid"
         );
         assert_eq!(

@@ -146,11 +146,12 @@ pub fn walk(entries: &[LogEntry]) -> LogWalk {
                 .push(found(LogProblem::Unsealed(entry.position))),
             Some(recorded) => {
                 let event_hash = logchain::event_hash(entry.sequence, &entry.metadata);
-                let follows = prev
-                    .as_deref()
-                    .is_none_or(|prev| logchain::link(prev, entry.position, event_hash) == *recorded);
+                let follows = prev.as_deref().is_none_or(|prev| {
+                    logchain::link(prev, entry.position, event_hash) == *recorded
+                });
                 if !gap && !follows {
-                    walk.findings.push(found(LogProblem::Broken(entry.position)));
+                    walk.findings
+                        .push(found(LogProblem::Broken(entry.position)));
                 }
             }
         }
@@ -294,7 +295,10 @@ impl AnchoredStreams {
                 problem,
             })
         };
-        match events.iter().find(|(sequence, _)| *sequence == anchored.sequence) {
+        match events
+            .iter()
+            .find(|(sequence, _)| *sequence == anchored.sequence)
+        {
             None => {
                 let last = events.last().map_or(0, |(sequence, _)| *sequence);
                 finding(
@@ -339,7 +343,8 @@ mod tests {
         let mut prev = GENESIS.to_owned();
         (1..=n)
             .map(|position| {
-                let metadata = json!({"chain.first": "1", "chain.hashes": format!("{position:064x}")});
+                let metadata =
+                    json!({"chain.first": "1", "chain.hashes": format!("{position:064x}")});
                 prev = logchain::link(&prev, position, logchain::event_hash(1, &metadata));
                 LogEntry {
                     position,
@@ -353,7 +358,11 @@ mod tests {
     }
 
     fn problems(entries: &[LogEntry]) -> Vec<LogProblem> {
-        walk(entries).findings.into_iter().map(|f| f.problem).collect()
+        walk(entries)
+            .findings
+            .into_iter()
+            .map(|f| f.problem)
+            .collect()
     }
 
     #[test]

@@ -116,7 +116,8 @@ impl History {
 
     /// Keeps the decisions the filter lets through.
     pub fn matching(mut self, filter: &Filter) -> Self {
-        self.checks.retain(|(_, check)| filter.admits(&check.decision));
+        self.checks
+            .retain(|(_, check)| filter.admits(&check.decision));
         self
     }
 
@@ -134,7 +135,9 @@ impl History {
             .or_else(|| self.log_findings.first().map(ToString::to_string));
         match first {
             None => Ok(()),
-            Some(first) => anyhow::bail!("{} problem(s) found; the first: {first}", self.problems()),
+            Some(first) => {
+                anyhow::bail!("{} problem(s) found; the first: {first}", self.problems())
+            }
         }
     }
 
@@ -170,7 +173,11 @@ impl History {
         let mine: Vec<LogFinding> = walked
             .findings
             .into_iter()
-            .filter(|f| f.event.as_ref().is_some_and(|(key, _)| streams.contains(key)))
+            .filter(|f| {
+                f.event
+                    .as_ref()
+                    .is_some_and(|(key, _)| streams.contains(key))
+            })
             .collect();
         self.log_findings.extend(mine);
         Ok(())
@@ -195,11 +202,22 @@ impl History {
         let flagged = self.flagged();
         let decisions: HashMap<(StreamKey, i64), DecisionRecord> = self
             .records()
-            .map(|r| ((StreamKey::new(&r.stream_type, &r.stream_id), r.sequence as i64), r))
+            .map(|r| {
+                (
+                    (
+                        StreamKey::new(&r.stream_type, &r.stream_id),
+                        r.sequence as i64,
+                    ),
+                    r,
+                )
+            })
             .collect();
         let mut rows: Vec<&(StreamKey, rows::StoredEvent)> = self.rows.iter().collect();
         rows.sort_by_key(|(key, row)| (row.position.is_none(), row.position, key, row.sequence));
-        let (since, until) = (since.map(|t| record::timestamp(&t)), until.map(|t| record::timestamp(&t)));
+        let (since, until) = (
+            since.map(|t| record::timestamp(&t)),
+            until.map(|t| record::timestamp(&t)),
+        );
         rows.into_iter()
             .map(|(key, row)| {
                 let here = (key.clone(), row.sequence);
@@ -213,8 +231,12 @@ impl History {
             })
             // Both sides are fixed-width RFC 3339 UTC: text order is time order.
             .filter(|r| {
-                since.as_ref().is_none_or(|s| r.at.as_ref().is_some_and(|at| at >= s))
-                    && until.as_ref().is_none_or(|u| r.at.as_ref().is_some_and(|at| at < u))
+                since
+                    .as_ref()
+                    .is_none_or(|s| r.at.as_ref().is_some_and(|at| at >= s))
+                    && until
+                        .as_ref()
+                        .is_none_or(|u| r.at.as_ref().is_some_and(|at| at < u))
             })
             .filter(|r| filter.admits_event(r))
             .collect()
@@ -485,13 +507,19 @@ pub async fn verify_against(
             let events: Vec<(i64, String)> = rows.iter().map(event_hash).collect();
             report.log_findings.extend(anchored.check(key, &events));
         }
-        decisions.extend(
+        decisions.extend(audit.checks.iter().map(|check| {
+            (
+                check.decision.decision_id,
+                key.clone(),
+                check.sequence as i64,
+            )
+        }));
+        checks.extend(
             audit
                 .checks
                 .iter()
-                .map(|check| (check.decision.decision_id, key.clone(), check.sequence as i64)),
+                .map(|check| (key.clone(), check.clone())),
         );
-        checks.extend(audit.checks.iter().map(|check| (key.clone(), check.clone())));
         report.streams += 1;
         report.events += audit.events;
         report.decisions += audit.checks.len();
@@ -553,7 +581,9 @@ pub async fn verify_against(
         .into_iter()
         .map(|e| ((e.stream, e.sequence), e.position))
         .collect();
-    report.findings.extend(duplicate_decisions(decisions, &report.positions));
+    report
+        .findings
+        .extend(duplicate_decisions(decisions, &report.positions));
     report.unnumbered = unnumbered;
     report.anchor = anchor;
     report.elapsed = started.elapsed();
@@ -566,7 +596,8 @@ fn duplicate_decisions(
     mut decisions: Vec<(aggregates::ids::DecisionId, StreamKey, i64)>,
     positions: &HashMap<(StreamKey, i64), i64>,
 ) -> Vec<Finding> {
-    let position = |key: &StreamKey, sequence: i64| positions.get(&(key.clone(), sequence)).copied();
+    let position =
+        |key: &StreamKey, sequence: i64| positions.get(&(key.clone(), sequence)).copied();
     decisions.sort_by_cached_key(|(_, key, sequence)| {
         let at = position(key, *sequence);
         (at.is_none(), at, key.clone(), *sequence)
@@ -659,10 +690,7 @@ impl Verification {
         let stream_issues = self.findings.iter().map(|f| Issue {
             stream: Some(f.stream.to_string()),
             sequence: Some(f.sequence),
-            position: self
-                .positions
-                .get(&(f.stream.clone(), f.sequence))
-                .copied(),
+            position: self.positions.get(&(f.stream.clone(), f.sequence)).copied(),
             kind: f.problem.kind(),
             message: f.problem.to_string(),
         });
@@ -728,7 +756,11 @@ pub fn write_verification_text(report: &Verification, out: &mut impl Write) -> a
             anchor.generated_at,
             anchor.log.position,
             anchor.streams.len(),
-            if report.log_findings.iter().any(|f| f.problem.kind().starts_with("anchor_")) {
+            if report
+                .log_findings
+                .iter()
+                .any(|f| f.problem.kind().starts_with("anchor_"))
+            {
                 "NOT everything it covers is still there, unchanged"
             } else {
                 "everything it covers is still there, unchanged; events after it are checked by the chains only"

@@ -71,7 +71,8 @@ pub struct LogEntry {
 
 const STREAMS: &str =
     "SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY aggregate_type, aggregate_id";
-const STREAM: &str = "SELECT sequence, event_type, event_version, payload, metadata, position FROM events \
+const STREAM: &str =
+    "SELECT sequence, event_type, event_version, payload, metadata, position FROM events \
      WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
 const COUNT: &str = "SELECT count(*) FROM events";
 const LOG: &str = "SELECT position, aggregate_type, aggregate_id, sequence, metadata, log_hash \
@@ -181,7 +182,10 @@ pub async fn log(database: &Database) -> anyhow::Result<(Vec<LogEntry>, u64)> {
                         ))
                     })
                     .collect::<Result<_, sqlx::Error>>()?;
-                Ok((entries, sqlx::query_scalar(UNNUMBERED).fetch_one(pool).await?))
+                Ok((
+                    entries,
+                    sqlx::query_scalar(UNNUMBERED).fetch_one(pool).await?,
+                ))
             }
             Database::Sqlite(pool) => {
                 let entries = sqlx::query(LOG)
@@ -197,7 +201,10 @@ pub async fn log(database: &Database) -> anyhow::Result<(Vec<LogEntry>, u64)> {
                         ))
                     })
                     .collect::<Result<_, sqlx::Error>>()?;
-                Ok((entries, sqlx::query_scalar(UNNUMBERED).fetch_one(pool).await?))
+                Ok((
+                    entries,
+                    sqlx::query_scalar(UNNUMBERED).fetch_one(pool).await?,
+                ))
             }
         }
     }

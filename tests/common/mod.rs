@@ -222,9 +222,11 @@ pub async fn rewrite_stream(
         .filter(|r| r.aggregate_type == aggregate_type && r.aggregate_id == aggregate_id)
         .collect();
     let prev = match stream.iter().find(|r| r.sequence == from - 1) {
-        Some(row) => dispatch_gate::chain::link(row.sequence as u64, &row.metadata)
-            .expect("a chained row")
-            .hash,
+        Some(row) => {
+            dispatch_gate::chain::link(row.sequence as u64, &row.metadata)
+                .expect("a chained row")
+                .hash
+        }
         None => dispatch_gate::chain::GENESIS.to_owned(),
     };
     let mut tail: Vec<Row> = stream.into_iter().filter(|r| r.sequence >= from).collect();
