@@ -3,26 +3,15 @@
 //! only decisions; filters; a manifest with a digest; spreadsheet-safe CSV;
 //! fixed-width times; dates as bounds.
 
+#[macro_use]
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::gate;
 use dispatch_gate::store::Backend;
 use serde_json::Value;
 use sha2::Digest;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     rows_carry_their_hash_position_and_verification,
@@ -33,18 +22,6 @@ on_both_backends!(
     csv_cells_that_a_spreadsheet_would_run_are_defused,
     bounds_take_dates_and_must_be_in_order,
 );
-
-fn gate(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
-        "{output:?}"
-    );
-    output
-}
 
 struct Store {
     fresh: common::Fresh,

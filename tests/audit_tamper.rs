@@ -5,26 +5,15 @@
 //! The store is the `dedupe` corpus: connection events at positions 1–8,
 //! tenant 9–12, user 13, workspace 14 (the corpus lists streams in that order).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{gate, stderr, stdout};
 use dispatch_gate::store::{Backend, Database};
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     a_clean_store_names_its_log_head_and_what_it_cannot_prove_alone,
@@ -39,26 +28,6 @@ on_both_backends!(
     a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained,
     a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_chained,
 );
-
-fn gate(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
-        "{output:?}"
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// A fresh store holding the `dedupe` corpus, numbered and sealed.
 struct Store {

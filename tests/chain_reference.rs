@@ -3,6 +3,7 @@
 //! corpus history and on a store written through the gate, clean and tampered,
 //! on both backends.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -11,19 +12,6 @@ use std::sync::Arc;
 
 use dispatch_gate::store::{Backend, Database};
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     the_reference_verifier_agrees_on_every_corpus_history,

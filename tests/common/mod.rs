@@ -1,6 +1,6 @@
 //! Shared by the audit tests: fresh databases, and event-log rows to and from JSONL.
 
-#![allow(dead_code)] // each test binary uses its own part of this
+#![allow(dead_code, unused_macros)] // each test binary uses its own part of this
 
 use std::path::Path;
 
@@ -8,6 +8,41 @@ use dispatch_gate::audit::rows;
 use dispatch_gate::store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
+        }
+    };
+}
+
+/// Runs the binary; a panic is a defect whatever the exit code.
+pub fn gate(args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
+        "{output:?}"
+    );
+    output
+}
+
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
 
 /// One stored event, as a line of a corpus file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,20 +187,22 @@ pub async fn positions(database: &Database) -> Vec<(i64, String, String, i64)> {
         .collect()
 }
 
-/// Replaces one event's metadata.
-pub async fn set_metadata(database: &Database, row: &Row, metadata: &Value) {
-    let sql = "UPDATE events SET metadata = $1 WHERE aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4";
+/// Replaces one JSON column (`payload` or `metadata`) of one event.
+pub async fn set_json(database: &Database, row: &Row, column: &str, value: &Value) {
+    let sql = format!(
+        "UPDATE events SET {column} = $1 WHERE aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4"
+    );
     match database {
-        Database::Postgres(pool) => sqlx::query(sql)
-            .bind(metadata)
+        Database::Postgres(pool) => sqlx::query(&sql)
+            .bind(value)
             .bind(&row.aggregate_type)
             .bind(&row.aggregate_id)
             .bind(row.sequence)
             .execute(pool)
             .await
             .map(drop),
-        Database::Sqlite(pool) => sqlx::query(sql)
-            .bind(metadata.to_string())
+        Database::Sqlite(pool) => sqlx::query(&sql)
+            .bind(value.to_string())
             .bind(&row.aggregate_type)
             .bind(&row.aggregate_id)
             .bind(row.sequence)
@@ -173,7 +210,7 @@ pub async fn set_metadata(database: &Database, row: &Row, metadata: &Value) {
             .await
             .map(drop),
     }
-    .expect("set metadata");
+    .unwrap_or_else(|e| panic!("set {column}: {e}"));
 }
 
 /// Seals `rows` (one stream, in sequence order, the first following `prev`)
@@ -235,27 +272,8 @@ pub async fn rewrite_stream(
     }
     rechain(&mut tail, prev);
     for row in &tail {
-        set_metadata(database, row, &row.metadata).await;
-        let sql = "UPDATE events SET payload = $1 WHERE aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4";
-        match database {
-            Database::Postgres(pool) => sqlx::query(sql)
-                .bind(&row.payload)
-                .bind(&row.aggregate_type)
-                .bind(&row.aggregate_id)
-                .bind(row.sequence)
-                .execute(pool)
-                .await
-                .map(drop),
-            Database::Sqlite(pool) => sqlx::query(sql)
-                .bind(row.payload.to_string())
-                .bind(&row.aggregate_type)
-                .bind(&row.aggregate_id)
-                .bind(row.sequence)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
-        .expect("set payload");
+        set_json(database, row, "metadata", &row.metadata).await;
+        set_json(database, row, "payload", &row.payload).await;
     }
 }
 
