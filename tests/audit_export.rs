@@ -8,7 +8,6 @@ mod common;
 
 use std::process::Output;
 
-use common::gate;
 use dispatch_gate::store::Backend;
 use serde_json::Value;
 use sha2::Digest;
@@ -23,39 +22,26 @@ on_both_backends!(
     bounds_take_dates_and_must_be_in_order,
 );
 
-struct Store {
-    fresh: common::Fresh,
-    rows: Vec<common::Row>,
-    dir: tempfile::TempDir,
+/// The `dedupe` corpus, and what these tests ask of it.
+struct Store(common::Corpus);
+
+impl std::ops::Deref for Store {
+    type Target = common::Corpus;
+
+    fn deref(&self) -> &common::Corpus {
+        &self.0
+    }
 }
 
 impl Store {
     async fn new(backend: Backend) -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/dedupe.jsonl");
-        let rows: Vec<common::Row> = common::read_jsonl(path.as_ref());
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
-        Self {
-            fresh,
-            rows,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn id_of(&self, kind: &str) -> String {
-        self.rows
-            .iter()
-            .find(|r| r.aggregate_type == kind)
-            .unwrap()
-            .aggregate_id
-            .clone()
+        Self(common::Corpus::load(backend, "dedupe").await)
     }
 
     fn export(&self, args: &[&str]) -> Output {
-        let mut all = vec!["audit", "export"];
+        let mut all = vec!["export"];
         all.extend_from_slice(args);
-        all.extend_from_slice(&["--database-url", &self.fresh.url]);
-        gate(&all)
+        self.audit(&all)
     }
 
     /// `export --tenant T --format jsonl ARGS`, expected to succeed.

@@ -9,10 +9,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{gate, stderr, stdout};
-use dispatch_gate::store::{Backend, Database};
+use common::{stderr, stdout};
+use dispatch_gate::store::Backend;
 use serde_json::Value;
 
 on_both_backends!(
@@ -29,44 +28,20 @@ on_both_backends!(
     a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_chained,
 );
 
-/// A fresh store holding the `dedupe` corpus, numbered and sealed.
-struct Store {
-    fresh: common::Fresh,
-    rows: Vec<common::Row>,
-    dir: tempfile::TempDir,
+/// The `dedupe` corpus, and what these tests ask of it.
+struct Store(common::Corpus);
+
+impl std::ops::Deref for Store {
+    type Target = common::Corpus;
+
+    fn deref(&self) -> &common::Corpus {
+        &self.0
+    }
 }
 
 impl Store {
     async fn new(backend: Backend) -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/dedupe.jsonl");
-        let rows: Vec<common::Row> = common::read_jsonl(path.as_ref());
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
-        Self {
-            fresh,
-            rows,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn database(&self) -> &Database {
-        &self.fresh.database
-    }
-
-    fn id_of(&self, kind: &str) -> String {
-        self.rows
-            .iter()
-            .find(|r| r.aggregate_type == kind)
-            .unwrap()
-            .aggregate_id
-            .clone()
-    }
-
-    fn audit(&self, args: &[&str]) -> Output {
-        let mut all = vec!["audit"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--database-url", &self.fresh.url]);
-        gate(&all)
+        Self(common::Corpus::load(backend, "dedupe").await)
     }
 
     /// `audit heads --out FILE`, checked; returns the file.
@@ -99,6 +74,23 @@ impl Store {
         )
         .await;
     }
+}
+
+/// Rewrites the connection's events from sequence 5 on (a forged request id)
+/// and reseals their stream chain, as a forger who read docs/chain.md would.
+async fn forge_request_ids(store: &Store) -> String {
+    let connection = store.id_of("ProviderConnection");
+    common::rewrite_stream(
+        store.database(),
+        "ProviderConnection",
+        &connection,
+        5,
+        |row| {
+            row.metadata["request_id"] = "forged".into();
+        },
+    )
+    .await;
+    connection
 }
 
 /// `(kind, stream, sequence, position)` of one problem of a JSON report.
@@ -203,6 +195,26 @@ async fn deleting_a_whole_tenant_or_user_stream_breaks_the_log_chain(backend: Ba
         "its connection now names a tenant without a stream"
     );
 
+    // A tenant together with its connections: every decision gone, and named.
+    let store = Store::new(backend).await;
+    store.delete("Tenant", "").await;
+    store.delete("ProviderConnection", "").await;
+    let (code, document) = store.verify_json(None);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        problems(&document),
+        vec![(
+            "log_gap".to_owned(),
+            Some(format!("User/{}", store.id_of("User"))),
+            Some(1),
+            Some(13)
+        )]
+    );
+    assert!(document["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("positions 1 to 12 are missing"));
+
     let store = Store::new(backend).await;
     store.delete("User", "").await;
     let (code, document) = store.verify_json(None);
@@ -291,17 +303,7 @@ async fn deleting_the_end_of_the_log_is_named_against_an_anchor_and_admitted_wit
 async fn a_rewritten_and_rechained_history_is_named_against_an_anchor(backend: Backend) {
     let store = Store::new(backend).await;
     let anchor = store.anchor();
-    let connection = store.id_of("ProviderConnection");
-    common::rewrite_stream(
-        store.database(),
-        "ProviderConnection",
-        &connection,
-        5,
-        |row| {
-            row.metadata["request_id"] = "forged".into();
-        },
-    )
-    .await;
+    let connection = forge_request_ids(&store).await;
     common::reseal_log(store.database(), 5).await;
 
     let (code, document) = store.verify_json(None);
@@ -330,17 +332,7 @@ async fn a_rewritten_and_rechained_history_is_named_against_an_anchor(backend: B
 
 async fn a_rechained_stream_without_a_resealed_log_is_named_by_position(backend: Backend) {
     let store = Store::new(backend).await;
-    let connection = store.id_of("ProviderConnection");
-    common::rewrite_stream(
-        store.database(),
-        "ProviderConnection",
-        &connection,
-        5,
-        |row| {
-            row.metadata["request_id"] = "forged".into();
-        },
-    )
-    .await;
+    let connection = forge_request_ids(&store).await;
     let (code, document) = store.verify_json(None);
     assert_eq!(code, Some(1));
     let stream = Some(format!("ProviderConnection/{connection}"));

@@ -56,6 +56,52 @@ pub struct Row {
     pub metadata: Value,
 }
 
+/// A fresh store holding one corpus history (`tests/replay/NAME.jsonl`),
+/// numbered and sealed, and a scratch folder for files the test writes.
+pub struct Corpus {
+    pub fresh: Fresh,
+    pub rows: Vec<Row>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Corpus {
+    pub async fn load(backend: Backend, name: &str) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/replay")
+            .join(format!("{name}.jsonl"));
+        let rows: Vec<Row> = read_jsonl(&path);
+        let fresh = fresh(backend).await;
+        load(&fresh.database, &rows).await;
+        Self {
+            fresh,
+            rows,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.fresh.database
+    }
+
+    /// The id of the first stream of this type.
+    pub fn id_of(&self, kind: &str) -> String {
+        self.rows
+            .iter()
+            .find(|r| r.aggregate_type == kind)
+            .unwrap()
+            .aggregate_id
+            .clone()
+    }
+
+    /// `dispatch-gate audit ARGS --database-url …`.
+    pub fn audit(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["audit"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--database-url", &self.fresh.url]);
+        gate(&all)
+    }
+}
+
 /// A migrated, empty database of one backend, and its URL.
 pub struct Fresh {
     pub database: Database,
