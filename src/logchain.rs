@@ -10,7 +10,7 @@
 //!
 //! The seal is given where the position is given, so that it follows commit
 //! order exactly: on PostgreSQL by the sequencer function `dg_sequence` in SQL
-//! (migration `20261202000002_log_chain.sql`, the same definition as here); on
+//! (migration `20261202300001_log_chain.sql`, the same definition as here); on
 //! SQLite, which has no SHA-256 of its own, by [`SealingSqliteRepository`] in the
 //! transaction that inserts the event.
 
