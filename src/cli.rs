@@ -4,11 +4,13 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use aggregates::catalog::OperationKind;
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::Timestamp;
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::{self, ExportFormat, ReplayFormat};
+use crate::audit::{self, ExportFormat, ReplayFormat, VerifyFormat};
 use crate::server::{shutdown_signal, Application, BuiltInWorker, Settings};
 use crate::store::{redact, Backend, Database, DEFAULT_DATABASE_URL};
 use crate::telemetry::{self, LogFormat};
@@ -56,14 +58,21 @@ pub enum ProjectionsCommand {
     Rebuild(DatabaseArgs),
 }
 
-/// `audit` subcommands. Each exits non-zero when anything it read does not verify.
+/// `audit` subcommands. Each exits 1 when anything it read does not verify.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Print every decision of a connection or tenant, re-derived from the events before it.
     Replay(ReplayArgs),
-    /// Walk every stream: sequences, the tamper-evidence chain, every decision.
-    Verify(DatabaseArgs),
-    /// A tenant's decisions for an external auditor, one per line.
+    /// Walk every stream and the whole log: sequences, both tamper-evidence chains,
+    /// every decision; with --heads, also prove that everything an anchor covered is
+    /// still there, unchanged.
+    Verify(VerifyArgs),
+    /// Write the log head and every stream's head as JSON: an anchor, to keep where
+    /// the gate's writers cannot reach (a ticket, a signed mail), for `verify --heads`.
+    Heads(HeadsArgs),
+    /// Decisions (or every event) of a tenant or of all, for an external auditor: one
+    /// row each with its hash, log position and verification, and a manifest with the
+    /// file's SHA-256.
     Export(ExportArgs),
 }
 
@@ -88,18 +97,96 @@ pub struct ReplayArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     database: DatabaseArgs,
-    /// The tenant.
+    /// The tenant: its stream and every connection it lists.
+    #[arg(
+        long,
+        required_unless_present = "all_tenants",
+        conflicts_with = "all_tenants"
+    )]
+    tenant: Option<TenantId>,
+    /// Every tenant in the store, merged.
     #[arg(long)]
-    tenant: TenantId,
+    all_tenants: bool,
     /// Output format.
     #[arg(long, value_enum)]
     format: ExportFormat,
-    /// Only decisions at or after this instant (RFC 3339).
-    #[arg(long)]
+    /// `decisions`: one row per start decision; `all`: one row per event (admin
+    /// actions, consent and credential changes, members, run lifecycle, decisions).
+    #[arg(long, value_enum, default_value = "decisions")]
+    events: ExportEvents,
+    /// Only rows at or after this instant: RFC 3339, or a date (`2026-12-01`, midnight UTC).
+    #[arg(long, value_parser = parse_instant)]
     since: Option<Timestamp>,
-    /// Only decisions before this instant (RFC 3339).
-    #[arg(long)]
+    /// Only rows before this instant: RFC 3339, or a date (midnight UTC).
+    #[arg(long, value_parser = parse_instant)]
     until: Option<Timestamp>,
+    /// Only decisions with this outcome.
+    #[arg(long, value_enum)]
+    outcome: Option<audit::Outcome>,
+    /// Only decisions for this operation (e.g. `inventory.sync`).
+    #[arg(long, value_parser = parse_operation)]
+    operation: Option<OperationKind>,
+    /// Only rows of this actor: a user id, `admin` or `system`.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only rows on this provider connection.
+    #[arg(long)]
+    connection: Option<ConnectionId>,
+    /// Write the export to FILE (an existing file is refused) and its manifest
+    /// beside it, to FILE.manifest.json, unless --manifest names another file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write a manifest to FILE: the row count and the SHA-256 of the export, the
+    /// scope and filters, and whether everything verified.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+}
+
+/// What `audit export` writes a row for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportEvents {
+    /// Start decisions only.
+    Decisions,
+    /// Every event.
+    All,
+}
+
+/// `--since`/`--until`: RFC 3339, or a plain date at midnight UTC.
+fn parse_instant(text: &str) -> Result<Timestamp, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|date| date.and_time(chrono::NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 instant nor a date (YYYY-MM-DD)"))
+}
+
+fn parse_operation(text: &str) -> Result<OperationKind, String> {
+    text.parse().map_err(|e| format!("{e}"))
+}
+
+/// `audit verify` options.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// An anchor written earlier by `audit heads`: also prove that everything it
+    /// covered (the log up to its head, every stream up to its head) is still there, unchanged.
+    #[arg(long, value_name = "FILE")]
+    heads: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: VerifyFormat,
+}
+
+/// `audit heads` options.
+#[derive(Debug, Args)]
+pub struct HeadsArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Write the document to FILE instead of stdout (an existing file is refused).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// Where the event log lives.
@@ -178,8 +265,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
     let database_url = match &command {
         AuditCommand::Replay(args) => &args.database.database_url,
-        AuditCommand::Verify(args) => &args.database_url,
+        AuditCommand::Verify(args) => &args.database.database_url,
+        AuditCommand::Heads(args) => &args.database.database_url,
         AuditCommand::Export(args) => &args.database.database_url,
+    };
+    if let AuditCommand::Export(ExportArgs {
+        since: Some(since),
+        until: Some(until),
+        ..
+    }) = &command
+    {
+        if since > until {
+            return Err(UsageError(format!(
+                "--since ({}) is after --until ({})",
+                audit::record::timestamp(since),
+                audit::record::timestamp(until)
+            ))
+            .into());
+        }
+    }
+    // Read before anything is opened: a bad anchor is one clear error.
+    let anchor = match &command {
+        AuditCommand::Verify(VerifyArgs {
+            heads: Some(path), ..
+        }) => Some(read_anchor(path)?),
+        _ => None,
     };
     let database = Database::open_existing(database_url, 2).await?;
     let mut out = std::io::stdout().lock();
@@ -197,45 +307,153 @@ async fn run_audit(command: AuditCommand) -> anyhow::Result<()> {
             out.flush()?;
             history.ensure_verified()
         }
-        AuditCommand::Export(args) => {
-            let history = audit::tenant_history(&database, args.tenant)
-                .await?
-                .between(args.since, args.until);
+        AuditCommand::Export(args) => export(&database, args, &mut out).await,
+        AuditCommand::Verify(args) => {
+            let report =
+                audit::verify_against(&database, anchor, std::io::stderr().is_terminal()).await?;
+            match args.format {
+                VerifyFormat::Text => audit::write_verification_text(&report, &mut out)?,
+                VerifyFormat::Json => audit::write_verification_json(&report, &mut out)?,
+            }
+            out.flush()?;
+            match report.first_problem() {
+                None => Ok(()),
+                Some(first) => anyhow::bail!(
+                    "audit verify found {} problem(s); the first: {first}",
+                    report.problems()
+                ),
+            }
+        }
+        AuditCommand::Heads(args) => {
+            let heads = audit::heads(&database).await?;
+            let text = serde_json::to_string_pretty(&heads)? + "\n";
+            match &args.out {
+                None => out.write_all(text.as_bytes())?,
+                Some(path) => write_new_file(path, text.as_bytes())?,
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+async fn export(
+    database: &Database,
+    args: ExportArgs,
+    stdout: &mut impl Write,
+) -> anyhow::Result<()> {
+    let history = match args.tenant {
+        Some(tenant) => audit::tenant_history(database, tenant).await?,
+        None => audit::all_tenants_history(database).await?,
+    };
+    // Judged on everything read, before the filters narrow what is written.
+    let problems = history.problems();
+    let verified = history.ensure_verified();
+    let filter = audit::Filter {
+        outcome: args.outcome,
+        operation: args.operation,
+        actor: args.actor.clone(),
+        connection: args.connection,
+    };
+    let mut file = match &args.out {
+        None => None,
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| format!("cannot create `{}` (--out)", path.display()))?,
+        ),
+    };
+    let target: &mut dyn Write = match &mut file {
+        Some(file) => file,
+        None => stdout,
+    };
+    let mut out = audit::Digesting::new(target);
+    let rows = match args.events {
+        ExportEvents::Decisions => {
+            let history = history.between(args.since, args.until).matching(&filter);
+            let rows = history.records().count();
             match args.format {
                 ExportFormat::Jsonl => audit::write_jsonl(&history, &mut out)?,
                 ExportFormat::Csv => audit::write_csv(&history, &mut out)?,
             }
-            out.flush()?;
-            history.ensure_verified()
+            rows
         }
-        AuditCommand::Verify(_) => {
-            let report = audit::verify(&database, std::io::stderr().is_terminal()).await?;
-            for finding in &report.findings {
-                writeln!(out, "PROBLEM {finding}")?;
-            }
-            writeln!(
-                out,
-                "verified {} event(s) in {} stream(s) in {:.2?}: {} decision(s) re-derived, {} problem(s){}",
-                report.events,
-                report.streams,
-                report.elapsed,
-                report.decisions,
-                report.findings.len(),
-                match report.undecoded_streams {
-                    0 => String::new(),
-                    n => format!("; {n} stream(s) of unknown types had only their chain checked"),
+        ExportEvents::All => {
+            let records = history.event_records(args.since, args.until, &filter);
+            let rows = records.len();
+            match args.format {
+                ExportFormat::Jsonl => audit::write_jsonl_rows(records, &mut out)?,
+                ExportFormat::Csv => {
+                    audit::write_csv_rows(&audit::events::FIELDS, records, &mut out)?
                 }
-            )?;
-            out.flush()?;
-            match report.findings.first() {
-                None => Ok(()),
-                Some(first) => anyhow::bail!(
-                    "audit verify found {} problem(s); the first: {first}",
-                    report.findings.len()
-                ),
             }
+            rows
         }
+    };
+    out.flush()?;
+    let (bytes, sha256) = out.finish();
+    if let Some(file) = &file {
+        file.sync_all().context("writing the export")?;
     }
+    let manifest_path = args.manifest.clone().or_else(|| {
+        args.out.as_ref().map(|out| {
+            let mut name = out.as_os_str().to_owned();
+            name.push(".manifest.json");
+            PathBuf::from(name)
+        })
+    });
+    if let Some(path) = manifest_path {
+        let manifest = serde_json::json!({
+            "format": "dispatch-gate-export-manifest/1",
+            "file": args.out.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy()),
+            "rows": rows,
+            "bytes": bytes,
+            "sha256": sha256,
+            "export_format": match args.format { ExportFormat::Jsonl => "jsonl", ExportFormat::Csv => "csv" },
+            "events": match args.events { ExportEvents::Decisions => "decisions", ExportEvents::All => "all" },
+            "tenant_id": args.tenant.map(|t| t.to_string()),
+            "all_tenants": args.all_tenants,
+            "since": args.since.as_ref().map(audit::record::timestamp),
+            "until": args.until.as_ref().map(audit::record::timestamp),
+            "outcome": args.outcome.map(audit::Outcome::as_str),
+            "operation": args.operation.map(|o| o.as_str()),
+            "actor": args.actor,
+            "connection": args.connection.map(|c| c.to_string()),
+            "verified": problems == 0,
+            "problems": problems,
+            "generated_at": audit::record::timestamp(&chrono::Utc::now()),
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        let text = serde_json::to_string_pretty(&manifest)? + "\n";
+        write_new_file(&path, text.as_bytes())?;
+    }
+    verified
+}
+
+/// Reads an anchor written by `audit heads`.
+fn read_anchor(path: &Path) -> anyhow::Result<audit::log::Heads> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the anchor `{}` (--heads)", path.display()))?;
+    audit::log::Heads::parse(&text).map_err(|reason| {
+        anyhow::Error::new(UsageError(format!(
+            "`{}` is not an anchor written by `audit heads`: {reason}",
+            path.display()
+        )))
+    })
+}
+
+/// Writes a file that must not exist yet: an anchor or a manifest is never overwritten.
+fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create `{}`", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing `{}`", path.display()))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

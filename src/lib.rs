@@ -7,6 +7,7 @@
 //! - [`store`]: PostgreSQL and SQLite behind one enum; migrations.
 //! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
 //! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
+//! - [`logchain`]: the log-wide chain over the global order, sealed where positions are given.
 //! - [`gate`]: every use case as one method (setup, connections, starts).
 //! - [`catchup`]: numbers the log in commit order and feeds the projections,
 //!   checkpoint and view rows in one transaction; `views` holds the view
@@ -35,6 +36,7 @@ pub mod executor;
 pub mod gate;
 pub mod http;
 pub mod idempotency;
+pub mod logchain;
 pub mod read;
 pub mod replica;
 pub mod server;

@@ -12,10 +12,11 @@ use anyhow::Context;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
-use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
+
+use crate::logchain::SealingSqliteRepository;
 
 /// The embedded default: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dispatch-gate.db";
@@ -206,10 +207,15 @@ impl Database {
                 .run(pool)
                 .await
                 .context("applying PostgreSQL migrations")?,
-            Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite")
-                .run(pool)
-                .await
-                .context("applying SQLite migrations")?,
+            Self::Sqlite(pool) => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(pool)
+                    .await
+                    .context("applying SQLite migrations")?;
+                // SQLite cannot hash in SQL: rows numbered before the log chain
+                // existed are sealed here (PostgreSQL's migration seals its own).
+                crate::logchain::seal_all(self).await?;
+            }
         }
         Ok(())
     }
@@ -231,7 +237,7 @@ impl Database {
                     .with_upcasters(upcasters()),
             ),
             Self::Sqlite(pool) => EventStoreOf::Sqlite(
-                PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
+                PersistedEventStore::new_event_store(SealingSqliteRepository::new(pool.clone()))
                     .with_upcasters(upcasters()),
             ),
         }
@@ -269,7 +275,7 @@ pub enum EventStoreOf<A: Aggregate> {
     /// PostgreSQL.
     Postgres(PersistedEventStore<PostgresEventRepository, A>),
     /// SQLite.
-    Sqlite(PersistedEventStore<SqliteEventRepository, A>),
+    Sqlite(PersistedEventStore<SealingSqliteRepository, A>),
 }
 
 /// What a commit appends after: the stream and the sequence it was loaded at.

@@ -2,26 +2,15 @@
 //! histories verify; edited, deleted, reordered and corrupt rows are caught and
 //! named by stream and sequence; bad input is one clear error, never a panic.
 
+#[macro_use]
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{gate, stderr, stdout};
 use dispatch_gate::audit::record::FIELDS;
 use dispatch_gate::store::{Backend, Database};
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     a_clean_store_verifies_and_replays_identically,
@@ -33,26 +22,6 @@ on_both_backends!(
     a_payload_that_does_not_decode_is_a_clear_error_not_a_panic,
     an_unknown_id_is_a_clear_error,
 );
-
-fn gate(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
-        "{output:?}"
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// A fresh store holding the `dedupe` corpus history: one tenant, one connection.
 struct Store {

@@ -8,14 +8,17 @@
 use cqrs_es::Aggregate;
 
 use crate::actor::{Actor, Timestamp};
+use crate::catalog::Action;
 use crate::catalog::{OperationKind, ReasonCode, Scope};
 use crate::connection::{
-    admit_start, decide_start, ConnectionChoice, ConnectionError, ConnectionEvent, Evidence,
-    ProviderConnection, Rejection, Verdict,
+    admit_start, decide, decide_start, ConnectionChoice, ConnectionCommand, ConnectionError,
+    ConnectionEvent, Evidence, FailureCause, ProviderConnection, Rejection, RunEnd, Verdict,
 };
-use crate::ids::{ConnectionId, DecisionId, TenantId};
+use crate::ids::{ConnectionId, DecisionId, TenantId, UserId};
 use crate::registry::{Record, Registered};
-use crate::tenant::{self, Tenant, TenantCommand, TenantError, TenantEvent, TenantEvidence};
+use crate::tenant::{
+    self, Membership, Tenant, TenantCommand, TenantError, TenantEvent, TenantEvidence,
+};
 
 /// One recorded start decision, whichever stream it was recorded on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +119,217 @@ pub trait Audited: Aggregate + Default {
     /// If `event` (at `sequence`) records a decision, re-derives it on `self`,
     /// the state before it.
     fn check(&self, sequence: usize, event: &Self::Event) -> Option<Check>;
+
+    /// Whether the aggregate's own `decide`, on `self` (the state before it),
+    /// could have written `event`; `None` when it could, or when this
+    /// aggregate's other events are not re-derived.
+    fn legality(&self, _event: &Self::Event) -> Option<Illegal> {
+        None
+    }
+}
+
+/// Why a recorded event could not have been written by the domain's own decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Illegal {
+    /// The aggregate refuses the command that would have written it.
+    #[error("the connection could not have recorded it: {0}")]
+    Refused(ConnectionError),
+    /// The command that would have written it writes something else.
+    #[error("the connection's decision on the state before it records something else")]
+    Differs,
+}
+
+/// The command whose decision records `event` (a decision event has none: it
+/// is re-derived as a decision).
+fn command_for(state: &ProviderConnection, event: &ConnectionEvent) -> Option<ConnectionCommand> {
+    use ConnectionCommand as C;
+    use ConnectionEvent as E;
+    Some(match event.clone() {
+        E::ProviderConnectionCreated {
+            connection_id,
+            tenant_id,
+            display_name,
+            provider,
+            actor,
+            at,
+        } => C::Create {
+            connection_id,
+            tenant_id,
+            display_name,
+            provider,
+            actor,
+            at,
+        },
+        E::ConsentGranted { actor, at } => C::SetConsent {
+            granted: true,
+            actor,
+            at,
+        },
+        E::ConsentRevoked { actor, at } => C::SetConsent {
+            granted: false,
+            actor,
+            at,
+        },
+        E::CredentialsStatusChanged { status, actor, at } => {
+            C::SetCredentials { status, actor, at }
+        }
+        E::ConnectionEnabled { actor, at } => C::SetEnabled {
+            enabled: true,
+            actor,
+            at,
+        },
+        E::ConnectionDisabled { actor, at } => C::SetEnabled {
+            enabled: false,
+            actor,
+            at,
+        },
+        E::OperationAccepted { .. } | E::OperationRejected { .. } => return None,
+        E::RunClaimed {
+            run_id,
+            worker_id,
+            at,
+            lease_expires_at,
+        } => C::ClaimRun {
+            run_id,
+            worker_id,
+            at,
+            lease_expires_at,
+        },
+        E::RunLeaseExtended {
+            run_id,
+            worker_id,
+            at,
+            lease_expires_at,
+        } => C::ExtendLease {
+            run_id,
+            worker_id,
+            at,
+            lease_expires_at,
+        },
+        E::RunSucceeded {
+            run_id,
+            worker_id,
+            at,
+        } => C::CompleteRun {
+            run_id,
+            worker_id,
+            end: RunEnd::Succeeded,
+            at,
+        },
+        E::RunFailed {
+            run_id,
+            reason,
+            cause,
+            at,
+        } => match cause {
+            FailureCause::Worker { worker_id } => C::CompleteRun {
+                run_id,
+                worker_id,
+                end: RunEnd::Failed { reason },
+                at,
+            },
+            // The claim's own lease is not recorded when the execution gate
+            // fails it; any valid one gives the same decision.
+            FailureCause::ExecutionGate { worker_id, .. } => C::ClaimRun {
+                run_id,
+                worker_id,
+                at,
+                lease_expires_at: at + chrono::Duration::seconds(1),
+            },
+            FailureCause::LeaseExpired { .. } => C::ExpireLease { at },
+        },
+        E::RunReleased {
+            run_id,
+            worker_id,
+            at,
+        } => C::ReleaseRun {
+            run_id,
+            worker_id,
+            at,
+        },
+        E::RunCancelRequested { run_id, actor, at } => C::CancelRun { run_id, actor, at },
+        // A held run ends cancelled when its worker says so; a queued one at once.
+        E::RunCancelled { run_id, actor, at } => match &state.active {
+            Some(active) if active.run_id == run_id && active.holder.is_some() => C::CompleteRun {
+                run_id,
+                worker_id: active.holder.as_ref().expect("held").worker_id.clone(),
+                end: RunEnd::Cancelled,
+                at,
+            },
+            _ => C::CancelRun { run_id, actor, at },
+        },
+    })
+}
+
+/// Who held which grant in a tenant, over time: whether a decision's actor was
+/// a member with the capability at the decision's moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memberships {
+    changes: std::collections::BTreeMap<UserId, Vec<(Timestamp, Option<Membership>)>>,
+}
+
+/// Why a decision's actor could not have started it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthorized {
+    /// Not a member of the tenant at the decision's moment.
+    #[error("its actor {0} was not a member of the tenant at the decision's moment")]
+    NotAMember(UserId),
+    /// A member, but without the capability the operation needs.
+    #[error("its actor {user} was a member without the capability {operation} needs at the decision's moment")]
+    LacksCapability {
+        /// The actor.
+        user: UserId,
+        /// The operation.
+        operation: OperationKind,
+    },
+}
+
+impl Memberships {
+    /// Takes note of a tenant event (member changes; the rest is ignored).
+    pub fn record(&mut self, event: &TenantEvent) {
+        match event {
+            TenantEvent::MemberSet {
+                user_id,
+                membership,
+                at,
+                ..
+            } => self
+                .changes
+                .entry(*user_id)
+                .or_default()
+                .push((*at, Some(membership.clone()))),
+            TenantEvent::MemberRemoved { user_id, at, .. } => {
+                self.changes.entry(*user_id).or_default().push((*at, None))
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the decision's actor could start it: a user must have been a
+    /// member holding the operation's capability (the latest change at or
+    /// before the decision's time counts). The admin and the system may.
+    pub fn check(&self, decision: &Decision) -> Option<Unauthorized> {
+        let Actor::User { id, .. } = &decision.actor else {
+            return None;
+        };
+        let grant = self
+            .changes
+            .get(id)
+            .and_then(|changes| changes.iter().rev().find(|(at, _)| *at <= decision.at))
+            .and_then(|(_, grant)| grant.as_ref());
+        match grant {
+            None => Some(Unauthorized::NotAMember(*id)),
+            Some(grant)
+                if !Action::StartOperation(decision.operation).allowed_by(&grant.capabilities) =>
+            {
+                Some(Unauthorized::LacksCapability {
+                    user: *id,
+                    operation: decision.operation,
+                })
+            }
+            Some(_) => None,
+        }
+    }
 }
 
 impl Audited for ProviderConnection {
@@ -176,6 +390,15 @@ impl Audited for ProviderConnection {
             rederived,
             divergence,
         })
+    }
+
+    fn legality(&self, event: &ConnectionEvent) -> Option<Illegal> {
+        let command = command_for(self, event)?;
+        match decide(self, command) {
+            Err(error) => Some(Illegal::Refused(error)),
+            Ok(events) if events.len() == 1 && events[0] == *event => None,
+            Ok(_) => Some(Illegal::Differs),
+        }
     }
 }
 
@@ -270,9 +493,20 @@ impl<A: Audited> Replay<A> {
 
     /// Checks `event` (at `sequence`) if it is a decision, then applies it.
     pub fn step(&mut self, sequence: usize, event: A::Event) -> Option<Check> {
+        self.step_checked(sequence, event).0
+    }
+
+    /// [`Replay::step`], and whether any other event could have been written
+    /// by the aggregate's own decision on the state before it.
+    pub fn step_checked(
+        &mut self,
+        sequence: usize,
+        event: A::Event,
+    ) -> (Option<Check>, Option<Illegal>) {
         let check = self.state.check(sequence, &event);
+        let illegal = self.state.legality(&event);
         self.state.apply(event);
-        check
+        (check, illegal)
     }
 
     /// The state after the events so far.

@@ -5,7 +5,7 @@
 //! section): add fields at the end, never rename or remove one.
 
 use aggregates::audit::Check;
-use aggregates::catalog::Scope;
+use aggregates::catalog::{ReasonCode, Scope};
 use aggregates::connection::{ConnectionChoice, Evidence, Verdict};
 use aggregates::{Actor, Timestamp};
 use chrono::SecondsFormat;
@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::rows::StreamKey;
 
 /// The field names of [`DecisionRecord`], in order: the CSV header.
-pub const FIELDS: [&str; 31] = [
+pub const FIELDS: [&str; 35] = [
     "decision_id",
     "at",
     "tenant_id",
@@ -46,6 +46,10 @@ pub const FIELDS: [&str; 31] = [
     "identical",
     "divergence",
     "tenant_connections",
+    "event_hash",
+    "log_position",
+    "verified",
+    "client_request_id",
 ];
 
 /// One decision, flat. Absent values are `null` in JSONL and empty in CSV.
@@ -115,11 +119,20 @@ pub struct DecisionRecord {
     /// Evidence of a start that found no connection: the tenant's connections
     /// (space-separated ids, none the default); absent when not recorded (version 1.0).
     pub tenant_connections: Option<String>,
+    /// The decision event's own hash in its stream's chain.
+    pub event_hash: Option<String>,
+    /// The decision event's position in the log (absent: not numbered yet).
+    pub log_position: Option<i64>,
+    /// Whether the event verified: its chains hold and the decision re-derives identically.
+    pub verified: bool,
+    /// The `X-Request-Id` the client sent, as recorded (metadata `client_request_id`).
+    pub client_request_id: Option<String>,
 }
 
-/// A `DateTime` as every audit output writes it.
+/// A `DateTime` as every audit output writes it: RFC 3339 in UTC with always
+/// nine fractional digits, so that sorting the text sorts the instants.
 pub fn timestamp(at: &Timestamp) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 fn scope(scope: &Scope) -> String {
@@ -190,15 +203,60 @@ impl DecisionRecord {
                         .collect::<Vec<_>>()
                         .join(" ")
                 }),
+            event_hash: None,
+            log_position: None,
+            verified: check.is_identical(),
+            client_request_id: None,
         }
     }
 
-    /// One human-readable line.
+    /// Adds what the store says about the event itself; `flagged` when a
+    /// check named it.
+    pub fn with_event(mut self, event: Option<&super::EventInfo>, flagged: bool) -> Self {
+        if let Some(event) = event {
+            self.event_hash.clone_from(&event.event_hash);
+            self.log_position = event.position;
+            self.client_request_id.clone_from(&event.client_request_id);
+        }
+        self.verified = self.identical && !flagged;
+        self
+    }
+
+    /// One line for people: names before ids, the reason in words with the next
+    /// step, the scope and how the connection was chosen. The ids are in the
+    /// JSONL record (`--format jsonl`).
     pub fn text_line(&self) -> String {
         let or_dash = |value: Option<&str>| value.unwrap_or("-").to_owned();
-        let evidence = match (&self.connection_display_name, &self.provider_connection_id) {
-            (Some(name), Some(id)) => format!(
-                "connection \"{name}\" ({id}): {}, consent {}, credentials {}; {}",
+        let actor = match self.actor_kind {
+            "user" => self.actor_name.clone(),
+            _ => self.actor_id.clone(),
+        };
+        let scope = match self.scope.as_deref().and_then(|s| s.split_once(':')) {
+            Some(("connection", _)) => "on the connection",
+            Some(("tenant", _)) => "on the tenant",
+            Some(("restore_run", _)) => "on the restore run",
+            _ => "on the tenant",
+        };
+        let reason = self
+            .reason_code
+            .and_then(|code| code.parse::<ReasonCode>().ok())
+            .map(|code| {
+                let text = code.text();
+                format!(": {} Next: {}", text.message, text.next_step)
+            })
+            .unwrap_or_default();
+        let run = match (&self.run_id, self.outcome) {
+            (Some(_), "accepted") => ", a new run queued".to_owned(),
+            (Some(_), _) => ", pointed at the active run".to_owned(),
+            (None, _) => String::new(),
+        };
+        let evidence = match &self.connection_display_name {
+            Some(name) => format!(
+                "connection \"{name}\" ({}): {}, consent {}, credentials {}; {}",
+                match self.resolved_via {
+                    Some("explicit") => "chosen explicitly",
+                    _ => "the tenant's default",
+                },
                 if self.connection_enabled == Some(true) {
                     "enabled"
                 } else {
@@ -206,21 +264,20 @@ impl DecisionRecord {
                 },
                 or_dash(self.connection_consent),
                 or_dash(self.connection_credentials),
-                match &self.active_run_id {
-                    Some(run) => format!(
-                        "active run {run} ({}, {})",
-                        or_dash(self.active_run_operation),
+                match self.active_run_operation {
+                    Some(operation) => format!(
+                        "busy with {operation} ({})",
                         or_dash(self.active_run_status)
                     ),
                     None => "no active run".to_owned(),
                 }
             ),
-            _ => format!(
+            None => format!(
                 "no connection resolved: the tenant had no default connection ({})",
                 match self.tenant_connections.as_deref() {
                     None => "its connections were not recorded".to_owned(),
                     Some("") => "and no connection".to_owned(),
-                    Some(ids) => format!("connections: {ids}"),
+                    Some(ids) => format!("{} connection(s)", ids.split(' ').count()),
                 }
             ),
         };
@@ -233,19 +290,12 @@ impl DecisionRecord {
             )
         };
         format!(
-            "{at}  {stream_type}/{stream_id} #{sequence}  {actor}  {operation}  {outcome}  reason {reason}  run {run}  evidence: {evidence}  {verdict}",
+            "{at}  {actor}  {operation} {scope}  {outcome}{reason}{run}  seen: {evidence}  [{stream_type} #{sequence}]  {verdict}",
             at = self.at,
-            stream_type = self.stream_type,
-            stream_id = self.stream_id,
-            sequence = self.sequence,
-            actor = match self.actor_kind {
-                "user" => format!("{} ({})", self.actor_name, self.actor_id),
-                _ => self.actor_id.clone(),
-            },
             operation = self.operation,
             outcome = self.outcome,
-            reason = or_dash(self.reason_code),
-            run = self.run_id.as_deref().unwrap_or("-"),
+            stream_type = self.stream_type,
+            sequence = self.sequence,
         )
     }
 }
@@ -288,6 +338,10 @@ mod tests {
             identical: true,
             divergence: None,
             tenant_connections: None,
+            event_hash: None,
+            log_position: None,
+            verified: true,
+            client_request_id: None,
         };
         let mut writer = csv::Writer::from_writer(vec![]);
         writer.serialize(record).unwrap();

@@ -50,13 +50,34 @@ pub struct StoredEvent {
     pub payload: Result<Value, String>,
     /// The metadata; `Err` holds stored text that is not JSON at all.
     pub metadata: Result<Value, String>,
+    /// The log position (absent: not numbered yet).
+    pub position: Option<i64>,
+}
+
+/// One position of the log, as stored: what the log chain covers.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// The position.
+    pub position: i64,
+    /// The event's stream.
+    pub stream: StreamKey,
+    /// The event's sequence in its stream.
+    pub sequence: i64,
+    /// The metadata (`Null` when the stored text is not JSON).
+    pub metadata: Value,
+    /// The recorded log hash (absent: never sealed).
+    pub log_hash: Option<String>,
 }
 
 const STREAMS: &str =
     "SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY aggregate_type, aggregate_id";
-const STREAM: &str = "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+const STREAM: &str =
+    "SELECT sequence, event_type, event_version, payload, metadata, position FROM events \
      WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
 const COUNT: &str = "SELECT count(*) FROM events";
+const LOG: &str = "SELECT position, aggregate_type, aggregate_id, sequence, metadata, log_hash \
+     FROM events WHERE position IS NOT NULL ORDER BY position";
+const UNNUMBERED: &str = "SELECT count(*) FROM events WHERE position IS NULL";
 
 /// Every stream in the store, sorted.
 #[tracing::instrument(skip_all)]
@@ -109,6 +130,7 @@ pub async fn read(database: &Database, key: &StreamKey) -> anyhow::Result<Vec<St
                         event_version: r.try_get(2)?,
                         payload: Ok(r.try_get(3)?),
                         metadata: Ok(r.try_get(4)?),
+                        position: r.try_get(5)?,
                     })
                 })
                 .collect(),
@@ -125,6 +147,7 @@ pub async fn read(database: &Database, key: &StreamKey) -> anyhow::Result<Vec<St
                         event_version: r.try_get(2)?,
                         payload: json(r.try_get(3)?),
                         metadata: json(r.try_get(4)?),
+                        position: r.try_get(5)?,
                     })
                 })
                 .collect(),
@@ -132,6 +155,62 @@ pub async fn read(database: &Database, key: &StreamKey) -> anyhow::Result<Vec<St
     }
     .await;
     rows.with_context(|| format!("reading stream {key}"))
+}
+
+/// Every numbered event in position order, and how many are not numbered yet.
+#[tracing::instrument(skip_all)]
+pub async fn log(database: &Database) -> anyhow::Result<(Vec<LogEntry>, u64)> {
+    let entry = |stream: StreamKey, r: (i64, i64, Value, Option<String>)| LogEntry {
+        position: r.0,
+        stream,
+        sequence: r.1,
+        metadata: r.2,
+        log_hash: r.3,
+    };
+    let rows: Result<(Vec<LogEntry>, i64), sqlx::Error> = async {
+        match database {
+            Database::Postgres(pool) => {
+                let entries = sqlx::query(LOG)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let stream = StreamKey::new(r.try_get(1)?, r.try_get::<String, _>(2)?);
+                        Ok(entry(
+                            stream,
+                            (r.try_get(0)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?),
+                        ))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?;
+                Ok((
+                    entries,
+                    sqlx::query_scalar(UNNUMBERED).fetch_one(pool).await?,
+                ))
+            }
+            Database::Sqlite(pool) => {
+                let entries = sqlx::query(LOG)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let stream = StreamKey::new(r.try_get(1)?, r.try_get::<String, _>(2)?);
+                        let metadata = json(r.try_get(4)?).unwrap_or(Value::Null);
+                        Ok(entry(
+                            stream,
+                            (r.try_get(0)?, r.try_get(3)?, metadata, r.try_get(5)?),
+                        ))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?;
+                Ok((
+                    entries,
+                    sqlx::query_scalar(UNNUMBERED).fetch_one(pool).await?,
+                ))
+            }
+        }
+    }
+    .await;
+    let (entries, unnumbered) = rows.context("reading the event log in position order")?;
+    Ok((entries, unnumbered.max(0) as u64))
 }
 
 fn json(text: String) -> Result<Value, String> {

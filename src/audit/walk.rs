@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use aggregates::audit::{Audited, Check, Divergence, Replay};
+use aggregates::audit::{Audited, Check, Divergence, Illegal, Memberships, Replay, Unauthorized};
 use aggregates::connection::ProviderConnection;
 use aggregates::registry::{Registered, RestoreRun, Workspace};
 use aggregates::tenant::Tenant;
@@ -76,6 +76,51 @@ pub enum Problem {
     /// A recorded decision does not follow from the history before it.
     #[error("decision diverges: {0}")]
     Diverges(Divergence),
+    /// A lifecycle event the aggregate's own decision could not have written.
+    #[error("{event_type} could not have happened here: {reason}")]
+    Illegal {
+        /// The event's type.
+        event_type: String,
+        /// Why.
+        reason: Illegal,
+    },
+    /// A decision whose actor could not have started it.
+    #[error("decision could not have been made: {0}")]
+    Unauthorized(Unauthorized),
+    /// A connection stream its tenant does not list.
+    #[error("orphan stream: its tenant {tenant} does not list this provider connection (forged, or detached by editing the tenant)")]
+    Orphan {
+        /// The tenant stream it names.
+        tenant: StreamKey,
+    },
+    /// A decision id recorded twice.
+    #[error("decision id {decision_id} is recorded twice: first at {first}")]
+    DuplicateDecision {
+        /// The id.
+        decision_id: String,
+        /// Where it was first recorded.
+        first: String,
+    },
+}
+
+impl Problem {
+    /// A stable name for tools (`audit verify --format json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Gap { .. } => "sequence_gap",
+            Self::Unchained(_) => "unchained",
+            Self::LinkBroken => "link_broken",
+            Self::ContentAltered => "content_altered",
+            Self::TruncatedCommit { .. } => "truncated_commit",
+            Self::Undecodable { .. } => "undecodable",
+            Self::StreamMissing { .. } => "stream_missing",
+            Self::Diverges(_) => "decision_diverges",
+            Self::Orphan { .. } => "orphan_stream",
+            Self::Illegal { .. } => "illegal_event",
+            Self::Unauthorized(_) => "actor_not_permitted",
+            Self::DuplicateDecision { .. } => "duplicate_decision_id",
+        }
+    }
 }
 
 /// What one stream's walk found.
@@ -100,7 +145,7 @@ pub fn audit(key: &StreamKey, rows: &[StoredEvent]) -> StreamAudit {
         "User" => audit_as::<UserAccount>(key, rows).0,
         "RestoreRun" => audit_as::<Registered<RestoreRun>>(key, rows).0,
         // A type this build does not know still gets its chain checked.
-        _ => walk(key, rows, |_, _| Ok(None)),
+        _ => walk(key, rows, |_, _| Ok((None, None))),
     }
 }
 
@@ -110,10 +155,40 @@ pub fn audit_as<A: Audited>(key: &StreamKey, rows: &[StoredEvent]) -> (StreamAud
     let mut replay = Replay::<A>::new();
     let mut audit = walk(key, rows, |sequence, row| {
         let event = decode::<A>(row)?;
-        Ok(replay.step(sequence, event))
+        Ok(replay.step_checked(sequence, event))
     });
     audit.decoded = true;
     (audit, replay.into_state())
+}
+
+/// The member changes of a tenant stream's rows (rows that do not decode are
+/// left out: the walk names them).
+pub fn memberships(rows: &[StoredEvent]) -> Memberships {
+    let mut memberships = Memberships::default();
+    for row in rows {
+        if let Ok(event) = decode::<Tenant>(row) {
+            memberships.record(&event);
+        }
+    }
+    memberships
+}
+
+/// Every decision whose actor was not a member with the capability at the
+/// decision's moment, as findings.
+pub fn unauthorized<'a>(
+    memberships: &Memberships,
+    checks: impl IntoIterator<Item = (&'a StreamKey, &'a Check)>,
+) -> Vec<Finding> {
+    checks
+        .into_iter()
+        .filter_map(|(stream, check)| {
+            memberships.check(&check.decision).map(|reason| Finding {
+                stream: stream.clone(),
+                sequence: check.sequence as i64,
+                problem: Problem::Unauthorized(reason),
+            })
+        })
+        .collect()
 }
 
 /// Reads a row as the current shape of `A::Event`, exactly as the store would.
@@ -135,7 +210,7 @@ pub fn decode<A: Aggregate>(row: &StoredEvent) -> Result<A::Event, String> {
 fn walk(
     key: &StreamKey,
     rows: &[StoredEvent],
-    mut step: impl FnMut(usize, &StoredEvent) -> Result<Option<Check>, String>,
+    mut step: impl FnMut(usize, &StoredEvent) -> Result<(Option<Check>, Option<Illegal>), String>,
 ) -> StreamAudit {
     let mut audit = StreamAudit::default();
     let mut found = |sequence: i64, problem: Problem| {
@@ -191,13 +266,23 @@ fn walk(
         }
         if decoding {
             match step(sequence.max(0) as usize, row) {
-                Ok(Some(check)) => {
-                    if let Some(divergence) = &check.divergence {
-                        found(sequence, Problem::Diverges(divergence.clone()));
+                Ok((check, illegal)) => {
+                    if let Some(reason) = illegal {
+                        found(
+                            sequence,
+                            Problem::Illegal {
+                                event_type: row.event_type.clone(),
+                                reason,
+                            },
+                        );
                     }
-                    checks.push(check);
+                    if let Some(check) = check {
+                        if let Some(divergence) = &check.divergence {
+                            found(sequence, Problem::Diverges(divergence.clone()));
+                        }
+                        checks.push(check);
+                    }
                 }
-                Ok(None) => {}
                 Err(reason) => {
                     found(
                         sequence,
@@ -261,6 +346,7 @@ mod tests {
                     event_version,
                     payload: Ok(payload),
                     metadata: Ok(sealed.clone()),
+                    position: None,
                 });
             }
         }
