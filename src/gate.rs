@@ -250,7 +250,8 @@ pub(crate) const SNAPSHOT_EVERY: usize = 100;
 /// How long a read waits for the views to reach its session's position.
 pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The metadata recorded with a command: who, when, and the request id.
+/// The metadata recorded with a command: who, when, the server's request id,
+/// and the client's own `X-Request-Id` (`client_request_id`) when it sent one.
 pub(crate) fn metadata(
     actor: &Actor,
     request_id: Option<&str>,
@@ -262,6 +263,9 @@ pub(crate) fn metadata(
     ]);
     if let Some(id) = request_id {
         metadata.insert("request_id".to_owned(), id.to_owned());
+    }
+    if let Some(id) = consistency::client_request_id() {
+        metadata.insert("client_request_id".to_owned(), id);
     }
     metadata
 }

@@ -1,12 +1,16 @@
 //! The HTTP API: `app(state)` is the whole router, so tests call it with `oneshot`.
 
 pub mod connections;
+pub mod describe;
 pub mod dto;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod onboarding;
 pub mod reads;
+pub mod schema;
+pub mod serve;
 pub mod setup;
 pub mod starts;
 pub mod worker;
@@ -38,10 +42,15 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// How long a worker holds a run between heartbeats.
     pub lease: Duration,
+    /// How long a request body may take to arrive in full (then 408).
+    pub body_timeout: Duration,
 }
 
 /// The default lease of a claimed run.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The default time a request body may take to arrive in full.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl AppState {
     /// State with the default lease.
@@ -49,6 +58,7 @@ impl AppState {
         Self {
             gate,
             lease: DEFAULT_LEASE,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -76,6 +86,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let (router, mut api) = routes;
     document_consistency(&mut api);
+    describe::describe(&mut api);
     (router, api)
 }
 
@@ -176,8 +187,9 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
 /// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
-    let api = Arc::new(api);
-    let request_id = HeaderName::from_static("x-request-id");
+    let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
+    let api = Arc::new(describe::served(&api));
+    let request_id = HeaderName::from_static(edge::REQUEST_ID);
     router
         .route(
             "/v1/openapi.json",
@@ -188,6 +200,10 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(health::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(
+            parameters,
+            edge::known_query_parameters,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), sessions))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -198,14 +214,19 @@ pub fn app(state: AppState) -> Router {
                 .make_span_with(|request: &Request| {
                     let request_id = request
                         .headers()
-                        .get("x-request-id")
+                        .get(edge::REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
+                    let client_request_id = request
+                        .extensions()
+                        .get::<edge::ClientRequestId>()
+                        .map_or("", |id| id.0.as_str());
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id,
+                        client_request_id,
                     )
                 })
                 .on_response(
@@ -220,6 +241,7 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(edge::edge))
 }
 
 /// Ends every JSON body with a newline, so consecutive `curl` outputs do not run
@@ -266,7 +288,11 @@ async fn sessions(
     request: Request,
     next: Next,
 ) -> Response {
-    let session = Arc::new(crate::consistency::Request::default());
+    let client = request
+        .extensions()
+        .get::<edge::ClientRequestId>()
+        .map(|id| id.0.clone());
+    let session = Arc::new(crate::consistency::Request::with_client_request_id(client));
     let mut response = crate::consistency::serve(session.clone(), next.run(request)).await;
     let written = session.written();
     if written > 0 {

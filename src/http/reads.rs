@@ -45,7 +45,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))
-            .map_err(|rejection| ApiError::invalid(rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::invalid(format!(
+                    "invalid query: {}",
+                    super::extract::plain(
+                        rejection
+                            .body_text()
+                            .trim_start_matches("Failed to deserialize query string: ")
+                    )
+                ))
+            })
     }
 }
 
@@ -158,10 +167,13 @@ pub struct RunQuery {
     /// Only this tenant's runs.
     pub tenant_id: Option<Uuid>,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[param(schema_with = super::schema::run_status)]
     pub status: Option<String>,
     /// A covered operation.
+    #[param(schema_with = super::schema::operation)]
     pub operation: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -375,6 +387,7 @@ pub struct DecisionList {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
