@@ -119,9 +119,13 @@ async fn get_connection(
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     // The view names the connection's tenant: no aggregate load to learn it.
-    let record = read::connection(app.gate.database(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("provider connection"))?;
+    let Some(record) = read::connection(app.gate.database(), id).await? else {
+        return Err(app
+            .gate
+            .hidden(&principal, Action::ViewConnections, "provider connection")
+            .await
+            .into());
+    };
     let tenant_id = record.connection.tenant_id;
     app.gate
         .authorize_as(

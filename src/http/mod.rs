@@ -1,6 +1,7 @@
 //! The HTTP API: `app(state)` is the whole router, so tests call it with `oneshot`.
 
 pub mod connections;
+pub mod cursor;
 pub mod describe;
 pub mod dto;
 pub mod edge;

@@ -68,20 +68,47 @@ fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// Cursors are opaque to clients; they carry a log position.
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    cursor
-        .map(|c| {
-            c.strip_prefix('p')
-                .and_then(|n| n.parse::<i64>().ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::invalid("`cursor` is not a cursor this API returned"))
-        })
-        .transpose()
+/// One list with its filters, as seen by one principal: the scope a cursor
+/// is valid in (see [`super::cursor`]).
+struct ListScope<'a> {
+    app: &'a AppState,
+    list: String,
+    principal: String,
 }
 
-fn cursor(position: Option<i64>) -> Option<String> {
-    position.map(|p| format!("p{p}"))
+impl<'a> ListScope<'a> {
+    fn new(app: &'a AppState, principal: &Principal, list: String) -> Self {
+        Self {
+            app,
+            list,
+            principal: principal.actor().id_string(),
+        }
+    }
+
+    /// The position a client's cursor carries; 400 for any other cursor.
+    fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+        cursor
+            .map(|c| {
+                super::cursor::open(self.app.gate.cursor_key(), &self.list, &self.principal, c)
+            })
+            .transpose()
+    }
+
+    /// The cursor of the next page.
+    fn seal(&self, position: Option<i64>) -> Option<String> {
+        position.map(|p| {
+            super::cursor::seal(self.app.gate.cursor_key(), &self.list, &self.principal, p)
+        })
+    }
+}
+
+/// What a principal's lists show: everything for the admin, a user's current
+/// memberships otherwise (checked at read time).
+fn visibility(principal: &Principal) -> Visibility {
+    match principal {
+        Principal::Admin => Visibility::All,
+        Principal::User { id, .. } => Visibility::MemberOf(*id),
+    }
 }
 
 fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
@@ -199,17 +226,22 @@ async fn list_runs(
         .map(parse_registry::<OperationKind>)
         .transpose()?;
     let limit = parse_limit(query.limit)?;
-    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let scope = ListScope::new(
+        &app,
+        &principal,
+        format!(
+            "runs tenant={:?} status={:?} operation={:?}",
+            query.tenant_id, status, operation
+        ),
+    );
+    let cursor_position = scope.open(query.cursor.as_deref())?;
     if let Some(tenant) = query.tenant_id {
         app.gate
             .authorize(&principal, TenantId(tenant), Action::ViewOperations)
             .await?;
     }
     let filter = RunFilter {
-        visibility: match &principal {
-            Principal::Admin => Visibility::All,
-            Principal::User { id, .. } => Visibility::MemberOf(*id),
-        },
+        visibility: visibility(&principal),
         tenant_id: query.tenant_id.map(TenantId),
         status,
         operation,
@@ -219,7 +251,7 @@ async fn list_runs(
     let page = read::runs(app.gate.database(), &filter).await?;
     Ok(axum::Json(RunList {
         items: page.items.iter().map(RunListItem::from).collect(),
-        next_cursor: cursor(page.next_cursor),
+        next_cursor: scope.seal(page.next_cursor),
     }))
 }
 
@@ -282,9 +314,13 @@ async fn get_run(
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
     let database = app.gate.database();
-    let run = read::run(database, run_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("operation run"))?;
+    let Some(run) = read::run(database, run_id).await? else {
+        return Err(app
+            .gate
+            .hidden(&principal, Action::ViewOperations, "operation run")
+            .await
+            .into());
+    };
     app.gate
         .authorize_as(
             &principal,
@@ -405,7 +441,8 @@ async fn tenant_decisions(
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<DecisionList>, ApiError> {
     let limit = parse_limit(query.limit)?;
-    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let scope = ListScope::new(&app, &principal, format!("decisions tenant={tenant_id}"));
+    let cursor_position = scope.open(query.cursor.as_deref())?;
     app.gate
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
@@ -413,7 +450,7 @@ async fn tenant_decisions(
         read::tenant_decisions(app.gate.database(), tenant_id, limit, cursor_position).await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
-        next_cursor: cursor(page.next_cursor),
+        next_cursor: scope.seal(page.next_cursor),
     }))
 }
 
@@ -471,11 +508,19 @@ async fn list_notifications(
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<NotificationList>, ApiError> {
     let limit = parse_limit(query.limit)?;
-    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let scope = ListScope::new(&app, &principal, "notifications".to_owned());
+    let cursor_position = scope.open(query.cursor.as_deref())?;
     let recipient = principal.actor().id_string();
-    let page = read::notifications(app.gate.database(), &recipient, limit, cursor_position).await?;
+    let page = read::notifications(
+        app.gate.database(),
+        &recipient,
+        &visibility(&principal),
+        limit,
+        cursor_position,
+    )
+    .await?;
     Ok(axum::Json(NotificationList {
         items: page.items.iter().map(NotificationJson::from).collect(),
-        next_cursor: cursor(page.next_cursor),
+        next_cursor: scope.seal(page.next_cursor),
     }))
 }

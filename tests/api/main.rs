@@ -7,6 +7,7 @@ mod authorization;
 mod bad_input;
 mod concurrency;
 mod consistency;
+mod hardening;
 mod monitoring;
 mod openapi;
 mod outcomes;
