@@ -181,11 +181,21 @@ fn is_json(value: &HeaderValue) -> bool {
 /// every endpoint; every answer gets `cache-control: no-store` and
 /// `x-content-type-options: nosniff`.
 pub async fn edge(mut request: Request, next: Next) -> Response {
-    let mut response = match checked(&mut request) {
+    // The server's own id, set here so that a refusal made here carries it too.
+    let server_id =
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value");
+    let checked = checked(&mut request);
+    request
+        .headers_mut()
+        .insert(HeaderName::from_static(REQUEST_ID), server_id.clone());
+    let mut response = match checked {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),
     };
     let headers = response.headers_mut();
+    headers
+        .entry(HeaderName::from_static(REQUEST_ID))
+        .or_insert(server_id);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

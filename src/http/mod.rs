@@ -25,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -190,7 +189,6 @@ pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
     let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
     let api = Arc::new(describe::served(&api));
-    let request_id = HeaderName::from_static(edge::REQUEST_ID);
     router
         .route(
             "/v1/openapi.json",
@@ -240,8 +238,6 @@ pub fn app(state: AppState) -> Router {
                     },
                 ),
         )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(middleware::from_fn(edge::edge))
 }
 

@@ -129,6 +129,11 @@ async fn a_client_request_id_that_is_too_long_or_not_visible_ascii_is_refused(ba
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
         assert_eq!(r.body["error"]["code"], "invalid_request", "{bad}");
+        let answered = r.headers["x-request-id"].as_bytes();
+        assert!(
+            answered.len() == 36 && answered != value,
+            "{bad}: the server's own id"
+        );
     }
     assert_eq!(app.event_count().await, before, "nothing written");
     let r = app
