@@ -325,6 +325,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 
 /// Trims a name and checks its length; `field` names it in the error.
 pub fn parse_name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    // Checked before trimming: a control character is refused wherever it is.
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ApiError::invalid(format!("`{field}` must not be empty")));
@@ -332,11 +338,6 @@ pub fn parse_name(field: &str, value: &str, max: usize) -> Result<String, ApiErr
     if trimmed.chars().count() > max {
         return Err(ApiError::invalid(format!(
             "`{field}` must be at most {max} characters"
-        )));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must not contain control characters"
         )));
     }
     Ok(trimmed.to_owned())
