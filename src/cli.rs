@@ -242,6 +242,16 @@ pub struct ServeArgs {
     /// Reads wait (bounded) until the standby shows the caller's own writes.
     #[arg(long, env = "GATE_READ_DATABASE_URL", value_name = "URL")]
     read_database_url: Option<String>,
+    /// Seconds a request's head (request line and headers) may take to arrive; also how
+    /// long an idle kept-alive connection stays open.
+    #[arg(long, env = "GATE_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Seconds a request body may take to arrive in full (then 408).
+    #[arg(long, env = "GATE_BODY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+    /// Connections served at once; more wait in the operating system's listen backlog.
+    #[arg(long, env = "GATE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
 }
 
 /// Runs the parsed command line.
@@ -489,6 +499,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         read_database_url: args.read_database_url,
         lease: std::time::Duration::from_secs(args.lease_seconds),
         worker,
+        limits: crate::server::Limits {
+            header_timeout: std::time::Duration::from_secs(args.header_timeout),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            max_connections: args.max_connections as usize,
+        },
     };
     let application = Application::build(&settings).await?;
     if admin_token.generated {

@@ -222,6 +222,11 @@ pub struct Gate {
     places: Mutex<HashMap<RunId, RunPlace>>,
     clock: Arc<dyn Clock>,
     admin_token_sha256: Option<[u8; 32]>,
+    /// The key that seals list cursors: derived from the admin token, so every
+    /// instance sharing it accepts the others' cursors.
+    cursor_key: [u8; 32],
+    /// Membership checks run so far (see [`Gate::membership_checks`]).
+    membership_checks: std::sync::atomic::AtomicU64,
     workspaces: Executor<Registered<Workspace>>,
     users: Executor<UserAccount>,
     restores: Executor<Registered<RestoreRun>>,
@@ -250,6 +255,9 @@ fn new_token(user_id: UserId) -> String {
     )
 }
 
+/// What an unknown user's token is compared against (no token hashes to it).
+const DUMMY_DIGEST: [u8; 32] = [0xa5; 32];
+
 /// Whether the principal may take `action` in the (existing) tenant: the
 /// admin always, a user by a capability of their membership; a non-member
 /// does not see the tenant at all.
@@ -272,8 +280,9 @@ pub(crate) const SNAPSHOT_EVERY: usize = 100;
 /// How long a read waits for the views to reach its session's position.
 pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The metadata recorded with a command: who, when, the request id, and the
-/// idempotency attempt of the request being served (see [`crate::idempotency`]).
+/// The metadata recorded with a command: who, when, the server's request id,
+/// the client's own `X-Request-Id` (`client_request_id`) when it sent one, and
+/// the idempotency attempt of the request being served (see [`crate::idempotency`]).
 pub(crate) fn metadata(
     actor: &Actor,
     request_id: Option<&str>,
@@ -288,6 +297,9 @@ pub(crate) fn metadata(
     }
     if let Some(attempt) = crate::idempotency::current_attempt() {
         metadata.insert(crate::idempotency::METADATA_KEY.to_owned(), attempt);
+    }
+    if let Some(id) = consistency::client_request_id() {
+        metadata.insert("client_request_id".to_owned(), id);
     }
     metadata
 }
@@ -308,7 +320,12 @@ impl Gate {
                 version: ProviderConnection::SNAPSHOT_VERSION,
             }),
             admin_token_sha256: admin_token.map(sha256),
+            cursor_key: match admin_token {
+                Some(token) => sha256(&format!("dispatch-gate cursor key\n{token}")),
+                None => rand::random(),
+            },
             clock,
+            membership_checks: Default::default(),
             catchup: Catchup::new(database.clone()),
             standby: None,
             sessions: Sessions::default(),
@@ -460,6 +477,11 @@ impl Gate {
         Ok(reached)
     }
 
+    /// The key that seals list cursors.
+    pub fn cursor_key(&self) -> &[u8; 32] {
+        &self.cursor_key
+    }
+
     /// The clock in use.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
@@ -483,20 +505,21 @@ impl Gate {
         else {
             return Ok(None);
         };
-        // A revoked account has no token: nothing matches it.
-        let UserAccount {
-            user: Some(user),
-            token_sha256: Some(current),
-        } = self.users.load(&user_id.to_string()).await?
-        else {
-            return Ok(None);
-        };
-        let stored: Option<[u8; 32]> = hex::decode(&current)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok());
-        Ok(stored
-            .filter(|stored| digests_equal(stored, &digest))
-            .map(|_| Principal::User {
+        // A revoked account has no token, and an unknown user none either: both
+        // are compared against a dummy digest, so that they cost what a known
+        // user with a wrong secret costs.
+        let account = self.users.load(&user_id.to_string()).await?;
+        let stored: [u8; 32] = account
+            .token_sha256
+            .as_ref()
+            .and_then(|current| hex::decode(current).ok())
+            .and_then(|bytes| bytes.try_into().ok())
+            .unwrap_or(DUMMY_DIGEST);
+        let matches = digests_equal(&stored, &digest);
+        Ok(account
+            .user
+            .filter(|_| matches && account.token_sha256.is_some())
+            .map(|user| Principal::User {
                 id: user.user_id,
                 name: user.name,
             }))
@@ -510,12 +533,39 @@ impl Gate {
         tenant_id: TenantId,
         action: Action,
     ) -> Result<Tenant, GateError> {
+        self.membership_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant = self.tenants.load(&tenant_id.to_string()).await?;
         if tenant.identity.is_none() {
             return Err(GateError::NotFound("tenant"));
         }
         check(principal, &tenant, action)?;
         Ok(tenant)
+    }
+
+    /// The answer for an id that does not exist, after the same membership
+    /// check an existing thing of a tenant the principal may not see gets:
+    /// timing tells a missing id from a foreign one no more than the answer does.
+    pub async fn hidden(
+        &self,
+        principal: &Principal,
+        action: Action,
+        hidden_as: &'static str,
+    ) -> GateError {
+        match self
+            .authorize_as(principal, TenantId(Uuid::nil()), action, hidden_as)
+            .await
+        {
+            Err(error) => error,
+            Ok(_) => GateError::NotFound(hidden_as),
+        }
+    }
+
+    /// How many membership checks ran ([`Gate::authorize`]): tests compare a
+    /// missing id's with a foreign one's.
+    pub fn membership_checks(&self) -> u64 {
+        self.membership_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// [`Gate::authorize`] for something that lives in the tenant: a tenant the
@@ -544,7 +594,7 @@ impl Gate {
     ) -> Result<(ProviderConnection, Tenant), GateError> {
         let connection = self.connections.load(&connection_id.to_string()).await?;
         let Some(identity) = &connection.identity else {
-            return Err(GateError::NotFound("provider connection"));
+            return Err(self.hidden(principal, action, "provider connection").await);
         };
         let tenant = self
             .authorize_as(principal, identity.tenant_id, action, "provider connection")
@@ -909,16 +959,12 @@ impl Gate {
         principal: &Principal,
         restore_run_id: RestoreRunId,
     ) -> Result<RestoreRun, GateError> {
+        let action = Action::StartOperation(OperationKind::RestoreExecute);
         let Registered(Some(run)) = self.restores.load(&restore_run_id.to_string()).await? else {
-            return Err(GateError::NotFound("restore run"));
+            return Err(self.hidden(principal, action, "restore run").await);
         };
-        self.authorize_as(
-            principal,
-            run.tenant_id,
-            Action::StartOperation(OperationKind::RestoreExecute),
-            "restore run",
-        )
-        .await?;
+        self.authorize_as(principal, run.tenant_id, action, "restore run")
+            .await?;
         Ok(run)
     }
 

@@ -283,15 +283,19 @@ pub async fn tenant_connections(
         .collect())
 }
 
-/// The recipient's own notifications, newest first.
+/// The recipient's own notifications, newest first; for a user, only those
+/// of tenants it is a member of now (a removed member sees no more of them).
 pub async fn notifications(
     database: &Database,
     recipient_id: &str,
+    visibility: &Visibility,
     limit: i64,
     cursor: Option<i64>,
 ) -> anyhow::Result<Page<Notification>> {
     let sql = format!(
         "{} WHERE recipient_id = $1 AND (CAST($2 AS bigint) IS NULL OR position < $2)
+           AND (CAST($4 AS text) IS NULL
+                OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $4))
          ORDER BY position DESC LIMIT $3",
         select_from(&Notification::TABLE, None)
     );
@@ -300,6 +304,7 @@ pub async fn notifications(
             .bind(recipient_id)
             .bind(cursor)
             .bind(limit + 1)
+            .bind(visibility.user())
             .fetch_all(pool)
             .await
             .context("listing notifications")?

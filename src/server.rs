@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -29,6 +30,31 @@ pub struct Settings {
     pub lease: std::time::Duration,
     /// The built-in worker; `None` with `--no-worker`.
     pub worker: Option<BuiltInWorker>,
+    /// Limits on slow and many clients.
+    pub limits: Limits,
+}
+
+/// Limits on slow and many clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a request's head may take to arrive, counted from when the
+    /// server waits for it: on a kept-alive connection, from the previous
+    /// answer, so it is also how long an idle connection stays open.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive in full (then 408).
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: crate::http::DEFAULT_BODY_TIMEOUT,
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The built-in worker's settings.
@@ -45,6 +71,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     worker: Option<BuiltInWorker>,
+    limits: Limits,
 }
 
 impl Application {
@@ -69,9 +96,11 @@ impl Application {
         Ok(Self {
             worker: settings.worker.clone(),
             listener,
+            limits: settings.limits,
             state: AppState {
                 gate: Arc::new(gate),
                 lease: settings.lease,
+                body_timeout: settings.limits.body_timeout,
             },
         })
     }
@@ -118,8 +147,8 @@ impl Application {
             )));
         }
         tracing::info!(address = %self.local_addr()?, "listening");
-        let served = axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(async move {
+        let served =
+            crate::http::serve::serve(self.listener, app(self.state), self.limits, async move {
                 shutdown.await;
                 let _ = stop.send(true);
             })

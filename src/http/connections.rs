@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Caller, Json, Path, Reader, RequestId};
+use super::extract::{parse_name, parse_registry, plain, Caller, Json, Path, Reader, RequestId};
 use super::AppState;
 use crate::gate::{ConnectionChange, ConnectionView};
 use crate::read;
@@ -40,8 +40,10 @@ fn json(view: &ConnectionView) -> Result<axum::Json<ConnectionJson>, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct CreateConnection {
     /// Display name (1–200 characters).
+    #[schema(schema_with = super::schema::name200)]
     pub display_name: String,
     /// Provider, e.g. `microsoft_graph` (lowercase letters, digits, `_`, `.`, `-`).
+    #[schema(schema_with = super::schema::provider)]
     pub provider: String,
     /// Make it the tenant's default.
     #[serde(default)]
@@ -117,9 +119,13 @@ async fn get_connection(
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     // The view names the connection's tenant: no aggregate load to learn it.
-    let record = read::connection(app.gate.reads(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("provider connection"))?;
+    let Some(record) = read::connection(app.gate.reads(), id).await? else {
+        return Err(app
+            .gate
+            .hidden(&principal, Action::ViewConnections, "provider connection")
+            .await
+            .into());
+    };
     let tenant_id = record.connection.tenant_id;
     app.gate
         .authorize_as(
@@ -174,6 +180,7 @@ async fn set_consent(
 #[serde(deny_unknown_fields)]
 pub struct CredentialsBody {
     /// `valid`, `missing`, `invalid` or `expired`.
+    #[schema(schema_with = super::schema::credential_status)]
     pub status: String,
 }
 
@@ -226,6 +233,7 @@ async fn disable(
 #[serde(deny_unknown_fields)]
 pub struct DefaultBody {
     /// The new default, or null. The field is required.
+    #[schema(required = true)]
     pub provider_connection_id: Option<Uuid>,
 }
 
@@ -252,7 +260,7 @@ async fn set_default_connection(
     // `{}` must not silently clear the default: the field is required, null clears.
     let body: DefaultBody = match body.get("provider_connection_id") {
         Some(_) => serde_json::from_value(body)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?,
+            .map_err(|e| ApiError::invalid(format!("invalid body: {}", plain(&e.to_string()))))?,
         None => {
             return Err(ApiError::invalid(
                 "`provider_connection_id` is required (null clears the default)",

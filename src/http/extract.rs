@@ -1,6 +1,5 @@
 //! Extractors that turn every rejection into the contract's error body.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -10,38 +9,183 @@ use super::error::ApiError;
 use super::AppState;
 use crate::gate::Principal;
 
-/// A JSON body; bad JSON, wrong types and unknown fields are 400, too large is 413.
+/// A JSON object body. Anything else (an array, a scalar, `null`, bad JSON,
+/// wrong types, unknown fields) is a 400 in plain words, too large is a 413, a
+/// body that does not arrive within the body timeout is a 408. (415 for a body
+/// that is not `application/json` is decided earlier, for every endpoint.)
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
 where
     T: DeserializeOwned,
+    AppState: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_error(rejection)),
-        }
+        let bytes = read_body(req, state).await?;
+        decode_object(&bytes).map(Self)
     }
 }
 
-fn json_error(rejection: JsonRejection) -> ApiError {
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than the limit",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as `Content-Type: application/json`",
-        ),
-        _ => ApiError::invalid(rejection.body_text()),
+/// A body that is empty or `{}` (endpoints that take no fields); anything
+/// else is a 400.
+pub struct EmptyBody;
+
+/// `{}`: no fields.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+impl<S> FromRequest<S> for EmptyBody
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self);
+        }
+        decode_object::<NoFields>(&bytes)
+            .map(|_| Self)
+            .map_err(|_| ApiError::invalid("this endpoint takes no fields: send `{}` or no body"))
     }
+}
+
+/// Reads a whole request body within the body timeout and the size limit.
+pub async fn read_body<S>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let timeout = AppState::from_ref(state).body_timeout;
+    let read = axum::body::Bytes::from_request(req, state);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the limit",
+            ))
+        }
+        Ok(Err(_)) => Err(ApiError::invalid("the request body could not be read")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+/// Decodes a body that must be a JSON object into `T`, with errors in plain
+/// words that quote at most a short, sanitised part of the input.
+pub fn decode_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err(ApiError::invalid("the body is empty: send a JSON object")),
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => ApiError::invalid("the body must be a JSON object (`{…}`)"),
+                    Err(e) => syntax_error(&e),
+                },
+            )
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::invalid(format!("invalid body: {}", plain(&e.to_string())))
+        }
+        _ => syntax_error(&e),
+    })
+}
+
+fn syntax_error(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid(format!(
+        "the body is not valid JSON (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
+}
+
+/// The most of a client's text an error message quotes.
+const QUOTED_CHARS: usize = 40;
+
+/// A client's text as an error message quotes it: in backticks, at most 40
+/// characters, without control characters or backticks.
+pub fn quote(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_control() && *c != '`')
+        .collect();
+    let mut shown: String = clean.chars().take(QUOTED_CHARS).collect();
+    if clean.chars().count() > QUOTED_CHARS {
+        shown.push('…');
+    }
+    format!("`{shown}`")
+}
+
+/// A decoder's message in plain words: Rust type names replaced by what the
+/// client sent or should send, quoted input shortened (see [`quote`]).
+pub fn plain(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    // Quoted spans: serde quotes values as "…" (debug-escaped) and names as `…`.
+    while let Some(at) = rest.find(['"', '`']) {
+        out.push_str(&rest[..at]);
+        let delimiter = rest.as_bytes()[at];
+        let inner = &rest[at + 1..];
+        let mut end = None;
+        let mut escaped = false;
+        for (i, b) in inner.bytes().enumerate() {
+            match b {
+                b'\\' if delimiter == b'"' && !escaped => escaped = true,
+                b if b == delimiter && !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let end = end.unwrap_or(inner.len());
+        out.push_str(&quote(&inner[..end]));
+        rest = inner.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    // Rust type names ("expected struct NameBody") become what to send.
+    for (rust, words) in [
+        ("unit struct ", "an object"),
+        ("struct ", "an object"),
+        ("enum ", "one of the documented values"),
+    ] {
+        let mut rewritten = String::new();
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(rust) {
+            rewritten.push_str(&rest[..at]);
+            rewritten.push_str(words);
+            rest = rest[at + rust.len()..]
+                .trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+        }
+        rewritten.push_str(rest);
+        out = rewritten;
+    }
+    for (rust, words) in [
+        ("a sequence", "an array"),
+        ("a map", "an object"),
+        ("u128", "a UUID"),
+        ("i64", "an integer"),
+        ("u64", "a non-negative integer"),
+        ("a boolean", "true or false"),
+    ] {
+        out = out.replace(rust, words);
+    }
+    out
 }
 
 /// Path parameters; an id that is not a UUID is a 400.
@@ -57,16 +201,19 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(path_error(rejection)),
+            Err(_) => Err(ApiError::invalid(
+                "invalid id in the path: ids are UUIDs, e.g. 9b2f6a53-3f61-4a4e-9b57-0e0c8a4b1d11",
+            )),
         }
     }
 }
 
-fn path_error(rejection: PathRejection) -> ApiError {
-    ApiError::invalid(format!(
-        "invalid id in the path (ids are UUIDs): {}",
-        rejection.body_text()
-    ))
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110, section 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The authenticated caller.
@@ -85,9 +232,7 @@ where
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
+            .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
         match app.gate.authenticate(token).await? {
             Some(principal) => {
@@ -214,6 +359,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 
 /// Trims a name and checks its length; `field` names it in the error.
 pub fn parse_name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    // Checked before trimming: a control character is refused wherever it is.
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ApiError::invalid(format!("`{field}` must not be empty")));
@@ -221,11 +372,6 @@ pub fn parse_name(field: &str, value: &str, max: usize) -> Result<String, ApiErr
     if trimmed.chars().count() > max {
         return Err(ApiError::invalid(format!(
             "`{field}` must be at most {max} characters"
-        )));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must not contain control characters"
         )));
     }
     Ok(trimmed.to_owned())

@@ -7,10 +7,14 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use super::error::ApiError;
+use super::extract::Admin;
 use super::AppState;
 use crate::catchup;
 
-/// `/healthz`, `/readyz`, `/metrics` (outside `/v1`, no token).
+/// `/healthz` (no token), `/readyz` (the detail with the admin token only),
+/// `/metrics` (admin token), outside `/v1`. Positions and lag are kept from
+/// anyone else: the log head moves with every tenant's activity.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
@@ -21,14 +25,26 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready when the database answers; reports projection lag either way, and
-/// with a read replica, how far its views are behind. A standby that does not
-/// answer leaves the instance ready: writes go on, reads answer 503.
-async fn ready(State(app): State<AppState>) -> Response {
-    match catchup::head(app.gate.database()).await {
+/// Ready when the database answers. Without the admin token only
+/// `{"ready": bool}`; with it, also the log head, each projection's position,
+/// and with a read replica how far its views are behind. A standby that does
+/// not answer leaves the instance ready: writes go on, reads answer 503.
+async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> Response {
+    let head = catchup::head(app.gate.database()).await;
+    if admin.is_err() {
+        let ready = head.is_ok();
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return (status, axum::Json(json!({ "ready": ready }))).into_response();
+    }
+    match head {
         Ok(head) => {
             let positions = app.gate.catchup().positions();
             let mut body = json!({
+                "ready": true,
                 "status": "ready",
                 "log_head": head,
                 "projections": positions.projections,
@@ -52,14 +68,14 @@ async fn ready(State(app): State<AppState>) -> Response {
         }
         Err(error) => {
             tracing::warn!(error = format!("{error:#}"), "not ready");
-            let body = json!({"status": "unavailable", "reason": "the database does not answer"});
+            let body = json!({"ready": false, "status": "unavailable", "reason": "the database does not answer"});
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         }
     }
 }
 
-/// Prometheus text format.
-async fn metrics(State(app): State<AppState>) -> Response {
+/// Prometheus text format; the admin token only.
+async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
     let positions = app.gate.catchup().positions();
     let head = catchup::head(app.gate.database())
         .await

@@ -1,13 +1,18 @@
 //! The HTTP API: `app(state)` is the whole router, so tests call it with `oneshot`.
 
 pub mod connections;
+pub mod cursor;
+pub mod describe;
 pub mod dto;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod onboarding;
 pub mod reads;
+pub mod schema;
+pub mod serve;
 pub mod setup;
 pub mod starts;
 pub mod stream;
@@ -22,7 +27,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -40,10 +44,15 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// How long a worker holds a run between heartbeats.
     pub lease: Duration,
+    /// How long a request body may take to arrive in full (then 408).
+    pub body_timeout: Duration,
 }
 
 /// The default lease of a claimed run.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The default time a request body may take to arrive in full.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl AppState {
     /// State with the default lease.
@@ -51,6 +60,7 @@ impl AppState {
         Self {
             gate,
             lease: DEFAULT_LEASE,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -80,6 +90,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = routes;
     document_consistency(&mut api);
     document_idempotency(&mut api);
+    describe::describe(&mut api);
     (router, api)
 }
 
@@ -278,8 +289,8 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
 /// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
-    let api = Arc::new(api);
-    let request_id = HeaderName::from_static("x-request-id");
+    let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
+    let api = Arc::new(describe::served(&api));
     router
         .route(
             "/v1/openapi.json",
@@ -294,6 +305,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             idempotency::middleware,
         ))
+        .layer(middleware::from_fn_with_state(
+            parameters,
+            edge::known_query_parameters,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), sessions))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -304,14 +319,19 @@ pub fn app(state: AppState) -> Router {
                 .make_span_with(|request: &Request| {
                     let request_id = request
                         .headers()
-                        .get("x-request-id")
+                        .get(edge::REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
+                    let client_request_id = request
+                        .extensions()
+                        .get::<edge::ClientRequestId>()
+                        .map_or("", |id| id.0.as_str());
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id,
+                        client_request_id,
                     )
                 })
                 .on_response(
@@ -324,8 +344,7 @@ pub fn app(state: AppState) -> Router {
                     },
                 ),
         )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(edge::edge))
 }
 
 /// Ends every JSON body with a newline, so consecutive `curl` outputs do not run
@@ -372,7 +391,11 @@ async fn sessions(
     request: Request,
     next: Next,
 ) -> Response {
-    let session = Arc::new(crate::consistency::Request::default());
+    let client = request
+        .extensions()
+        .get::<edge::ClientRequestId>()
+        .map(|id| id.0.clone());
+    let session = Arc::new(crate::consistency::Request::with_client_request_id(client));
     let mut response = crate::consistency::serve(session.clone(), next.run(request)).await;
     let written = session.written();
     if written > 0 {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::dto::{ReasonJson, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Caller, Path, Reader, ReaderOnPrimary, RequestId};
+use super::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
 use super::starts::run_start;
 use super::AppState;
 use crate::gate::StartCommand;
@@ -44,9 +44,8 @@ async fn onboarding_verify(
     Caller(principal): Caller,
     RequestId(request_id): RequestId,
     Path(tenant_id): Path<TenantId>,
-    body: axum::body::Bytes,
+    _: EmptyBody,
 ) -> Result<Response, ApiError> {
-    empty_body(&body)?;
     let command = StartCommand {
         tenant_id,
         operation: OperationKind::ProviderVerify,
@@ -56,16 +55,6 @@ async fn onboarding_verify(
         request_id,
     };
     run_start(&app, command).await
-}
-
-/// Accepts an empty body or `{}`; anything else is a 400.
-fn empty_body(body: &[u8]) -> Result<(), ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    serde_json::from_slice::<Empty>(body)
-        .map(drop)
-        .map_err(|e| ApiError::invalid(format!("expected an empty JSON object: {e}")))
 }
 
 /// Admits the next bootstrap step (`inventory.sync` → `directory.groups.sync` →
@@ -83,9 +72,8 @@ async fn bootstrap(
     ReaderOnPrimary(principal): ReaderOnPrimary,
     RequestId(request_id): RequestId,
     Path(tenant_id): Path<TenantId>,
-    body: axum::body::Bytes,
+    _: EmptyBody,
 ) -> Result<Response, ApiError> {
-    empty_body(&body)?;
     match app
         .gate
         .bootstrap(&principal, tenant_id, request_id)

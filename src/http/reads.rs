@@ -16,6 +16,7 @@ use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_registry, Path, Reader};
 use super::AppState;
+use crate::gate::Principal;
 use crate::read::{self, RunFilter, Visibility};
 use projections::{
     Decision as DecisionRecord, Notification as NotificationRecord, Run as RunRecord,
@@ -44,7 +45,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))
-            .map_err(|rejection| ApiError::invalid(rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::invalid(format!(
+                    "invalid query: {}",
+                    super::extract::plain(
+                        rejection
+                            .body_text()
+                            .trim_start_matches("Failed to deserialize query string: ")
+                    )
+                ))
+            })
     }
 }
 
@@ -58,22 +68,42 @@ fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// Cursors are opaque to clients; they carry a log position.
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    cursor
-        .map(|c| {
-            c.strip_prefix('p')
-                .and_then(|n| n.parse::<i64>().ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::invalid("`cursor` is not a cursor this API returned"))
+/// One list with its filters, as seen by one principal: the scope a cursor
+/// is valid in (see [`super::cursor`]).
+struct ListScope<'a> {
+    app: &'a AppState,
+    list: String,
+    principal: String,
+}
+
+impl<'a> ListScope<'a> {
+    fn new(app: &'a AppState, principal: &Principal, list: String) -> Self {
+        Self {
+            app,
+            list,
+            principal: principal.actor().id_string(),
+        }
+    }
+
+    /// The position a client's cursor carries; 400 for any other cursor.
+    fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+        cursor
+            .map(|c| {
+                super::cursor::open(self.app.gate.cursor_key(), &self.list, &self.principal, c)
+            })
+            .transpose()
+    }
+
+    /// The cursor of the next page.
+    fn seal(&self, position: Option<i64>) -> Option<String> {
+        position.map(|p| {
+            super::cursor::seal(self.app.gate.cursor_key(), &self.list, &self.principal, p)
         })
-        .transpose()
+    }
 }
 
-fn cursor(position: Option<i64>) -> Option<String> {
-    position.map(|p| format!("p{p}"))
-}
-
+/// What a principal's lists show: everything for the admin, a user's current
+/// memberships otherwise (checked at read time).
 fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
     code.map(ReasonJson::from)
 }
@@ -157,10 +187,13 @@ pub struct RunQuery {
     /// Only this tenant's runs.
     pub tenant_id: Option<Uuid>,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[param(schema_with = super::schema::run_status)]
     pub status: Option<String>,
     /// A covered operation.
+    #[param(schema_with = super::schema::operation)]
     pub operation: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -186,7 +219,15 @@ async fn list_runs(
         .map(parse_registry::<OperationKind>)
         .transpose()?;
     let limit = parse_limit(query.limit)?;
-    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let scope = ListScope::new(
+        &app,
+        &principal,
+        format!(
+            "runs tenant={:?} status={:?} operation={:?}",
+            query.tenant_id, status, operation
+        ),
+    );
+    let cursor_position = scope.open(query.cursor.as_deref())?;
     if let Some(tenant) = query.tenant_id {
         app.gate
             .authorize(&principal, TenantId(tenant), Action::ViewOperations)
@@ -203,7 +244,7 @@ async fn list_runs(
     let page = read::runs(app.gate.reads(), &filter).await?;
     Ok(axum::Json(RunList {
         items: page.items.iter().map(RunListItem::from).collect(),
-        next_cursor: cursor(page.next_cursor),
+        next_cursor: scope.seal(page.next_cursor),
     }))
 }
 
@@ -266,9 +307,13 @@ async fn get_run(
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
     let database = app.gate.reads();
-    let run = read::run(database, run_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("operation run"))?;
+    let Some(run) = read::run(database, run_id).await? else {
+        return Err(app
+            .gate
+            .hidden(&principal, Action::ViewOperations, "operation run")
+            .await
+            .into());
+    };
     app.gate
         .authorize_as(
             &principal,
@@ -371,6 +416,7 @@ pub struct DecisionList {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -388,14 +434,15 @@ async fn tenant_decisions(
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<DecisionList>, ApiError> {
     let limit = parse_limit(query.limit)?;
-    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let scope = ListScope::new(&app, &principal, format!("decisions tenant={tenant_id}"));
+    let cursor_position = scope.open(query.cursor.as_deref())?;
     app.gate
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
     let page = read::tenant_decisions(app.gate.reads(), tenant_id, limit, cursor_position).await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
-        next_cursor: cursor(page.next_cursor),
+        next_cursor: scope.seal(page.next_cursor),
     }))
 }
 
@@ -453,11 +500,19 @@ async fn list_notifications(
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<NotificationList>, ApiError> {
     let limit = parse_limit(query.limit)?;
-    let cursor_position = parse_cursor(query.cursor.as_deref())?;
+    let scope = ListScope::new(&app, &principal, "notifications".to_owned());
+    let cursor_position = scope.open(query.cursor.as_deref())?;
     let recipient = principal.actor().id_string();
-    let page = read::notifications(app.gate.reads(), &recipient, limit, cursor_position).await?;
+    let page = read::notifications(
+        app.gate.reads(),
+        &recipient,
+        &Visibility::of(&principal),
+        limit,
+        cursor_position,
+    )
+    .await?;
     Ok(axum::Json(NotificationList {
         items: page.items.iter().map(NotificationJson::from).collect(),
-        next_cursor: cursor(page.next_cursor),
+        next_cursor: scope.seal(page.next_cursor),
     }))
 }

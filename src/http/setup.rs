@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
     /// A name (1–200 characters).
+    #[schema(schema_with = super::schema::name200)]
     pub name: String,
 }
 
@@ -54,7 +55,8 @@ async fn create_workspace(
 pub struct CreateTenant {
     /// The workspace.
     pub workspace_id: Uuid,
-    /// The tenant's name.
+    /// The tenant's name (1–200 characters).
+    #[schema(schema_with = super::schema::name200)]
     pub name: String,
 }
 
@@ -144,8 +146,10 @@ async fn revoke_token(
 #[serde(deny_unknown_fields)]
 pub struct SetMember {
     /// `owner`, `operator` or `readonly`.
+    #[schema(schema_with = super::schema::role)]
     pub role: String,
     /// When given, exactly these capabilities instead of the role's.
+    #[schema(schema_with = super::schema::capabilities)]
     pub capabilities: Option<Vec<String>>,
 }
 

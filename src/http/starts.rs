@@ -43,6 +43,7 @@ pub(super) fn present(decision: &crate::gate::StartDecision) -> Response {
 #[serde(deny_unknown_fields)]
 pub struct TenantStart {
     /// A covered operation other than `restore.execute` (which starts from its restore run).
+    #[schema(schema_with = super::schema::startable_operation)]
     pub operation: String,
     /// The connection to use; absent means the tenant's default.
     pub provider_connection_id: Option<Uuid>,
@@ -81,6 +82,7 @@ async fn start_on_tenant(
 #[serde(deny_unknown_fields)]
 pub struct ConnectionStart {
     /// A covered operation other than `restore.execute`.
+    #[schema(schema_with = super::schema::startable_operation)]
     pub operation: String,
 }
 
@@ -112,6 +114,7 @@ async fn start_on_connection(
 #[serde(deny_unknown_fields)]
 pub struct PrepareRestore {
     /// The backup to restore from (1–500 characters).
+    #[schema(schema_with = super::schema::name500)]
     pub backup_ref: String,
 }
 

@@ -30,8 +30,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// The claiming worker (1–100 characters).
+    #[schema(schema_with = super::schema::name100)]
     pub worker_id: String,
     /// Only runs of these operations.
+    #[schema(schema_with = super::schema::operation_list)]
     pub operations: Option<Vec<String>>,
 }
 
@@ -104,7 +106,8 @@ async fn claim(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerBody {
-    /// The worker holding the run.
+    /// The worker holding the run (1–100 characters).
+    #[schema(schema_with = super::schema::name100)]
     pub worker_id: String,
 }
 
@@ -137,7 +140,7 @@ async fn heartbeat(
 }
 
 /// `{worker_id, status, reason_code?}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     /// The worker holding the run.
@@ -147,6 +150,15 @@ pub struct CompleteBody {
     /// For `failed`: an execution reason from the taxonomy.
     pub reason_code: Option<String>,
 }
+
+// Described by hand: which `status` takes a `reason_code` is part of the shape.
+impl utoipa::PartialSchema for CompleteBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schema::complete_body()
+    }
+}
+
+impl ToSchema for CompleteBody {}
 
 /// The run after completion.
 #[derive(Debug, Serialize, ToSchema)]

@@ -247,9 +247,11 @@ async fn api_reference_and_openapi_describe_the_same_endpoints() {
     );
     for (method, path) in OUTSIDE_OPENAPI {
         use tower::ServiceExt;
+        // `/metrics` (and `/readyz`'s detail) need the admin token.
         let request = axum::http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(*path)
+            .header("authorization", format!("Bearer {}", crate::helpers::ADMIN))
             .body(axum::body::Body::empty())
             .unwrap();
         let served = app.router.clone().oneshot(request).await.unwrap();

@@ -234,10 +234,17 @@ async fn health_and_readiness_report_projection_lag(backend: Backend) {
         .call(axum::http::Method::GET, "/healthz", None, None)
         .await;
     assert_eq!(health.status, StatusCode::OK);
-    let ready = app
+    // The detail (positions, lag) is the admin's; anyone else learns only ready or not.
+    let anonymous = app
         .call(axum::http::Method::GET, "/readyz", None, None)
         .await;
+    assert_eq!(anonymous.status, StatusCode::OK);
+    assert_eq!(anonymous.body, serde_json::json!({"ready": true}));
+    let ready = app
+        .call(axum::http::Method::GET, "/readyz", Some(ADMIN), None)
+        .await;
     assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["ready"], true);
     assert!(ready.body["log_head"].as_i64().unwrap() > 0);
     assert_eq!(ready.body["lag"], 0, "{}", ready.body);
     assert!(ready.body["projections"]["runs"].as_i64().unwrap() > 0);

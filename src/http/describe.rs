@@ -1,0 +1,275 @@
+//! What the OpenAPI description says of every operation, written once instead
+//! of on each handler: the bearer security scheme, the error answers any
+//! operation can give (so a generated client knows them all), and the links
+//! from what a setup or start answer returns to the operations that take it.
+
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+
+/// The name of the bearer security scheme.
+const BEARER: &str = "bearer";
+
+/// Adds the security scheme, the shared error answers and the links.
+pub fn describe(api: &mut OpenApi) {
+    let components = api.components.get_or_insert_with(Default::default);
+    let mut scheme = Http::new(HttpAuthScheme::Bearer);
+    scheme.description = Some(
+        "`Authorization: Bearer <token>` (the scheme name in any case): the admin token, or \
+         a user token `dgu_<user id>_<secret>`."
+            .to_owned(),
+    );
+    components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+    for (path, item) in api.paths.paths.iter_mut() {
+        for operation in [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.delete.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            shared_errors(path, operation);
+        }
+    }
+    links(api);
+}
+
+fn error(description: &str) -> RefOr<utoipa::openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// The error answers an operation can give besides its own: each added only
+/// where the handler did not describe it already.
+fn shared_errors(path: &str, operation: &mut Operation) {
+    let has_body = operation.request_body.is_some();
+    let mut shared = vec![
+        (
+            "400",
+            "`invalid_request`: malformed input (bad JSON, not an object, unknown field or \
+             query parameter, bad id, bad `X-Request-Id` or `Gate-Position`)",
+        ),
+        ("401", "`unauthorized`: missing or unknown token"),
+    ];
+    if path != "/v1/notifications" {
+        shared.push((
+            "403",
+            "`forbidden`: a member lacking the capability, or a user token on an admin endpoint",
+        ));
+    }
+    if path.contains('{') {
+        shared.push(("404", "`not_found`: unknown id, or not a member"));
+    }
+    if has_body {
+        shared.push(("408", "`request_timeout`: the body did not arrive in time"));
+        shared.push(("413", "`payload_too_large`: the body is larger than 64 KiB"));
+        shared.push((
+            "415",
+            "`unsupported_media_type`: a body that is not `application/json`",
+        ));
+    }
+    for (status, description) in shared {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error(description));
+    }
+}
+
+/// Where an answer's value is taken as another operation's input: the
+/// setup → start → read chains a client (or a stateful fuzzer) follows.
+fn links(api: &mut OpenApi) {
+    // (path, method, status, link name, operation id, parameters, request body)
+    type Spec = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        Option<serde_json::Value>,
+    );
+    let id = "$response.body#/id";
+    let tenant_ops: [(&str, &str); 9] = [
+        ("CreateConnection", "create_connection"),
+        ("ListConnections", "list_connections"),
+        ("StartOnTenant", "start_on_tenant"),
+        ("PrepareRestore", "prepare_restore"),
+        ("OnboardingVerify", "onboarding_verify"),
+        ("Bootstrap", "bootstrap"),
+        ("Onboarding", "onboarding"),
+        ("Decisions", "tenant_decisions"),
+        ("SetDefaultConnection", "set_default_connection"),
+    ];
+    let connection_ops: [(&str, &str); 6] = [
+        ("GetConnection", "get_connection"),
+        ("SetConsent", "set_consent"),
+        ("SetCredentials", "set_credentials"),
+        ("Enable", "enable"),
+        ("Disable", "disable"),
+        ("StartOnConnection", "start_on_connection"),
+    ];
+    let mut specs: Vec<Spec> = vec![(
+        "/v1/admin/workspaces",
+        "post",
+        "201",
+        "CreateTenant",
+        "create_tenant",
+        &[],
+        Some(serde_json::json!({"workspace_id": id, "name": "linked tenant"})),
+    )];
+    for (name, operation) in tenant_ops {
+        specs.push((
+            "/v1/admin/tenants",
+            "post",
+            "201",
+            name,
+            operation,
+            &[("tenant_id", "$response.body#/id")],
+            None,
+        ));
+    }
+    specs.push((
+        "/v1/admin/users",
+        "post",
+        "201",
+        "SetMember",
+        "set_member",
+        &[("user_id", "$response.body#/id")],
+        None,
+    ));
+    for (name, operation) in connection_ops {
+        specs.push((
+            "/v1/tenants/{tenant_id}/provider-connections",
+            "post",
+            "201",
+            name,
+            operation,
+            &[("id", "$response.body#/id")],
+            None,
+        ));
+    }
+    specs.push((
+        "/v1/tenants/{tenant_id}/restore-runs",
+        "post",
+        "201",
+        "ExecuteRestore",
+        "execute_restore",
+        &[("id", "$response.body#/id")],
+        None,
+    ));
+    let starts = [
+        "/v1/tenants/{tenant_id}/operations",
+        "/v1/provider-connections/{id}/operations",
+        "/v1/restore-runs/{id}/execute",
+        "/v1/tenants/{tenant_id}/onboarding/verify",
+        "/v1/tenants/{tenant_id}/onboarding/bootstrap",
+    ];
+    for path in starts {
+        for status in ["202", "200", "409"] {
+            specs.push((
+                path,
+                "post",
+                status,
+                "GetRun",
+                "get_run",
+                &[("run_id", "$response.body#/run/id")],
+                None,
+            ));
+            specs.push((
+                path,
+                "post",
+                status,
+                "CancelRun",
+                "cancel_run",
+                &[("run_id", "$response.body#/run/id")],
+                None,
+            ));
+        }
+    }
+    for (name, operation) in [("Heartbeat", "heartbeat"), ("Complete", "complete")] {
+        specs.push((
+            "/v1/worker/claim",
+            "post",
+            "200",
+            name,
+            operation,
+            &[("run_id", "$response.body#/run/id")],
+            None,
+        ));
+    }
+    for (path, method, status, name, operation_id, parameters, body) in specs {
+        let Some(item) = api.paths.paths.get_mut(path) else {
+            continue;
+        };
+        let operation = match method {
+            "post" => item.post.as_mut(),
+            _ => item.get.as_mut(),
+        };
+        let Some(RefOr::T(response)) =
+            operation.and_then(|o| o.responses.responses.get_mut(status))
+        else {
+            continue;
+        };
+        let mut link = LinkBuilder::new().operation_id(operation_id);
+        for (parameter, expression) in parameters {
+            link = link.parameter(*parameter, *expression);
+        }
+        link = link.request_body(body);
+        response.links.insert(name.to_owned(), link.build().into());
+    }
+}
+
+/// The description as served: utoipa 5 writes a link's fields in snake case
+/// (`operation_id`, `request_body`); OpenAPI spells them `operationId` and
+/// `requestBody`, and clients ignore links spelt otherwise.
+pub fn served(api: &OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(api).unwrap_or_default();
+    let operations = json
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let responses = operation
+            .get_mut("responses")
+            .and_then(serde_json::Value::as_object_mut)
+            .into_iter()
+            .flat_map(|responses| responses.values_mut());
+        for response in responses {
+            let links = response
+                .get_mut("links")
+                .and_then(serde_json::Value::as_object_mut)
+                .into_iter()
+                .flat_map(|links| links.values_mut())
+                .filter_map(serde_json::Value::as_object_mut);
+            for link in links {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.to_owned(), value);
+                    }
+                }
+            }
+        }
+    }
+    json
+}
