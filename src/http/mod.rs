@@ -160,6 +160,14 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
     for (path, item) in api.paths.paths.iter_mut() {
         // The stream follows the views as they move; it waits for no position.
         if path == "/v1/stream" {
+            // `Last-Event-ID` is a position or absent, never null.
+            for parameter in item
+                .get
+                .iter_mut()
+                .flat_map(|get| get.parameters.iter_mut().flatten())
+            {
+                parameter.schema = Some(position().into());
+            }
             continue;
         }
         if let Some(get) = item.get.as_mut() {
