@@ -134,29 +134,7 @@ fn post_keyed(
 fn a_keyed_start_replays_across_processes_and_restarts(url: &str) {
     serve::migrate(url);
     let first = Serve::start(url);
-    let workspace = first.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"].clone();
-    let tenant = first.post(
-        "/v1/admin/tenants",
-        json!({"workspace_id": workspace, "name": "Contoso"}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let connection = first.post(
-        &format!("/v1/tenants/{tenant}/provider-connections"),
-        json!({"display_name": "Graph", "provider": "microsoft_graph", "make_default": true}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    first.post(
-        &format!("/v1/provider-connections/{connection}/consent"),
-        json!({"granted": true}),
-    );
-    first.post(
-        &format!("/v1/provider-connections/{connection}/credentials"),
-        json!({"status": "valid"}),
-    );
+    let tenant = serve::usable_tenant(&first, &serve::workspace(&first), "Contoso");
     let path = format!("/v1/tenants/{tenant}/operations");
     let body = json!({"operation": "inventory.sync"});
     let (status, answer, replayed) = post_keyed(&first, &path, body.clone(), "retry-after-timeout");

@@ -52,34 +52,6 @@ fn wait_for_ready(gate: &Serve, status: u16) -> Reply {
     }
 }
 
-/// A workspace and a tenant with a usable default connection.
-fn usable_tenant(gate: &Serve) -> String {
-    let workspace = gate.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"].clone();
-    let tenant = gate.post(
-        "/v1/admin/tenants",
-        json!({"workspace_id": workspace, "name": "Contoso"}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let connection = gate.post(
-        &format!("/v1/tenants/{tenant}/provider-connections"),
-        json!({"display_name": "Graph", "provider": "microsoft_graph", "make_default": true}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    gate.post(
-        &format!("/v1/provider-connections/{connection}/consent"),
-        json!({"granted": true}),
-    );
-    gate.post(
-        &format!("/v1/provider-connections/{connection}/credentials"),
-        json!({"status": "valid"}),
-    );
-    tenant
-}
-
 #[test]
 fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself() {
     let server = testkit::start_throwaway_server();
@@ -88,7 +60,7 @@ fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself(
         server.url(),
         &["--sim-latency-ms", "5..20", "--sim-failure-rate", "0"],
     );
-    let tenant = usable_tenant(&gate);
+    let tenant = serve::usable_tenant(&gate, &serve::workspace(&gate), "Contoso");
     let user = gate.post("/v1/admin/users", json!({"name": "Olivia"}));
     let user_token = user["token"].as_str().unwrap().to_owned();
     let before = post(
@@ -202,7 +174,7 @@ fn a_full_disk_under_sqlite_answers_503_unavailable_writes_nothing_half_and_reco
     let disk = SmallDisk::mount(16);
     let url = format!("sqlite://{}", disk.path().join("gate.db").display());
     let gate = Serve::start_with(&url, &["--no-worker"]);
-    let tenant = usable_tenant(&gate);
+    let tenant = serve::usable_tenant(&gate, &serve::workspace(&gate), "Contoso");
     let before = post(
         &gate,
         &format!("/v1/tenants/{tenant}/operations"),

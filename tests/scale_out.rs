@@ -20,40 +20,6 @@ use sqlx::{Connection, PgConnection};
 
 use serve::{Reply, Serve, ADMIN};
 
-/// A tenant with a usable default connection; returns the tenant id.
-fn usable_tenant(gate: &Serve, workspace: &str, name: &str) -> String {
-    let tenant = gate.post(
-        "/v1/admin/tenants",
-        json!({"workspace_id": workspace, "name": name}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let connection = gate.post(
-        &format!("/v1/tenants/{tenant}/provider-connections"),
-        json!({"display_name": "Graph", "provider": "microsoft_graph", "make_default": true}),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    gate.post(
-        &format!("/v1/provider-connections/{connection}/consent"),
-        json!({"granted": true}),
-    );
-    gate.post(
-        &format!("/v1/provider-connections/{connection}/credentials"),
-        json!({"status": "valid"}),
-    );
-    tenant
-}
-
-fn workspace(gate: &Serve) -> String {
-    gate.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn start(gate: &Serve, tenant: &str, operation: &str) -> Reply {
     gate.request(
         "POST",
@@ -89,8 +55,8 @@ async fn reads_through_a_hot_standby_see_the_callers_own_writes_and_wait_for_the
         primary.url(),
         &["--no-worker", "--read-database-url", standby.url()],
     );
-    let workspace = workspace(&gate);
-    let tenant = usable_tenant(&gate, &workspace, "Contoso");
+    let workspace = serve::workspace(&gate);
+    let tenant = serve::usable_tenant(&gate, &workspace, "Contoso");
 
     // Written on the primary, read at once through the standby: the read waits
     // until the standby's replicated views show the write.
@@ -152,8 +118,8 @@ async fn a_stopped_standby_fails_reads_with_503_while_writes_go_on_and_reads_rec
         primary.url(),
         &["--no-worker", "--read-database-url", standby.url()],
     );
-    let workspace = workspace(&gate);
-    let tenant = usable_tenant(&gate, &workspace, "Contoso");
+    let workspace = serve::workspace(&gate);
+    let tenant = serve::usable_tenant(&gate, &workspace, "Contoso");
     assert_eq!(get(&gate, "/v1/operations").status, 200);
 
     standby.stop();
@@ -228,9 +194,9 @@ async fn three_instances_with_workers_survive_a_rolling_restart_under_load() {
     let mut instances: Vec<Serve> = (0..3)
         .map(|_| Serve::start_with(primary.url(), &args))
         .collect();
-    let workspace = workspace(&instances[0]);
+    let workspace = serve::workspace(&instances[0]);
     let tenants: Vec<String> = (0..6)
-        .map(|i| usable_tenant(&instances[0], &workspace, &format!("Tenant {i}")))
+        .map(|i| serve::usable_tenant(&instances[0], &workspace, &format!("Tenant {i}")))
         .collect();
 
     // Load: starts spread over the instances in rotation, as a load balancer does,

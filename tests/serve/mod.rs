@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The admin token every test instance runs with.
 pub const ADMIN: &str = "instances-admin-token-0123456789";
@@ -230,4 +230,40 @@ pub fn request_at(
         headers,
         body,
     })
+}
+
+/// A tenant with a usable default connection (consent granted, credentials
+/// valid) in `workspace`; returns the tenant id.
+pub fn usable_tenant(gate: &Serve, workspace: &str, name: &str) -> String {
+    let tenant = gate.post(
+        "/v1/admin/tenants",
+        json!({"workspace_id": workspace, "name": name}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let connection = gate.post(
+        &format!("/v1/tenants/{tenant}/provider-connections"),
+        json!({"display_name": "Graph", "provider": "microsoft_graph", "make_default": true}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    gate.post(
+        &format!("/v1/provider-connections/{connection}/consent"),
+        json!({"granted": true}),
+    );
+    gate.post(
+        &format!("/v1/provider-connections/{connection}/credentials"),
+        json!({"status": "valid"}),
+    );
+    tenant
+}
+
+/// A new workspace; returns its id.
+pub fn workspace(gate: &Serve) -> String {
+    gate.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
