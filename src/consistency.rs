@@ -129,6 +129,11 @@ pub fn written_so_far() -> i64 {
     REQUEST.try_with(|r| r.written()).unwrap_or(0)
 }
 
+/// The position of the views the request being served has read (0: none yet).
+pub fn seen_so_far() -> i64 {
+    REQUEST.try_with(|r| r.seen()).unwrap_or(0)
+}
+
 /// Records the position of the views the request being served read.
 pub fn saw(position: i64) {
     let _ = REQUEST.try_with(|r| r.seen.fetch_max(position, Ordering::SeqCst));

@@ -71,6 +71,29 @@ impl Clock for ManualClock {
     }
 }
 
+/// What identifies a bearer token without keeping it: its SHA-256 and, for a
+/// user token, the user id it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDigest {
+    /// The user a `dgu_<user id>_<secret>` token names; `None` otherwise.
+    pub user_id: Option<Uuid>,
+    /// SHA-256 of the whole token.
+    pub sha256: [u8; 32],
+}
+
+impl TokenDigest {
+    /// The digest of a token.
+    pub fn of(token: &str) -> Self {
+        Self {
+            user_id: token
+                .strip_prefix(TOKEN_PREFIX)
+                .and_then(|rest| rest.split_once('_'))
+                .and_then(|(id, _)| Uuid::try_parse(id).ok()),
+            sha256: sha256(token),
+        }
+    }
+}
+
 /// Who is calling, once the bearer token has been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -269,6 +292,12 @@ fn check(principal: &Principal, tenant: &Tenant, action: Action) -> Result<(), G
         }
     }
     Ok(())
+}
+
+/// Whether the principal may take the action in this tenant (a member with
+/// the capability, or the admin): what the console shows buttons for.
+pub fn allows(principal: &Principal, tenant: &Tenant, action: Action) -> bool {
+    check(principal, tenant, action).is_ok()
 }
 
 /// Runs whose place is remembered before the cache starts again.
@@ -491,18 +520,24 @@ impl Gate {
 
     /// Checks a bearer token. `None` for a missing or unknown token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, GateError> {
-        let digest = sha256(token);
+        self.authenticate_digest(&TokenDigest::of(token)).await
+    }
+
+    /// Checks a token known by its digest (a console session keeps only the
+    /// digest): `None` when it is no longer the admin token or the user's
+    /// current token (revoked or rotated).
+    pub async fn authenticate_digest(
+        &self,
+        token: &TokenDigest,
+    ) -> Result<Option<Principal>, GateError> {
+        let digest = token.sha256;
         if self
             .admin_token_sha256
             .is_some_and(|admin| digests_equal(&admin, &digest))
         {
             return Ok(Some(Principal::Admin));
         }
-        let Some(user_id) = token
-            .strip_prefix(TOKEN_PREFIX)
-            .and_then(|rest| rest.split_once('_'))
-            .and_then(|(id, _)| Uuid::try_parse(id).ok())
-        else {
+        let Some(user_id) = token.user_id else {
             return Ok(None);
         };
         // A revoked account has no token, and an unknown user none either: both

@@ -32,6 +32,7 @@ pub mod catchup;
 pub mod chain;
 pub mod cli;
 pub mod consistency;
+pub mod console;
 pub mod executor;
 pub mod gate;
 pub mod http;

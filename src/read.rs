@@ -1,10 +1,13 @@
 //! Queries over the read models. Every list is newest first and paginated by
 //! an opaque cursor (the last item's log position).
 
-use aggregates::catalog::{OperationKind, RunStatus};
+use aggregates::catalog::{OperationKind, Outcome, RunStatus};
 use aggregates::ids::{ConnectionId, RunId, TenantId, UserId};
 use anyhow::Context;
-use projections::{Connection, Decision, Field, Kind, Notification, Run, ViewRow};
+use projections::{
+    Connection, Decision, Field, Kind, Notification, Run, TenantRow, TimelineEntry, ViewRow,
+};
+use sqlx::Row;
 
 use crate::catchup::on_pool;
 use crate::store::Database;
@@ -75,30 +78,44 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// One operation only.
     pub operation: Option<OperationKind>,
+    /// One provider connection only.
+    pub connection_id: Option<ConnectionId>,
     /// Page size.
     pub limit: i64,
     /// Items older than this position.
     pub cursor: Option<i64>,
 }
 
+/// The conditions of a run list, on `$1`–`$5` (bound by `bind_run_filter!`).
+const RUN_FILTER: &str = "(CAST($1 AS text) IS NULL
+        OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $1 AND can_view))
+    AND (CAST($2 AS text) IS NULL OR tenant_id = $2)
+    AND (CAST($3 AS text) IS NULL OR status = $3)
+    AND (CAST($4 AS text) IS NULL OR operation = $4)
+    AND (CAST($5 AS text) IS NULL OR connection_id = $5)";
+
+/// Binds `$1`–`$5` of [`RUN_FILTER`] (`status` only when `by_status`).
+macro_rules! bind_run_filter {
+    ($query:expr, $filter:expr, $by_status:expr) => {
+        $query
+            .bind($filter.visibility.user())
+            .bind($filter.tenant_id.map(|t| t.to_string()))
+            .bind($filter.status.filter(|_| $by_status).map(RunStatus::as_str))
+            .bind($filter.operation.map(OperationKind::as_str))
+            .bind($filter.connection_id.map(|c| c.to_string()))
+    };
+}
+
 /// Runs the caller may see, newest first.
 pub async fn runs(database: &Database, filter: &RunFilter) -> anyhow::Result<Page<Run>> {
     let sql = format!(
-        "{} WHERE (CAST($1 AS text) IS NULL
-                OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $1 AND can_view))
-           AND (CAST($2 AS text) IS NULL OR tenant_id = $2)
-           AND (CAST($3 AS text) IS NULL OR status = $3)
-           AND (CAST($4 AS text) IS NULL OR operation = $4)
-           AND (CAST($5 AS bigint) IS NULL OR position < $5)
-         ORDER BY position DESC LIMIT $6",
+        "{} WHERE {RUN_FILTER}
+           AND (CAST($6 AS bigint) IS NULL OR position < $6)
+         ORDER BY position DESC LIMIT $7",
         select_from(&Run::TABLE, None)
     );
     let rows: Vec<Run> = on_pool!(database, |pool| decode_all(
-        &sqlx::query(&sql)
-            .bind(filter.visibility.user())
-            .bind(filter.tenant_id.map(|t| t.to_string()))
-            .bind(filter.status.map(RunStatus::as_str))
-            .bind(filter.operation.map(OperationKind::as_str))
+        &bind_run_filter!(sqlx::query(&sql), filter, true)
             .bind(filter.cursor)
             .bind(filter.limit + 1)
             .fetch_all(pool)
@@ -106,6 +123,76 @@ pub async fn runs(database: &Database, filter: &RunFilter) -> anyhow::Result<Pag
             .context("listing runs")?
     ))?;
     Ok(page(rows, filter.limit, |r| r.position))
+}
+
+/// How many runs the filter matches in each status (whatever its own
+/// `status`, cursor and limit): the counts beside a run list.
+pub async fn run_counts(
+    database: &Database,
+    filter: &RunFilter,
+) -> anyhow::Result<Vec<(RunStatus, i64)>> {
+    let sql =
+        format!("SELECT status, COUNT(*) AS n FROM view_runs WHERE {RUN_FILTER} GROUP BY status");
+    let counted: Vec<(String, i64)> = on_pool!(database, |pool| bind_run_filter!(
+        sqlx::query(&sql),
+        filter,
+        false
+    )
+    .fetch_all(pool)
+    .await
+    .context("counting runs")?
+    .iter()
+    .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+    .collect::<Result<_, sqlx::Error>>()
+    .context("reading run counts")?);
+    Ok(RunStatus::ALL
+        .iter()
+        .map(|status| {
+            let n = counted
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map_or(0, |(_, n)| *n);
+            (*status, n)
+        })
+        .collect())
+}
+
+/// A run's steps, oldest first.
+pub async fn run_timeline(
+    database: &Database,
+    run_id: RunId,
+) -> anyhow::Result<Vec<TimelineEntry>> {
+    let sql = format!(
+        "{} WHERE run_id = $1 ORDER BY position",
+        select_from(&TimelineEntry::TABLE, None)
+    );
+    on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(run_id.to_string())
+            .fetch_all(pool)
+            .await
+            .context("reading a run's timeline")?
+    ))
+}
+
+/// The tenants the caller may see (members: any role), by name.
+pub async fn tenants(
+    database: &Database,
+    visibility: &Visibility,
+) -> anyhow::Result<Vec<TenantRow>> {
+    let sql = format!(
+        "{} WHERE CAST($1 AS text) IS NULL
+                OR tenant_id IN (SELECT tenant_id FROM view_members WHERE user_id = $1)
+         ORDER BY name, tenant_id",
+        select_from(&TenantRow::TABLE, None)
+    );
+    on_pool!(database, |pool| decode_all(
+        &sqlx::query(&sql)
+            .bind(visibility.user())
+            .fetch_all(pool)
+            .await
+            .context("listing tenants")?
+    ))
 }
 
 /// Runs in `status`, oldest first, after the cursor (for workers and the
@@ -169,19 +256,25 @@ pub async fn run(database: &Database, run_id: RunId) -> anyhow::Result<Option<Ru
 pub async fn tenant_decisions(
     database: &Database,
     tenant_id: TenantId,
+    only: (Option<Outcome>, Option<OperationKind>),
     limit: i64,
     cursor: Option<i64>,
 ) -> anyhow::Result<Page<Decision>> {
     let sql = format!(
         "{} WHERE tenant_id = $1 AND (CAST($2 AS bigint) IS NULL OR position < $2)
+           AND (CAST($4 AS text) IS NULL OR outcome = $4)
+           AND (CAST($5 AS text) IS NULL OR operation = $5)
          ORDER BY position DESC LIMIT $3",
         select_from(&Decision::TABLE, None)
     );
+    let (outcome, operation) = only;
     let rows: Vec<Decision> = on_pool!(database, |pool| decode_all(
         &sqlx::query(&sql)
             .bind(tenant_id.to_string())
             .bind(cursor)
             .bind(limit + 1)
+            .bind(outcome.map(Outcome::as_str))
+            .bind(operation.map(OperationKind::as_str))
             .fetch_all(pool)
             .await
             .context("listing decisions")?

@@ -146,7 +146,9 @@ impl Application {
                 stopped.clone(),
             )));
         }
-        tracing::info!(address = %self.local_addr()?, "listening");
+        let address = self.local_addr()?;
+        tracing::info!(%address, "listening");
+        tracing::info!(console = %format!("http://{address}/"), "operator console: open it in a browser and sign in with a token");
         let served =
             crate::http::serve::serve(self.listener, app(self.state), self.limits, async move {
                 shutdown.await;

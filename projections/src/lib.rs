@@ -30,8 +30,8 @@ use serde::Serialize;
 
 pub use row::{Cell, Column, Field, Kind, RowError, Table, Value, ViewRow};
 pub use views::{
-    Connection, Decision, Initiator, Member, Misses, Notification, Rows, Run, TableRows, Views,
-    Write,
+    Connection, Decision, Initiator, Member, Misses, Notification, Rows, Run, TableRows, TenantRow,
+    TimelineEntry, Views, Write,
 };
 
 /// One row of the event log.
@@ -156,6 +156,16 @@ pub const PROJECTIONS: &[Projection] = &[
         name: "members",
         tables: &[Member::TABLE.name],
         apply: members,
+    },
+    Projection {
+        name: "timeline",
+        tables: &[TimelineEntry::TABLE.name],
+        apply: timeline,
+    },
+    Projection {
+        name: "tenants",
+        tables: &[TenantRow::TABLE.name],
+        apply: tenants,
     },
     Projection {
         name: "notifications",
@@ -422,6 +432,101 @@ fn members(views: &mut Views, _event: &RecordedEvent, decoded: &Decoded) {
             views.members.remove((*tenant_id, *user_id));
         }
         _ => {}
+    }
+}
+
+/// Each run's steps, for its timeline: written once per event, never read
+/// back, so it depends on no other projection.
+fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
+    use aggregates::connection::FailureCause;
+    use ConnectionEvent as E;
+    let Decoded::Connection(_, e) = decoded else {
+        return;
+    };
+    let (run_id, at, step, who, reason_code) = match e.as_ref() {
+        E::OperationAccepted { request, .. } => (
+            request.proposed_run_id,
+            &request.at,
+            "queued",
+            Some(request.actor.display_name().to_owned()),
+            None,
+        ),
+        E::RunClaimed {
+            run_id,
+            worker_id,
+            at,
+            ..
+        } => (*run_id, at, "claimed", Some(worker_id.clone()), None),
+        E::RunLeaseExtended {
+            run_id,
+            worker_id,
+            at,
+            ..
+        } => (*run_id, at, "heartbeat", Some(worker_id.clone()), None),
+        E::RunReleased {
+            run_id,
+            worker_id,
+            at,
+        } => (*run_id, at, "released", Some(worker_id.clone()), None),
+        E::RunCancelRequested { run_id, actor, at } => (
+            *run_id,
+            at,
+            "cancel_requested",
+            Some(actor.display_name().to_owned()),
+            None,
+        ),
+        E::RunSucceeded {
+            run_id,
+            worker_id,
+            at,
+        } => (*run_id, at, "succeeded", Some(worker_id.clone()), None),
+        E::RunFailed {
+            run_id,
+            reason,
+            cause,
+            at,
+        } => {
+            let (step, who) = match cause {
+                FailureCause::Worker { worker_id } => ("failed", worker_id),
+                FailureCause::ExecutionGate { worker_id, .. } => ("failed", worker_id),
+                FailureCause::LeaseExpired { worker_id, .. } => ("timed_out", worker_id),
+            };
+            (*run_id, at, step, Some(who.clone()), Some(*reason))
+        }
+        E::RunCancelled { run_id, actor, at } => (
+            *run_id,
+            at,
+            "cancelled",
+            Some(actor.display_name().to_owned()),
+            None,
+        ),
+        _ => return,
+    };
+    views.timeline.push(TimelineEntry {
+        position: event.position,
+        run_id,
+        at: time(at),
+        step: step.to_owned(),
+        who,
+        reason_code,
+    });
+}
+
+/// Tenants by name, for the console's lists.
+fn tenants(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
+    if let Decoded::Tenant(
+        tenant_id,
+        TenantEvent::TenantCreated {
+            workspace_id, name, ..
+        },
+    ) = decoded
+    {
+        views.tenants.put(TenantRow {
+            tenant_id: *tenant_id,
+            workspace_id: *workspace_id,
+            name: name.clone(),
+            position: event.position,
+        });
     }
 }
 

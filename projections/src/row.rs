@@ -10,7 +10,7 @@ use aggregates::catalog::{
     Capability, Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, Role, RunStatus,
     Scope,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId};
+use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
 
 /// How a column is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,7 @@ text_fields!(
     ConnectionId => |v| Cow::Owned(v.to_string()),
     DecisionId => |v| Cow::Owned(v.to_string()),
     UserId => |v| Cow::Owned(v.to_string()),
+    WorkspaceId => |v| Cow::Owned(v.to_string()),
     OperationKind => |v| Cow::Borrowed(v.as_str()),
     RunStatus => |v| Cow::Borrowed(v.as_str()),
     Outcome => |v| Cow::Borrowed(v.as_str()),
@@ -185,6 +186,12 @@ text_fields!(
     CredentialStatus => |v| Cow::Borrowed(v.as_str()),
     Role => |v| Cow::Borrowed(v.as_str()),
 );
+
+impl Key for i64 {
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![Cell::Int(*self)]
+    }
+}
 
 impl<A: Key, B: Key> Key for (A, B) {
     fn cells(&self) -> Vec<Cell<'_>> {

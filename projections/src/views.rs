@@ -15,7 +15,7 @@ use aggregates::catalog::{
     Capability, Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, Role, RunStatus,
     Scope,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId};
+use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
 
 use crate::row::ViewRow;
 use crate::view_row;
@@ -129,6 +129,39 @@ view_row! {
         pub capabilities: BTreeSet<Capability>,
         /// Whether the member holds `operations.view`.
         pub can_view: bool,
+    }
+}
+
+view_row! {
+    /// One step in a run's life (append-only): its run detail's timeline.
+    pub struct TimelineEntry in "view_run_timeline", key (position): i64 {
+        /// Log position of the step's event.
+        pub position: i64,
+        /// The run.
+        pub run_id: RunId,
+        /// When.
+        pub at: String,
+        /// `queued`, `claimed`, `heartbeat`, `released`, `cancel_requested`,
+        /// `succeeded`, `failed`, `timed_out` or `cancelled`.
+        pub step: String,
+        /// Who: the worker, or the operator who asked.
+        pub who: Option<String>,
+        /// Why it failed.
+        pub reason_code: Option<ReasonCode>,
+    }
+}
+
+view_row! {
+    /// A tenant: what the console lists (ids and names, nothing to decide on).
+    pub struct TenantRow in "view_tenants", key (tenant_id): TenantId {
+        /// The tenant.
+        pub tenant_id: TenantId,
+        /// Its workspace.
+        pub workspace_id: WorkspaceId,
+        /// Its name.
+        pub name: String,
+        /// Log position of its creation.
+        pub position: i64,
     }
 }
 
@@ -354,6 +387,10 @@ pub struct Views {
     pub connections: Rows<Connection>,
     /// Members (written blind: never read back by a fold).
     pub members: Rows<Member>,
+    /// Tenants (written blind: never read back by a fold).
+    pub tenants: Rows<TenantRow>,
+    /// Run timelines recorded by the fold (append-only).
+    pub timeline: Vec<TimelineEntry>,
     /// Notifications recorded by the fold (append-only).
     pub notifications: Vec<Notification>,
     /// Initiators.
@@ -374,6 +411,8 @@ impl Views {
             decisions: Vec::new(),
             connections: Rows::new(complete),
             members: Rows::new(complete),
+            tenants: Rows::new(complete),
+            timeline: Vec::new(),
             notifications: Vec::new(),
             initiators: Rows::new(complete),
             tenant_connections: HashMap::new(),
@@ -460,6 +499,8 @@ impl Views {
             + self.decisions.len()
             + self.connections.len()
             + self.members.len()
+            + self.tenants.len()
+            + self.timeline.len()
             + self.notifications.len()
             + self.initiators.len()
     }
@@ -500,23 +541,25 @@ fn table_rows<'a, R: ViewRow + Sync + 'a>(
 
 impl Views {
     /// Every row held, table by table (what a rebuild writes).
-    pub fn every_row(&self) -> [TableRows<'_>; 6] {
+    pub fn every_row(&self) -> [TableRows<'_>; 8] {
         self.tables(false)
     }
 
     /// The rows a fold wrote, table by table (what a live batch stores).
-    pub fn written(&self) -> [TableRows<'_>; 6] {
+    pub fn written(&self) -> [TableRows<'_>; 8] {
         self.tables(true)
     }
 
     /// Each table's rows (only those the fold wrote, or all); the append-only
     /// tables hold only what the fold recorded either way.
-    fn tables(&self, only_written: bool) -> [TableRows<'_>; 6] {
+    fn tables(&self, only_written: bool) -> [TableRows<'_>; 8] {
         [
             table_rows(Write::Upsert, self.runs.held(only_written)),
             table_rows(Write::Insert, self.decisions.iter()),
             table_rows(Write::Upsert, self.connections.held(only_written)),
             table_rows(Write::Upsert, self.members.held(only_written)),
+            table_rows(Write::Upsert, self.tenants.held(only_written)),
+            table_rows(Write::Insert, self.timeline.iter()),
             table_rows(Write::Insert, self.notifications.iter()),
             table_rows(Write::Upsert, self.initiators.held(only_written)),
         ]

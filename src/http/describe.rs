@@ -271,5 +271,32 @@ pub fn served(api: &OpenApi) -> serde_json::Value {
             }
         }
     }
+    describe_stream_events(&mut json);
     json
+}
+
+/// The schema of one event of `GET /v1/stream`, as OpenAPI 3.1 has a
+/// `text/event-stream` schema describe each event: `event` names what `data`
+/// holds (JSON, described by `contentSchema`), `id` is the log position.
+fn describe_stream_events(json: &mut serde_json::Value) {
+    let event = |name: &str, schema: &str| {
+        serde_json::json!({
+            "type": "object",
+            "required": ["event", "id", "data"],
+            "properties": {
+                "event": { "const": name },
+                "id": { "type": "string", "pattern": "^[0-9]+$",
+                        "description": "The log position; send it back as `Last-Event-ID` to resume." },
+                "data": { "type": "string", "contentMediaType": "application/json",
+                          "contentSchema": { "$ref": format!("#/components/schemas/{schema}") } }
+            }
+        })
+    };
+    if let Some(content) =
+        json.pointer_mut("/paths/~1v1~1stream/get/responses/200/content/text~1event-stream")
+    {
+        content["schema"] = serde_json::json!({
+            "oneOf": [event("decision", "DecisionJson"), event("run", "RunListItem")]
+        });
+    }
 }

@@ -85,6 +85,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The error code (`not_found`, `forbidden`, …).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message, in the words every surface uses.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<anyhow::Error> for ApiError {

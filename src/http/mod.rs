@@ -296,6 +296,11 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
 
 /// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
 pub fn app(state: AppState) -> Router {
+    crate::console::router(state.clone()).merge(api(state))
+}
+
+/// The JSON API with its layers (the console has its own).
+fn api(state: AppState) -> Router {
     let (router, api) = routes();
     let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
     let api = Arc::new(describe::served(&api));
@@ -308,7 +313,14 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(health::router())
-        .fallback(|| async { ApiError::not_found("route") })
+        .fallback(|uri: axum::http::Uri| async move {
+            // A console path no console route serves gets the console's 404 page.
+            if crate::console::owns(uri.path()) {
+                crate::console::not_found()
+            } else {
+                ApiError::not_found("route").into_response()
+            }
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::middleware,
@@ -394,7 +406,7 @@ fn is_json(response: &Response) -> bool {
 /// Session consistency around each request: what the request wrote is
 /// remembered for its principal (the next read waits for it) and reported as
 /// `Gate-Position`; a read reports the position of the views it saw.
-async fn sessions(
+pub(crate) async fn sessions(
     axum::extract::State(app): axum::extract::State<AppState>,
     request: Request,
     next: Next,

@@ -70,14 +70,14 @@ fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 
 /// One list with its filters, as seen by one principal: the scope a cursor
 /// is valid in (see [`super::cursor`]).
-struct ListScope<'a> {
+pub(crate) struct ListScope<'a> {
     app: &'a AppState,
     list: String,
     principal: String,
 }
 
 impl<'a> ListScope<'a> {
-    fn new(app: &'a AppState, principal: &Principal, list: String) -> Self {
+    pub(crate) fn new(app: &'a AppState, principal: &Principal, list: String) -> Self {
         Self {
             app,
             list,
@@ -86,7 +86,7 @@ impl<'a> ListScope<'a> {
     }
 
     /// The position a client's cursor carries; 400 for any other cursor.
-    fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
         cursor
             .map(|c| {
                 super::cursor::open(self.app.gate.cursor_key(), &self.list, &self.principal, c)
@@ -95,7 +95,7 @@ impl<'a> ListScope<'a> {
     }
 
     /// The cursor of the next page.
-    fn seal(&self, position: Option<i64>) -> Option<String> {
+    pub(crate) fn seal(&self, position: Option<i64>) -> Option<String> {
         position.map(|p| {
             super::cursor::seal(self.app.gate.cursor_key(), &self.list, &self.principal, p)
         })
@@ -238,6 +238,7 @@ async fn list_runs(
         tenant_id: query.tenant_id.map(TenantId),
         status,
         operation,
+        connection_id: None,
         limit,
         cursor: cursor_position,
     };
@@ -439,7 +440,14 @@ async fn tenant_decisions(
     app.gate
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
-    let page = read::tenant_decisions(app.gate.reads(), tenant_id, limit, cursor_position).await?;
+    let page = read::tenant_decisions(
+        app.gate.reads(),
+        tenant_id,
+        (None, None),
+        limit,
+        cursor_position,
+    )
+    .await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
         next_cursor: scope.seal(page.next_cursor),

@@ -66,6 +66,16 @@ async fn stream(
     Caller(principal): Caller,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    open(app, &principal, &headers).await
+}
+
+/// The stream for `principal` (the API's caller, or a console session),
+/// resuming after the request's `Last-Event-ID` when it has one.
+pub(crate) async fn open(
+    app: AppState,
+    principal: &crate::gate::Principal,
+    headers: &HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = match headers.get("last-event-id") {
         Some(value) => {
             let position = value
@@ -89,7 +99,7 @@ async fn stream(
         None => reached(&app.gate).await?,
     };
     let (events, receiver) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(follow(app, Visibility::of(&principal), after, events));
+    tokio::spawn(follow(app, Visibility::of(principal), after, events));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()

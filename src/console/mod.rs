@@ -1,0 +1,256 @@
+//! The operator console at `/`: server-rendered pages (askama templates
+//! compiled into the binary), one stylesheet and one script embedded too —
+//! nothing fetched at run time. Every page reads the same projections and
+//! calls the same application layer as the JSON API, with the same
+//! capability checks and the same words (a start result is the API's
+//! `StartResult`). Pages work without JavaScript; the script only adds live
+//! updates (from the same stream as `GET /v1/stream`) and confirmation dialogs.
+//!
+//! Security: sign-in gives a server-side session ([`session`]); every form
+//! post is checked for its origin and its CSRF token; every answer carries a
+//! `Content-Security-Policy` without inline script, `X-Frame-Options: DENY`,
+//! `no-store` and `nosniff`.
+
+pub mod actions;
+pub mod pages;
+pub mod session;
+mod view;
+
+use askama::Template;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::gate::GateError;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+/// The console's routes (state still to be given).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route(
+            "/sign-in",
+            get(actions::sign_in_form).post(actions::sign_in),
+        )
+        .route("/sign-out", post(actions::sign_out))
+        .route("/operations", get(pages::operations))
+        .route("/operations/{run_id}", get(pages::run))
+        .route("/operations/{run_id}/cancel", post(actions::cancel))
+        .route("/tenants", get(pages::tenants))
+        .route("/tenants/{tenant_id}", get(pages::tenant))
+        .route("/tenants/{tenant_id}/start", post(actions::start))
+        .route("/tenants/{tenant_id}/decisions", get(pages::decisions))
+        .route("/tenants/{tenant_id}/onboarding", get(pages::onboarding))
+        .route(
+            "/tenants/{tenant_id}/onboarding/{step}",
+            post(actions::onboarding),
+        )
+        .route(
+            "/tenants/{tenant_id}/restore",
+            get(pages::restore_form).post(actions::prepare_restore),
+        )
+        .route("/restore-runs/{id}", get(pages::restore_run))
+        .route("/restore-runs/{id}/execute", post(actions::execute_restore))
+        .route("/connections/{id}", get(pages::connection))
+        .route("/connections/{id}/{action}", post(actions::connection))
+        .route("/notifications", get(pages::notifications))
+        .route("/live", get(actions::live))
+        .route("/assets/console.css", get(stylesheet))
+        .route("/assets/console.js", get(script))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::sessions,
+        ))
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::http::BODY_LIMIT_BYTES,
+        ))
+        .layer(middleware::from_fn(headers))
+}
+
+/// Whether a path belongs to the console (the rest is the JSON API).
+pub fn owns(path: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "/sign-in",
+        "/sign-out",
+        "/operations",
+        "/tenants",
+        "/restore-runs",
+        "/connections",
+        "/notifications",
+        "/live",
+        "/assets/",
+    ];
+    path == "/"
+        || PREFIXES.iter().any(|prefix| {
+            path.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+            })
+        })
+}
+
+/// The 404 page of a console path no route serves.
+pub fn not_found() -> Response {
+    Page::from(ApiError::not_found("page")).into_response()
+}
+
+/// The policy: scripts, styles and everything else from this origin only,
+/// no inline script or style, no framing, forms post here only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers
+        .entry(HeaderName::from_static(crate::http::edge::REQUEST_ID))
+        .or_insert_with(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a header value")
+        });
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/console.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/console.js"),
+    )
+        .into_response()
+}
+
+/// What a console handler answers when it does not show its page: the
+/// sign-in page, or an error page in the API's words.
+#[derive(Debug)]
+pub enum Page {
+    /// No live session: to the sign-in page (back to this path afterwards,
+    /// for a `GET`), or 401 for a post.
+    SignIn(Option<String>),
+    /// An error, as the API words it.
+    Error(ApiError),
+}
+
+impl From<ApiError> for Page {
+    fn from(error: ApiError) -> Self {
+        Self::Error(error)
+    }
+}
+
+impl From<GateError> for Page {
+    fn from(error: GateError) -> Self {
+        Self::Error(error.into())
+    }
+}
+
+impl From<anyhow::Error> for Page {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Error(error.into())
+    }
+}
+
+/// An error page.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    code: &'a str,
+    nav: Option<view::Nav>,
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn(Some(back)) => {
+                let mut target = String::from("/sign-in");
+                if back != "/" {
+                    target.push_str("?next=");
+                    target.push_str(&view::url_encode(&back));
+                }
+                Redirect::to(&target).into_response()
+            }
+            Self::SignIn(None) => error_page(
+                StatusCode::UNAUTHORIZED,
+                "Sign in again",
+                "Your session has ended (signed out, expired, or its token was revoked). Sign in again.",
+                "unauthorized",
+            ),
+            Self::Error(error) => {
+                let title = match error.status() {
+                    StatusCode::NOT_FOUND => "Not found",
+                    StatusCode::FORBIDDEN => "Not allowed",
+                    StatusCode::SERVICE_UNAVAILABLE => "Try again shortly",
+                    status if status.is_server_error() => "Something went wrong",
+                    _ => "That did not work",
+                };
+                error_page(error.status(), title, error.message(), error.code())
+            }
+        }
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str, code: &str) -> Response {
+    let page = ErrorPage {
+        title,
+        message,
+        code,
+        nav: None,
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering the error page");
+            (status, message.to_owned()).into_response()
+        }
+    }
+}
+
+/// A rendered page.
+fn html(template: &impl Template) -> Result<Response, Page> {
+    template
+        .render()
+        .map(|html| Html(html).into_response())
+        .map_err(|error| Page::from(anyhow::Error::new(error).context("rendering a page")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owns;
+
+    #[test]
+    fn the_console_owns_its_paths_and_nothing_of_the_api() {
+        for path in [
+            "/",
+            "/operations",
+            "/operations/x",
+            "/tenants/x/start",
+            "/assets/console.css",
+        ] {
+            assert!(owns(path), "{path}");
+        }
+        for path in ["/v1/operations", "/healthz", "/operationsx", "/metrics"] {
+            assert!(!owns(path), "{path}");
+        }
+    }
+}
