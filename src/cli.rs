@@ -252,6 +252,13 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the operating system's listen backlog.
     #[arg(long, env = "GATE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Seed an EMPTY store with a demo before serving — tenants, connections, users and
+    /// runs for every outcome (accepted, deduped, scope busy, blocked three ways), a
+    /// restore run, an onboarding tenant, a failed run, a readonly user and another team —
+    /// and print the console's URL and each demo user's token on stdout. A store that
+    /// already holds data is refused (exit code 2) and nothing is written.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// Runs the parsed command line.
@@ -504,6 +511,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_timeout: std::time::Duration::from_secs(args.body_timeout),
             max_connections: args.max_connections as usize,
         },
+        demo: args.demo,
     };
     let application = Application::build(&settings).await?;
     if admin_token.generated {
@@ -515,6 +523,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              stops; set GATE_ADMIN_TOKEN or --admin-token-file to keep one across restarts"
         );
     }
+    if let Some(demo) = application.demo() {
+        // On stdout, as one block: what a newcomer needs to click through the demo.
+        let banner = demo.banner(&format!("http://{}", application.local_addr()?));
+        let mut out = std::io::stdout().lock();
+        out.write_all(banner.as_bytes())
+            .and_then(|()| out.flush())
+            .context("printing the demo's users and tenants")?;
+    }
     application.run_until(shutdown_signal()).await
 }
 
@@ -525,7 +541,7 @@ pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
 /// nothing has been opened or written when it is returned.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(String);
+pub struct UsageError(pub(crate) String);
 
 /// The admin token `serve` runs with.
 #[derive(Debug)]

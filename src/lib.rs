@@ -22,6 +22,7 @@
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
 //! - [`audit`]: replaying, verifying and exporting the decision history.
+//! - [`demo`]: `serve --demo`, an empty store seeded with the specification's prerequisites.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
 //! - [`bench`]: `dispatch-gate bench`, the gate measured beside the floor.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod chain;
 pub mod cli;
 pub mod consistency;
 pub mod console;
+pub mod demo;
 pub mod executor;
 pub mod gate;
 pub mod http;

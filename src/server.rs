@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::demo::{self, DemoError, DemoSummary};
 use crate::gate::{Gate, SystemClock};
 use crate::http::{app, AppState};
 use crate::replica::Standby;
@@ -32,6 +33,9 @@ pub struct Settings {
     pub worker: Option<BuiltInWorker>,
     /// Limits on slow and many clients.
     pub limits: Limits,
+    /// `--demo`: seed an empty store with the specification's prerequisites
+    /// before serving (see [`crate::demo`]); a store holding data is refused.
+    pub demo: bool,
 }
 
 /// Limits on slow and many clients.
@@ -72,6 +76,7 @@ pub struct Application {
     state: AppState,
     worker: Option<BuiltInWorker>,
     limits: Limits,
+    demo: Option<DemoSummary>,
 }
 
 impl Application {
@@ -93,7 +98,27 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        // Bound first: a busy port fails before anything is written.
+        let demo = if settings.demo {
+            let summary = demo::seed(&gate, settings.lease)
+                .await
+                .map_err(|error| match error {
+                    DemoError::NotEmpty { .. } => {
+                        anyhow::Error::new(crate::cli::UsageError(error.to_string()))
+                    }
+                    other => anyhow::Error::new(other),
+                })?;
+            tracing::info!(
+                tenants = summary.operator_tenants().len() + 1,
+                held_runs = summary.held_runs.len(),
+                "demo seeded"
+            );
+            Some(summary)
+        } else {
+            None
+        };
         Ok(Self {
+            demo,
             worker: settings.worker.clone(),
             listener,
             limits: settings.limits,
@@ -103,6 +128,11 @@ impl Application {
                 body_timeout: settings.limits.body_timeout,
             },
         })
+    }
+
+    /// What `--demo` seeded, when it was given.
+    pub fn demo(&self) -> Option<&DemoSummary> {
+        self.demo.as_ref()
     }
 
     /// The bound address.
@@ -131,6 +161,14 @@ impl Application {
                 stopped.clone(),
             )),
         ];
+        if let Some(demo) = &self.demo {
+            background.push(tokio::spawn(demo::hold(
+                gate.clone(),
+                demo.held_runs.clone(),
+                self.state.lease,
+                stopped.clone(),
+            )));
+        }
         if let Some(worker) = self.worker.clone() {
             tracing::info!(concurrency = worker.concurrency, "built-in worker started");
             let config = WorkerConfig {

@@ -22,6 +22,7 @@ async fn serve(limits: Limits) -> (std::net::SocketAddr, tempfile::TempDir) {
         lease: Duration::from_secs(30),
         worker: None,
         limits,
+        demo: false,
     };
     let application = Application::build(&settings).await.expect("build");
     let address = application.local_addr().unwrap();
