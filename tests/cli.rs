@@ -223,3 +223,94 @@ fn projections_rebuild_reports_its_count() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("from 0 events"), "{stdout}");
 }
+
+fn event_count(url: &str) -> i64 {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let database = dispatch_gate::store::Database::open_existing(url, 1)
+            .await
+            .unwrap();
+        let count = database.count_events().await.unwrap();
+        database.close().await;
+        count
+    })
+}
+
+/// `serve --demo` prints its block (console URL, users, tokens, tenants) on stdout once
+/// it listens; a second `--demo` on the same store is a usage error that writes nothing.
+#[test]
+fn serve_demo_prints_its_block_and_refuses_a_store_that_holds_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/gate.db", dir.path().display());
+    let args = [
+        "serve",
+        "--demo",
+        "--no-worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+    ];
+    let mut child = gate()
+        .args(args)
+        .env_remove("GATE_ADMIN_TOKEN")
+        .env_remove("GATE_ADMIN_TOKEN_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rules = 0;
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            rules += usize::from(line.starts_with("====="));
+            if lines.send(line).is_err() || rules == 2 {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = seen.recv_timeout(Duration::from_secs(60)) {
+        printed.push(line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let all = printed.join("\n");
+    let console = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("Console: http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no console URL:\n{all}"));
+    assert!(!console.starts_with("0/"), "the bound port, not 0:\n{all}");
+    assert_eq!(all.matches("token: dgu_").count(), 3, "{all}");
+    for tenant in [
+        "Contoso",
+        "Fabrikam",
+        "Litware",
+        "Adatum",
+        "Wingtip",
+        "Northwind",
+        "Tailspin",
+    ] {
+        assert!(all.contains(tenant), "{tenant} missing:\n{all}");
+    }
+
+    let before = event_count(&url);
+    assert!(before > 0);
+    let out = gate()
+        .args(args)
+        .env_remove("GATE_ADMIN_TOKEN")
+        .env_remove("GATE_ADMIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: --demo seeds only an empty store, and this one already holds {before} event(s); nothing was written"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no demo block for a refused store");
+    assert_eq!(event_count(&url), before);
+}

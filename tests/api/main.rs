@@ -8,6 +8,7 @@ mod bad_input;
 mod concurrency;
 mod consistency;
 mod decoders;
+mod demo;
 mod hardening;
 mod idempotency;
 mod listener;
