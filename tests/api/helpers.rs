@@ -254,6 +254,14 @@ impl TestApp {
                 "view_run_initiators",
                 &["run_id", "tenant_id", "operation", "initiator_id"],
             ),
+            (
+                "view_tenants",
+                &["tenant_id", "workspace_id", "name", "position"],
+            ),
+            (
+                "view_run_timeline",
+                &["position", "run_id", "at", "step", "who", "reason_code"],
+            ),
         ];
         let mut dump = Vec::new();
         for (table, columns) in tables {

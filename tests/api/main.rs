@@ -7,6 +7,7 @@ mod authorization;
 mod bad_input;
 mod concurrency;
 mod consistency;
+mod console;
 mod decoders;
 mod demo;
 mod hardening;

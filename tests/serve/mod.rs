@@ -169,6 +169,8 @@ pub async fn dump(pool: &sqlx::PgPool) -> Vec<(String, Vec<String>)> {
         ("view_members", "tenant_id, user_id"),
         ("view_notifications", "notification_id"),
         ("view_run_initiators", "run_id"),
+        ("view_tenants", "tenant_id"),
+        ("view_run_timeline", "position"),
     ] {
         let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY {key}");
         let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();

@@ -1,0 +1,320 @@
+//! The operator console over HTTP: sign-in sessions, CSRF and Origin checks
+//! (a refused post writes nothing), the same isolation and capability rules
+//! as the API, and start results in the API's words.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use tower::ServiceExt;
+
+use dispatch_gate::store::Backend;
+
+use crate::helpers::TestApp;
+use crate::on_both_backends;
+
+const ORIGIN: &str = "http://console.test";
+const HOST: &str = "console.test";
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    cookie: Option<String>,
+    body: String,
+}
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    origin: Option<&str>,
+) -> Page {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, HOST);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    let body = match form {
+        Some(form) => {
+            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Body::from(form.to_owned())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let header_text = |name| {
+        response
+            .headers()
+            .get(name)
+            .map(|v: &axum::http::HeaderValue| v.to_str().unwrap().to_owned())
+    };
+    let location = header_text(header::LOCATION);
+    let cookie = header_text(header::SET_COOKIE);
+    assert_eq!(
+        response
+            .headers()
+            .get(header::X_FRAME_OPTIONS)
+            .map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
+    assert!(response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Page {
+        status,
+        location,
+        cookie,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Signs in with a token; the session cookie (`name=value`) and its CSRF token.
+async fn sign_in(app: &TestApp, token: &str) -> (String, String) {
+    let form = format!("token={}&next=%2Ftenants", urlencode(token));
+    let page = send(
+        app,
+        Method::POST,
+        "/sign-in",
+        None,
+        Some(&form),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some("/tenants"));
+    let set = page.cookie.expect("a session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age="),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let tenants = send(app, Method::GET, "/tenants", Some(&cookie), None, None).await;
+    assert_eq!(tenants.status, StatusCode::OK);
+    let csrf = tenants
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token in the sign-out form")
+        .to_owned();
+    (cookie, csrf)
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn signing_in_gives_a_session_and_a_bad_token_or_signing_out_ends_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let page = send(&app, Method::GET, "/operations", None, None, None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/sign-in?next=/operations"));
+    let bad = send(
+        &app,
+        Method::POST,
+        "/sign-in",
+        None,
+        Some("token=dgu_nope"),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert!(bad.body.contains("That token is not valid"));
+    let (cookie, csrf) = sign_in(&app, &f.operator).await;
+    let tenant = send(
+        &app,
+        Method::GET,
+        &format!("/tenants/{}", f.tenant),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(tenant.status, StatusCode::OK);
+    assert!(tenant.body.contains("Contoso Graph"), "{}", tenant.body);
+    let out = send(
+        &app,
+        Method::POST,
+        "/sign-out",
+        Some(&cookie),
+        Some(&format!("csrf={csrf}")),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let after = send(&app, Method::GET, "/tenants", Some(&cookie), None, None).await;
+    assert_eq!(
+        after.status,
+        StatusCode::SEE_OTHER,
+        "the session ended on the server"
+    );
+}
+
+async fn a_forged_or_foreign_form_post_is_refused_and_writes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let (cookie, csrf) = sign_in(&app, &f.operator).await;
+    let path = format!("/tenants/{}/start", f.tenant);
+    let before = app.event_count().await;
+    let no_csrf = send(
+        &app,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some("operation=inventory.sync"),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let wrong = send(
+        &app,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(&format!("operation=inventory.sync&csrf={}", "0".repeat(64))),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let form = format!("operation=inventory.sync&csrf={csrf}");
+    let foreign = send(
+        &app,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(&form),
+        Some("http://evil.example"),
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let no_origin = send(&app, Method::POST, &path, Some(&cookie), Some(&form), None).await;
+    assert_eq!(no_origin.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "a refused post writes nothing"
+    );
+    let started = send(
+        &app,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(&form),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert!(
+        started.body.contains("Accepted") && started.body.contains("Open the run"),
+        "{}",
+        started.body
+    );
+    let again = send(
+        &app,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(&form),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(
+        again.body.contains("Deduped") && again.body.contains("already"),
+        "{}",
+        again.body
+    );
+}
+
+async fn a_non_member_sees_not_found_and_a_readonly_member_no_start_button(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let workspace = app.workspace().await;
+    let other = app.tenant(&workspace, "Fabrikam").await;
+    let (_, reader) = app.member(&f.tenant, "readonly", None).await;
+    let (cookie, _) = sign_in(&app, &f.operator).await;
+    let foreign = send(
+        &app,
+        Method::GET,
+        &format!("/tenants/{other}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    let missing = send(
+        &app,
+        Method::GET,
+        &format!("/tenants/{}", uuid::Uuid::new_v4()),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        foreign.body, missing.body,
+        "a foreign tenant reads exactly as a missing one"
+    );
+    let operator_page = send(
+        &app,
+        Method::GET,
+        &format!("/tenants/{}", f.tenant),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        operator_page.body.contains("Start Inventory sync"),
+        "{}",
+        operator_page.body
+    );
+    let (reader_cookie, _) = sign_in(&app, &reader).await;
+    let reader_page = send(
+        &app,
+        Method::GET,
+        &format!("/tenants/{}", f.tenant),
+        Some(&reader_cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(reader_page.status, StatusCode::OK);
+    assert!(
+        !reader_page.body.contains("Start Inventory sync"),
+        "{}",
+        reader_page.body
+    );
+    assert!(reader_page.body.contains("does not allow starting"));
+}
+
+on_both_backends!(
+    signing_in_gives_a_session_and_a_bad_token_or_signing_out_ends_it,
+    a_forged_or_foreign_form_post_is_refused_and_writes_nothing,
+    a_non_member_sees_not_found_and_a_readonly_member_no_start_button,
+);
