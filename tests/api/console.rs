@@ -14,14 +14,14 @@ use crate::on_both_backends;
 const ORIGIN: &str = "http://console.test";
 const HOST: &str = "console.test";
 
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     location: Option<String>,
     cookie: Option<String>,
-    body: String,
+    pub(crate) body: String,
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -84,7 +84,7 @@ async fn send(
 }
 
 /// Signs in with a token; the session cookie (`name=value`) and its CSRF token.
-async fn sign_in(app: &TestApp, token: &str) -> (String, String) {
+pub(crate) async fn sign_in(app: &TestApp, token: &str) -> (String, String) {
     let form = format!("token={}&next=%2Ftenants", urlencode(token));
     let page = send(
         app,

@@ -20,6 +20,7 @@ on_both_backends!(
     the_other_team_is_invisible_and_the_readonly_user_may_not_start,
     a_cancelled_demo_run_ends_cancelled_and_frees_its_connection,
     a_store_that_holds_data_is_refused_and_nothing_is_written,
+    the_demo_users_sign_in_to_the_console_and_see_what_the_banner_promises,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -276,4 +277,44 @@ async fn a_store_that_holds_data_is_refused_and_nothing_is_written(backend: Back
         "{error:?}"
     );
     assert_eq!(app.event_count().await, before);
+}
+
+async fn the_demo_users_sign_in_to_the_console_and_see_what_the_banner_promises(backend: Backend) {
+    use crate::console::{send, sign_in};
+    use axum::http::Method;
+    let (app, demo) = seeded(backend).await;
+    let (dana, _) = sign_in(&app, &demo.operator.token).await;
+    let page = send(&app, Method::GET, "/tenants", Some(&dana), None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for tenant in demo.operator_tenants() {
+        let name = tenant.name.replace('(', "").replace(')', "");
+        let shown = page.body.replace('(', "").replace(')', "");
+        assert!(
+            shown.contains(&name),
+            "{} not listed:\n{}",
+            tenant.name,
+            page.body
+        );
+    }
+    assert!(!page.body.contains("Tailspin"), "{}", page.body);
+    let other = format!("/tenants/{}", demo.other_tenant.id);
+    let page = send(&app, Method::GET, &other, Some(&dana), None, None).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let failed = format!("/operations/{}", demo.failed_run);
+    let page = send(&app, Method::GET, &failed, Some(&dana), None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+
+    let (riley, _) = sign_in(&app, &demo.other_user.token).await;
+    let page = send(&app, Method::GET, &other, Some(&riley), None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+
+    let (robin, _) = sign_in(&app, &demo.readonly.token).await;
+    let contoso = format!("/tenants/{}", demo.usable.id);
+    let page = send(&app, Method::GET, &contoso, Some(&robin), None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        !page.body.contains("action=\"/tenants/"),
+        "no start form for readonly:\n{}",
+        page.body
+    );
 }
