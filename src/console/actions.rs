@@ -81,6 +81,19 @@ fn request_id() -> Option<String> {
     Some(uuid::Uuid::new_v4().to_string())
 }
 
+/// A start by the signed-in operator on the tenant's default connection,
+/// with a request id of its own.
+fn command(signed: &Signed, tenant_id: TenantId, operation: OperationKind) -> StartCommand {
+    StartCommand {
+        tenant_id,
+        operation,
+        connection: None,
+        restore_run: None,
+        principal: signed.principal.clone(),
+        request_id: request_id(),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignIn {
@@ -214,12 +227,8 @@ pub async fn start(
     let decision = app
         .gate
         .start(StartCommand {
-            tenant_id,
-            operation,
             connection,
-            restore_run: None,
-            principal: signed.principal.clone(),
-            request_id: request_id(),
+            ..command(&signed, tenant_id, operation)
         })
         .await?;
     let (back_url, back_label) =
@@ -355,12 +364,8 @@ pub async fn execute_restore(
     let decision = app
         .gate
         .start(StartCommand {
-            tenant_id: run.tenant_id,
-            operation: OperationKind::RestoreExecute,
-            connection: None,
             restore_run: Some(id),
-            principal: signed.principal.clone(),
-            request_id: request_id(),
+            ..command(&signed, run.tenant_id, OperationKind::RestoreExecute)
         })
         .await?;
     present(
@@ -386,14 +391,7 @@ pub async fn onboarding(
     let decision = match step.as_str() {
         "verify" => {
             app.gate
-                .start(StartCommand {
-                    tenant_id,
-                    operation: OperationKind::ProviderVerify,
-                    connection: None,
-                    restore_run: None,
-                    principal: signed.principal.clone(),
-                    request_id: request_id(),
-                })
+                .start(command(&signed, tenant_id, OperationKind::ProviderVerify))
                 .await?
         }
         "bootstrap" => {

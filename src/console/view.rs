@@ -1,7 +1,7 @@
 //! What the templates show, in the words of the API: a start result, a run's
 //! status, a reason with its next step.
 
-use aggregates::catalog::{OperationKind, Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{Outcome, ReasonCode, RunStatus};
 
 use super::session::Signed;
 use crate::http::dto::StartResult;
@@ -131,11 +131,6 @@ impl From<&StartResult> for Started {
             decision_id: result.decision_id.to_string(),
         }
     }
-}
-
-/// An operation's label (`Inventory sync`).
-pub fn label(operation: OperationKind) -> &'static str {
-    operation.label()
 }
 
 /// A view timestamp (`2026-12-02T08:43:29.066425Z`) to the second, for people.

@@ -83,6 +83,24 @@ pub(crate) async fn send(
     }
 }
 
+/// A page, signed in with this cookie.
+pub(crate) async fn get(app: &TestApp, path: &str, cookie: &str) -> Page {
+    send(app, Method::GET, path, Some(cookie), None, None).await
+}
+
+/// A form post from this console's origin, signed in with this cookie.
+pub(crate) async fn post(app: &TestApp, path: &str, cookie: &str, form: &str) -> Page {
+    send(
+        app,
+        Method::POST,
+        path,
+        Some(cookie),
+        Some(form),
+        Some(ORIGIN),
+    )
+    .await
+}
+
 /// Signs in with a token; the session cookie (`name=value`) and its CSRF token.
 pub(crate) async fn sign_in(app: &TestApp, token: &str) -> (String, String) {
     let form = format!("token={}&next=%2Ftenants", urlencode(token));
@@ -103,7 +121,7 @@ pub(crate) async fn sign_in(app: &TestApp, token: &str) -> (String, String) {
         "{set}"
     );
     let cookie = set.split(';').next().unwrap().to_owned();
-    let tenants = send(app, Method::GET, "/tenants", Some(&cookie), None, None).await;
+    let tenants = get(app, "/tenants", &cookie).await;
     assert_eq!(tenants.status, StatusCode::OK);
     let csrf = tenants
         .body
@@ -145,28 +163,12 @@ async fn signing_in_gives_a_session_and_a_bad_token_or_signing_out_ends_it(backe
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert!(bad.body.contains("That token is not valid"));
     let (cookie, csrf) = sign_in(&app, &f.operator).await;
-    let tenant = send(
-        &app,
-        Method::GET,
-        &format!("/tenants/{}", f.tenant),
-        Some(&cookie),
-        None,
-        None,
-    )
-    .await;
+    let tenant = get(&app, &format!("/tenants/{}", f.tenant), &cookie).await;
     assert_eq!(tenant.status, StatusCode::OK);
     assert!(tenant.body.contains("Contoso Graph"), "{}", tenant.body);
-    let out = send(
-        &app,
-        Method::POST,
-        "/sign-out",
-        Some(&cookie),
-        Some(&format!("csrf={csrf}")),
-        Some(ORIGIN),
-    )
-    .await;
+    let out = post(&app, "/sign-out", &cookie, &format!("csrf={csrf}")).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
-    let after = send(&app, Method::GET, "/tenants", Some(&cookie), None, None).await;
+    let after = get(&app, "/tenants", &cookie).await;
     assert_eq!(
         after.status,
         StatusCode::SEE_OTHER,
@@ -180,15 +182,7 @@ async fn a_forged_or_foreign_form_post_is_refused_and_writes_nothing(backend: Ba
     let (cookie, csrf) = sign_in(&app, &f.operator).await;
     let path = format!("/tenants/{}/start", f.tenant);
     let before = app.event_count().await;
-    let no_csrf = send(
-        &app,
-        Method::POST,
-        &path,
-        Some(&cookie),
-        Some("operation=inventory.sync"),
-        Some(ORIGIN),
-    )
-    .await;
+    let no_csrf = post(&app, &path, &cookie, "operation=inventory.sync").await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
     let wrong = send(
         &app,
@@ -218,30 +212,14 @@ async fn a_forged_or_foreign_form_post_is_refused_and_writes_nothing(backend: Ba
         before,
         "a refused post writes nothing"
     );
-    let started = send(
-        &app,
-        Method::POST,
-        &path,
-        Some(&cookie),
-        Some(&form),
-        Some(ORIGIN),
-    )
-    .await;
+    let started = post(&app, &path, &cookie, &form).await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
     assert!(
         started.body.contains("Accepted") && started.body.contains("Open the run"),
         "{}",
         started.body
     );
-    let again = send(
-        &app,
-        Method::POST,
-        &path,
-        Some(&cookie),
-        Some(&form),
-        Some(ORIGIN),
-    )
-    .await;
+    let again = post(&app, &path, &cookie, &form).await;
     assert_eq!(again.status, StatusCode::OK);
     assert!(
         again.body.contains("Deduped") && again.body.contains("already"),
@@ -257,53 +235,21 @@ async fn a_non_member_sees_not_found_and_a_readonly_member_no_start_button(backe
     let other = app.tenant(&workspace, "Fabrikam").await;
     let (_, reader) = app.member(&f.tenant, "readonly", None).await;
     let (cookie, _) = sign_in(&app, &f.operator).await;
-    let foreign = send(
-        &app,
-        Method::GET,
-        &format!("/tenants/{other}"),
-        Some(&cookie),
-        None,
-        None,
-    )
-    .await;
-    let missing = send(
-        &app,
-        Method::GET,
-        &format!("/tenants/{}", uuid::Uuid::new_v4()),
-        Some(&cookie),
-        None,
-        None,
-    )
-    .await;
+    let foreign = get(&app, &format!("/tenants/{other}"), &cookie).await;
+    let missing = get(&app, &format!("/tenants/{}", uuid::Uuid::new_v4()), &cookie).await;
     assert_eq!(foreign.status, StatusCode::NOT_FOUND);
     assert_eq!(
         foreign.body, missing.body,
         "a foreign tenant reads exactly as a missing one"
     );
-    let operator_page = send(
-        &app,
-        Method::GET,
-        &format!("/tenants/{}", f.tenant),
-        Some(&cookie),
-        None,
-        None,
-    )
-    .await;
+    let operator_page = get(&app, &format!("/tenants/{}", f.tenant), &cookie).await;
     assert!(
         operator_page.body.contains("Start Inventory sync"),
         "{}",
         operator_page.body
     );
     let (reader_cookie, _) = sign_in(&app, &reader).await;
-    let reader_page = send(
-        &app,
-        Method::GET,
-        &format!("/tenants/{}", f.tenant),
-        Some(&reader_cookie),
-        None,
-        None,
-    )
-    .await;
+    let reader_page = get(&app, &format!("/tenants/{}", f.tenant), &reader_cookie).await;
     assert_eq!(reader_page.status, StatusCode::OK);
     assert!(
         !reader_page.body.contains("Start Inventory sync"),

@@ -280,11 +280,10 @@ async fn a_store_that_holds_data_is_refused_and_nothing_is_written(backend: Back
 }
 
 async fn the_demo_users_sign_in_to_the_console_and_see_what_the_banner_promises(backend: Backend) {
-    use crate::console::{send, sign_in};
-    use axum::http::Method;
+    use crate::console::{get, sign_in};
     let (app, demo) = seeded(backend).await;
     let (dana, _) = sign_in(&app, &demo.operator.token).await;
-    let page = send(&app, Method::GET, "/tenants", Some(&dana), None, None).await;
+    let page = get(&app, "/tenants", &dana).await;
     assert_eq!(page.status, StatusCode::OK);
     for tenant in demo.operator_tenants() {
         assert!(
@@ -296,19 +295,19 @@ async fn the_demo_users_sign_in_to_the_console_and_see_what_the_banner_promises(
     }
     assert!(!page.body.contains("Tailspin"), "{}", page.body);
     let other = format!("/tenants/{}", demo.other_tenant.id);
-    let page = send(&app, Method::GET, &other, Some(&dana), None, None).await;
+    let page = get(&app, &other, &dana).await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
     let failed = format!("/operations/{}", demo.failed_run);
-    let page = send(&app, Method::GET, &failed, Some(&dana), None, None).await;
+    let page = get(&app, &failed, &dana).await;
     assert_eq!(page.status, StatusCode::OK);
 
     let (riley, _) = sign_in(&app, &demo.other_user.token).await;
-    let page = send(&app, Method::GET, &other, Some(&riley), None, None).await;
+    let page = get(&app, &other, &riley).await;
     assert_eq!(page.status, StatusCode::OK);
 
     let (robin, _) = sign_in(&app, &demo.readonly.token).await;
     let contoso = format!("/tenants/{}", demo.usable.id);
-    let page = send(&app, Method::GET, &contoso, Some(&robin), None, None).await;
+    let page = get(&app, &contoso, &robin).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         !page.body.contains("action=\"/tenants/"),

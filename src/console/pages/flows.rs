@@ -1,0 +1,172 @@
+//! The flows a tenant page leads to: onboarding and restore.
+
+use aggregates::catalog::{Action, OperationKind};
+use aggregates::ids::RestoreRunId;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+
+use super::{authorized_tenant, parse_id, settled, tenant_name};
+use crate::console::session::Signed;
+use crate::console::view::{Nav, Reason};
+use crate::console::{html, Page};
+use crate::gate::allows;
+use crate::http::AppState;
+
+/// An onboarding step.
+pub struct StepItem {
+    /// Its operation's label.
+    pub label: &'static str,
+    /// `pending`, `queued`, `running`, `succeeded`, `failed`, `follow_up`.
+    pub state: &'static str,
+    /// What the state means.
+    pub meaning: &'static str,
+    /// Its latest run's page.
+    pub run_url: Option<String>,
+    /// Why it failed.
+    pub reason: Option<Reason>,
+    /// The next step bootstrap admits.
+    pub next: bool,
+}
+
+#[derive(Template)]
+#[template(path = "onboarding.html")]
+struct Onboarding {
+    nav: Option<Nav>,
+    tenant_id: String,
+    tenant_url: String,
+    name: String,
+    steps: Vec<StepItem>,
+    can_verify: bool,
+    can_bootstrap: bool,
+    next: Option<&'static str>,
+}
+
+fn step_meaning(state: crate::gate::StepState) -> &'static str {
+    use crate::gate::StepState as S;
+    match state {
+        S::Pending => "Not started yet.",
+        S::Queued => "Queued: a worker claims it shortly.",
+        S::Running => "Running now.",
+        S::Succeeded => "Done.",
+        S::Failed => "Failed: the next bootstrap retries it.",
+        S::FollowUp => "Follow-up: waits for the next bootstrap to admit it.",
+    }
+}
+
+/// A tenant's onboarding chain.
+pub async fn onboarding(
+    State(app): State<AppState>,
+    signed: Signed,
+    Path(tenant_id): Path<String>,
+) -> Result<Response, Page> {
+    let principal = &signed.principal;
+    let (tenant_id, tenant) =
+        authorized_tenant(&app, principal, &tenant_id, Action::ViewOperations).await?;
+    settled(&app, &signed).await?;
+    let steps = app.gate.onboarding(tenant_id).await?;
+    let next = crate::gate::next_bootstrap_step(&steps).map(|s| s.operation);
+    html(&Onboarding {
+        nav: Nav::new(&signed, "tenants"),
+        tenant_id: tenant_id.to_string(),
+        tenant_url: format!("/tenants/{tenant_id}"),
+        name: tenant_name(&tenant),
+        steps: steps
+            .iter()
+            .map(|step| StepItem {
+                label: step.operation.label(),
+                state: step.state.as_str(),
+                meaning: step_meaning(step.state),
+                run_url: step
+                    .run
+                    .as_ref()
+                    .map(|r| format!("/operations/{}", r.run_id)),
+                reason: step
+                    .run
+                    .as_ref()
+                    .and_then(|r| r.reason_code)
+                    .map(Reason::from),
+                next: Some(step.operation) == next,
+            })
+            .collect(),
+        can_verify: allows(
+            principal,
+            &tenant,
+            Action::StartOperation(OperationKind::ProviderVerify),
+        ),
+        can_bootstrap: allows(principal, &tenant, Action::ManageOnboarding),
+        next: next.map(OperationKind::label),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "restore_form.html")]
+struct RestoreForm {
+    nav: Option<Nav>,
+    tenant_id: String,
+    tenant_url: String,
+    name: String,
+}
+
+/// The form that prepares a restore run.
+pub async fn restore_form(
+    State(app): State<AppState>,
+    signed: Signed,
+    Path(tenant_id): Path<String>,
+) -> Result<Response, Page> {
+    let (tenant_id, tenant) =
+        authorized_tenant(&app, &signed.principal, &tenant_id, Action::PrepareRestore).await?;
+    html(&RestoreForm {
+        nav: Nav::new(&signed, "tenants"),
+        tenant_id: tenant_id.to_string(),
+        tenant_url: format!("/tenants/{tenant_id}"),
+        name: tenant_name(&tenant),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "restore_run.html")]
+struct RestoreRunPage {
+    nav: Option<Nav>,
+    id: String,
+    tenant_url: String,
+    name: String,
+    backup_ref: String,
+    destructive: bool,
+    warnings: Vec<String>,
+    can_execute: bool,
+}
+
+/// A prepared restore run: its preview, and the execute form.
+pub async fn restore_run(
+    State(app): State<AppState>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Result<Response, Page> {
+    let principal = &signed.principal;
+    let id = RestoreRunId(parse_id(&id, "restore run")?);
+    let run = app.gate.restore_run(principal, id).await?;
+    let tenant = app
+        .gate
+        .authorize_as(
+            principal,
+            run.tenant_id,
+            Action::PrepareRestore,
+            "restore run",
+        )
+        .await?;
+    html(&RestoreRunPage {
+        nav: Nav::new(&signed, "tenants"),
+        id: id.to_string(),
+        tenant_url: format!("/tenants/{}", run.tenant_id),
+        name: tenant_name(&tenant),
+        backup_ref: run.preview.backup_ref,
+        destructive: run.preview.destructive,
+        warnings: run.preview.warnings,
+        can_execute: allows(
+            principal,
+            &tenant,
+            Action::StartOperation(OperationKind::RestoreExecute),
+        ),
+    })
+}
