@@ -69,7 +69,71 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::http::BODY_LIMIT_BYTES,
         ))
+        .layer(middleware::from_fn(error_header))
         .layer(middleware::from_fn(headers))
+}
+
+/// Who a request turned out to be signed in as, filled by the [`session::Signed`]
+/// extractor, so that an error page shows the same header as every other page.
+#[derive(Clone, Default)]
+pub(crate) struct SignedSlot(std::sync::Arc<std::sync::Mutex<Option<view::Nav>>>);
+
+impl SignedSlot {
+    /// Records the operator's header.
+    pub(crate) fn fill(&self, nav: Option<view::Nav>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = nav;
+    }
+
+    fn take(&self) -> Option<view::Nav> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// What an error page showed, so [`error_header`] can show it again with the
+/// operator's header.
+#[derive(Clone)]
+struct Shown {
+    title: &'static str,
+    message: String,
+    code: String,
+}
+
+/// Error pages of a signed-in operator carry the navigation and the sign-out
+/// form (not a "Sign in" link): the page is rendered again with the header
+/// once the handler has said who the operator is.
+async fn error_header(mut request: Request, next: Next) -> Response {
+    let slot = SignedSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let back = came_from(request.headers());
+    let response = next.run(request).await;
+    let (Some(shown), Some(nav)) = (response.extensions().get::<Shown>().cloned(), slot.take())
+    else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    let (_, body) = error_page(
+        parts.status,
+        shown.title,
+        &shown.message,
+        &shown.code,
+        Some(nav),
+        back,
+    )
+    .into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
+/// The console page a request came from (its `Referer`, sent for this origin
+/// only under `Referrer-Policy: same-origin`), as a path for a "back" link.
+fn came_from(headers: &axum::http::HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let rest = referer
+        .strip_prefix("http://")
+        .or_else(|| referer.strip_prefix("https://"))?;
+    let path = rest.strip_prefix(host)?;
+    (path.starts_with('/') && owns(path.split('?').next().unwrap_or(path))).then(|| path.to_owned())
 }
 
 /// Whether a path belongs to the console (the rest is the JSON API).
@@ -180,6 +244,8 @@ struct ErrorPage<'a> {
     message: &'a str,
     code: &'a str,
     nav: Option<view::Nav>,
+    /// The console page the operator came from, for a way back.
+    back: Option<String>,
 }
 
 impl IntoResponse for Page {
@@ -198,6 +264,8 @@ impl IntoResponse for Page {
                 "Sign in again",
                 "Your session has ended (signed out, expired, or its token was revoked). Sign in again.",
                 "unauthorized",
+                None,
+                None,
             ),
             Self::Error(error) => {
                 let title = match error.status() {
@@ -207,18 +275,32 @@ impl IntoResponse for Page {
                     status if status.is_server_error() => "Something went wrong",
                     _ => "That did not work",
                 };
-                error_page(error.status(), title, error.message(), error.code())
+                let mut page = error_page(error.status(), title, error.message(), error.code(), None, None);
+                page.extensions_mut().insert(Shown {
+                    title,
+                    message: error.message().to_owned(),
+                    code: error.code().to_owned(),
+                });
+                page
             }
         }
     }
 }
 
-fn error_page(status: StatusCode, title: &str, message: &str, code: &str) -> Response {
+fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    code: &str,
+    nav: Option<view::Nav>,
+    back: Option<String>,
+) -> Response {
     let page = ErrorPage {
         title,
         message,
         code,
-        nav: None,
+        nav,
+        back,
     };
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),

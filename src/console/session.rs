@@ -208,6 +208,9 @@ impl FromRequestParts<AppState> for Signed {
             });
         };
         crate::consistency::authenticated(&signed.principal.actor().id_string());
+        if let Some(slot) = parts.extensions.get::<super::SignedSlot>() {
+            slot.fill(super::view::Nav::new(&signed, ""));
+        }
         Ok(signed)
     }
 }

@@ -55,6 +55,31 @@ impl Serve {
 
     /// `serve` on `database_url` with `extra` arguments; returns once it listens.
     pub fn start_with(database_url: &str, extra: &[&str]) -> Self {
+        Self::spawn(database_url, extra, Stdio::null())
+    }
+
+    /// `serve --demo` on an empty store at `database_url` with `extra`
+    /// arguments; returns once it listens, with the block it printed on stdout.
+    pub fn start_demo(database_url: &str, extra: &[&str]) -> (Self, String) {
+        let mut gate = Self::spawn(database_url, &[&["--demo"], extra].concat(), Stdio::piped());
+        let stdout = BufReader::new(gate.child.stdout.take().expect("stdout"));
+        let mut banner = String::new();
+        let mut rules = 0;
+        let mut lines = stdout.lines();
+        while rules < 2 {
+            let Some(line) = lines.next() else { break };
+            let line = line.expect("read serve's stdout");
+            rules += usize::from(line.starts_with("====="));
+            banner.push_str(&line);
+            banner.push('\n');
+        }
+        assert_eq!(rules, 2, "serve --demo printed no whole block:\n{banner}");
+        // Whatever it prints later must not meet a closed pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        (gate, banner)
+    }
+
+    fn spawn(database_url: &str, extra: &[&str], stdout: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
             .args([
                 "serve",
@@ -69,7 +94,7 @@ impl Serve {
             .env("GATE_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start serve");
