@@ -692,8 +692,16 @@ async fn manual_pass(url: &str, test: &str) {
     browser.goto(&format!("{northwind}/onboarding")).await;
     let text = browser.text().await;
     assert!(
-        text.contains("follow_up") || text.contains("next to admit"),
+        text.contains("Follow-up") && text.contains("Inventory sync is under way"),
         "{text}"
+    );
+    assert!(
+        !browser
+            .buttons()
+            .await
+            .iter()
+            .any(|b| b.starts_with("Bootstrap")),
+        "nothing more to admit while a step runs"
     );
     browser.look("onboarding-follow-up").await;
 

@@ -295,9 +295,15 @@ fn error_page(
     nav: Option<view::Nav>,
     back: Option<String>,
 ) -> Response {
+    // The API's words start in lower case, to follow a colon; a page's sentence does not.
+    let mut chars = message.chars();
+    let message = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+        .unwrap_or_default();
     let page = ErrorPage {
         title,
-        message,
+        message: &message,
         code,
         nav,
         back,

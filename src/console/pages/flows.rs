@@ -19,13 +19,15 @@ pub struct StepItem {
     pub label: &'static str,
     /// `pending`, `queued`, `running`, `succeeded`, `failed`, `follow_up`.
     pub state: &'static str,
+    /// The state in a word.
+    pub word: &'static str,
     /// What the state means.
     pub meaning: &'static str,
     /// Its latest run's page.
     pub run_url: Option<String>,
     /// Why it failed.
     pub reason: Option<Reason>,
-    /// The next step bootstrap admits.
+    /// The next step bootstrap admits (not while it is queued or running).
     pub next: bool,
 }
 
@@ -40,6 +42,20 @@ struct Onboarding {
     can_verify: bool,
     can_bootstrap: bool,
     next: Option<&'static str>,
+    /// The next step is queued or running: bootstrap waits until it succeeded.
+    next_active: bool,
+}
+
+fn step_word(state: crate::gate::StepState) -> &'static str {
+    use crate::gate::StepState as S;
+    match state {
+        S::Pending => "Pending",
+        S::Queued => "Queued",
+        S::Running => "Running",
+        S::Succeeded => "Succeeded",
+        S::Failed => "Failed",
+        S::FollowUp => "Follow-up",
+    }
 }
 
 fn step_meaning(state: crate::gate::StepState) -> &'static str {
@@ -65,7 +81,14 @@ pub async fn onboarding(
         authorized_tenant(&app, principal, &tenant_id, Action::ViewOperations).await?;
     settled(&app, &signed).await?;
     let steps = app.gate.onboarding(tenant_id).await?;
-    let next = crate::gate::next_bootstrap_step(&steps).map(|s| s.operation);
+    let next = crate::gate::next_bootstrap_step(&steps);
+    let next_active = next.is_some_and(|step| {
+        matches!(
+            step.state,
+            crate::gate::StepState::Queued | crate::gate::StepState::Running
+        )
+    });
+    let next = next.map(|s| s.operation);
     html(&Onboarding {
         nav: Nav::new(&signed, "tenants"),
         tenant_id: tenant_id.to_string(),
@@ -76,6 +99,7 @@ pub async fn onboarding(
             .map(|step| StepItem {
                 label: step.operation.label(),
                 state: step.state.as_str(),
+                word: step_word(step.state),
                 meaning: step_meaning(step.state),
                 run_url: step
                     .run
@@ -86,7 +110,7 @@ pub async fn onboarding(
                     .as_ref()
                     .and_then(|r| r.reason_code)
                     .map(Reason::from),
-                next: Some(step.operation) == next,
+                next: !next_active && Some(step.operation) == next,
             })
             .collect(),
         can_verify: allows(
@@ -96,6 +120,7 @@ pub async fn onboarding(
         ),
         can_bootstrap: allows(principal, &tenant, Action::ManageOnboarding),
         next: next.map(OperationKind::label),
+        next_active,
     })
 }
 
