@@ -162,7 +162,10 @@ impl DemoSummary {
         let _ = writeln!(out, "{rule}");
         let _ = writeln!(out, "dispatch-gate demo: seeded an empty store");
         let _ = writeln!(out);
-        let _ = writeln!(out, "Console: {base}/  (sign in with a token below)");
+        let _ = writeln!(
+            out,
+            "Console: {base}/  (open a user's sign-in link below, or paste its token)"
+        );
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -170,6 +173,7 @@ impl DemoSummary {
         );
         for user in [&self.operator, &self.readonly, &self.other_user] {
             let _ = writeln!(out, "  {} ({}; {})", user.name, user.role, user.member_of);
+            let _ = writeln!(out, "    sign in: {base}/sign-in#token={}", user.token);
             let _ = writeln!(out, "    token: {}", user.token);
         }
         let _ = writeln!(out);

@@ -283,6 +283,7 @@ fn serve_demo_prints_its_block_and_refuses_a_store_that_holds_data() {
         .unwrap_or_else(|| panic!("no console URL:\n{all}"));
     assert!(!console.starts_with("0/"), "the bound port, not 0:\n{all}");
     assert_eq!(all.matches("token: dgu_").count(), 3, "{all}");
+    assert_eq!(all.matches("/sign-in#token=dgu_").count(), 3, "{all}");
     for tenant in [
         "Contoso",
         "Fabrikam",

@@ -436,9 +436,19 @@ pub async fn live(
             .map_err(|_| Page::from(ApiError::invalid("`after` must be a log position")))?;
         headers.insert("last-event-id", value);
     }
-    Ok(crate::http::stream::open(app, &signed.principal, &headers)
-        .await?
-        .into_response())
+    // `Signed` found a live session, so the request carries its cookie.
+    let id = super::session::cookie(&headers).ok_or(Page::SignIn(None))?;
+    let gate = app.gate.clone();
+    let still_valid: crate::http::stream::StillValid = Box::new(move || {
+        let gate = gate.clone();
+        let id = id.clone();
+        Box::pin(async move { super::session::still_signed(&gate, &id).await })
+    });
+    Ok(
+        crate::http::stream::open(app, &signed.principal, still_valid, &headers)
+            .await?
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

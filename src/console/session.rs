@@ -158,6 +158,12 @@ async fn session(gate: &Gate, id: &str) -> Result<Option<Signed>, Page> {
     Ok(principal.map(|principal| Signed { principal, csrf }))
 }
 
+/// Whether the session of this cookie id is still live, its token still valid
+/// (a failed read counts as not: the browser reconnects and is checked afresh).
+pub async fn still_signed(gate: &Gate, id: &str) -> bool {
+    matches!(session(gate, id).await, Ok(Some(_)))
+}
+
 /// The session cookie's value, if the request has one.
 pub fn cookie(headers: &HeaderMap) -> Option<String> {
     headers

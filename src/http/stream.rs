@@ -9,7 +9,9 @@
 //! API reads (a hot standby's with `--read-database-url`) and is scoped like
 //! it: the admin token sees every tenant, a user the tenants where it holds
 //! `operations.view` — checked again for every batch, so a removed member sees
-//! nothing more.
+//! nothing more. The credential is checked again too each time the views move:
+//! a stream opened with a token that is then revoked or rotated (or a console
+//! session that is signed out or expires) ends before its next event.
 //!
 //! Each connection buffers at most [`STREAM_BUFFER`] events; a consumer that
 //! falls that far behind is disconnected (it resumes with `Last-Event-ID`)
@@ -21,6 +23,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,7 +33,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
 use super::reads::{DecisionJson, RunListItem};
 use super::AppState;
-use crate::gate::Gate;
+use crate::gate::{Gate, TokenDigest};
 use crate::read::{self, Visibility};
 
 /// Events buffered per connection before a slow consumer is dropped.
@@ -66,14 +69,33 @@ async fn stream(
     Caller(principal): Caller,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    open(app, &principal, &headers).await
+    // `Caller` accepted this header, so it holds a bearer token.
+    let digest = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(super::extract::bearer_token)
+        .map(TokenDigest::of)
+        .ok_or_else(ApiError::unauthorized)?;
+    let gate = app.gate.clone();
+    let still_valid: StillValid = Box::new(move || {
+        let gate = gate.clone();
+        let digest = digest.clone();
+        Box::pin(async move { matches!(gate.authenticate_digest(&digest).await, Ok(Some(_))) })
+    });
+    open(app, &principal, still_valid, &headers).await
 }
+
+/// Whether the credential a stream was opened with is still valid (checked
+/// each time the views move, before anything more is sent). A failed check
+/// counts as not valid: the client reconnects and is authenticated afresh.
+pub(crate) type StillValid = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// The stream for `principal` (the API's caller, or a console session),
 /// resuming after the request's `Last-Event-ID` when it has one.
 pub(crate) async fn open(
     app: AppState,
     principal: &crate::gate::Principal,
+    still_valid: StillValid,
     headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = match headers.get("last-event-id") {
@@ -99,7 +121,13 @@ pub(crate) async fn open(
         None => reached(&app.gate).await?,
     };
     let (events, receiver) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(follow(app, Visibility::of(principal), after, events));
+    tokio::spawn(follow(
+        app,
+        Visibility::of(principal),
+        still_valid,
+        after,
+        events,
+    ));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()
@@ -118,11 +146,13 @@ async fn reached(gate: &Gate) -> anyhow::Result<i64> {
 }
 
 /// Sends the stream's events after `after` as the views advance, until the
-/// client goes away, falls [`STREAM_BUFFER`] events behind, or the database
-/// fails (the client resumes with `Last-Event-ID`).
+/// client goes away, falls [`STREAM_BUFFER`] events behind, its credential is
+/// no longer valid, or the database fails (the client resumes with
+/// `Last-Event-ID`).
 async fn follow(
     app: AppState,
     visibility: Visibility,
+    still_valid: StillValid,
     mut after: i64,
     events: mpsc::Sender<Event>,
 ) {
@@ -142,6 +172,10 @@ async fn follow(
                 return;
             }
         };
+        if !still_valid().await {
+            tracing::info!(after, "stream ended: its credential is no longer valid");
+            return;
+        }
         while after < reached {
             let up_to = reached.min(after.saturating_add(WINDOW));
             let batch = match batch(&app.gate, &visibility, after, up_to).await {

@@ -33,6 +33,19 @@ impl Subscription {
         if let Some(last) = last_event_id {
             request = request.header("last-event-id", last.to_string());
         }
+        Self::of(app, request).await
+    }
+
+    /// The console's `/live`, signed in with this session cookie.
+    async fn live(app: &TestApp, cookie: &str) -> Self {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("/live")
+            .header(header::COOKIE, cookie);
+        Self::of(app, request).await
+    }
+
+    async fn of(app: &TestApp, request: axum::http::request::Builder) -> Self {
         let response = app
             .router
             .clone()
@@ -206,6 +219,53 @@ async fn a_user_sees_only_its_tenants_and_nothing_more_of_a_tenant_it_was_remove
     );
 }
 
+async fn a_stream_opened_with_a_token_that_is_then_revoked_ends_before_its_next_event(
+    backend: dispatch_gate::store::Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let (user, token) = app.member(&f.tenant, "operator", None).await;
+    let mut stream = Subscription::open(&app, &token, None).await;
+    let first = app.start(ADMIN, &f.tenant, "inventory.sync").await;
+    let seen = stream.until_decision(&first.body["decision_id"]).await;
+    assert_eq!(seen.len(), 1, "the open stream delivers: {seen:?}");
+
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/users/{user}/token"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    app.start(ADMIN, &f.tenant, "directory.roles.sync").await;
+    let after = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next_or_end())
+        .await
+        .expect("the stream neither ended nor sent within 10 s");
+    assert_eq!(after, None, "nothing after the revocation, then the end");
+}
+
+async fn the_consoles_live_stream_ends_when_its_session_is_signed_out(
+    backend: dispatch_gate::store::Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let (cookie, csrf) = crate::console::sign_in(&app, &f.operator).await;
+    let mut live = Subscription::live(&app, &cookie).await;
+    let first = app.start(ADMIN, &f.tenant, "inventory.sync").await;
+    let seen = live.until_decision(&first.body["decision_id"]).await;
+    assert_eq!(seen.len(), 1, "the console follows the stream: {seen:?}");
+
+    let out = crate::console::post(&app, "/sign-out", &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    app.start(ADMIN, &f.tenant, "directory.roles.sync").await;
+    let after = tokio::time::timeout(std::time::Duration::from_secs(10), live.next_or_end())
+        .await
+        .expect("the stream neither ended nor sent within 10 s");
+    assert_eq!(after, None, "nothing after sign-out, then the end");
+}
+
 async fn a_consumer_that_falls_a_whole_buffer_behind_is_disconnected(
     backend: dispatch_gate::store::Backend,
 ) {
@@ -261,6 +321,8 @@ async fn a_last_event_id_that_is_not_a_log_position_is_a_400(
 on_both_backends!(
     each_decision_and_run_change_arrives_once_in_order_and_resumes_after_last_event_id,
     a_user_sees_only_its_tenants_and_nothing_more_of_a_tenant_it_was_removed_from,
+    a_stream_opened_with_a_token_that_is_then_revoked_ends_before_its_next_event,
+    the_consoles_live_stream_ends_when_its_session_is_signed_out,
     a_consumer_that_falls_a_whole_buffer_behind_is_disconnected,
     a_last_event_id_that_is_not_a_log_position_is_a_400,
 );

@@ -3,6 +3,9 @@
 //    GET /v1/stream) and swap in a fresh copy of #live when a run or decision
 //    they may show changes; EventSource resumes with Last-Event-ID by itself.
 // 2. Confirmation dialogs for forms marked data-confirm.
+// 3. Sign-in links (/sign-in#token=…, printed by serve --demo): the token is
+//    in the fragment, which browsers never send to the server; it fills the
+//    token field, leaves the address bar, and the operator presses Sign in.
 "use strict";
 
 (function live() {
@@ -82,3 +85,15 @@ function bindConfirms(root) {
   });
 }
 bindConfirms(document);
+
+(function signInLink() {
+  const field = document.getElementById("token");
+  const match = /^#token=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+  if (!field || !match) return;
+  field.value = match[1];
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+  const note = document.getElementById("link-note");
+  if (note) note.hidden = false;
+  const submit = field.form && field.form.querySelector("button[type=submit]");
+  if (submit) submit.focus();
+})();
