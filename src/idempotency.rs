@@ -15,6 +15,12 @@
 //! row if it wrote anything; if it wrote nothing the claim is released, so a
 //! retry runs again (as Stripe does for requests that fail before executing).
 //!
+//! The stored body is sealed (ChaCha20-Poly1305) under a key derived from the
+//! `Idempotency-Key` itself, which the table never holds (only its SHA-256):
+//! whoever reads the database cannot read an answer — such as a new user's
+//! token — without the key its client sent. A key is then as secret as the
+//! answer it guards; clients send random ones (a UUID), as the draft advises.
+//!
 //! A later request with the key: another fingerprint → `Reused` (422); an
 //! answer stored → `Replay` (the same status and body, nothing written);
 //! still running → `InUse` (409).
@@ -39,6 +45,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::ChaCha20Poly1305;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -101,7 +111,62 @@ impl IdempotencyKey {
     fn digest(&self) -> String {
         hex::encode(Sha256::digest(self.0.as_bytes()))
     }
+
+    /// The cipher that seals this key's answer (a key of its own, derived
+    /// from the key as sent; the digest stored beside it cannot give it).
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(SEAL_CONTEXT);
+        ChaCha20Poly1305::new(&mac.finalize().into_bytes())
+    }
+
+    /// `body` sealed for storage: [`SEALED`], a random nonce, the ciphertext.
+    /// The request's fingerprint is bound in, so it opens for that request only.
+    fn seal(&self, fingerprint: &str, body: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher()
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: body,
+                    aad: fingerprint.as_bytes(),
+                },
+            )
+            .expect("ChaCha20-Poly1305 seals any body a request can have");
+        [&[SEALED][..], &nonce, &sealed].concat()
+    }
+
+    /// A stored body opened again; one stored before answers were sealed
+    /// (no [`SEALED`] mark: a JSON body starts with `{`) is returned as it is.
+    fn open(&self, fingerprint: &str, stored: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let Some((&SEALED, rest)) = stored.split_first() else {
+            return Ok(stored);
+        };
+        anyhow::ensure!(rest.len() >= NONCE_LEN, "a sealed answer is too short");
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        self.cipher()
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: sealed,
+                    aad: fingerprint.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("a stored idempotent answer does not open with its key"))
+    }
 }
+
+/// What the answer key is derived for (HMAC-SHA256 keyed by the key as sent).
+const SEAL_CONTEXT: &[u8] = b"dispatch-gate idempotent answer/1";
+
+/// The first byte of a sealed body.
+const SEALED: u8 = 0x01;
+
+/// ChaCha20-Poly1305's nonce length.
+const NONCE_LEN: usize = 12;
 
 /// What identifies "the same request": method, path with query, and the body
 /// (as canonical JSON — keys sorted, no whitespace — when it is JSON, so a
@@ -226,9 +291,11 @@ pub async fn claim(
                     status: u16::try_from(status).context("a stored status")?,
                     content_type: row.try_get("content_type")?,
                     gate_position: row.try_get::<Option<i64>, _>("gate_position")?.unwrap_or(0),
-                    body: row
-                        .try_get::<Option<Vec<u8>>, _>("body")?
-                        .unwrap_or_default(),
+                    body: key.open(
+                        fingerprint,
+                        row.try_get::<Option<Vec<u8>>, _>("body")?
+                            .unwrap_or_default(),
+                    )?,
                 }))
             })
             .transpose()
@@ -240,21 +307,28 @@ pub async fn claim(
     anyhow::bail!("an idempotency key kept changing hands")
 }
 
-/// Ends an attempt: stores its answer if it wrote anything (so it is
-/// replayed), otherwise releases the key (so a retry runs again). Returns
-/// whether the answer was stored.
-pub async fn finish(database: &Database, attempt: &str, answer: &Answer) -> anyhow::Result<bool> {
+/// Ends an attempt of the request with `key` and `fingerprint`: stores its
+/// answer, sealed, if it wrote anything (so it is replayed), otherwise
+/// releases the key (so a retry runs again). Returns whether it was stored.
+pub async fn finish(
+    database: &Database,
+    attempt: &str,
+    key: &IdempotencyKey,
+    fingerprint: &str,
+    answer: &Answer,
+) -> anyhow::Result<bool> {
     let store = "UPDATE idempotency_keys
                  SET status = $2, content_type = $3, gate_position = $4, body = $5
                  WHERE attempt = $1 AND committed = 1";
     let release = "DELETE FROM idempotency_keys WHERE attempt = $1 AND committed = 0";
+    let body = key.seal(fingerprint, &answer.body);
     on_pool!(database, |pool| {
         let stored = sqlx::query(store)
             .bind(attempt)
             .bind(i32::from(answer.status))
             .bind(answer.content_type.as_deref())
             .bind(answer.gate_position)
-            .bind(&answer.body)
+            .bind(&body)
             .execute(pool)
             .await
             .context("storing an idempotent answer")?
@@ -335,6 +409,23 @@ mod tests {
             fingerprint("POST", "/v1/x", b"ab"),
             fingerprint("POST", "/v1/xa", b"b")
         );
+    }
+
+    #[test]
+    fn an_answer_opens_with_its_key_and_request_only() {
+        let key = IdempotencyKey::parse(b"7c0e-retry").unwrap();
+        let body = br#"{"token":"dgu_secret"}"#;
+        let sealed = key.seal("fp", body);
+        assert!(
+            !sealed.windows(6).any(|w| w == b"secret"),
+            "the stored bytes do not show the answer"
+        );
+        assert_eq!(key.open("fp", sealed.clone()).unwrap(), body);
+        let other = IdempotencyKey::parse(b"7c0e-retrz").unwrap();
+        assert!(other.open("fp", sealed.clone()).is_err(), "another key");
+        assert!(key.open("other fp", sealed).is_err(), "another request");
+        // An answer stored before sealing is read as it is.
+        assert_eq!(key.open("fp", body.to_vec()).unwrap(), body);
     }
 
     #[tokio::test]

@@ -129,7 +129,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
     };
     // The write stands either way; an answer not stored makes retries 409
     // (`lost`) once the lease runs out, never a second write.
-    if let Err(error) = idempotency::finish(database, &attempt, &answer).await {
+    if let Err(error) = idempotency::finish(database, &attempt, &key, &fingerprint, &answer).await {
         tracing::error!(error = format!("{error:#}"), "idempotent answer not stored");
     }
     Response::from_parts(parts, Body::from(body))

@@ -107,7 +107,8 @@ const READING_POSTS: &[&str] = &[
 
 /// Documents session consistency on every operation, in one place: each
 /// answer may carry `Gate-Position`; each operation that reads the views takes
-/// a `Gate-Position` request header and can answer 503 `projection_lagging`.
+/// a `Gate-Position` request header and can answer 503 `projection_lagging`;
+/// every operation that touches the database can answer 503 `unavailable`.
 fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
     use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -145,7 +146,8 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
             ResponseBuilder::new()
                 .description(
                     "`projection_lagging`: the views did not reach the position this read must \
-                     see in time (the body's `lag` says how far behind); retry after `Retry-After`.",
+                     see in time (the body's `lag` says how far behind); or `unavailable`: the \
+                     database cannot be reached right now. Retry after `Retry-After`.",
                 )
                 .content(
                     "application/json",
@@ -157,7 +159,37 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
                 .into(),
         );
     };
+    let unavailable = ResponseBuilder::new()
+        .description(
+            "`unavailable`: the database cannot be reached right now (unreachable, read-only or \
+             full); nothing was written. Retry after `Retry-After`.",
+        )
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
     for (path, item) in api.paths.paths.iter_mut() {
+        // The description itself is served from memory.
+        if path != "/v1/openapi.json" {
+            for operation in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| unavailable.clone().into());
+            }
+        }
         // The stream follows the views as they move; it waits for no position.
         if path == "/v1/stream" {
             // `Last-Event-ID` is a position or absent, never null.

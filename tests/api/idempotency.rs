@@ -27,6 +27,7 @@ on_both_backends!(
     a_replay_survives_a_restart_and_holds_on_another_instance,
     concurrent_duplicates_make_one_decision,
     a_request_that_wrote_nothing_does_not_bind_its_key,
+    a_stored_answer_holding_a_token_is_unreadable_in_the_database,
 );
 
 /// A raw answer: status, headers and the body's bytes.
@@ -441,6 +442,40 @@ async fn a_request_that_wrote_nothing_does_not_bind_its_key(backend: Backend) {
     // The corrected request with the same key runs.
     let r = post_keyed(&app.router, &execute, ADMIN, r#"{"confirm": true}"#, b"x").await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json());
+}
+
+async fn a_stored_answer_holding_a_token_is_unreadable_in_the_database(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let body = r#"{"name": "Avery"}"#;
+    let key = b"0b7f6f6e-4a0e-4c39-9d3f-5d7f1c2e9a10";
+    let first = post_keyed(&app.router, "/v1/admin/users", ADMIN, body, key).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.json());
+    let token = first.json()["token"].as_str().unwrap().to_owned();
+    let secret = token.rsplit('_').next().unwrap().as_bytes().to_vec();
+
+    let sql = "SELECT body FROM idempotency_keys";
+    let stored: Vec<Vec<u8>> = match &app.database {
+        dispatch_gate::store::Database::Postgres(pool) => {
+            sqlx::query_scalar(sql).fetch_all(pool).await
+        }
+        dispatch_gate::store::Database::Sqlite(pool) => {
+            sqlx::query_scalar(sql).fetch_all(pool).await
+        }
+    }
+    .unwrap();
+    assert_eq!(stored.len(), 1, "the answer is stored");
+    assert!(
+        !stored[0]
+            .windows(secret.len())
+            .any(|w| w == secret.as_slice()),
+        "the token's secret is not in the stored answer"
+    );
+    assert!(!stored[0].starts_with(b"{"), "not the JSON as sent");
+
+    // The client holding the key still gets its answer, byte for byte.
+    let again = post_keyed(&app.router, "/v1/admin/users", ADMIN, body, key).await;
+    assert_eq!((again.status, &again.bytes), (first.status, &first.bytes));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
