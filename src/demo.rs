@@ -2,7 +2,7 @@
 //! prerequisites, so that every step of its manual validation pass can be
 //! carried out in the console at once.
 //!
-//! Everything is made through the [`Gate`]'s use cases — the methods the HTTP
+//! Everything is made through the [`Dispatcher`]'s use cases — the methods the HTTP
 //! handlers call — so the demo store holds real events: the audit verifies
 //! it, the views are rebuilt from it, and each decision can be replayed.
 //!
@@ -21,8 +21,8 @@ use aggregates::connection::{RunEnd, Verdict};
 use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId};
 use tokio::sync::watch;
 
+use crate::app::{AppError, ConnectionChange, Dispatcher, Principal, StartCommand};
 use crate::catchup::Failpoint;
-use crate::gate::{ConnectionChange, Gate, GateError, Principal, StartCommand};
 
 /// The worker id the demo's active runs are claimed with.
 pub const HOLDER: &str = "demo-holder";
@@ -43,12 +43,12 @@ pub enum DemoError {
     },
     /// A use case failed while seeding.
     #[error("seeding the demo: {step}")]
-    Gate {
+    Dispatcher {
         /// What was being seeded.
         step: &'static str,
         /// Why it failed.
         #[source]
-        source: GateError,
+        source: AppError,
     },
     /// The gate answered otherwise than the seeding needs (a defect).
     #[error("seeding the demo: {0}")]
@@ -231,19 +231,19 @@ impl DemoSummary {
 /// Refuses a store that already holds events ([`DemoError::NotEmpty`]),
 /// writing nothing. Runs the projector itself where a step reads a view (the
 /// claims), so it needs no catch-up loop; none should run beside it.
-pub async fn seed(gate: &Gate, lease: Duration) -> Result<DemoSummary, DemoError> {
-    let events = gate
+pub async fn seed(dispatcher: &Dispatcher, lease: Duration) -> Result<DemoSummary, DemoError> {
+    let events = dispatcher
         .database()
         .count_events()
         .await
-        .map_err(|error| DemoError::Gate {
+        .map_err(|error| DemoError::Dispatcher {
             step: "reading whether the store is empty",
             source: error.into(),
         })?;
     if events > 0 {
         return Err(DemoError::NotEmpty { events });
     }
-    let seeder = Seeder { gate, lease };
+    let seeder = Seeder { dispatcher, lease };
     seeder.seed().await
 }
 
@@ -252,7 +252,7 @@ pub async fn seed(gate: &Gate, lease: Duration) -> Result<DemoSummary, DemoError
 /// completed as cancelled; a run whose lease is lost (ended through the
 /// worker API, timed out) is let go. On shutdown the runs are left to time out.
 pub async fn hold(
-    gate: Arc<Gate>,
+    dispatcher: Arc<Dispatcher>,
     runs: Vec<RunId>,
     lease: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -266,9 +266,9 @@ pub async fn hold(
         }
         let mut still = Vec::with_capacity(held.len());
         for run_id in held {
-            match gate.heartbeat(run_id, HOLDER, lease).await {
+            match dispatcher.heartbeat(run_id, HOLDER, lease).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => {
-                    match gate.complete(run_id, HOLDER, RunEnd::Cancelled).await {
+                    match dispatcher.complete(run_id, HOLDER, RunEnd::Cancelled).await {
                         Ok(_) => tracing::info!(run = %run_id, "demo run cancelled"),
                         Err(error) => {
                             tracing::warn!(run = %run_id, %error, "could not cancel a demo run")
@@ -277,7 +277,7 @@ pub async fn hold(
                 }
                 Ok(_) => still.push(run_id),
                 // The lease still runs: beat again on the next tick.
-                Err(GateError::Unavailable(_)) => still.push(run_id),
+                Err(AppError::Unavailable(_)) => still.push(run_id),
                 Err(error) => tracing::info!(run = %run_id, %error, "demo run let go"),
             }
         }
@@ -286,13 +286,13 @@ pub async fn hold(
 }
 
 struct Seeder<'a> {
-    gate: &'a Gate,
+    dispatcher: &'a Dispatcher,
     lease: Duration,
 }
 
 /// `step` names what was being seeded when a use case failed.
-fn at(step: &'static str) -> impl FnOnce(GateError) -> DemoError {
-    move |source| DemoError::Gate { step, source }
+fn at(step: &'static str) -> impl FnOnce(AppError) -> DemoError {
+    move |source| DemoError::Dispatcher { step, source }
 }
 
 /// The connection states a demo connection is put in.
@@ -304,8 +304,8 @@ enum Access {
 
 impl Seeder<'_> {
     async fn seed(&self) -> Result<DemoSummary, DemoError> {
-        let gate = self.gate;
-        let workspace_id = gate
+        let dispatcher = self.dispatcher;
+        let workspace_id = dispatcher
             .create_workspace("Demo workspace".to_owned())
             .await
             .map_err(at("the workspace"))?;
@@ -336,12 +336,13 @@ impl Seeder<'_> {
                 &operator,
             )
             .await?;
-        gate.set_member(usable.id, readonly.id, Role::Readonly, None)
+        dispatcher
+            .set_member(usable.id, readonly.id, Role::Readonly, None)
             .await
             .map_err(at("the readonly member"))?;
         self.connection(&mut usable, "Contoso Graph", Access::Usable, true)
             .await?;
-        let restore_run = gate
+        let restore_run = dispatcher
             .prepare_restore(
                 &Principal::Admin,
                 usable.id,
@@ -410,16 +411,17 @@ impl Seeder<'_> {
                 None,
             )
             .await?;
-        gate.change_connection(
-            &Principal::Admin,
-            adatum_graph,
-            ConnectionChange::Credentials(CredentialStatus::Expired),
-            None,
-        )
-        .await
-        .map_err(at("expiring Adatum's credentials"))?;
+        dispatcher
+            .change_connection(
+                &Principal::Admin,
+                adatum_graph,
+                ConnectionChange::Credentials(CredentialStatus::Expired),
+                None,
+            )
+            .await
+            .map_err(at("expiring Adatum's credentials"))?;
         self.catch_up().await?;
-        if let Some(claimed) = gate
+        if let Some(claimed) = dispatcher
             .claim(HOLDER, Some(&[OperationKind::ProviderVerify]), self.lease)
             .await
             .map_err(at("the failed run"))?
@@ -430,9 +432,9 @@ impl Seeder<'_> {
             )));
         }
         self.catch_up().await?;
-        let status = crate::read::run(gate.database(), failed_run)
+        let status = crate::read::run(dispatcher.database(), failed_run)
             .await
-            .map_err(|error| DemoError::Gate {
+            .map_err(|error| DemoError::Dispatcher {
                 step: "the failed run",
                 source: error.into(),
             })?
@@ -537,7 +539,7 @@ impl Seeder<'_> {
         member_of: &'static str,
     ) -> Result<DemoUser, DemoError> {
         let new = self
-            .gate
+            .dispatcher
             .create_user(name.to_owned())
             .await
             .map_err(at("a demo user"))?;
@@ -559,11 +561,11 @@ impl Seeder<'_> {
         owner: &DemoUser,
     ) -> Result<DemoTenant, DemoError> {
         let id = self
-            .gate
+            .dispatcher
             .create_tenant(workspace_id, name.to_owned())
             .await
             .map_err(at("a demo tenant"))?;
-        self.gate
+        self.dispatcher
             .set_member(id, owner.id, Role::Owner, None)
             .await
             .map_err(at("a tenant's owner"))?;
@@ -585,7 +587,7 @@ impl Seeder<'_> {
     ) -> Result<ConnectionId, DemoError> {
         let admin = Principal::Admin;
         let view = self
-            .gate
+            .dispatcher
             .create_connection(
                 &admin,
                 tenant.id,
@@ -605,7 +607,7 @@ impl Seeder<'_> {
             ConnectionChange::Consent(consent),
             ConnectionChange::Credentials(CredentialStatus::Valid),
         ] {
-            self.gate
+            self.dispatcher
                 .change_connection(&admin, id, change, None)
                 .await
                 .map_err(at("a connection's consent and credentials"))?;
@@ -626,7 +628,7 @@ impl Seeder<'_> {
         connection: Option<ConnectionId>,
     ) -> Result<RunId, DemoError> {
         let decision = self
-            .gate
+            .dispatcher
             .start(StartCommand {
                 tenant_id,
                 operation,
@@ -660,7 +662,7 @@ impl Seeder<'_> {
         // The queue is read from the run view.
         self.catch_up().await?;
         let claimed = self
-            .gate
+            .dispatcher
             .claim(HOLDER, Some(&[operation]), self.lease)
             .await
             .map_err(at("claiming a demo run"))?;
@@ -674,12 +676,12 @@ impl Seeder<'_> {
     }
 
     async fn catch_up(&self) -> Result<(), DemoError> {
-        self.gate
+        self.dispatcher
             .catchup()
             .catch_up(Failpoint::Off)
             .await
             .map(drop)
-            .map_err(|error| DemoError::Gate {
+            .map_err(|error| DemoError::Dispatcher {
                 step: "bringing the views up to date",
                 source: error.into(),
             })

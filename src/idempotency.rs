@@ -7,7 +7,7 @@
 //! so two instances (or two connections of one) can never both hold a key.
 //! While the request runs, every event it commits carries the attempt id in
 //! its metadata (`idempotency.attempt`, read from a task-local by
-//! [`crate::gate`]'s metadata). A trigger on the event log, inside the commit's
+//! [`crate::app`]'s metadata). A trigger on the event log, inside the commit's
 //! own transaction, marks the key `committed` — so "this key wrote these
 //! events" is part of what is committed, never only a cache — and refuses the
 //! commit if the attempt no longer holds the key. When the request ends, its

@@ -8,7 +8,7 @@
 //! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
 //! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
 //! - [`logchain`]: the log-wide chain over the global order, sealed where positions are given.
-//! - [`gate`]: every use case as one method (setup, connections, starts).
+//! - [`app`]: the application layer, [`app::Dispatcher`]: every use case (setup, connections, starts).
 //! - [`catchup`]: numbers the log in commit order and feeds the projections,
 //!   checkpoint and view rows in one transaction; `views` holds the view
 //!   tables' SQL (driven by each table's column descriptor); [`read`] queries
@@ -27,6 +27,7 @@
 //! - [`bench`]: `dispatch-gate bench`, the gate measured beside the floor.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod audit;
 pub mod bench;
 pub mod catchup;
@@ -36,7 +37,6 @@ pub mod consistency;
 pub mod console;
 pub mod demo;
 pub mod executor;
-pub mod gate;
 pub mod http;
 pub mod idempotency;
 pub mod logchain;

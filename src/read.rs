@@ -24,10 +24,10 @@ pub enum Visibility {
 
 impl Visibility {
     /// What `principal` may see.
-    pub fn of(principal: &crate::gate::Principal) -> Self {
+    pub fn of(principal: &crate::app::Principal) -> Self {
         match principal {
-            crate::gate::Principal::Admin => Self::All,
-            crate::gate::Principal::User { id, .. } => Self::MemberOf(*id),
+            crate::app::Principal::Admin => Self::All,
+            crate::app::Principal::User { id, .. } => Self::MemberOf(*id),
         }
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::app::{Dispatcher, SystemClock};
 use crate::demo::{self, DemoError, DemoSummary};
-use crate::gate::{Gate, SystemClock};
 use crate::http::{app, AppState};
 use crate::replica::Standby;
 use crate::store::{redact, Database};
@@ -85,7 +85,7 @@ impl Application {
         let database = Database::connect(&settings.database_url, settings.max_connections).await?;
         database.migrate().await?;
         tracing::info!(database = %redact(&settings.database_url), "database ready");
-        let mut gate = Gate::new(
+        let mut dispatcher = Dispatcher::new(
             database,
             Arc::new(SystemClock),
             Some(settings.admin_token.as_str()),
@@ -93,21 +93,22 @@ impl Application {
         if let Some(url) = &settings.read_database_url {
             let standby = Standby::connect(url, settings.max_connections).await?;
             tracing::info!(read_replica = %redact(url), "reads served from the read replica");
-            gate = gate.with_standby(standby);
+            dispatcher = dispatcher.with_standby(standby);
         }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         // Bound first: a busy port fails before anything is written.
         let demo = if settings.demo {
-            let summary = demo::seed(&gate, settings.lease)
-                .await
-                .map_err(|error| match error {
-                    DemoError::NotEmpty { .. } => {
-                        anyhow::Error::new(crate::cli::UsageError(error.to_string()))
-                    }
-                    other => anyhow::Error::new(other),
-                })?;
+            let summary =
+                demo::seed(&dispatcher, settings.lease)
+                    .await
+                    .map_err(|error| match error {
+                        DemoError::NotEmpty { .. } => {
+                            anyhow::Error::new(crate::cli::UsageError(error.to_string()))
+                        }
+                        other => anyhow::Error::new(other),
+                    })?;
             tracing::info!(
                 tenants = summary.operator_tenants().len() + 1,
                 held_runs = summary.held_runs.len(),
@@ -123,7 +124,7 @@ impl Application {
             listener,
             limits: settings.limits,
             state: AppState {
-                gate: Arc::new(gate),
+                dispatcher: Arc::new(dispatcher),
                 lease: settings.lease,
                 body_timeout: settings.limits.body_timeout,
             },
@@ -147,23 +148,23 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let database = self.state.gate.database().clone();
+        let database = self.state.dispatcher.database().clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let wait_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let gate = self.state.gate.clone();
+        let dispatcher = self.state.dispatcher.clone();
         let mut background = vec![
-            tokio::spawn(gate.catchup().clone().run(wait_stop(stopped.clone()))),
+            tokio::spawn(dispatcher.catchup().clone().run(wait_stop(stopped.clone()))),
             tokio::spawn(run_reaper(
-                gate.clone(),
+                dispatcher.clone(),
                 self.state.lease / 2,
                 stopped.clone(),
             )),
         ];
         if let Some(demo) = &self.demo {
             background.push(tokio::spawn(demo::hold(
-                gate.clone(),
+                dispatcher.clone(),
                 demo.held_runs.clone(),
                 self.state.lease,
                 stopped.clone(),
@@ -178,7 +179,7 @@ impl Application {
                 id_prefix: format!("builtin-{}", std::process::id()),
             };
             background.push(tokio::spawn(run_workers(
-                gate.clone(),
+                dispatcher.clone(),
                 Arc::new(worker.provider),
                 config,
                 stopped.clone(),

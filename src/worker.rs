@@ -13,7 +13,7 @@ use aggregates::connection::RunEnd;
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::gate::{ClaimedRun, Gate, GateError};
+use crate::app::{AppError, ClaimedRun, Dispatcher};
 
 /// The seam to a real provider client: executes one run's work.
 #[async_trait::async_trait]
@@ -83,7 +83,7 @@ pub struct WorkerConfig {
 /// Runs `config.concurrency` worker slots until `shutdown` turns true. On
 /// shutdown a slot releases the run it holds so another worker can take it.
 pub async fn run_workers(
-    gate: Arc<Gate>,
+    dispatcher: Arc<Dispatcher>,
     provider: Arc<dyn Provider>,
     config: WorkerConfig,
     shutdown: watch::Receiver<bool>,
@@ -92,7 +92,7 @@ pub async fn run_workers(
         .map(|slot| {
             let worker_id = format!("{}-{slot}", config.id_prefix);
             tokio::spawn(worker_slot(
-                gate.clone(),
+                dispatcher.clone(),
                 provider.clone(),
                 config.clone(),
                 worker_id,
@@ -111,7 +111,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 #[tracing::instrument(name = "worker", skip_all, fields(worker = %worker_id))]
 async fn worker_slot(
-    gate: Arc<Gate>,
+    dispatcher: Arc<Dispatcher>,
     provider: Arc<dyn Provider>,
     config: WorkerConfig,
     worker_id: String,
@@ -119,11 +119,11 @@ async fn worker_slot(
 ) {
     let mut failures = 0u32;
     while !*shutdown.borrow() {
-        let pause = match gate.claim(&worker_id, None, config.lease).await {
+        let pause = match dispatcher.claim(&worker_id, None, config.lease).await {
             Ok(Some(run)) => {
                 failures = 0;
                 execute(
-                    &gate,
+                    &dispatcher,
                     provider.as_ref(),
                     &config,
                     &worker_id,
@@ -150,7 +150,7 @@ async fn worker_slot(
 /// Executes one claimed run to its end (or releases it on shutdown).
 #[tracing::instrument(skip_all, fields(run = %run.run_id, operation = %run.operation))]
 async fn execute(
-    gate: &Gate,
+    dispatcher: &Dispatcher,
     provider: &dyn Provider,
     config: &WorkerConfig,
     worker_id: &str,
@@ -167,11 +167,11 @@ async fn execute(
                 Ok(()) => RunEnd::Succeeded,
                 Err(reason) => RunEnd::Failed { reason },
             },
-            _ = beat.tick() => match gate.heartbeat(run.run_id, worker_id, config.lease).await {
+            _ = beat.tick() => match dispatcher.heartbeat(run.run_id, worker_id, config.lease).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => break RunEnd::Cancelled,
                 Ok(_) => {}
                 // The lease still runs: keep working, beat again on the next tick.
-                Err(GateError::Unavailable(error)) => {
+                Err(AppError::Unavailable(error)) => {
                     tracing::warn!(error = %crate::cli::error_line(&error), "heartbeat failed; the database is unavailable");
                 }
                 Err(error) => {
@@ -180,7 +180,7 @@ async fn execute(
                 }
             },
             () = stopped(shutdown) => {
-                match gate.release(run.run_id, worker_id).await {
+                match dispatcher.release(run.run_id, worker_id).await {
                     Ok(()) => tracing::info!("released the run on shutdown"),
                     Err(error) => tracing::warn!(%error, "could not release the run"),
                 }
@@ -193,11 +193,9 @@ async fn execute(
     let deadline = tokio::time::Instant::now() + config.lease;
     let mut pause = Duration::from_millis(100);
     loop {
-        match gate.complete(run.run_id, worker_id, end).await {
+        match dispatcher.complete(run.run_id, worker_id, end).await {
             Ok(_) => tracing::info!(?end, "run ended"),
-            Err(GateError::Unavailable(error))
-                if tokio::time::Instant::now() + pause < deadline =>
-            {
+            Err(AppError::Unavailable(error)) if tokio::time::Instant::now() + pause < deadline => {
                 tracing::warn!(error = %crate::cli::error_line(&error), "could not record the run's end yet; retrying");
                 tokio::select! {
                     () = stopped(shutdown) => return,
@@ -206,7 +204,7 @@ async fn execute(
                 pause = (pause * 2).min(Duration::from_secs(2));
                 continue;
             }
-            Err(GateError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
+            Err(AppError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
             Err(error) => tracing::error!(%error, "could not complete the run"),
         }
         return;
@@ -215,15 +213,20 @@ async fn execute(
 
 /// Fails runs whose lease expired, every `interval`, by the gate's clock, and
 /// deletes idempotency keys past their 24 hours.
-pub async fn run_reaper(gate: Arc<Gate>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_reaper(
+    dispatcher: Arc<Dispatcher>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        match gate.expire_leases(gate.now()).await {
+        match dispatcher.expire_leases(dispatcher.now()).await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "failed runs whose lease expired"),
             Err(error) => tracing::warn!(%error, "reaper failed"),
         }
         // Housekeeping on the same round: keys past their 24 hours.
-        if let Err(error) = crate::idempotency::prune(gate.database(), gate.now()).await {
+        if let Err(error) = crate::idempotency::prune(dispatcher.database(), dispatcher.now()).await
+        {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "expired idempotency keys not pruned"

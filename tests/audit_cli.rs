@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{gate, stderr, stdout};
+use common::{dispatcher, stderr, stdout};
 use dispatch_gate::audit::record::FIELDS;
 use dispatch_gate::store::{Backend, Database};
 use serde_json::Value;
@@ -58,7 +58,7 @@ impl Store {
         let mut all = vec!["audit"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--database-url", &self.fresh.url]);
-        gate(&all)
+        dispatcher(&all)
     }
 
     fn stream(&self) -> String {
@@ -412,7 +412,7 @@ fn a_store_that_cannot_be_opened_is_one_error_line() {
             "error: cannot connect to PostgreSQL",
         ),
     ] {
-        let output = gate(&["audit", "verify", "--database-url", url]);
+        let output = dispatcher(&["audit", "verify", "--database-url", url]);
         assert_eq!(output.status.code(), Some(1), "{url}");
         let error = stderr(&output);
         assert_eq!(error.lines().count(), 1, "{error}");
@@ -572,7 +572,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
     }
     database.close().await;
     let started = std::time::Instant::now();
-    let verified = gate(&["audit", "verify", "--database-url", &url]);
+    let verified = dispatcher(&["audit", "verify", "--database-url", &url]);
     println!(
         "{} events in {connections} streams verified in {:.2?}",
         rows.len(),

@@ -386,26 +386,27 @@ async fn a_forged_orphan_stream_with_copied_decisions_is_named(backend: Backend)
 
 async fn writes_through_the_gate_are_sealed_into_the_log_chain(backend: Backend) {
     use aggregates::catalog::OperationKind::InventorySync;
-    use dispatch_gate::gate::{Gate, Principal, StartCommand, SystemClock};
+    use dispatch_gate::app::{Dispatcher, Principal, StartCommand, SystemClock};
 
     let store = Store::new(backend).await;
     let tenant = store.id_of("Tenant").parse().unwrap();
-    let gate = Gate::new(
+    let dispatcher = Dispatcher::new(
         store.database().clone(),
         std::sync::Arc::new(SystemClock),
         None,
     );
     for _ in 0..3 {
-        gate.start(StartCommand {
-            tenant_id: tenant,
-            operation: InventorySync,
-            connection: None,
-            restore_run: None,
-            principal: Principal::Admin,
-            request_id: None,
-        })
-        .await
-        .unwrap();
+        dispatcher
+            .start(StartCommand {
+                tenant_id: tenant,
+                operation: InventorySync,
+                connection: None,
+                restore_run: None,
+                principal: Principal::Admin,
+                request_id: None,
+            })
+            .await
+            .unwrap();
     }
     // PostgreSQL numbers (and seals) committed events in the sequencer.
     dispatch_gate::logchain::seal_all(store.database())

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-fn gate() -> Command {
+fn dispatcher() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
 }
 
@@ -68,7 +68,7 @@ fn assert_table(out: &Output) {
 
 #[test]
 fn a_smoke_run_on_sqlite_prints_every_row() {
-    let out = gate().args(["bench", "--smoke"]).output().unwrap();
+    let out = dispatcher().args(["bench", "--smoke"]).output().unwrap();
     assert_table(&out);
     assert!(text(&out.stdout).contains("SQLite"));
 }
@@ -76,7 +76,7 @@ fn a_smoke_run_on_sqlite_prints_every_row() {
 #[test]
 fn a_smoke_run_on_postgres_prints_every_row_and_drops_its_databases() {
     let server = testkit::postgres_server_url();
-    let out = gate()
+    let out = dispatcher()
         .args(["bench", "--smoke", "--database-url", &server])
         .output()
         .unwrap();
@@ -115,7 +115,7 @@ fn bad_bench_arguments_are_refused_by_the_parser() {
         vec!["bench", "--pool", "0"],
         vec!["bench", "--history", "2"],
     ] {
-        let out = gate().args(&args).output().unwrap();
+        let out = dispatcher().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!text(&out.stderr).contains("panicked"), "{args:?}");
     }
@@ -131,7 +131,7 @@ fn the_bench_never_opens_an_existing_database() {
         "mysql://x/y",
         "postgres://nobody:secret@127.0.0.1:1/x",
     ] {
-        let out = gate()
+        let out = dispatcher()
             .args(["bench", "--smoke", "--database-url", bad])
             .output()
             .unwrap();

@@ -355,10 +355,10 @@ fn xpath_literal(text: &str) -> String {
 
 /// A demo on `url` and a browser signed out, for the test named `test`.
 async fn demo(url: &str, test: &str) -> (Serve, Demo, Browser) {
-    let (gate, banner) = Serve::start_demo(url, &["--no-worker"]);
+    let (dispatcher, banner) = Serve::start_demo(url, &["--no-worker"]);
     let demo = Demo::parse(banner);
     let browser = Browser::open(&demo.base, test).await;
-    (gate, demo, browser)
+    (dispatcher, demo, browser)
 }
 
 /// Signs in with `token` from the sign-in page the console sends a visitor to.
@@ -382,8 +382,8 @@ async fn sign_in(browser: &mut Browser, token: &str, name: &str) {
 }
 
 /// Ids of the runs in `status`, as the admin sees them through the API.
-fn runs(gate: &Serve, status: &str) -> Vec<String> {
-    let (code, body) = gate.call(
+fn runs(dispatcher: &Serve, status: &str) -> Vec<String> {
+    let (code, body) = dispatcher.call(
         "GET",
         &format!("/v1/operations?status={status}&limit=200"),
         None,
@@ -439,15 +439,15 @@ async fn start_from_tenant(
 }
 
 /// One worker step through the API (the demo runs without a built-in worker).
-fn worker(gate: &Serve, path: &str, body: Value) -> Value {
-    let (code, reply) = gate.call("POST", path, Some(body));
+fn worker(dispatcher: &Serve, path: &str, body: Value) -> Value {
+    let (code, reply) = dispatcher.call("POST", path, Some(body));
     assert_eq!(code, 200, "POST {path}: {reply}");
     reply
 }
 
 /// The manual validation pass, clicked through by the demo operator.
 async fn manual_pass(url: &str, test: &str) {
-    let (gate, demo, mut browser) = demo(url, test).await;
+    let (dispatcher, demo, mut browser) = demo(url, test).await;
     // The banner's sign-in link: the token rides in the fragment (never sent
     // to the server), fills the field and leaves the address bar.
     let link = demo.sign_in_link("Dana");
@@ -476,7 +476,7 @@ async fn manual_pass(url: &str, test: &str) {
 
     // 1. The four outcomes from tenant start surfaces.
     let contoso = demo.link("Contoso");
-    let queued_before = runs(&gate, "queued");
+    let queued_before = runs(&dispatcher, "queued");
     browser.goto(&contoso).await;
     browser.look("tenant").await;
     let accepted = start_from_tenant(&mut browser, &contoso, "Inventory sync", "Accepted")
@@ -484,7 +484,7 @@ async fn manual_pass(url: &str, test: &str) {
         .unwrap();
     browser.look("accepted").await;
     assert_eq!(
-        runs(&gate, "queued"),
+        runs(&dispatcher, "queued"),
         [vec![accepted.clone()], queued_before.clone()].concat()
     );
 
@@ -506,7 +506,7 @@ async fn manual_pass(url: &str, test: &str) {
         deduped, busy,
         "both point at the run holding Wingtip's default"
     );
-    let (_, held) = gate.call("GET", &format!("/v1/operations/{deduped}"), None);
+    let (_, held) = dispatcher.call("GET", &format!("/v1/operations/{deduped}"), None);
     assert_eq!(
         (held["operation"].as_str(), held["status"].as_str()),
         (Some("inventory.sync"), Some("running"))
@@ -524,7 +524,7 @@ async fn manual_pass(url: &str, test: &str) {
     start_from_tenant(&mut browser, &fabrikam, "Inventory sync", "Blocked").await;
     browser.look("blocked-no-default").await;
     assert_eq!(
-        runs(&gate, "queued").len(),
+        runs(&dispatcher, "queued").len(),
         queued_before.len() + 1,
         "blocked starts queue nothing"
     );
@@ -536,7 +536,7 @@ async fn manual_pass(url: &str, test: &str) {
     browser.click("Start Directory roles sync").await;
     assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");
     let explicit_run = run_link(&browser).await;
-    let (_, run) = gate.call("GET", &format!("/v1/operations/{explicit_run}"), None);
+    let (_, run) = dispatcher.call("GET", &format!("/v1/operations/{explicit_run}"), None);
     assert_eq!(
         format!(
             "/connections/{}",
@@ -557,7 +557,7 @@ async fn manual_pass(url: &str, test: &str) {
         .await;
     browser.js("window.sameDocument = true; return true;").await;
     let claimed = worker(
-        &gate,
+        &dispatcher,
         "/v1/worker/claim",
         json!({"worker_id": "browser-test", "operations": ["inventory.sync"]}),
     );
@@ -569,7 +569,7 @@ async fn manual_pass(url: &str, test: &str) {
         )
         .await;
     worker(
-        &gate,
+        &dispatcher,
         &format!("/v1/worker/runs/{accepted}/complete"),
         json!({"worker_id": "browser-test", "status": "succeeded"}),
     );
@@ -652,7 +652,7 @@ async fn manual_pass(url: &str, test: &str) {
     );
     browser.look("restore-unconfirmed").await;
     assert_eq!(
-        runs(&gate, "queued").len(),
+        runs(&dispatcher, "queued").len(),
         queued_before.len() + 1,
         "an unconfirmed restore queues nothing"
     );
@@ -681,7 +681,7 @@ async fn manual_pass(url: &str, test: &str) {
     assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");
     let restore_run = run_link(&browser).await;
     browser.look("restore-accepted").await;
-    let (_, run) = gate.call("GET", &format!("/v1/operations/{restore_run}"), None);
+    let (_, run) = dispatcher.call("GET", &format!("/v1/operations/{restore_run}"), None);
     assert_eq!(
         (run["operation"].as_str(), run["status"].as_str()),
         (Some("restore.execute"), Some("queued"))
@@ -696,7 +696,7 @@ async fn manual_pass(url: &str, test: &str) {
     let verify = run_link(&browser).await;
     browser.look("onboarding-verify").await;
     browser.goto(&format!("{northwind}/onboarding")).await;
-    let queued = runs(&gate, "queued").len();
+    let queued = runs(&dispatcher, "queued").len();
     browser.click(&bootstrap_label(&browser).await).await;
     assert_eq!(
         browser.css_text(".outcome .badge").await,
@@ -704,17 +704,17 @@ async fn manual_pass(url: &str, test: &str) {
         "verification holds the connection"
     );
     assert_eq!(
-        runs(&gate, "queued").len(),
+        runs(&dispatcher, "queued").len(),
         queued,
         "a busy bootstrap leaves nothing queued"
     );
     worker(
-        &gate,
+        &dispatcher,
         "/v1/worker/claim",
         json!({"worker_id": "browser-test", "operations": ["provider.verify"]}),
     );
     worker(
-        &gate,
+        &dispatcher,
         &format!("/v1/worker/runs/{verify}/complete"),
         json!({"worker_id": "browser-test", "status": "succeeded"}),
     );
@@ -752,7 +752,7 @@ async fn manual_pass(url: &str, test: &str) {
         "signed out for good"
     );
     browser.close().await;
-    gate.terminate();
+    dispatcher.terminate();
 }
 
 /// The text of the onboarding page's bootstrap button.
@@ -769,7 +769,7 @@ async fn bootstrap_label(browser: &Browser) -> String {
 /// a readonly member is offered no start, a post without the session's CSRF
 /// token or from another origin is refused and writes nothing.
 async fn isolation_and_forgery(url: &str, test: &str) {
-    let (gate, demo, mut browser) = demo(url, test).await;
+    let (dispatcher, demo, mut browser) = demo(url, test).await;
     let contoso = demo.link("Contoso");
 
     sign_in(&mut browser, &demo.other_user, "Riley").await;
@@ -847,7 +847,7 @@ async fn isolation_and_forgery(url: &str, test: &str) {
         "a cross-site post writes nothing"
     );
     browser.close().await;
-    gate.terminate();
+    dispatcher.terminate();
 }
 
 /// Events in the store, but for the demo worker's lease extensions.

@@ -174,7 +174,7 @@ async fn the_reference_verifier_agrees_on_every_corpus_history(backend: Backend)
 
 async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backend: Backend) {
     use aggregates::catalog::OperationKind;
-    use dispatch_gate::gate::{Gate, Principal, StartCommand, SystemClock};
+    use dispatch_gate::app::{Dispatcher, Principal, StartCommand, SystemClock};
 
     let rows: Vec<common::Row> = common::read_jsonl(
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/dedupe.jsonl").as_ref(),
@@ -188,22 +188,23 @@ async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backe
         .aggregate_id
         .parse()
         .unwrap();
-    let gate = Gate::new(fresh.database.clone(), Arc::new(SystemClock), None);
+    let dispatcher = Dispatcher::new(fresh.database.clone(), Arc::new(SystemClock), None);
     for operation in [
         OperationKind::InventorySync,
         OperationKind::DirectoryGroupsSync,
         OperationKind::InventorySync,
     ] {
-        gate.start(StartCommand {
-            tenant_id: tenant,
-            operation,
-            connection: None,
-            restore_run: None,
-            principal: Principal::Admin,
-            request_id: Some("req-1".to_owned()),
-        })
-        .await
-        .unwrap();
+        dispatcher
+            .start(StartCommand {
+                tenant_id: tenant,
+                operation,
+                connection: None,
+                restore_run: None,
+                principal: Principal::Admin,
+                request_id: Some("req-1".to_owned()),
+            })
+            .await
+            .unwrap();
     }
     dispatch_gate::logchain::seal_all(&fresh.database)
         .await

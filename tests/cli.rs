@@ -5,13 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn gate() -> Command {
+fn dispatcher() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
 }
 
 #[test]
 fn an_unreachable_database_is_one_clear_error_line() {
-    let out = gate()
+    let out = dispatcher()
         .args([
             "migrate",
             "--database-url",
@@ -39,7 +39,7 @@ fn an_unreachable_database_is_one_clear_error_line() {
 
 #[test]
 fn an_unsupported_database_url_is_refused() {
-    let out = gate()
+    let out = dispatcher()
         .args(["migrate", "--database-url", "mysql://x/y"])
         .output()
         .unwrap();
@@ -55,7 +55,7 @@ fn bad_arguments_are_refused_by_the_parser() {
         vec!["serve", "--log-format", "xml"],
         vec!["fly"],
     ] {
-        let out = gate().args(&args).output().unwrap();
+        let out = dispatcher().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     }
@@ -65,7 +65,7 @@ fn bad_arguments_are_refused_by_the_parser() {
 fn a_short_admin_token_is_a_usage_error_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/gate.db", dir.path().display());
-    let out = gate()
+    let out = dispatcher()
         .args(["serve", "--admin-token", "short", "--database-url", &url])
         .output()
         .unwrap();
@@ -88,7 +88,7 @@ fn an_admin_token_file_that_is_missing_or_short_is_a_usage_error_before_anything
         (&short, "must be at least 16 characters (it has 15)"),
         (&missing, "cannot read the admin token file"),
     ] {
-        let out = gate()
+        let out = dispatcher()
             .args(["serve", "--database-url", &url, "--admin-token-file"])
             .arg(file)
             .output()
@@ -106,7 +106,7 @@ fn an_admin_token_file_that_is_missing_or_short_is_a_usage_error_before_anything
 
 #[test]
 fn an_admin_token_and_a_token_file_together_are_refused_by_the_parser() {
-    let out = gate()
+    let out = dispatcher()
         .args(["serve", "--admin-token-file", "/dev/null"])
         .env("GATE_ADMIN_TOKEN", "a-token-of-enough-length")
         .output()
@@ -116,7 +116,7 @@ fn an_admin_token_and_a_token_file_together_are_refused_by_the_parser() {
 
 #[test]
 fn serve_help_states_the_admin_token_rules_and_never_shows_its_value() {
-    let out = gate()
+    let out = dispatcher()
         .args(["serve", "--help"])
         .env("GATE_ADMIN_TOKEN", "a-secret-admin-token-value")
         .output()
@@ -133,7 +133,7 @@ fn serve_help_states_the_admin_token_rules_and_never_shows_its_value() {
 fn serve_prints_a_generated_admin_token_plainly_and_logs_without_colour() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/gate.db", dir.path().display());
-    let mut child = gate()
+    let mut child = dispatcher()
         .args([
             "serve",
             "--no-worker",
@@ -190,7 +190,7 @@ fn serve_prints_a_generated_admin_token_plainly_and_logs_without_colour() {
 fn migrate_creates_the_embedded_database() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/gate.db", dir.path().display());
-    let out = gate()
+    let out = dispatcher()
         .args(["migrate", "--database-url", &url])
         .output()
         .unwrap();
@@ -200,7 +200,7 @@ fn migrate_creates_the_embedded_database() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("gate.db").exists());
-    let again = gate()
+    let again = dispatcher()
         .args(["migrate", "--database-url", &url])
         .output()
         .unwrap();
@@ -211,7 +211,7 @@ fn migrate_creates_the_embedded_database() {
 fn projections_rebuild_reports_its_count() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/gate.db", dir.path().display());
-    let out = gate()
+    let out = dispatcher()
         .args(["projections", "rebuild", "--database-url", &url])
         .output()
         .unwrap();
@@ -250,7 +250,7 @@ fn serve_demo_prints_its_block_and_refuses_a_store_that_holds_data() {
         "--database-url",
         &url,
     ];
-    let mut child = gate()
+    let mut child = dispatcher()
         .args(args)
         .env_remove("GATE_ADMIN_TOKEN")
         .env_remove("GATE_ADMIN_TOKEN_FILE")
@@ -298,7 +298,7 @@ fn serve_demo_prints_its_block_and_refuses_a_store_that_holds_data() {
 
     let before = event_count(&url);
     assert!(before > 0);
-    let out = gate()
+    let out = dispatcher()
         .args(args)
         .env_remove("GATE_ADMIN_TOKEN")
         .env_remove("GATE_ADMIN_TOKEN_FILE")

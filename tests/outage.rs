@@ -15,12 +15,12 @@ use serde_json::json;
 
 use serve::{Reply, Serve, ADMIN};
 
-fn get(gate: &Serve, path: &str) -> Reply {
-    gate.request("GET", path, None, ADMIN, &[])
+fn get(dispatcher: &Serve, path: &str) -> Reply {
+    dispatcher.request("GET", path, None, ADMIN, &[])
 }
 
-fn post(gate: &Serve, path: &str, body: serde_json::Value) -> Reply {
-    gate.request("POST", path, Some(body), ADMIN, &[])
+fn post(dispatcher: &Serve, path: &str, body: serde_json::Value) -> Reply {
+    dispatcher.request("POST", path, Some(body), ADMIN, &[])
 }
 
 fn assert_unavailable(reply: &Reply, what: &str) {
@@ -35,10 +35,10 @@ fn assert_unavailable(reply: &Reply, what: &str) {
 }
 
 /// Polls `/readyz` until it answers `status` (the service's own recovery).
-fn wait_for_ready(gate: &Serve, status: u16) -> Reply {
+fn wait_for_ready(dispatcher: &Serve, status: u16) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = get(gate, "/readyz");
+        let ready = get(dispatcher, "/readyz");
         if ready.status == status && (status != 200 || ready.body["lag"] == 0) {
             return ready;
         }
@@ -56,15 +56,15 @@ fn wait_for_ready(gate: &Serve, status: u16) -> Reply {
 fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself() {
     let server = testkit::start_throwaway_server();
     serve::migrate(server.url());
-    let gate = Serve::start_with(
+    let dispatcher = Serve::start_with(
         server.url(),
         &["--sim-latency-ms", "5..20", "--sim-failure-rate", "0"],
     );
-    let tenant = serve::usable_tenant(&gate, &serve::workspace(&gate), "Contoso");
-    let user = gate.post("/v1/admin/users", json!({"name": "Olivia"}));
+    let tenant = serve::usable_tenant(&dispatcher, &serve::workspace(&dispatcher), "Contoso");
+    let user = dispatcher.post("/v1/admin/users", json!({"name": "Olivia"}));
     let user_token = user["token"].as_str().unwrap().to_owned();
     let before = post(
-        &gate,
+        &dispatcher,
         &format!("/v1/tenants/{tenant}/operations"),
         json!({"operation": "inventory.sync"}),
     );
@@ -72,32 +72,36 @@ fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself(
 
     server.stop();
     let start = post(
-        &gate,
+        &dispatcher,
         &format!("/v1/tenants/{tenant}/operations"),
         json!({"operation": "directory.groups.sync"}),
     );
     assert_unavailable(&start, "a start");
-    assert_unavailable(&get(&gate, "/v1/operations"), "a read");
+    assert_unavailable(&get(&dispatcher, "/v1/operations"), "a read");
     assert_unavailable(
-        &post(&gate, "/v1/admin/workspaces", json!({"name": "Other"})),
+        &post(
+            &dispatcher,
+            "/v1/admin/workspaces",
+            json!({"name": "Other"}),
+        ),
         "a setup write",
     );
-    let as_user = gate.request("GET", "/v1/operations", None, &user_token, &[]);
+    let as_user = dispatcher.request("GET", "/v1/operations", None, &user_token, &[]);
     assert_unavailable(&as_user, "a user token that must be checked");
-    let ready = get(&gate, "/readyz");
+    let ready = get(&dispatcher, "/readyz");
     assert_eq!(ready.status, 503, "{}", ready.body);
-    assert_eq!(get(&gate, "/healthz").status, 200);
+    assert_eq!(get(&dispatcher, "/healthz").status, 200);
 
     server.start();
     // No restart: the pool reconnects, the projector and the worker resume.
-    wait_for_ready(&gate, 200);
+    wait_for_ready(&dispatcher, 200);
     let after = post(
-        &gate,
+        &dispatcher,
         &format!("/v1/tenants/{tenant}/operations"),
         json!({"operation": "directory.groups.sync"}),
     );
     assert!([202, 409].contains(&after.status), "{}", after.body);
-    let runs = get(&gate, &format!("/v1/operations?tenant_id={tenant}"));
+    let runs = get(&dispatcher, &format!("/v1/operations?tenant_id={tenant}"));
     assert_eq!(runs.status, 200, "{}", runs.body);
     let first_run = &before.body["run"]["id"];
     assert!(
@@ -109,7 +113,7 @@ fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself(
         "the run accepted before the outage is still there: {}",
         runs.body
     );
-    let decisions = get(&gate, &format!("/v1/tenants/{tenant}/decisions"));
+    let decisions = get(&dispatcher, &format!("/v1/tenants/{tenant}/decisions"));
     assert_eq!(
         decisions.body["items"].as_array().unwrap().len(),
         2,
@@ -117,7 +121,8 @@ fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself(
         decisions.body
     );
     assert_eq!(
-        gate.request("GET", "/v1/operations", None, &user_token, &[])
+        dispatcher
+            .request("GET", "/v1/operations", None, &user_token, &[])
             .status,
         200
     );
@@ -173,15 +178,15 @@ impl Drop for SmallDisk {
 fn a_full_disk_under_sqlite_answers_503_unavailable_writes_nothing_half_and_recovers() {
     let disk = SmallDisk::mount(16);
     let url = format!("sqlite://{}", disk.path().join("gate.db").display());
-    let gate = Serve::start_with(&url, &["--no-worker"]);
-    let tenant = serve::usable_tenant(&gate, &serve::workspace(&gate), "Contoso");
+    let dispatcher = Serve::start_with(&url, &["--no-worker"]);
+    let tenant = serve::usable_tenant(&dispatcher, &serve::workspace(&dispatcher), "Contoso");
     let before = post(
-        &gate,
+        &dispatcher,
         &format!("/v1/tenants/{tenant}/operations"),
         json!({"operation": "inventory.sync"}),
     );
     assert_eq!(before.status, 202, "{}", before.body);
-    let decisions = get(&gate, &format!("/v1/tenants/{tenant}/decisions"));
+    let decisions = get(&dispatcher, &format!("/v1/tenants/{tenant}/decisions"));
     assert_eq!(decisions.body["items"].as_array().unwrap().len(), 1);
 
     let filler = disk.fill();
@@ -189,7 +194,7 @@ fn a_full_disk_under_sqlite_answers_503_unavailable_writes_nothing_half_and_reco
     // Several writes: the first may still fit in pages SQLite already holds.
     for i in 0..50 {
         let reply = post(
-            &gate,
+            &dispatcher,
             "/v1/admin/workspaces",
             json!({"name": format!("Workspace {i} {}", "x".repeat(180))}),
         );
@@ -201,13 +206,13 @@ fn a_full_disk_under_sqlite_answers_503_unavailable_writes_nothing_half_and_reco
     }
     assert!(refused > 0, "no write was refused on a full disk");
     // Reads go on: nothing needs to be written for them.
-    let decisions = get(&gate, &format!("/v1/tenants/{tenant}/decisions"));
+    let decisions = get(&dispatcher, &format!("/v1/tenants/{tenant}/decisions"));
     assert_eq!(decisions.status, 200, "{}", decisions.body);
-    assert_eq!(get(&gate, "/healthz").status, 200);
+    assert_eq!(get(&dispatcher, "/healthz").status, 200);
 
     std::fs::remove_file(filler).unwrap();
     let after = post(
-        &gate,
+        &dispatcher,
         &format!("/v1/tenants/{tenant}/operations"),
         json!({"operation": "inventory.sync"}),
     );
@@ -216,8 +221,8 @@ fn a_full_disk_under_sqlite_answers_503_unavailable_writes_nothing_half_and_reco
         "deduped on the run from before: {}",
         after.body
     );
-    wait_for_ready(&gate, 200);
-    drop(gate);
+    wait_for_ready(&dispatcher, 200);
+    drop(dispatcher);
 
     // The file is whole: audit verify reads every stream and chain.
     let verify = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))

@@ -23,9 +23,11 @@ use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::Timestamp;
 use chrono::{DateTime, Duration};
 use common::Row;
+use dispatch_gate::app::{
+    Clock, ConnectionChange, Dispatcher, Principal, StartCommand, StartDecision,
+};
 use dispatch_gate::audit;
 use dispatch_gate::executor::Executor;
-use dispatch_gate::gate::{Clock, ConnectionChange, Gate, Principal, StartCommand, StartDecision};
 use dispatch_gate::store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 
@@ -145,8 +147,8 @@ async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: B
         .all(|r| r.identical && r.tenant_connections.is_none()));
 
     // The service loads the old shape and chains a new version after it.
-    let gate = Gate::new(fresh.database.clone(), SteppingClock::new(), None);
-    let decision = gate
+    let dispatcher = Dispatcher::new(fresh.database.clone(), SteppingClock::new(), None);
+    let decision = dispatcher
         .start(StartCommand {
             tenant_id: tenant,
             operation: InventorySync,
@@ -271,7 +273,7 @@ impl Clock for SteppingClock {
 
 /// One scenario being recorded: the gate, a worker's executor, and what the gate said.
 struct Scene {
-    gate: Arc<Gate>,
+    dispatcher: Arc<Dispatcher>,
     clock: Arc<SteppingClock>,
     worker: Executor<ProviderConnection>,
     database: Database,
@@ -287,17 +289,21 @@ impl Scene {
         let database = Database::connect(&url, 8).await.unwrap();
         database.migrate().await.unwrap();
         let clock = SteppingClock::new();
-        let gate = Arc::new(Gate::new(database.clone(), clock.clone(), None));
-        let workspace = gate.create_workspace("Acme".to_owned()).await.unwrap();
-        let tenant = gate
+        let dispatcher = Arc::new(Dispatcher::new(database.clone(), clock.clone(), None));
+        let workspace = dispatcher
+            .create_workspace("Acme".to_owned())
+            .await
+            .unwrap();
+        let tenant = dispatcher
             .create_tenant(workspace, "Contoso".to_owned())
             .await
             .unwrap();
-        let user = gate
+        let user = dispatcher
             .create_user("Olivia Operator".to_owned())
             .await
             .unwrap();
-        gate.set_member(tenant, user.id, aggregates::catalog::Role::Owner, None)
+        dispatcher
+            .set_member(tenant, user.id, aggregates::catalog::Role::Owner, None)
             .await
             .unwrap();
         Self {
@@ -306,7 +312,7 @@ impl Scene {
                 id: user.id,
                 name: "Olivia Operator".to_owned(),
             },
-            gate,
+            dispatcher,
             clock,
             database,
             tenant,
@@ -317,7 +323,7 @@ impl Scene {
 
     async fn connection(&self, name: &str, make_default: bool) -> ConnectionId {
         let view = self
-            .gate
+            .dispatcher
             .create_connection(
                 &self.operator,
                 self.tenant,
@@ -331,7 +337,7 @@ impl Scene {
     }
 
     async fn change(&self, connection: ConnectionId, change: ConnectionChange) {
-        self.gate
+        self.dispatcher
             .change_connection(&self.operator, connection, change, None)
             .await
             .unwrap();
@@ -363,7 +369,7 @@ impl Scene {
         connection: Option<ConnectionId>,
     ) -> StartDecision {
         let decision = self
-            .gate
+            .dispatcher
             .start(self.command(operation, connection))
             .await
             .unwrap();
@@ -519,19 +525,23 @@ async fn execution_gate() -> Scene {
 async fn concurrent_starts() -> Scene {
     let mut scene = Scene::new().await;
     scene.ready_connection().await;
-    let second = Arc::new(Gate::new(scene.database.clone(), scene.clock.clone(), None));
+    let second = Arc::new(Dispatcher::new(
+        scene.database.clone(),
+        scene.clock.clone(),
+        None,
+    ));
     let mut tasks = vec![];
     for n in 0..12 {
-        let gate = if n % 2 == 0 {
-            scene.gate.clone()
+        let dispatcher = if n % 2 == 0 {
+            scene.dispatcher.clone()
         } else {
             second.clone()
         };
         let operation = [InventorySync, DirectoryGroupsSync, InventorySync][n % 3];
         let command = scene.command(operation, None);
-        tasks.push(tokio::spawn(
-            async move { gate.start(command).await.unwrap() },
-        ));
+        tasks.push(tokio::spawn(async move {
+            dispatcher.start(command).await.unwrap()
+        }));
     }
     for task in tasks {
         let decision = task.await.unwrap();
@@ -547,7 +557,7 @@ async fn restore_run() -> Scene {
     let mut runs = vec![];
     for backup in ["backup-2026-01-01", "backup-2026-02-01"] {
         let run = scene
-            .gate
+            .dispatcher
             .prepare_restore(&scene.operator, scene.tenant, backup.to_owned())
             .await
             .unwrap();
@@ -556,7 +566,7 @@ async fn restore_run() -> Scene {
     for restore in [runs[0], runs[0], runs[1]] {
         let mut command = scene.command(RestoreExecute, None);
         command.restore_run = Some(restore);
-        let decision = scene.gate.start(command).await.unwrap();
+        let decision = scene.dispatcher.start(command).await.unwrap();
         scene.record(&decision);
     }
     scene

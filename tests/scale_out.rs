@@ -20,8 +20,8 @@ use sqlx::{Connection, PgConnection};
 
 use serve::{Reply, Serve, ADMIN};
 
-fn start(gate: &Serve, tenant: &str, operation: &str) -> Reply {
-    gate.request(
+fn start(dispatcher: &Serve, tenant: &str, operation: &str) -> Reply {
+    dispatcher.request(
         "POST",
         &format!("/v1/tenants/{tenant}/operations"),
         Some(json!({"operation": operation})),
@@ -30,8 +30,8 @@ fn start(gate: &Serve, tenant: &str, operation: &str) -> Reply {
     )
 }
 
-fn get(gate: &Serve, path: &str) -> Reply {
-    gate.request("GET", path, None, ADMIN, &[])
+fn get(dispatcher: &Serve, path: &str) -> Reply {
+    dispatcher.request("GET", path, None, ADMIN, &[])
 }
 
 fn run_id(started: &Reply) -> String {
@@ -51,21 +51,21 @@ async fn reads_through_a_hot_standby_see_the_callers_own_writes_and_wait_for_the
     let primary = testkit::start_throwaway_server();
     serve::migrate(primary.url());
     let standby = primary.start_standby();
-    let gate = Serve::start_with(
+    let dispatcher = Serve::start_with(
         primary.url(),
         &["--no-worker", "--read-database-url", standby.url()],
     );
-    let workspace = serve::workspace(&gate);
-    let tenant = serve::usable_tenant(&gate, &workspace, "Contoso");
+    let workspace = serve::workspace(&dispatcher);
+    let tenant = serve::usable_tenant(&dispatcher, &workspace, "Contoso");
 
     // Written on the primary, read at once through the standby: the read waits
     // until the standby's replicated views show the write.
-    let started = start(&gate, &tenant, "inventory.sync");
+    let started = start(&dispatcher, &tenant, "inventory.sync");
     assert_eq!(started.status, 202, "{}", started.body);
-    let run = get(&gate, &format!("/v1/operations/{}", run_id(&started)));
+    let run = get(&dispatcher, &format!("/v1/operations/{}", run_id(&started)));
     assert_eq!(run.status, 200, "{}", run.body);
     assert_eq!(run.body["status"], "queued");
-    let ready = get(&gate, "/readyz");
+    let ready = get(&dispatcher, "/readyz");
     assert_eq!(
         ready.body["read_replica"]["status"], "ready",
         "{}",
@@ -77,15 +77,15 @@ async fn reads_through_a_hot_standby_see_the_callers_own_writes_and_wait_for_the
     // bound and answers 503 `projection_lagging`, which proves it reads the standby
     // (the primary's views have the run), and /readyz reports the replica's lag.
     on(standby.url(), "SELECT pg_wal_replay_pause()").await;
-    let started = start(&gate, &tenant, "directory.groups.sync");
+    let started = start(&dispatcher, &tenant, "directory.groups.sync");
     assert_eq!(started.status, 409, "{}", started.body); // scope_busy: inventory.sync holds it
     let position: i64 = started.header("gate-position").unwrap().parse().unwrap();
-    let waited = get(&gate, &format!("/v1/operations/{}", run_id(&started)));
+    let waited = get(&dispatcher, &format!("/v1/operations/{}", run_id(&started)));
     assert_eq!(waited.status, 503, "{}", waited.body);
     assert_eq!(waited.body["error"]["code"], "projection_lagging");
     assert_eq!(waited.body["error"]["lag"]["target"], position);
     assert!(waited.header("retry-after").is_some());
-    let ready = get(&gate, "/readyz");
+    let ready = get(&dispatcher, "/readyz");
     assert_eq!(ready.status, 200);
     assert!(
         ready.body["read_replica"]["lag"].as_i64().unwrap() > 0,
@@ -96,7 +96,7 @@ async fn reads_through_a_hot_standby_see_the_callers_own_writes_and_wait_for_the
 
     // Replay resumes: the same read now answers from the standby.
     on(standby.url(), "SELECT pg_wal_replay_resume()").await;
-    let decisions = get(&gate, &format!("/v1/tenants/{tenant}/decisions"));
+    let decisions = get(&dispatcher, &format!("/v1/tenants/{tenant}/decisions"));
     assert_eq!(decisions.status, 200, "{}", decisions.body);
     let outcomes: Vec<&str> = decisions.body["items"]
         .as_array()
@@ -114,26 +114,26 @@ async fn a_stopped_standby_fails_reads_with_503_while_writes_go_on_and_reads_rec
     let primary = testkit::start_throwaway_server();
     serve::migrate(primary.url());
     let standby = primary.start_standby();
-    let gate = Serve::start_with(
+    let dispatcher = Serve::start_with(
         primary.url(),
         &["--no-worker", "--read-database-url", standby.url()],
     );
-    let workspace = serve::workspace(&gate);
-    let tenant = serve::usable_tenant(&gate, &workspace, "Contoso");
-    assert_eq!(get(&gate, "/v1/operations").status, 200);
+    let workspace = serve::workspace(&dispatcher);
+    let tenant = serve::usable_tenant(&dispatcher, &workspace, "Contoso");
+    assert_eq!(get(&dispatcher, "/v1/operations").status, 200);
 
     standby.stop();
-    let read = get(&gate, "/v1/operations");
+    let read = get(&dispatcher, "/v1/operations");
     assert_eq!(read.status, 503, "{}", read.body);
     assert_eq!(read.body["error"]["code"], "unavailable");
     assert!(read.header("retry-after").is_some());
-    let ready = get(&gate, "/readyz");
+    let ready = get(&dispatcher, "/readyz");
     assert_eq!(ready.status, 200, "writes go on: the instance stays ready");
     assert_eq!(ready.body["read_replica"]["status"], "unavailable");
     // Writes, and the writes that read the primary's views first, go on.
-    let started = start(&gate, &tenant, "inventory.sync");
+    let started = start(&dispatcher, &tenant, "inventory.sync");
     assert_eq!(started.status, 202, "{}", started.body);
-    let bootstrap = gate.request(
+    let bootstrap = dispatcher.request(
         "POST",
         &format!("/v1/tenants/{tenant}/onboarding/bootstrap"),
         None,
@@ -142,7 +142,7 @@ async fn a_stopped_standby_fails_reads_with_503_while_writes_go_on_and_reads_rec
     );
     assert_eq!(bootstrap.status, 200, "{}", bootstrap.body);
     assert_eq!(bootstrap.body["outcome"], "deduped");
-    let cancel = gate.request(
+    let cancel = dispatcher.request(
         "POST",
         &format!("/v1/operations/{}/cancel", run_id(&started)),
         None,
@@ -152,13 +152,13 @@ async fn a_stopped_standby_fails_reads_with_503_while_writes_go_on_and_reads_rec
     assert_eq!(cancel.status, 200, "{}", cancel.body);
 
     standby.start();
-    let run = get(&gate, &format!("/v1/operations/{}", run_id(&started)));
+    let run = get(&dispatcher, &format!("/v1/operations/{}", run_id(&started)));
     assert_eq!(run.status, 200, "{}", run.body);
     assert_eq!(
         run.body["status"], "cancelled",
         "the standby shows every write"
     );
-    let ready = get(&gate, "/readyz");
+    let ready = get(&dispatcher, "/readyz");
     assert_eq!(
         ready.body["read_replica"]["status"], "ready",
         "{}",

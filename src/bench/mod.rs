@@ -47,9 +47,9 @@ use serde_json::Value;
 use sqlx::Row as _;
 use uuid::Uuid;
 
+use crate::app::{Dispatcher, SystemClock};
 use crate::catchup::{on_pool, Catchup, Failpoint};
 use crate::executor::CommandError;
-use crate::gate::{Gate, SystemClock};
 use crate::store::Database;
 use cpu::Cpu;
 use load::{drive, Measured};
@@ -295,8 +295,14 @@ async fn main_scenarios(
 ) -> anyhow::Result<()> {
     // Two gates on one database: the second stands for a second `serve`
     // process in the hot scenario; every other scenario uses the first.
-    let gate = || Arc::new(Gate::new(database.clone(), Arc::new(SystemClock), None));
-    let gates = [gate(), gate()];
+    let dispatcher = || {
+        Arc::new(Dispatcher::new(
+            database.clone(),
+            Arc::new(SystemClock),
+            None,
+        ))
+    };
+    let gates = [dispatcher(), dispatcher()];
     let mut out = Vec::new();
     let mut world = World::new(&mut out).await?;
     let mut sink = Sink::new(database, Table::Events).await?;
@@ -603,7 +609,7 @@ enum Placement {
     Shared { window: usize },
 }
 
-/// Starts through the gate's executor, as `Gate::start` makes them after
+/// Starts through the gate's executor, as `Dispatcher::start` makes them after
 /// authorization (an operator's start on the tenant's default connection).
 ///
 /// Client `c` uses `gates[c % len]`: two gates stand for two `serve`
@@ -611,7 +617,7 @@ enum Placement {
 /// conflict and are retried. With `gave_up`, a start whose retries all
 /// conflicted is counted there instead of failing the run.
 async fn gate_starts(
-    gates: &[Arc<Gate>],
+    gates: &[Arc<Dispatcher>],
     operator: &Actor,
     clients: usize,
     ops: usize,
@@ -623,7 +629,7 @@ async fn gate_starts(
     let operator = operator.clone();
     let targets = Arc::new(targets);
     drive(clients, ops, move |turn| {
-        let gate = gates[turn.client % gates.len()].clone();
+        let dispatcher = gates[turn.client % gates.len()].clone();
         let (operator, gave_up) = (operator.clone(), gave_up.clone());
         let target = match placement {
             Placement::Own => turn.own_target(clients, targets.len()),
@@ -634,8 +640,8 @@ async fn gate_starts(
             let at = chrono::Utc::now();
             let request =
                 seed::start_request(&operator, tenant_id, OperationKind::InventorySync, at);
-            let metadata = crate::gate::metadata(&operator, request.request_id.as_deref(), at);
-            let executed = gate
+            let metadata = crate::app::metadata(&operator, request.request_id.as_deref(), at);
+            let executed = dispatcher
                 .connection_executor()
                 .execute(
                     &connection_id.to_string(),
@@ -686,7 +692,7 @@ const DRAIN: Duration = Duration::from_secs(60);
 async fn sustained(
     plan: &Plan,
     database: &Database,
-    gate: &Arc<Gate>,
+    dispatcher: &Arc<Dispatcher>,
     operator: &Actor,
     targets: Vec<(TenantId, ConnectionId)>,
 ) -> anyhow::Result<Sustained> {
@@ -741,7 +747,7 @@ async fn sustained(
         let mut all = Measured::bulk(0, Duration::ZERO);
         while started.elapsed() < plan.sustained {
             let m = gate_starts(
-                std::slice::from_ref(gate),
+                std::slice::from_ref(dispatcher),
                 operator,
                 TARGET_CLIENTS,
                 round,
@@ -790,12 +796,12 @@ async fn sustained(
 /// snapshot and the events after it), then warm ones (nothing read before
 /// deciding). Returns the cold and the warm decisions, timed separately.
 async fn history_starts(
-    gate: &Gate,
+    dispatcher: &Dispatcher,
     operator: &Actor,
     ops: usize,
     connections: &[seed::Connection],
 ) -> anyhow::Result<(Timed, Timed)> {
-    let executor = gate.connection_executor();
+    let executor = dispatcher.connection_executor();
     let start = |connection: &seed::Connection, cold: bool| {
         let at = chrono::Utc::now();
         let request = seed::start_request(
@@ -804,7 +810,7 @@ async fn history_starts(
             OperationKind::InventorySync,
             at,
         );
-        let metadata = crate::gate::metadata(operator, request.request_id.as_deref(), at);
+        let metadata = crate::app::metadata(operator, request.request_id.as_deref(), at);
         let id = connection.connection_id.to_string();
         async move {
             if cold {

@@ -22,7 +22,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::gate::{metadata, SNAPSHOT_EVERY};
+use crate::app::{metadata, SNAPSHOT_EVERY};
 use crate::snapshot::StoredSnapshot;
 use crate::store::Database;
 

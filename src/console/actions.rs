@@ -17,7 +17,7 @@ use super::pages::{parse_id, Params};
 use super::session::{self, Signed};
 use super::view::{Nav, Started};
 use super::{html, Page};
-use crate::gate::{ConnectionChange, StartCommand, StartDecision};
+use crate::app::{ConnectionChange, StartCommand, StartDecision};
 use crate::http::dto::present_start;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -128,7 +128,7 @@ pub async fn sign_in(
     let params = form(&headers, &body, &["token", "next"])?;
     let next = local(params.get("next"));
     let token = params.get("token").unwrap_or("").trim();
-    match session::sign_in(&app.gate, token).await? {
+    match session::sign_in(&app.dispatcher, token).await? {
         Some((id, _)) => {
             let mut response = Redirect::to(&next).into_response();
             response
@@ -157,7 +157,7 @@ pub async fn sign_out(
 ) -> Result<Response, Page> {
     signed_form(&signed, &headers, &body, &[])?;
     if let Some(id) = session::cookie(&headers) {
-        session::sign_out(app.gate.database(), &id).await?;
+        session::sign_out(app.dispatcher.database(), &id).await?;
     }
     let mut response = Redirect::to("/sign-in").into_response();
     response
@@ -225,7 +225,7 @@ pub async fn start(
         .map(|c| parse_id(c, "provider connection").map(ConnectionId))
         .transpose()?;
     let decision = app
-        .gate
+        .dispatcher
         .start(StartCommand {
             connection,
             ..command(&signed, tenant_id, operation)
@@ -252,10 +252,10 @@ pub async fn cancel(
 ) -> Result<Response, Page> {
     let run_id = RunId(parse_id(&run_id, "operation run")?);
     signed_form(&signed, &headers, &body, &[])?;
-    app.gate
+    app.dispatcher
         .consistent_on_primary(&signed.principal, None)
         .await?;
-    app.gate.cancel(&signed.principal, run_id).await?;
+    app.dispatcher.cancel(&signed.principal, run_id).await?;
     Ok(Redirect::to(&format!("/operations/{run_id}")).into_response())
 }
 
@@ -288,13 +288,13 @@ pub async fn connection(
     };
     match change {
         Some(change) => {
-            app.gate
+            app.dispatcher
                 .change_connection(principal, connection_id, change, request_id().as_deref())
                 .await?;
         }
         None => {
             let (connection, _) = app
-                .gate
+                .dispatcher
                 .authorize_connection(
                     principal,
                     connection_id,
@@ -306,7 +306,7 @@ pub async fn connection(
                 .as_ref()
                 .map(|i| i.tenant_id)
                 .ok_or_else(|| Page::from(ApiError::not_found("provider connection")))?;
-            app.gate
+            app.dispatcher
                 .set_default_connection(
                     principal,
                     tenant_id,
@@ -335,7 +335,7 @@ pub async fn prepare_restore(
         500,
     )?;
     let run = app
-        .gate
+        .dispatcher
         .prepare_restore(&signed.principal, tenant_id, backup_ref)
         .await?;
     Ok(Redirect::to(&format!("/restore-runs/{}", run.restore_run_id)).into_response())
@@ -351,7 +351,7 @@ pub async fn execute_restore(
 ) -> Result<Response, Page> {
     let id = RestoreRunId(parse_id(&id, "restore run")?);
     let params = signed_form(&signed, &headers, &body, &["confirm"])?;
-    let run = app.gate.restore_run(&signed.principal, id).await?;
+    let run = app.dispatcher.restore_run(&signed.principal, id).await?;
     if params.get("confirm") != Some("yes") {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -362,7 +362,7 @@ pub async fn execute_restore(
         .into());
     }
     let decision = app
-        .gate
+        .dispatcher
         .start(StartCommand {
             restore_run: Some(id),
             ..command(&signed, run.tenant_id, OperationKind::RestoreExecute)
@@ -390,16 +390,16 @@ pub async fn onboarding(
     let back = format!("/tenants/{tenant_id}/onboarding");
     let decision = match step.as_str() {
         "verify" => {
-            app.gate
+            app.dispatcher
                 .start(command(&signed, tenant_id, OperationKind::ProviderVerify))
                 .await?
         }
         "bootstrap" => {
-            app.gate
+            app.dispatcher
                 .consistent_on_primary(&signed.principal, None)
                 .await?;
             match app
-                .gate
+                .dispatcher
                 .bootstrap(&signed.principal, tenant_id, request_id())
                 .await?
             {
@@ -438,11 +438,11 @@ pub async fn live(
     }
     // `Signed` found a live session, so the request carries its cookie.
     let id = super::session::cookie(&headers).ok_or(Page::SignIn(None))?;
-    let gate = app.gate.clone();
+    let dispatcher = app.dispatcher.clone();
     let still_valid: crate::http::stream::StillValid = Box::new(move || {
-        let gate = gate.clone();
+        let dispatcher = dispatcher.clone();
         let id = id.clone();
-        Box::pin(async move { super::session::still_signed(&gate, &id).await })
+        Box::pin(async move { super::session::still_signed(&dispatcher, &id).await })
     });
     Ok(
         crate::http::stream::open(app, &signed.principal, still_valid, &headers)

@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::gate::GateError;
+use crate::app::AppError;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
@@ -224,8 +224,8 @@ impl From<ApiError> for Page {
     }
 }
 
-impl From<GateError> for Page {
-    fn from(error: GateError) -> Self {
+impl From<AppError> for Page {
+    fn from(error: AppError) -> Self {
         Self::Error(error.into())
     }
 }

@@ -4,7 +4,7 @@
 //! A session row (table `console_sessions`, on the primary, so every instance
 //! knows every session) holds the SHA-256 of the cookie's random id, the
 //! digest of the token signed in with, a per-session CSRF token and an expiry.
-//! Every request checks the token again ([`Gate::authenticate_digest`]): a
+//! Every request checks the token again ([`Dispatcher::authenticate_digest`]): a
 //! revoked or rotated token, or an admin token changed at restart, ends the
 //! session at once. A form post must come from this origin (`Origin` equal to
 //! the `Host` it was sent to) and carry the session's CSRF token.
@@ -22,8 +22,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::Page;
+use crate::app::{Dispatcher, Principal, TokenDigest};
 use crate::catchup::on_pool;
-use crate::gate::{Gate, Principal, TokenDigest};
 use crate::http::AppState;
 use crate::store::Database;
 
@@ -69,20 +69,23 @@ fn millis(at: Timestamp) -> i64 {
 
 /// Signs in: a new session for a valid token. Returns the cookie's value and
 /// the principal, or `None` for a token that is not valid.
-pub async fn sign_in(gate: &Gate, token: &str) -> Result<Option<(String, Signed)>, Page> {
-    let Some(principal) = gate.authenticate(token).await? else {
+pub async fn sign_in(
+    dispatcher: &Dispatcher,
+    token: &str,
+) -> Result<Option<(String, Signed)>, Page> {
+    let Some(principal) = dispatcher.authenticate(token).await? else {
         return Ok(None);
     };
     let digest = TokenDigest::of(token);
     let id = random_hex();
     let csrf = random_hex();
-    let now = millis(gate.now());
+    let now = millis(dispatcher.now());
     let expires = now.saturating_add(LIFETIME.as_millis() as i64);
     let user_id = match &principal {
         Principal::Admin => None,
         Principal::User { id, .. } => Some(id.to_string()),
     };
-    on_pool!(gate.database(), |pool| {
+    on_pool!(dispatcher.database(), |pool| {
         // Expired sessions go as new ones come: the table holds live ones only.
         sqlx::query("DELETE FROM console_sessions WHERE expires_ms <= $1")
             .bind(now)
@@ -120,9 +123,9 @@ pub async fn sign_out(database: &Database, id: &str) -> Result<(), Page> {
 }
 
 /// The live session of this cookie id, its token checked again.
-async fn session(gate: &Gate, id: &str) -> Result<Option<Signed>, Page> {
-    let now = millis(gate.now());
-    let row = on_pool!(gate.database(), |pool| {
+async fn session(dispatcher: &Dispatcher, id: &str) -> Result<Option<Signed>, Page> {
+    let now = millis(dispatcher.now());
+    let row = on_pool!(dispatcher.database(), |pool| {
         let row = sqlx::query(
             "SELECT user_id, token_sha256, csrf FROM console_sessions
              WHERE id_sha256 = $1 AND expires_ms > $2",
@@ -152,7 +155,7 @@ async fn session(gate: &Gate, id: &str) -> Result<Option<Signed>, Page> {
         .map(|id| Uuid::try_parse(&id))
         .transpose()
         .context("a console session's user id is not a UUID")?;
-    let principal = gate
+    let principal = dispatcher
         .authenticate_digest(&TokenDigest { user_id, sha256 })
         .await?;
     Ok(principal.map(|principal| Signed { principal, csrf }))
@@ -160,8 +163,8 @@ async fn session(gate: &Gate, id: &str) -> Result<Option<Signed>, Page> {
 
 /// Whether the session of this cookie id is still live, its token still valid
 /// (a failed read counts as not: the browser reconnects and is checked afresh).
-pub async fn still_signed(gate: &Gate, id: &str) -> bool {
-    matches!(session(gate, id).await, Ok(Some(_)))
+pub async fn still_signed(dispatcher: &Dispatcher, id: &str) -> bool {
+    matches!(session(dispatcher, id).await, Ok(Some(_)))
 }
 
 /// The session cookie's value, if the request has one.
@@ -198,7 +201,7 @@ impl FromRequestParts<AppState> for Signed {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Page> {
         let signed = match cookie(&parts.headers) {
-            Some(id) => session(&app.gate, &id).await?,
+            Some(id) => session(&app.dispatcher, &id).await?,
             None => None,
         };
         let Some(signed) = signed else {

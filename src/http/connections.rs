@@ -14,7 +14,7 @@ use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_name, parse_registry, plain, Caller, Json, Path, Reader, RequestId};
 use super::AppState;
-use crate::gate::{ConnectionChange, ConnectionView};
+use crate::app::{ConnectionChange, ConnectionView};
 use crate::read;
 
 /// The connection routes.
@@ -79,7 +79,7 @@ async fn create_connection(
     let display_name = parse_name("display_name", &body.display_name, 200)?;
     let provider = parse_provider(&body.provider)?;
     let view = app
-        .gate
+        .dispatcher
         .create_connection(
             &principal,
             tenant_id,
@@ -100,10 +100,10 @@ async fn list_connections(
     Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<ConnectionList>, ApiError> {
-    app.gate
+    app.dispatcher
         .authorize(&principal, tenant_id, Action::ViewConnections)
         .await?;
-    let records = read::tenant_connections(app.gate.reads(), tenant_id).await?;
+    let records = read::tenant_connections(app.dispatcher.reads(), tenant_id).await?;
     Ok(axum::Json(ConnectionList {
         items: records.iter().map(ConnectionJson::from).collect(),
     }))
@@ -119,15 +119,15 @@ async fn get_connection(
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     // The view names the connection's tenant: no aggregate load to learn it.
-    let Some(record) = read::connection(app.gate.reads(), id).await? else {
+    let Some(record) = read::connection(app.dispatcher.reads(), id).await? else {
         return Err(app
-            .gate
+            .dispatcher
             .hidden(&principal, Action::ViewConnections, "provider connection")
             .await
             .into());
     };
     let tenant_id = record.connection.tenant_id;
-    app.gate
+    app.dispatcher
         .authorize_as(
             &principal,
             tenant_id,
@@ -140,13 +140,13 @@ async fn get_connection(
 
 async fn change(
     app: &AppState,
-    principal: &crate::gate::Principal,
+    principal: &crate::app::Principal,
     id: ConnectionId,
     change: ConnectionChange,
     request_id: Option<&str>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let view = app
-        .gate
+        .dispatcher
         .change_connection(principal, id, change, request_id)
         .await?;
     json(&view)
@@ -268,7 +268,7 @@ async fn set_default_connection(
         }
     };
     let default = app
-        .gate
+        .dispatcher
         .set_default_connection(
             &principal,
             tenant_id,

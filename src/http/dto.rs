@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::gate::{ConnectionView, StartDecision};
+use crate::app::{ConnectionView, StartDecision};
 
 /// `{id}`.
 #[derive(Debug, Serialize, ToSchema)]

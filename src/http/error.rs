@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::gate::GateError;
+use crate::app::AppError;
 
 /// An error answer (not a decision: decisions are StartResults).
 #[derive(Debug)]
@@ -99,22 +99,22 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        GateError::from(error).into()
+        AppError::from(error).into()
     }
 }
 
-impl From<GateError> for ApiError {
-    fn from(error: GateError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
         match error {
-            GateError::NotFound(what) => Self::not_found(what),
-            GateError::Forbidden(capability) => Self::new(
+            AppError::NotFound(what) => Self::not_found(what),
+            AppError::Forbidden(capability) => Self::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("this action needs the `{capability}` capability"),
             ),
-            GateError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            GateError::Invalid(message) => Self::invalid(message),
-            GateError::Lagging { target, reached } => Self {
+            AppError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            AppError::Invalid(message) => Self::invalid(message),
+            AppError::Lagging { target, reached } => Self {
                 lag: Some(Lag {
                     target,
                     reached,
@@ -130,7 +130,7 @@ impl From<GateError> for ApiError {
                     ),
                 )
             },
-            GateError::Unavailable(error) => {
+            AppError::Unavailable(error) => {
                 // Logged once, here, and as a warning: it passes by itself.
                 tracing::warn!(error = %crate::cli::error_line(&error), "database unavailable");
                 Self::new(
@@ -139,7 +139,7 @@ impl From<GateError> for ApiError {
                     "the database is unavailable right now (unreachable, read-only or full); retry shortly",
                 )
             }
-            GateError::Internal(detail) => {
+            AppError::Internal(detail) => {
                 // Logged once, here; the client never sees database text.
                 tracing::error!(%detail, "request failed");
                 Self::new(

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::gate::Principal;
+use crate::app::Principal;
 
 /// A JSON object body. Anything else (an array, a scalar, `null`, bad JSON,
 /// wrong types, unknown fields) is a 400 in plain words, too large is a 413, a
@@ -234,7 +234,7 @@ where
             .and_then(|value| value.to_str().ok())
             .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
-        match app.gate.authenticate(token).await? {
+        match app.dispatcher.authenticate(token).await? {
             Some(principal) => {
                 crate::consistency::authenticated(&principal.actor().id_string());
                 Ok(Self(principal))
@@ -250,7 +250,7 @@ pub const GATE_POSITION: &str = "gate-position";
 /// The authenticated caller of a request that reads the views, once they have
 /// reached what the caller must see: its own last write through this
 /// instance, and the `Gate-Position` it sent (session consistency). The views
-/// are those [`crate::gate::Gate::reads`] queries: a hot standby's with
+/// are those [`crate::app::Dispatcher::reads`] queries: a hot standby's with
 /// `--read-database-url`. A malformed `Gate-Position` is a 400; views still
 /// behind after the bounded wait are a 503 `projection_lagging`.
 pub struct Reader(pub Principal);
@@ -265,7 +265,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let (principal, at_least) = caller_and_position(parts, state).await?;
         let app = AppState::from_ref(state);
-        app.gate.consistent(&principal, at_least).await?;
+        app.dispatcher.consistent(&principal, at_least).await?;
         Ok(Self(principal))
     }
 }
@@ -285,7 +285,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let (principal, at_least) = caller_and_position(parts, state).await?;
         let app = AppState::from_ref(state);
-        app.gate.consistent_on_primary(&principal, at_least).await?;
+        app.dispatcher
+            .consistent_on_primary(&principal, at_least)
+            .await?;
         Ok(Self(principal))
     }
 }

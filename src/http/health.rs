@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
 /// and with a read replica how far its views are behind. A standby that does
 /// not answer leaves the instance ready: writes go on, reads answer 503.
 async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> Response {
-    let head = catchup::head(app.gate.database()).await;
+    let head = catchup::head(app.dispatcher.database()).await;
     if admin.is_err() {
         let ready = head.is_ok();
         let status = if ready {
@@ -42,7 +42,7 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
     }
     match head {
         Ok(head) => {
-            let positions = app.gate.catchup().positions();
+            let positions = app.dispatcher.catchup().positions();
             let mut body = json!({
                 "ready": true,
                 "status": "ready",
@@ -50,7 +50,7 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
                 "projections": positions.projections,
                 "lag": head - positions.slowest(),
             });
-            if let Some(standby) = app.gate.standby() {
+            if let Some(standby) = app.dispatcher.standby() {
                 body["read_replica"] = match standby.status().await {
                     Ok(status) => json!({
                         "status": "ready",
@@ -76,8 +76,8 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
 
 /// Prometheus text format; the admin token only.
 async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
-    let positions = app.gate.catchup().positions();
-    let head = catchup::head(app.gate.database())
+    let positions = app.dispatcher.catchup().positions();
+    let head = catchup::head(app.dispatcher.database())
         .await
         .unwrap_or(positions.head);
     let mut text = String::from(
@@ -102,7 +102,7 @@ async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
         "dispatch_gate_projection_lag {}\n",
         head - positions.slowest()
     ));
-    if let Some(standby) = app.gate.standby() {
+    if let Some(standby) = app.dispatcher.standby() {
         if let Ok(status) = standby.status().await {
             text.push_str(
                 "# HELP dispatch_gate_read_replica_lag Events the read replica's views are behind the log head.\n\

@@ -74,8 +74,15 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |p| p.as_str());
     let fingerprint = idempotency::fingerprint(parts.method.as_str(), target, &body);
-    let database = app.gate.database();
-    let claim = idempotency::claim(database, &principal, &key, &fingerprint, app.gate.now()).await;
+    let database = app.dispatcher.database();
+    let claim = idempotency::claim(
+        database,
+        &principal,
+        &key,
+        &fingerprint,
+        app.dispatcher.now(),
+    )
+    .await;
     let attempt = match claim {
         Ok(Claim::Owned(attempt)) => attempt,
         Ok(Claim::Replay(answer)) => return replay(&principal, answer),

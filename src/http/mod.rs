@@ -31,7 +31,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::gate::Gate;
+use crate::app::Dispatcher;
 use error::ApiError;
 
 /// The largest request body accepted; larger bodies get 413.
@@ -41,7 +41,7 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     /// The use cases.
-    pub gate: Arc<Gate>,
+    pub dispatcher: Arc<Dispatcher>,
     /// How long a worker holds a run between heartbeats.
     pub lease: Duration,
     /// How long a request body may take to arrive in full (then 408).
@@ -56,9 +56,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl AppState {
     /// State with the default lease.
-    pub fn new(gate: Arc<Gate>) -> Self {
+    pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
         Self {
-            gate,
+            dispatcher,
             lease: DEFAULT_LEASE,
             body_timeout: DEFAULT_BODY_TIMEOUT,
         }
@@ -452,8 +452,10 @@ pub(crate) async fn sessions(
     let written = session.written();
     if written > 0 {
         if let Some(principal) = session.principal() {
-            let applied = app.gate.catchup().positions().slowest();
-            app.gate.sessions().wrote(&principal, written, applied);
+            let applied = app.dispatcher.catchup().positions().slowest();
+            app.dispatcher
+                .sessions()
+                .wrote(&principal, written, applied);
         }
     }
     let position = if written > 0 { written } else { session.seen() };

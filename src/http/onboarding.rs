@@ -16,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
 use super::starts::run_start;
 use super::AppState;
-use crate::gate::StartCommand;
+use crate::app::StartCommand;
 
 /// The onboarding routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -75,7 +75,7 @@ async fn bootstrap(
     _: EmptyBody,
 ) -> Result<Response, ApiError> {
     match app
-        .gate
+        .dispatcher
         .bootstrap(&principal, tenant_id, request_id)
         .await?
     {
@@ -121,11 +121,11 @@ async fn onboarding(
     Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<OnboardingJson>, ApiError> {
-    app.gate
+    app.dispatcher
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
-    let steps = app.gate.onboarding(tenant_id).await?;
-    let next = crate::gate::next_bootstrap_step(&steps).map(|s| s.operation.as_str());
+    let steps = app.dispatcher.onboarding(tenant_id).await?;
+    let next = crate::app::next_bootstrap_step(&steps).map(|s| s.operation.as_str());
     Ok(axum::Json(OnboardingJson {
         tenant_id: tenant_id.0,
         next_bootstrap_step: next,

@@ -16,7 +16,7 @@ use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_registry, Path, Reader};
 use super::AppState;
-use crate::gate::Principal;
+use crate::app::Principal;
 use crate::read::{self, RunFilter, Visibility};
 use projections::{
     Decision as DecisionRecord, Notification as NotificationRecord, Run as RunRecord,
@@ -89,7 +89,12 @@ impl<'a> ListScope<'a> {
     pub(crate) fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
         cursor
             .map(|c| {
-                super::cursor::open(self.app.gate.cursor_key(), &self.list, &self.principal, c)
+                super::cursor::open(
+                    self.app.dispatcher.cursor_key(),
+                    &self.list,
+                    &self.principal,
+                    c,
+                )
             })
             .transpose()
     }
@@ -97,7 +102,12 @@ impl<'a> ListScope<'a> {
     /// The cursor of the next page.
     pub(crate) fn seal(&self, position: Option<i64>) -> Option<String> {
         position.map(|p| {
-            super::cursor::seal(self.app.gate.cursor_key(), &self.list, &self.principal, p)
+            super::cursor::seal(
+                self.app.dispatcher.cursor_key(),
+                &self.list,
+                &self.principal,
+                p,
+            )
         })
     }
 }
@@ -229,7 +239,7 @@ async fn list_runs(
     );
     let cursor_position = scope.open(query.cursor.as_deref())?;
     if let Some(tenant) = query.tenant_id {
-        app.gate
+        app.dispatcher
             .authorize(&principal, TenantId(tenant), Action::ViewOperations)
             .await?;
     }
@@ -242,7 +252,7 @@ async fn list_runs(
         limit,
         cursor: cursor_position,
     };
-    let page = read::runs(app.gate.reads(), &filter).await?;
+    let page = read::runs(app.dispatcher.reads(), &filter).await?;
     Ok(axum::Json(RunList {
         items: page.items.iter().map(RunListItem::from).collect(),
         next_cursor: scope.seal(page.next_cursor),
@@ -307,15 +317,15 @@ async fn get_run(
     Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
-    let database = app.gate.reads();
+    let database = app.dispatcher.reads();
     let Some(run) = read::run(database, run_id).await? else {
         return Err(app
-            .gate
+            .dispatcher
             .hidden(&principal, Action::ViewOperations, "operation run")
             .await
             .into());
     };
-    app.gate
+    app.dispatcher
         .authorize_as(
             &principal,
             run.tenant_id,
@@ -437,11 +447,11 @@ async fn tenant_decisions(
     let limit = parse_limit(query.limit)?;
     let scope = ListScope::new(&app, &principal, format!("decisions tenant={tenant_id}"));
     let cursor_position = scope.open(query.cursor.as_deref())?;
-    app.gate
+    app.dispatcher
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
     let page = read::tenant_decisions(
-        app.gate.reads(),
+        app.dispatcher.reads(),
         tenant_id,
         (None, None),
         limit,
@@ -512,7 +522,7 @@ async fn list_notifications(
     let cursor_position = scope.open(query.cursor.as_deref())?;
     let recipient = principal.actor().id_string();
     let page = read::notifications(
-        app.gate.reads(),
+        app.dispatcher.reads(),
         &recipient,
         &Visibility::of(&principal),
         limit,

@@ -45,7 +45,7 @@ async fn create_workspace(
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     let name = parse_name("name", &body.name, 200)?;
-    let id = app.gate.create_workspace(name).await?;
+    let id = app.dispatcher.create_workspace(name).await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
 }
 
@@ -70,7 +70,7 @@ async fn create_tenant(
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     let name = parse_name("name", &body.name, 200)?;
     let id = app
-        .gate
+        .dispatcher
         .create_tenant(WorkspaceId(body.workspace_id), name)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
@@ -94,7 +94,7 @@ async fn create_user(
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, axum::Json<UserCreated>), ApiError> {
     let name = parse_name("name", &body.name, 200)?;
-    let user = app.gate.create_user(name).await?;
+    let user = app.dispatcher.create_user(name).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(UserCreated {
@@ -123,7 +123,7 @@ async fn issue_token(
     _: Admin,
     Path(user_id): Path<UserId>,
 ) -> Result<axum::Json<TokenIssued>, ApiError> {
-    let token = app.gate.issue_token(user_id).await?;
+    let token = app.dispatcher.issue_token(user_id).await?;
     Ok(axum::Json(TokenIssued { token }))
 }
 
@@ -137,7 +137,7 @@ async fn revoke_token(
     _: Admin,
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    app.gate.revoke_token(user_id).await?;
+    app.dispatcher.revoke_token(user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,7 +173,7 @@ async fn set_member(
                 .collect::<Result<BTreeSet<_>, _>>()
         })
         .transpose()?;
-    app.gate
+    app.dispatcher
         .set_member(tenant_id, user_id, role, capabilities)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -188,6 +188,6 @@ async fn remove_member(
     _: Admin,
     Path((tenant_id, user_id)): Path<(TenantId, UserId)>,
 ) -> Result<StatusCode, ApiError> {
-    app.gate.remove_member(tenant_id, user_id).await?;
+    app.dispatcher.remove_member(tenant_id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

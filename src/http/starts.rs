@@ -15,7 +15,7 @@ use super::dto::{present_start, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_name, parse_registry, Caller, Json, Path, ReaderOnPrimary, RequestId};
 use super::AppState;
-use crate::gate::StartCommand;
+use crate::app::StartCommand;
 
 /// The start routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,12 +28,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 pub(super) async fn run_start(app: &AppState, command: StartCommand) -> Result<Response, ApiError> {
-    let decision = app.gate.start(command).await?;
+    let decision = app.dispatcher.start(command).await?;
     Ok(present(&decision))
 }
 
 /// A decision as the HTTP response every start surface returns.
-pub(super) fn present(decision: &crate::gate::StartDecision) -> Response {
+pub(super) fn present(decision: &crate::app::StartDecision) -> Response {
     let (status, body) = present_start(decision);
     (status, axum::Json(body)).into_response()
 }
@@ -103,7 +103,7 @@ async fn start_on_connection(
 ) -> Result<Response, ApiError> {
     let operation: OperationKind = parse_registry(&body.operation)?;
     let decision = app
-        .gate
+        .dispatcher
         .start_on_connection(principal, id, operation, request_id)
         .await?;
     Ok(present(&decision))
@@ -153,7 +153,7 @@ async fn prepare_restore(
 ) -> Result<(StatusCode, axum::Json<RestorePrepared>), ApiError> {
     let backup_ref = parse_name("backup_ref", &body.backup_ref, 500)?;
     let run = app
-        .gate
+        .dispatcher
         .prepare_restore(&principal, tenant_id, backup_ref)
         .await?;
     Ok((
@@ -194,7 +194,7 @@ async fn execute_restore(
     Path(id): Path<RestoreRunId>,
     Json(body): Json<ExecuteRestore>,
 ) -> Result<Response, ApiError> {
-    let run = app.gate.restore_run(&principal, id).await?;
+    let run = app.dispatcher.restore_run(&principal, id).await?;
     if !body.confirm {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -234,7 +234,7 @@ async fn cancel_run(
     ReaderOnPrimary(principal): ReaderOnPrimary,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<CancelResult>, ApiError> {
-    let (operation, status, cancel_requested) = app.gate.cancel(&principal, run_id).await?;
+    let (operation, status, cancel_requested) = app.dispatcher.cancel(&principal, run_id).await?;
     Ok(axum::Json(CancelResult {
         run: RunSummary::new(run_id, operation, status),
         cancel_requested,

@@ -33,7 +33,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
 use super::reads::{DecisionJson, RunListItem};
 use super::AppState;
-use crate::gate::{Gate, TokenDigest};
+use crate::app::{Dispatcher, TokenDigest};
 use crate::read::{self, Visibility};
 
 /// Events buffered per connection before a slow consumer is dropped.
@@ -76,11 +76,13 @@ async fn stream(
         .and_then(super::extract::bearer_token)
         .map(TokenDigest::of)
         .ok_or_else(ApiError::unauthorized)?;
-    let gate = app.gate.clone();
+    let dispatcher = app.dispatcher.clone();
     let still_valid: StillValid = Box::new(move || {
-        let gate = gate.clone();
+        let dispatcher = dispatcher.clone();
         let digest = digest.clone();
-        Box::pin(async move { matches!(gate.authenticate_digest(&digest).await, Ok(Some(_))) })
+        Box::pin(
+            async move { matches!(dispatcher.authenticate_digest(&digest).await, Ok(Some(_))) },
+        )
     });
     open(app, &principal, still_valid, &headers).await
 }
@@ -94,7 +96,7 @@ pub(crate) type StillValid = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + S
 /// resuming after the request's `Last-Event-ID` when it has one.
 pub(crate) async fn open(
     app: AppState,
-    principal: &crate::gate::Principal,
+    principal: &crate::app::Principal,
     still_valid: StillValid,
     headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -110,7 +112,7 @@ pub(crate) async fn open(
                         "`Last-Event-ID` must be a log position (a non-negative integer)",
                     )
                 })?;
-            let head = crate::catchup::head(app.gate.database()).await?;
+            let head = crate::catchup::head(app.dispatcher.database()).await?;
             if position > head {
                 return Err(ApiError::invalid(format!(
                     "`Last-Event-ID` {position} is ahead of the log (at {head})"
@@ -118,7 +120,7 @@ pub(crate) async fn open(
             }
             position
         }
-        None => reached(&app.gate).await?,
+        None => reached(&app.dispatcher).await?,
     };
     let (events, receiver) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(follow(
@@ -138,10 +140,10 @@ pub(crate) async fn open(
 }
 
 /// The position the read side's views show now.
-async fn reached(gate: &Gate) -> anyhow::Result<i64> {
-    match gate.standby() {
+async fn reached(dispatcher: &Dispatcher) -> anyhow::Result<i64> {
+    match dispatcher.standby() {
         Some(standby) => standby.position().await,
-        None => Ok(gate.catchup().positions().slowest()),
+        None => Ok(dispatcher.catchup().positions().slowest()),
     }
 }
 
@@ -156,11 +158,11 @@ async fn follow(
     mut after: i64,
     events: mpsc::Sender<Event>,
 ) {
-    let mut positions = app.gate.catchup().subscribe();
+    let mut positions = app.dispatcher.catchup().subscribe();
     loop {
         let reached = tokio::select! {
             () = events.closed() => return,
-            reached = advanced(&app.gate, after, &mut positions) => reached,
+            reached = advanced(&app.dispatcher, after, &mut positions) => reached,
         };
         let reached = match reached {
             Ok(reached) => reached,
@@ -178,7 +180,7 @@ async fn follow(
         }
         while after < reached {
             let up_to = reached.min(after.saturating_add(WINDOW));
-            let batch = match batch(&app.gate, &visibility, after, up_to).await {
+            let batch = match batch(&app.dispatcher, &visibility, after, up_to).await {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(
@@ -205,12 +207,12 @@ async fn follow(
 
 /// Waits until the read side's views show a position after `after`.
 async fn advanced(
-    gate: &Gate,
+    dispatcher: &Dispatcher,
     after: i64,
     positions: &mut tokio::sync::watch::Receiver<crate::catchup::Positions>,
 ) -> anyhow::Result<i64> {
     loop {
-        match gate.standby() {
+        match dispatcher.standby() {
             Some(standby) => {
                 let reached = standby.position().await?;
                 if reached > after {
@@ -235,12 +237,12 @@ async fn advanced(
 
 /// The events at positions in `(after, up_to]` the caller may see, in log order.
 async fn batch(
-    gate: &Gate,
+    dispatcher: &Dispatcher,
     visibility: &Visibility,
     after: i64,
     up_to: i64,
 ) -> anyhow::Result<Vec<Event>> {
-    let views = gate.reads();
+    let views = dispatcher.reads();
     let decisions = read::decisions_between(views, visibility, after, up_to).await?;
     let changes = read::run_changes(views, after, up_to).await?;
     let ids: Vec<_> = changes.iter().map(|(_, id)| *id).collect();

@@ -83,7 +83,7 @@ async fn claim(
         })
         .transpose()?;
     let claimed = app
-        .gate
+        .dispatcher
         .claim(&worker_id, operations.as_deref(), app.lease)
         .await?;
     Ok(match claimed {
@@ -132,7 +132,10 @@ async fn heartbeat(
     Json(body): Json<WorkerBody>,
 ) -> Result<axum::Json<Lease>, ApiError> {
     let worker_id = parse_name("worker_id", &body.worker_id, 100)?;
-    let beat = app.gate.heartbeat(run_id, &worker_id, app.lease).await?;
+    let beat = app
+        .dispatcher
+        .heartbeat(run_id, &worker_id, app.lease)
+        .await?;
     Ok(axum::Json(Lease {
         lease_expires_at: projections::time(&beat.lease_expires_at),
         cancel_requested: beat.cancel_requested,
@@ -203,7 +206,7 @@ async fn complete(
 ) -> Result<axum::Json<Completed>, ApiError> {
     let worker_id = parse_name("worker_id", &body.worker_id, 100)?;
     let end = parse_end(&body)?;
-    let operation = app.gate.complete(run_id, &worker_id, end).await?;
+    let operation = app.dispatcher.complete(run_id, &worker_id, end).await?;
     let status = match end {
         RunEnd::Succeeded => RunStatus::Succeeded,
         RunEnd::Failed { .. } => RunStatus::Failed,

@@ -97,7 +97,7 @@ async fn a_writer_never_waits_and_its_read_behind_the_views_is_lagging_not_stale
     assert_eq!(list.body["error"]["code"], "projection_lagging");
     assert!(list.body["error"]["lag"]["behind"].as_i64().unwrap() > 0);
     assert!(list.headers.contains_key("retry-after"));
-    app.gate
+    app.dispatcher
         .catchup()
         .catch_up(dispatch_gate::catchup::Failpoint::Off)
         .await
@@ -114,7 +114,7 @@ async fn another_principal_waits_only_for_the_position_its_client_echoes(
 ) {
     let app = TestApp::without_catchup(backend).await;
     let f = app.fixture().await;
-    app.gate
+    app.dispatcher
         .catchup()
         .catch_up(dispatch_gate::catchup::Failpoint::Off)
         .await
@@ -147,7 +147,7 @@ async fn another_principal_waits_only_for_the_position_its_client_echoes(
         "{}",
         read.body
     );
-    app.gate
+    app.dispatcher
         .catchup()
         .catch_up(dispatch_gate::catchup::Failpoint::Off)
         .await

@@ -27,7 +27,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 async fn seeded(backend: Backend) -> (TestApp, DemoSummary) {
     let app = TestApp::without_catchup(backend).await;
-    let summary = demo::seed(&app.gate, LEASE).await.expect("seed");
+    let summary = demo::seed(&app.dispatcher, LEASE).await.expect("seed");
     app.start_catchup();
     (app, summary)
 }
@@ -242,7 +242,7 @@ async fn a_cancelled_demo_run_ends_cancelled_and_frees_its_connection(backend: B
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     // A short lease: the holder beats every 100 ms.
     tokio::spawn(demo::hold(
-        app.gate.clone(),
+        app.dispatcher.clone(),
         demo.held_runs.clone(),
         Duration::from_millis(300),
         stopped,
@@ -271,7 +271,7 @@ async fn a_store_that_holds_data_is_refused_and_nothing_is_written(backend: Back
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let before = app.event_count().await;
-    let error = demo::seed(&app.gate, LEASE).await.unwrap_err();
+    let error = demo::seed(&app.dispatcher, LEASE).await.unwrap_err();
     assert!(
         matches!(error, DemoError::NotEmpty { events } if events == before),
         "{error:?}"

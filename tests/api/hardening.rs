@@ -469,12 +469,12 @@ async fn a_missing_id_gets_the_same_membership_check_as_a_foreign_one(backend: B
             format!("/v1/provider-connections/{missing}"),
         ),
     ] {
-        let checks = app.gate.membership_checks();
+        let checks = app.dispatcher.membership_checks();
         let a = app.get(&foreign, &f.operator).await;
-        let foreign_checks = app.gate.membership_checks() - checks;
-        let checks = app.gate.membership_checks();
+        let foreign_checks = app.dispatcher.membership_checks() - checks;
+        let checks = app.dispatcher.membership_checks();
         let b = app.get(&absent, &f.operator).await;
-        let absent_checks = app.gate.membership_checks() - checks;
+        let absent_checks = app.dispatcher.membership_checks() - checks;
         assert_eq!(a.status, StatusCode::NOT_FOUND);
         assert_eq!(a.body, b.body, "byte-identical answers");
         assert_eq!(foreign_checks, 1, "{foreign}");

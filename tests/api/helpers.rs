@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use dispatch_gate::gate::{Clock, Gate, SystemClock};
+use dispatch_gate::app::{Clock, Dispatcher, SystemClock};
 use dispatch_gate::http::{app, AppState};
 use dispatch_gate::store::{Backend, Database};
 use http_body_util::BodyExt;
@@ -31,7 +31,7 @@ macro_rules! on_both_backends {
 
 pub struct TestApp {
     pub router: Router,
-    pub gate: Arc<Gate>,
+    pub dispatcher: Arc<Dispatcher>,
     pub database: Database,
     _dir: Option<tempfile::TempDir>,
 }
@@ -65,11 +65,11 @@ impl TestApp {
         };
         let database = Database::connect(&url, 20).await.expect("connect");
         database.migrate().await.expect("migrate");
-        let gate = Arc::new(Gate::new(database.clone(), clock, Some(ADMIN)));
-        let router = app(AppState::new(gate.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(database.clone(), clock, Some(ADMIN)));
+        let router = app(AppState::new(dispatcher.clone()));
         Self {
             router,
-            gate,
+            dispatcher,
             database,
             _dir: dir,
         }
@@ -77,7 +77,12 @@ impl TestApp {
 
     /// Runs the catch-up loop in the background (until the test ends).
     pub fn start_catchup(&self) {
-        tokio::spawn(self.gate.catchup().clone().run(std::future::pending()));
+        tokio::spawn(
+            self.dispatcher
+                .catchup()
+                .clone()
+                .run(std::future::pending()),
+        );
     }
 
     /// Waits until the read models show `condition`, re-checking after every
@@ -87,7 +92,7 @@ impl TestApp {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let mut changes = self.gate.catchup().subscribe();
+        let mut changes = self.dispatcher.catchup().subscribe();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while !condition().await {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -99,13 +104,13 @@ impl TestApp {
 
     /// Another app on the same database, standing for a second process.
     pub fn second_process(&self) -> Router {
-        let gate = Arc::new(Gate::new(
+        let dispatcher = Arc::new(Dispatcher::new(
             self.database.clone(),
             Arc::new(SystemClock),
             Some(ADMIN),
         ));
-        tokio::spawn(gate.catchup().clone().run(std::future::pending()));
-        app(AppState::new(gate))
+        tokio::spawn(dispatcher.catchup().clone().run(std::future::pending()));
+        app(AppState::new(dispatcher))
     }
 
     /// Sends a request as a client that shares what it has seen: unless the
@@ -113,7 +118,7 @@ impl TestApp {
     /// instance has written as `Gate-Position`, so a read as one principal
     /// sees a write made as another (the tests' setup mixes principals).
     pub async fn send(&self, mut request: Request<Body>) -> Response {
-        let head = self.gate.sessions().head();
+        let head = self.dispatcher.sessions().head();
         if head > 0 && !request.headers().contains_key("gate-position") {
             request
                 .headers_mut()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
-use dispatch_gate::gate::{Gate, ManualClock};
+use dispatch_gate::app::{Dispatcher, ManualClock};
 use dispatch_gate::http::AppState;
 use dispatch_gate::idempotency::{self, Claim, IdempotencyKey};
 use dispatch_gate::store::Backend;
@@ -174,7 +174,7 @@ fn start_fingerprint(tenant: &str) -> String {
 
 /// The principal key of a user token (`dgu_<id>_…`): its user id.
 async fn principal_of(app: &TestApp, token: &str) -> String {
-    let principal = app.gate.authenticate(token).await.unwrap().unwrap();
+    let principal = app.dispatcher.authenticate(token).await.unwrap().unwrap();
     principal.actor().id_string()
 }
 
@@ -191,7 +191,7 @@ async fn a_key_in_flight_is_409_and_is_taken_over_only_after_its_lease_if_nothin
         &principal,
         &key,
         &start_fingerprint(&f.tenant),
-        app.gate.now(),
+        app.dispatcher.now(),
     )
     .await
     .unwrap();
@@ -236,7 +236,8 @@ async fn a_key_in_flight_is_409_and_is_taken_over_only_after_its_lease_if_nothin
 
     // The stalled first attempt wakes up and tries to commit: refused, in the
     // commit's own transaction.
-    let late = idempotency::under(stalled, app.gate.create_workspace("Late".to_owned())).await;
+    let late =
+        idempotency::under(stalled, app.dispatcher.create_workspace("Late".to_owned())).await;
     assert!(late.is_err(), "a stalled attempt must not write: {late:?}");
     assert_eq!(app.event_count().await, written, "nothing written by it");
 }
@@ -248,15 +249,19 @@ async fn a_key_whose_first_request_wrote_is_never_run_again_even_when_its_answer
     let key = IdempotencyKey::parse(b"lost").unwrap();
     let body = r#"{"name": "Once"}"#;
     let fingerprint = idempotency::fingerprint("POST", "/v1/admin/workspaces", body.as_bytes());
-    let Claim::Owned(attempt) =
-        idempotency::claim(&app.database, "admin", &key, &fingerprint, app.gate.now())
-            .await
-            .unwrap()
-    else {
+    let Claim::Owned(attempt) = idempotency::claim(
+        &app.database,
+        "admin",
+        &key,
+        &fingerprint,
+        app.dispatcher.now(),
+    )
+    .await
+    .unwrap() else {
         panic!("claimed")
     };
     // It commits, and its process ends before storing the answer.
-    idempotency::under(attempt, app.gate.create_workspace("Once".to_owned()))
+    idempotency::under(attempt, app.dispatcher.create_workspace("Once".to_owned()))
         .await
         .unwrap();
     let written = app.event_count().await;
@@ -347,7 +352,7 @@ async fn keys_are_kept_24_hours_then_forgotten(backend: Backend) {
     let r = post_keyed(&app.router, path, ADMIN, r#"{"name": "C"}"#, b"other").await;
     assert_eq!(r.status, StatusCode::CREATED);
     clock.advance(idempotency::KEEP - std::time::Duration::from_secs(30));
-    let pruned = idempotency::prune(&app.database, app.gate.now()).await;
+    let pruned = idempotency::prune(&app.database, app.dispatcher.now()).await;
     assert_eq!(pruned.unwrap(), 1, "`day` (24 h old) goes, `other` stays");
     assert_eq!(
         count(&app, "SELECT count(*) FROM idempotency_keys").await,
@@ -366,9 +371,9 @@ async fn a_replay_survives_a_restart_and_holds_on_another_instance(backend: Back
     assert_eq!((there.status, &there.bytes), (first.status, &first.bytes));
     // A restart: a new process on the same database, nothing in memory.
     drop(other);
-    let restarted = dispatch_gate::http::app(AppState::new(Arc::new(Gate::new(
+    let restarted = dispatch_gate::http::app(AppState::new(Arc::new(Dispatcher::new(
         app.database.clone(),
-        Arc::new(dispatch_gate::gate::SystemClock),
+        Arc::new(dispatch_gate::app::SystemClock),
         Some(ADMIN),
     ))));
     let after = post_keyed(&restarted, &start_path(&f.tenant), &f.operator, SYNC, b"r").await;

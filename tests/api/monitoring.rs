@@ -85,12 +85,12 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
         let r = app.start(&f.operator, &f.tenant, operation).await;
         started.push(id(&r.body["run"]));
         let claimed = app
-            .gate
+            .dispatcher
             .claim("w1", None, Duration::from_secs(60))
             .await
             .unwrap()
             .unwrap();
-        app.gate
+        app.dispatcher
             .complete(claimed.run_id, "w1", RunEnd::Succeeded)
             .await
             .unwrap();
@@ -255,12 +255,12 @@ async fn notifications_go_to_the_initiator_only(backend: Backend) {
     let (_, colleague) = app.member(&f.tenant, "operator", None).await;
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let claimed = app
-        .gate
+        .dispatcher
         .claim("w1", None, Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap();
-    app.gate
+    app.dispatcher
         .complete(
             claimed.run_id,
             "w1",

@@ -5,8 +5,8 @@ use std::time::Duration;
 use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
+use dispatch_gate::app::ConnectionChange;
 use dispatch_gate::catchup::{self, Failpoint};
-use dispatch_gate::gate::ConnectionChange;
 use dispatch_gate::store::{Backend, Database};
 use serde_json::json;
 
@@ -24,31 +24,33 @@ on_both_backends!(
 /// returns the first tenant's fixture.
 async fn mixed_workload(app: &TestApp) -> Fixture {
     let f = app.fixture().await;
-    let gate = &app.gate;
+    let dispatcher = &app.dispatcher;
     let lease = Duration::from_secs(60);
     // accepted, deduped, scope busy; then succeeded.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
-    let run = gate.claim("w1", None, lease).await.unwrap().unwrap();
-    gate.heartbeat(run.run_id, "w1", lease).await.unwrap();
-    gate.complete(run.run_id, "w1", RunEnd::Succeeded)
+    let run = dispatcher.claim("w1", None, lease).await.unwrap().unwrap();
+    dispatcher.heartbeat(run.run_id, "w1", lease).await.unwrap();
+    dispatcher
+        .complete(run.run_id, "w1", RunEnd::Succeeded)
         .await
         .unwrap();
     // failed by the worker.
     app.start(&f.operator, &f.tenant, "directory.groups.sync")
         .await;
-    let run = gate.claim("w1", None, lease).await.unwrap().unwrap();
-    gate.complete(
-        run.run_id,
-        "w1",
-        RunEnd::Failed {
-            reason: ReasonCode::Unreachable,
-        },
-    )
-    .await
-    .unwrap();
+    let run = dispatcher.claim("w1", None, lease).await.unwrap().unwrap();
+    dispatcher
+        .complete(
+            run.run_id,
+            "w1",
+            RunEnd::Failed {
+                reason: ReasonCode::Unreachable,
+            },
+        )
+        .await
+        .unwrap();
     // cancelled while queued.
     let queued = app.start(&f.operator, &f.tenant, "provider.verify").await;
     app.post(
@@ -59,22 +61,25 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     .await;
     // asked to stop while running, stopped by its worker.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    let run = gate.claim("w2", None, lease).await.unwrap().unwrap();
-    gate.cancel(&dispatch_gate::gate::Principal::Admin, run.run_id)
+    let run = dispatcher.claim("w2", None, lease).await.unwrap().unwrap();
+    dispatcher
+        .cancel(&dispatch_gate::app::Principal::Admin, run.run_id)
         .await
         .unwrap();
-    gate.complete(run.run_id, "w2", RunEnd::Cancelled)
+    dispatcher
+        .complete(run.run_id, "w2", RunEnd::Cancelled)
         .await
         .unwrap();
     // timed out.
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
-    gate.claim("w3", None, Duration::from_millis(1))
+    dispatcher
+        .claim("w3", None, Duration::from_millis(1))
         .await
         .unwrap()
         .unwrap();
-    let later = gate.now() + chrono::Duration::seconds(5);
-    assert_eq!(gate.expire_leases(later).await.unwrap(), 1);
+    let later = dispatcher.now() + chrono::Duration::seconds(5);
+    assert_eq!(dispatcher.expire_leases(later).await.unwrap(), 1);
     // failed by the execution-time gate: credentials expired after the click.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     app.post(
@@ -83,7 +88,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
         json!({"status": "expired"}),
     )
     .await;
-    assert!(gate.claim("w1", None, lease).await.unwrap().is_none());
+    assert!(dispatcher.claim("w1", None, lease).await.unwrap().is_none());
     // blocked, and a tenant without a default.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let other = app.tenant(&f.workspace, "Fabrikam").await;
@@ -92,8 +97,8 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     let second = app.connection(&other, "Fabrikam Graph", true, true).await;
     app.start(&owner, &other, "directory.groups.sync").await;
     // released by its worker: queued again.
-    let run = gate.claim("w4", None, lease).await.unwrap().unwrap();
-    gate.release(run.run_id, "w4").await.unwrap();
+    let run = dispatcher.claim("w4", None, lease).await.unwrap().unwrap();
+    dispatcher.release(run.run_id, "w4").await.unwrap();
     app.post(
         &format!("/v1/provider-connections/{second}/consent"),
         ADMIN,
@@ -102,16 +107,19 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     .await;
     // A disabled connection, a cleared default and a removed member: every
     // kind of change the projections apply happens at least once.
-    let admin = dispatch_gate::gate::Principal::Admin;
+    let admin = dispatch_gate::app::Principal::Admin;
     let second = second.parse().unwrap();
-    gate.change_connection(&admin, second, ConnectionChange::Enabled(false), None)
+    dispatcher
+        .change_connection(&admin, second, ConnectionChange::Enabled(false), None)
         .await
         .unwrap();
     let other = other.parse().unwrap();
-    gate.set_default_connection(&admin, other, None, None)
+    dispatcher
+        .set_default_connection(&admin, other, None, None)
         .await
         .unwrap();
-    gate.remove_member(other, owner_id.parse().unwrap())
+    dispatcher
+        .remove_member(other, owner_id.parse().unwrap())
         .await
         .unwrap();
     f
@@ -127,7 +135,7 @@ async fn a_projector_stopped_before_its_checkpoint_catches_up_with_nothing_lost_
     }
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
-    let catchup = app.gate.catchup();
+    let catchup = app.dispatcher.catchup();
     let crashed = catchup.catch_up(Failpoint::BeforeCheckpoint).await;
     assert!(crashed.is_err(), "the failpoint stops the first batch");
     assert!(
@@ -160,7 +168,7 @@ async fn a_projector_stopped_before_its_checkpoint_catches_up_with_nothing_lost_
 async fn a_rebuild_reproduces_the_live_views_row_by_row(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     mixed_workload(&app).await;
-    let catchup = app.gate.catchup();
+    let catchup = app.dispatcher.catchup();
     let positions = catchup.catch_up(Failpoint::Off).await.unwrap();
     let live = app.dump_views().await;
     let runs = &live.iter().find(|(t, _)| t == "view_runs").unwrap().1;
@@ -189,7 +197,7 @@ async fn a_rebuild_reproduces_the_live_views_row_by_row(backend: Backend) {
 async fn a_projection_without_a_checkpoint_catches_up_from_zero(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     mixed_workload(&app).await;
-    let catchup = app.gate.catchup();
+    let catchup = app.dispatcher.catchup();
     catchup.catch_up(Failpoint::Off).await.unwrap();
     let live = app.dump_views().await;
     // What a projection added in a later release looks like: no checkpoint, empty tables.
@@ -225,9 +233,9 @@ async fn health_and_readiness_report_projection_lag(backend: Backend) {
     let f = app.fixture().await;
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     // A write no longer waits for the views: wait until they have caught up.
-    let written = app.gate.sessions().head();
+    let written = app.dispatcher.sessions().head();
     app.wait_until("the views have applied the start", || async {
-        app.gate.catchup().positions().slowest() >= written
+        app.dispatcher.catchup().positions().slowest() >= written
     })
     .await;
     let health = app
@@ -259,7 +267,7 @@ async fn a_transaction_committing_out_of_order_is_not_skipped() {
     let Database::Postgres(pool) = &app.database else {
         unreachable!()
     };
-    let catchup = app.gate.catchup();
+    let catchup = app.dispatcher.catchup();
     catchup.catch_up(Failpoint::Off).await.unwrap();
     // A slow writer adds a member to the tenant and holds its transaction open.
     let user = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
@@ -336,7 +344,11 @@ async fn a_rebuild_leaves_every_view_index_as_the_migrations_define_it() {
     };
     let before = indexes(pool.clone()).await;
     assert!(before.len() >= 10, "{before:?}");
-    app.gate.catchup().catch_up(Failpoint::Off).await.unwrap();
+    app.dispatcher
+        .catchup()
+        .catch_up(Failpoint::Off)
+        .await
+        .unwrap();
     let live = app.dump_views().await;
     catchup::rebuild(&app.database, |_| {}).await.unwrap();
     assert_eq!(indexes(pool.clone()).await, before);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use dispatch_gate::gate::ManualClock;
+use dispatch_gate::app::ManualClock;
 use dispatch_gate::store::Backend;
 use dispatch_gate::worker::{run_workers, Provider, SimulatedProvider, WorkerConfig};
 use serde_json::{json, Value};
@@ -159,12 +159,21 @@ async fn an_expired_lease_fails_the_run_and_refuses_the_late_completion(backend:
     let (status, body) = claim(&app, "w1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        app.gate.expire_leases(app.gate.now()).await.unwrap(),
+        app.dispatcher
+            .expire_leases(app.dispatcher.now())
+            .await
+            .unwrap(),
         0,
         "the lease still runs"
     );
     clock.advance(Duration::from_secs(31));
-    assert_eq!(app.gate.expire_leases(app.gate.now()).await.unwrap(), 1);
+    assert_eq!(
+        app.dispatcher
+            .expire_leases(app.dispatcher.now())
+            .await
+            .unwrap(),
+        1
+    );
     let detail = app.get(&format!("/v1/operations/{run}"), &f.operator).await;
     assert_eq!(detail.body["status"], "failed");
     assert_eq!(detail.body["reason"]["code"], "operation.timed_out");
@@ -207,7 +216,10 @@ async fn heartbeats_extend_only_the_holders_lease(backend: Backend) {
     assert_eq!(r.body["cancel_requested"], false);
     clock.advance(Duration::from_secs(20));
     assert_eq!(
-        app.gate.expire_leases(app.gate.now()).await.unwrap(),
+        app.dispatcher
+            .expire_leases(app.dispatcher.now())
+            .await
+            .unwrap(),
         0,
         "extended 40s after the claim"
     );
@@ -411,7 +423,7 @@ async fn the_built_in_worker_runs_accepted_work_to_an_end(backend: Backend) {
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(run_workers(
-        app.gate.clone(),
+        app.dispatcher.clone(),
         Arc::new(provider),
         config,
         stopped,
@@ -434,7 +446,7 @@ struct Stuck;
 impl Provider for Stuck {
     async fn execute(
         &self,
-        _run: &dispatch_gate::gate::ClaimedRun,
+        _run: &dispatch_gate::app::ClaimedRun,
     ) -> Result<(), aggregates::catalog::ReasonCode> {
         std::future::pending().await
     }
@@ -451,7 +463,7 @@ async fn a_worker_shutting_down_releases_its_run(backend: Backend) {
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(run_workers(
-        app.gate.clone(),
+        app.dispatcher.clone(),
         Arc::new(Stuck),
         config,
         stopped,

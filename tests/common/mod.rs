@@ -24,7 +24,7 @@ macro_rules! on_both_backends {
 }
 
 /// Runs the binary; a panic is a defect whatever the exit code.
-pub fn gate(args: &[&str]) -> std::process::Output {
+pub fn dispatcher(args: &[&str]) -> std::process::Output {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
         .args(args)
         .output()
@@ -98,7 +98,7 @@ impl Corpus {
         let mut all = vec!["audit"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--database-url", &self.fresh.url]);
-        gate(&all)
+        dispatcher(&all)
     }
 }
 

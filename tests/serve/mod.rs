@@ -61,8 +61,9 @@ impl Serve {
     /// `serve --demo` on an empty store at `database_url` with `extra`
     /// arguments; returns once it listens, with the block it printed on stdout.
     pub fn start_demo(database_url: &str, extra: &[&str]) -> (Self, String) {
-        let mut gate = Self::spawn(database_url, &[&["--demo"], extra].concat(), Stdio::piped());
-        let stdout = BufReader::new(gate.child.stdout.take().expect("stdout"));
+        let mut dispatcher =
+            Self::spawn(database_url, &[&["--demo"], extra].concat(), Stdio::piped());
+        let stdout = BufReader::new(dispatcher.child.stdout.take().expect("stdout"));
         let mut banner = String::new();
         let mut rules = 0;
         let mut lines = stdout.lines();
@@ -76,7 +77,7 @@ impl Serve {
         assert_eq!(rules, 2, "serve --demo printed no whole block:\n{banner}");
         // Whatever it prints later must not meet a closed pipe.
         std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        (gate, banner)
+        (dispatcher, banner)
     }
 
     fn spawn(database_url: &str, extra: &[&str], stdout: Stdio) -> Self {
@@ -261,26 +262,26 @@ pub fn request_at(
 
 /// A tenant with a usable default connection (consent granted, credentials
 /// valid) in `workspace`; returns the tenant id.
-pub fn usable_tenant(gate: &Serve, workspace: &str, name: &str) -> String {
-    let tenant = gate.post(
+pub fn usable_tenant(dispatcher: &Serve, workspace: &str, name: &str) -> String {
+    let tenant = dispatcher.post(
         "/v1/admin/tenants",
         json!({"workspace_id": workspace, "name": name}),
     )["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let connection = gate.post(
+    let connection = dispatcher.post(
         &format!("/v1/tenants/{tenant}/provider-connections"),
         json!({"display_name": "Graph", "provider": "microsoft_graph", "make_default": true}),
     )["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    gate.post(
+    dispatcher.post(
         &format!("/v1/provider-connections/{connection}/consent"),
         json!({"granted": true}),
     );
-    gate.post(
+    dispatcher.post(
         &format!("/v1/provider-connections/{connection}/credentials"),
         json!({"status": "valid"}),
     );
@@ -288,8 +289,8 @@ pub fn usable_tenant(gate: &Serve, workspace: &str, name: &str) -> String {
 }
 
 /// A new workspace; returns its id.
-pub fn workspace(gate: &Serve) -> String {
-    gate.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"]
+pub fn workspace(dispatcher: &Serve) -> String {
+    dispatcher.post("/v1/admin/workspaces", json!({"name": "Acme"}))["id"]
         .as_str()
         .unwrap()
         .to_owned()

@@ -7,10 +7,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 
 use super::{authorized_tenant, parse_id, settled, tenant_name};
+use crate::app::allows;
 use crate::console::session::Signed;
 use crate::console::view::{Nav, Reason};
 use crate::console::{html, Page};
-use crate::gate::allows;
 use crate::http::AppState;
 
 /// An onboarding step.
@@ -46,8 +46,8 @@ struct Onboarding {
     next_active: bool,
 }
 
-fn step_word(state: crate::gate::StepState) -> &'static str {
-    use crate::gate::StepState as S;
+fn step_word(state: crate::app::StepState) -> &'static str {
+    use crate::app::StepState as S;
     match state {
         S::Pending => "Pending",
         S::Queued => "Queued",
@@ -58,8 +58,8 @@ fn step_word(state: crate::gate::StepState) -> &'static str {
     }
 }
 
-fn step_meaning(state: crate::gate::StepState) -> &'static str {
-    use crate::gate::StepState as S;
+fn step_meaning(state: crate::app::StepState) -> &'static str {
+    use crate::app::StepState as S;
     match state {
         S::Pending => "Not started yet.",
         S::Queued => "Queued: a worker claims it shortly.",
@@ -80,12 +80,12 @@ pub async fn onboarding(
     let (tenant_id, tenant) =
         authorized_tenant(&app, principal, &tenant_id, Action::ViewOperations).await?;
     settled(&app, &signed).await?;
-    let steps = app.gate.onboarding(tenant_id).await?;
-    let next = crate::gate::next_bootstrap_step(&steps);
+    let steps = app.dispatcher.onboarding(tenant_id).await?;
+    let next = crate::app::next_bootstrap_step(&steps);
     let next_active = next.is_some_and(|step| {
         matches!(
             step.state,
-            crate::gate::StepState::Queued | crate::gate::StepState::Running
+            crate::app::StepState::Queued | crate::app::StepState::Running
         )
     });
     let next = next.map(|s| s.operation);
@@ -170,9 +170,9 @@ pub async fn restore_run(
 ) -> Result<Response, Page> {
     let principal = &signed.principal;
     let id = RestoreRunId(parse_id(&id, "restore run")?);
-    let run = app.gate.restore_run(principal, id).await?;
+    let run = app.dispatcher.restore_run(principal, id).await?;
     let tenant = app
-        .gate
+        .dispatcher
         .authorize_as(
             principal,
             run.tenant_id,

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::session::Signed;
 use super::view::{self, Reason};
 use super::Page;
-use crate::gate::{allows, Principal};
+use crate::app::{allows, Principal};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::read::{self, RunFilter, Visibility};
@@ -125,7 +125,7 @@ fn decode(text: &str) -> String {
 
 /// Waits (bounded) until the views show what this operator wrote.
 async fn settled(app: &AppState, signed: &Signed) -> Result<(), Page> {
-    app.gate.consistent(&signed.principal, None).await?;
+    app.dispatcher.consistent(&signed.principal, None).await?;
     Ok(())
 }
 
@@ -134,7 +134,7 @@ pub(super) async fn tenant_names(
     app: &AppState,
     principal: &Principal,
 ) -> Result<Vec<projections::TenantRow>, Page> {
-    Ok(read::tenants(app.gate.reads(), &Visibility::of(principal)).await?)
+    Ok(read::tenants(app.dispatcher.reads(), &Visibility::of(principal)).await?)
 }
 
 pub(super) fn name_of(tenants: &[projections::TenantRow], id: TenantId) -> String {
@@ -243,7 +243,10 @@ pub(super) async fn authorized_tenant(
     action: Action,
 ) -> Result<(TenantId, Tenant), Page> {
     let tenant_id = TenantId(parse_id(raw_id, "tenant")?);
-    let tenant = app.gate.authorize(principal, tenant_id, action).await?;
+    let tenant = app
+        .dispatcher
+        .authorize(principal, tenant_id, action)
+        .await?;
     Ok((tenant_id, tenant))
 }
 
@@ -279,7 +282,7 @@ pub(super) async fn latest_runs(
         limit,
         cursor: None,
     };
-    Ok(read::runs(app.gate.reads(), &filter).await?.items)
+    Ok(read::runs(app.dispatcher.reads(), &filter).await?.items)
 }
 
 #[cfg(test)]

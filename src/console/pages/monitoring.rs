@@ -10,10 +10,10 @@ use super::{
     choices, evidence_text, name_of, parse_id, run_row, settled, tenant_name, tenant_names, Choice,
     Params, RunRow, PAGE_SIZE,
 };
+use crate::app::allows;
 use crate::console::session::Signed;
 use crate::console::view::{self, Nav, Reason};
 use crate::console::{html, Page};
-use crate::gate::allows;
 use crate::http::reads::ListScope;
 use crate::http::AppState;
 use crate::read::{self, RunFilter, Visibility};
@@ -69,7 +69,7 @@ pub async fn operations(
     );
     let cursor = scope.open(params.get("cursor"))?;
     if let Some(tenant) = tenant {
-        app.gate
+        app.dispatcher
             .authorize(principal, tenant, Action::ViewOperations)
             .await?;
     }
@@ -83,7 +83,7 @@ pub async fn operations(
         limit: PAGE_SIZE,
         cursor,
     };
-    let database = app.gate.reads();
+    let database = app.dispatcher.reads();
     let page = read::runs(database, &filter).await?;
     let counted = read::run_counts(database, &filter).await?;
     let tenants = tenant_names(&app, principal).await?;
@@ -263,16 +263,16 @@ pub async fn run(
     let principal = &signed.principal;
     let run_id = parse_id(&run_id, "operation run").map(RunId)?;
     settled(&app, &signed).await?;
-    let database = app.gate.reads();
+    let database = app.dispatcher.reads();
     let Some(run) = read::run(database, run_id).await? else {
         return Err(app
-            .gate
+            .dispatcher
             .hidden(principal, Action::ViewOperations, "operation run")
             .await
             .into());
     };
     let tenant = app
-        .gate
+        .dispatcher
         .authorize_as(
             principal,
             run.tenant_id,
@@ -396,12 +396,12 @@ pub async fn decisions(
     );
     let cursor = scope.open(params.get("cursor"))?;
     let tenant = app
-        .gate
+        .dispatcher
         .authorize(principal, tenant_id, Action::ViewOperations)
         .await?;
     settled(&app, &signed).await?;
     let page = read::tenant_decisions(
-        app.gate.reads(),
+        app.dispatcher.reads(),
         tenant_id,
         (outcome, operation),
         PAGE_SIZE,
@@ -492,7 +492,7 @@ pub async fn notifications(
     settled(&app, &signed).await?;
     let recipient = principal.actor().id_string();
     let page = read::notifications(
-        app.gate.reads(),
+        app.dispatcher.reads(),
         &recipient,
         &Visibility::of(principal),
         PAGE_SIZE,

@@ -11,10 +11,10 @@ use super::{
     authorized_tenant, latest_runs, name_of, parse_id, run_row, settled, tenant_name, tenant_names,
     RunRow,
 };
+use crate::app::{allows, Principal};
 use crate::console::session::Signed;
 use crate::console::view::{self, Nav};
 use crate::console::{html, Page};
-use crate::gate::{allows, Principal};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::read::{self};
@@ -144,7 +144,7 @@ pub async fn tenant(
     let (tenant_id, tenant) =
         authorized_tenant(&app, principal, &tenant_id, Action::ViewConnections).await?;
     settled(&app, &signed).await?;
-    let database = app.gate.reads();
+    let database = app.dispatcher.reads();
     let connections: Vec<ConnectionItem> = read::tenant_connections(database, tenant_id)
         .await?
         .iter()
@@ -187,11 +187,11 @@ pub async fn connection(
     let principal = &signed.principal;
     let connection_id = ConnectionId(parse_id(&id, "provider connection")?);
     let (_, tenant) = app
-        .gate
+        .dispatcher
         .authorize_connection(principal, connection_id, Action::ViewConnections)
         .await?;
     settled(&app, &signed).await?;
-    let database = app.gate.reads();
+    let database = app.dispatcher.reads();
     let Some(record) = read::connection(database, connection_id).await? else {
         return Err(ApiError::not_found("provider connection").into());
     };

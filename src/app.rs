@@ -123,7 +123,7 @@ impl Principal {
 
 /// Why a use case did not complete. Maps one to one onto HTTP errors.
 #[derive(Debug, thiserror::Error)]
-pub enum GateError {
+pub enum AppError {
     /// The thing does not exist, or the caller may not know it does.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -153,7 +153,7 @@ pub enum GateError {
     Internal(String),
 }
 
-impl<E: std::error::Error> From<CommandError<E>> for GateError {
+impl<E: std::error::Error> From<CommandError<E>> for AppError {
     fn from(error: CommandError<E>) -> Self {
         match error {
             CommandError::Rejected(e) => Self::Internal(format!("unexpected refusal: {e}")),
@@ -165,7 +165,7 @@ impl<E: std::error::Error> From<CommandError<E>> for GateError {
     }
 }
 
-impl From<anyhow::Error> for GateError {
+impl From<anyhow::Error> for AppError {
     fn from(error: anyhow::Error) -> Self {
         if crate::store::is_unavailable(error.as_ref()) {
             Self::Unavailable(error)
@@ -234,7 +234,7 @@ pub struct NewUser {
 }
 
 /// All use cases of dispatch-gate.
-pub struct Gate {
+pub struct Dispatcher {
     database: Database,
     /// Where the read API's view queries go, when not to `database`.
     standby: Option<Standby>,
@@ -248,7 +248,7 @@ pub struct Gate {
     /// The key that seals list cursors: derived from the admin token, so every
     /// instance sharing it accepts the others' cursors.
     cursor_key: [u8; 32],
-    /// Membership checks run so far (see [`Gate::membership_checks`]).
+    /// Membership checks run so far (see [`Dispatcher::membership_checks`]).
     membership_checks: std::sync::atomic::AtomicU64,
     workspaces: Executor<Registered<Workspace>>,
     users: Executor<UserAccount>,
@@ -284,11 +284,11 @@ const DUMMY_DIGEST: [u8; 32] = [0xa5; 32];
 /// Whether the principal may take `action` in the (existing) tenant: the
 /// admin always, a user by a capability of their membership; a non-member
 /// does not see the tenant at all.
-fn check(principal: &Principal, tenant: &Tenant, action: Action) -> Result<(), GateError> {
+fn check(principal: &Principal, tenant: &Tenant, action: Action) -> Result<(), AppError> {
     if let Principal::User { id, .. } = principal {
-        let membership = tenant.member(*id).ok_or(GateError::NotFound("tenant"))?;
+        let membership = tenant.member(*id).ok_or(AppError::NotFound("tenant"))?;
         if !action.allowed_by(&membership.capabilities) {
-            return Err(GateError::Forbidden(action.capabilities()[0]));
+            return Err(AppError::Forbidden(action.capabilities()[0]));
         }
     }
     Ok(())
@@ -333,7 +333,7 @@ pub(crate) fn metadata(
     metadata
 }
 
-impl Gate {
+impl Dispatcher {
     /// Builds the service on a migrated database.
     pub fn new(database: Database, clock: Arc<dyn Clock>, admin_token: Option<&str>) -> Self {
         Self {
@@ -380,7 +380,7 @@ impl Gate {
     }
 
     /// Where the read API's view queries go: the standby, else the primary.
-    /// Read only after [`Gate::consistent`] waited on the same side.
+    /// Read only after [`Dispatcher::consistent`] waited on the same side.
     pub fn reads(&self) -> &Database {
         self.standby
             .as_ref()
@@ -446,7 +446,7 @@ impl Gate {
         Ok(committed)
     }
 
-    /// Waits (bounded) until the views [`Gate::reads`] queries have reached
+    /// Waits (bounded) until the views [`Dispatcher::reads`] queries have reached
     /// what the principal must see: its own last write through this instance,
     /// and `at_least` (the `Gate-Position` a client echoes). Returns the views'
     /// position.
@@ -454,19 +454,19 @@ impl Gate {
         &self,
         principal: &Principal,
         at_least: Option<i64>,
-    ) -> Result<i64, GateError> {
+    ) -> Result<i64, AppError> {
         self.settle(principal, at_least, self.standby.as_ref())
             .await
     }
 
-    /// Like [`Gate::consistent`], for the primary's views (what [`Gate::database`]
+    /// Like [`Dispatcher::consistent`], for the primary's views (what [`Dispatcher::database`]
     /// queries): for a write that reads views first (bootstrap, cancel), which
     /// must not wait for, nor fail with, a standby.
     pub async fn consistent_on_primary(
         &self,
         principal: &Principal,
         at_least: Option<i64>,
-    ) -> Result<i64, GateError> {
+    ) -> Result<i64, AppError> {
         self.settle(principal, at_least, None).await
     }
 
@@ -475,7 +475,7 @@ impl Gate {
         principal: &Principal,
         at_least: Option<i64>,
         standby: Option<&Standby>,
-    ) -> Result<i64, GateError> {
+    ) -> Result<i64, AppError> {
         let key = principal.actor().id_string();
         let mut target = self.sessions.last(&key);
         if let Some(at_least) = at_least {
@@ -483,7 +483,7 @@ impl Gate {
                 let head = crate::catchup::head(&self.database).await?;
                 self.sessions.observe(head);
                 if at_least > head {
-                    return Err(GateError::Invalid(format!(
+                    return Err(AppError::Invalid(format!(
                         "`Gate-Position` {at_least} is ahead of the log (at {head})"
                     )));
                 }
@@ -495,12 +495,12 @@ impl Gate {
             None => self.catchup.wait_until(target, CONSISTENCY_WAIT).await,
         };
         if reached < target && standby.is_none() && self.catchup.failing() {
-            return Err(GateError::Unavailable(anyhow::anyhow!(
+            return Err(AppError::Unavailable(anyhow::anyhow!(
                 "the projector cannot reach the database; the views stand at {reached}"
             )));
         }
         if reached < target {
-            return Err(GateError::Lagging { target, reached });
+            return Err(AppError::Lagging { target, reached });
         }
         consistency::saw(reached);
         Ok(reached)
@@ -519,7 +519,7 @@ impl Gate {
     // ---- authentication and authorization -------------------------------
 
     /// Checks a bearer token. `None` for a missing or unknown token.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, GateError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, AppError> {
         self.authenticate_digest(&TokenDigest::of(token)).await
     }
 
@@ -529,7 +529,7 @@ impl Gate {
     pub async fn authenticate_digest(
         &self,
         token: &TokenDigest,
-    ) -> Result<Option<Principal>, GateError> {
+    ) -> Result<Option<Principal>, AppError> {
         let digest = token.sha256;
         if self
             .admin_token_sha256
@@ -567,12 +567,12 @@ impl Gate {
         principal: &Principal,
         tenant_id: TenantId,
         action: Action,
-    ) -> Result<Tenant, GateError> {
+    ) -> Result<Tenant, AppError> {
         self.membership_checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant = self.tenants.load(&tenant_id.to_string()).await?;
         if tenant.identity.is_none() {
-            return Err(GateError::NotFound("tenant"));
+            return Err(AppError::NotFound("tenant"));
         }
         check(principal, &tenant, action)?;
         Ok(tenant)
@@ -586,24 +586,24 @@ impl Gate {
         principal: &Principal,
         action: Action,
         hidden_as: &'static str,
-    ) -> GateError {
+    ) -> AppError {
         match self
             .authorize_as(principal, TenantId(Uuid::nil()), action, hidden_as)
             .await
         {
             Err(error) => error,
-            Ok(_) => GateError::NotFound(hidden_as),
+            Ok(_) => AppError::NotFound(hidden_as),
         }
     }
 
-    /// How many membership checks ran ([`Gate::authorize`]): tests compare a
+    /// How many membership checks ran ([`Dispatcher::authorize`]): tests compare a
     /// missing id's with a foreign one's.
     pub fn membership_checks(&self) -> u64 {
         self.membership_checks
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// [`Gate::authorize`] for something that lives in the tenant: a tenant the
+    /// [`Dispatcher::authorize`] for something that lives in the tenant: a tenant the
     /// principal may not see makes that thing (`hidden_as`) not found.
     pub async fn authorize_as(
         &self,
@@ -611,11 +611,11 @@ impl Gate {
         tenant_id: TenantId,
         action: Action,
         hidden_as: &'static str,
-    ) -> Result<Tenant, GateError> {
+    ) -> Result<Tenant, AppError> {
         self.authorize(principal, tenant_id, action)
             .await
             .map_err(|e| match e {
-                GateError::NotFound(_) => GateError::NotFound(hidden_as),
+                AppError::NotFound(_) => AppError::NotFound(hidden_as),
                 other => other,
             })
     }
@@ -626,7 +626,7 @@ impl Gate {
         principal: &Principal,
         connection_id: ConnectionId,
         action: Action,
-    ) -> Result<(ProviderConnection, Tenant), GateError> {
+    ) -> Result<(ProviderConnection, Tenant), AppError> {
         let connection = self.connections.load(&connection_id.to_string()).await?;
         let Some(identity) = &connection.identity else {
             return Err(self.hidden(principal, action, "provider connection").await);
@@ -640,7 +640,7 @@ impl Gate {
     // ---- setup (admin) --------------------------------------------------
 
     /// Creates a workspace.
-    pub async fn create_workspace(&self, name: String) -> Result<WorkspaceId, GateError> {
+    pub async fn create_workspace(&self, name: String) -> Result<WorkspaceId, AppError> {
         let id = WorkspaceId(Uuid::new_v4());
         let at = self.now();
         let record = Workspace {
@@ -664,9 +664,9 @@ impl Gate {
         &self,
         workspace_id: WorkspaceId,
         name: String,
-    ) -> Result<TenantId, GateError> {
+    ) -> Result<TenantId, AppError> {
         let Registered(Some(_)) = self.workspaces.load(&workspace_id.to_string()).await? else {
-            return Err(GateError::NotFound("workspace"));
+            return Err(AppError::NotFound("workspace"));
         };
         let id = TenantId(Uuid::new_v4());
         let at = self.now();
@@ -688,7 +688,7 @@ impl Gate {
     }
 
     /// Creates a user and its bearer token. Only the token's SHA-256 is stored.
-    pub async fn create_user(&self, name: String) -> Result<NewUser, GateError> {
+    pub async fn create_user(&self, name: String) -> Result<NewUser, AppError> {
         let id = UserId(Uuid::new_v4());
         let token = new_token(id);
         let at = self.now();
@@ -705,7 +705,7 @@ impl Gate {
 
     /// Issues a user a new token; the previous one (if any) stops working at
     /// once, on every instance (authentication reads the user's stream head).
-    pub async fn issue_token(&self, user_id: UserId) -> Result<String, GateError> {
+    pub async fn issue_token(&self, user_id: UserId) -> Result<String, AppError> {
         let token = new_token(user_id);
         let at = self.now();
         let command = UserCommand::IssueToken {
@@ -719,7 +719,7 @@ impl Gate {
 
     /// Revokes a user's token: it gets 401 until a new one is issued.
     /// Revoking a revoked token records nothing.
-    pub async fn revoke_token(&self, user_id: UserId) -> Result<(), GateError> {
+    pub async fn revoke_token(&self, user_id: UserId) -> Result<(), AppError> {
         let at = self.now();
         let command = UserCommand::RevokeToken {
             actor: Actor::Admin,
@@ -733,7 +733,7 @@ impl Gate {
         user_id: UserId,
         command: UserCommand,
         at: Timestamp,
-    ) -> Result<Committed<UserAccount>, GateError> {
+    ) -> Result<Committed<UserAccount>, AppError> {
         self.run(
             &self.users,
             &user_id.to_string(),
@@ -742,9 +742,9 @@ impl Gate {
         )
         .await
         .map_err(|error| match error {
-            CommandError::Rejected(UserError::NotFound) => GateError::NotFound("user"),
+            CommandError::Rejected(UserError::NotFound) => AppError::NotFound("user"),
             CommandError::Rejected(UserError::AlreadyExists) => {
-                GateError::Conflict("the user already exists".to_owned())
+                AppError::Conflict("the user already exists".to_owned())
             }
             other => other.into(),
         })
@@ -757,9 +757,9 @@ impl Gate {
         user_id: UserId,
         role: Role,
         capabilities: Option<BTreeSet<Capability>>,
-    ) -> Result<(), GateError> {
+    ) -> Result<(), AppError> {
         if self.users.load(&user_id.to_string()).await?.user.is_none() {
-            return Err(GateError::NotFound("user"));
+            return Err(AppError::NotFound("user"));
         }
         let at = self.now();
         let command = TenantCommand::SetMember {
@@ -779,7 +779,7 @@ impl Gate {
         &self,
         tenant_id: TenantId,
         user_id: UserId,
-    ) -> Result<(), GateError> {
+    ) -> Result<(), AppError> {
         let at = self.now();
         let command = TenantCommand::RemoveMember {
             user_id,
@@ -798,7 +798,7 @@ impl Gate {
         actor: &Actor,
         request_id: Option<&str>,
         at: Timestamp,
-    ) -> Result<Committed<Tenant>, GateError> {
+    ) -> Result<Committed<Tenant>, AppError> {
         self.run(
             &self.tenants,
             &tenant_id.to_string(),
@@ -807,12 +807,12 @@ impl Gate {
         )
         .await
         .map_err(|error| match error {
-            CommandError::Rejected(TenantError::NotFound) => GateError::NotFound("tenant"),
-            CommandError::Rejected(TenantError::NotMember) => GateError::NotFound("member"),
+            CommandError::Rejected(TenantError::NotFound) => AppError::NotFound("tenant"),
+            CommandError::Rejected(TenantError::NotMember) => AppError::NotFound("member"),
             CommandError::Rejected(TenantError::UnknownConnection) => {
-                GateError::NotFound("provider connection")
+                AppError::NotFound("provider connection")
             }
-            CommandError::Rejected(other) => GateError::Conflict(other.to_string()),
+            CommandError::Rejected(other) => AppError::Conflict(other.to_string()),
             other => other.into(),
         })
     }
@@ -828,7 +828,7 @@ impl Gate {
         display_name: String,
         provider: String,
         make_default: bool,
-    ) -> Result<ConnectionView, GateError> {
+    ) -> Result<ConnectionView, AppError> {
         self.authorize(principal, tenant_id, Action::ManageProviderConnections)
             .await?;
         let id = ConnectionId(Uuid::new_v4());
@@ -884,7 +884,7 @@ impl Gate {
         connection_id: ConnectionId,
         change: ConnectionChange,
         request_id: Option<&str>,
-    ) -> Result<ConnectionView, GateError> {
+    ) -> Result<ConnectionView, AppError> {
         let (_, tenant) = self
             .authorize_connection(principal, connection_id, Action::ManageProviderConnections)
             .await?;
@@ -928,7 +928,7 @@ impl Gate {
         tenant_id: TenantId,
         connection_id: Option<ConnectionId>,
         request_id: Option<&str>,
-    ) -> Result<Option<ConnectionId>, GateError> {
+    ) -> Result<Option<ConnectionId>, AppError> {
         self.authorize(principal, tenant_id, Action::ManageProviderConnections)
             .await?;
         let actor = principal.actor();
@@ -952,7 +952,7 @@ impl Gate {
         principal: &Principal,
         tenant_id: TenantId,
         backup_ref: String,
-    ) -> Result<RestoreRun, GateError> {
+    ) -> Result<RestoreRun, AppError> {
         self.authorize(principal, tenant_id, Action::PrepareRestore)
             .await?;
         let id = RestoreRunId(Uuid::new_v4());
@@ -985,7 +985,7 @@ impl Gate {
         committed
             .state
             .0
-            .ok_or_else(|| GateError::Internal("restore run vanished".to_owned()))
+            .ok_or_else(|| AppError::Internal("restore run vanished".to_owned()))
     }
 
     /// A restore run the principal may execute.
@@ -993,7 +993,7 @@ impl Gate {
         &self,
         principal: &Principal,
         restore_run_id: RestoreRunId,
-    ) -> Result<RestoreRun, GateError> {
+    ) -> Result<RestoreRun, AppError> {
         let action = Action::StartOperation(OperationKind::RestoreExecute);
         let Registered(Some(run)) = self.restores.load(&restore_run_id.to_string()).await? else {
             return Err(self.hidden(principal, action, "restore run").await);
@@ -1007,7 +1007,7 @@ impl Gate {
 
     /// Where a run belongs: from the runs this instance accepted or claimed,
     /// else from the run view, once it has reached this instance's head.
-    async fn run_place(&self, run_id: RunId) -> Result<RunPlace, GateError> {
+    async fn run_place(&self, run_id: RunId) -> Result<RunPlace, AppError> {
         if let Some(place) = self.places.lock().expect("places lock").get(&run_id) {
             return Ok(*place);
         }
@@ -1015,7 +1015,7 @@ impl Gate {
         if record.is_none() && self.views_at_head().await {
             record = crate::read::run(&self.database, run_id).await?;
         }
-        let record = record.ok_or(GateError::NotFound("operation run"))?;
+        let record = record.ok_or(AppError::NotFound("operation run"))?;
         Ok(RunPlace {
             connection_id: record.connection_id,
             tenant_id: record.tenant_id,
@@ -1045,7 +1045,7 @@ impl Gate {
         command: ConnectionCommand,
         actor: &Actor,
         at: Timestamp,
-    ) -> Result<Committed<ProviderConnection>, GateError> {
+    ) -> Result<Committed<ProviderConnection>, AppError> {
         self.run(
             &self.connections,
             &connection_id.to_string(),
@@ -1055,9 +1055,9 @@ impl Gate {
         .await
         .map_err(|error| match error {
             CommandError::Rejected(ConnectionError::RunNotFound) => {
-                GateError::NotFound("operation run")
+                AppError::NotFound("operation run")
             }
-            CommandError::Rejected(e) => GateError::Conflict(e.to_string()),
+            CommandError::Rejected(e) => AppError::Conflict(e.to_string()),
             other => other.into(),
         })
     }
@@ -1070,7 +1070,7 @@ impl Gate {
         worker_id: &str,
         operations: Option<&[OperationKind]>,
         lease: std::time::Duration,
-    ) -> Result<Option<ClaimedRun>, GateError> {
+    ) -> Result<Option<ClaimedRun>, AppError> {
         let wanted = |op: &OperationKind| operations.is_none_or(|ops| ops.contains(op));
         // The queue is read from the run view: let it show every run this
         // instance knows was accepted (a late run is claimed next time).
@@ -1121,7 +1121,7 @@ impl Gate {
                         // The execution-time gate failed it; move on.
                     }
                     // Claimed or ended by someone else since the view was read.
-                    Err(GateError::Conflict(_) | GateError::NotFound(_)) => {}
+                    Err(AppError::Conflict(_) | AppError::NotFound(_)) => {}
                     Err(other) => return Err(other),
                 }
             }
@@ -1138,7 +1138,7 @@ impl Gate {
         run_id: RunId,
         worker_id: &str,
         lease: std::time::Duration,
-    ) -> Result<Heartbeat, GateError> {
+    ) -> Result<Heartbeat, AppError> {
         let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ExtendLease {
@@ -1161,7 +1161,7 @@ impl Gate {
     }
 
     /// Gives a held run back unfinished (the worker is shutting down).
-    pub async fn release(&self, run_id: RunId, worker_id: &str) -> Result<(), GateError> {
+    pub async fn release(&self, run_id: RunId, worker_id: &str) -> Result<(), AppError> {
         let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ReleaseRun {
@@ -1180,7 +1180,7 @@ impl Gate {
         run_id: RunId,
         worker_id: &str,
         end: RunEnd,
-    ) -> Result<OperationKind, GateError> {
+    ) -> Result<OperationKind, AppError> {
         let place = self.run_place(run_id).await?;
         let at = self.now();
         let command = ConnectionCommand::CompleteRun {
@@ -1199,7 +1199,7 @@ impl Gate {
         &self,
         principal: &Principal,
         run_id: RunId,
-    ) -> Result<(OperationKind, aggregates::catalog::RunStatus, bool), GateError> {
+    ) -> Result<(OperationKind, aggregates::catalog::RunStatus, bool), AppError> {
         let RunPlace {
             connection_id,
             tenant_id,
@@ -1235,7 +1235,7 @@ impl Gate {
 
     /// Fails every running run whose lease expired by `now` (the reaper).
     /// Returns how many runs timed out.
-    pub async fn expire_leases(&self, now: Timestamp) -> Result<usize, GateError> {
+    pub async fn expire_leases(&self, now: Timestamp) -> Result<usize, AppError> {
         let mut expired = 0;
         self.views_at_head().await;
         let mut cursor = None;
@@ -1266,7 +1266,7 @@ impl Gate {
 
     /// The onboarding steps of a tenant: provider verification, then the
     /// bootstrap chain. A step's state is the status of its latest run.
-    pub async fn onboarding(&self, tenant_id: TenantId) -> Result<Vec<OnboardingStep>, GateError> {
+    pub async fn onboarding(&self, tenant_id: TenantId) -> Result<Vec<OnboardingStep>, AppError> {
         self.onboarding_in(self.reads(), tenant_id).await
     }
 
@@ -1274,7 +1274,7 @@ impl Gate {
         &self,
         views: &Database,
         tenant_id: TenantId,
-    ) -> Result<Vec<OnboardingStep>, GateError> {
+    ) -> Result<Vec<OnboardingStep>, AppError> {
         let mut steps = Vec::new();
         for operation in
             std::iter::once(OperationKind::ProviderVerify).chain(OperationKind::BOOTSTRAP_CHAIN)
@@ -1311,7 +1311,7 @@ impl Gate {
         principal: &Principal,
         tenant_id: TenantId,
         request_id: Option<String>,
-    ) -> Result<Option<StartDecision>, GateError> {
+    ) -> Result<Option<StartDecision>, AppError> {
         let tenant = self
             .authorize(principal, tenant_id, Action::ManageOnboarding)
             .await?;
@@ -1340,7 +1340,7 @@ impl Gate {
         skip_all,
         fields(tenant = %command.tenant_id, operation = %command.operation, connection = tracing::field::Empty, outcome = tracing::field::Empty)
     )]
-    pub async fn start(&self, command: StartCommand) -> Result<StartDecision, GateError> {
+    pub async fn start(&self, command: StartCommand) -> Result<StartDecision, AppError> {
         let tenant = self
             .authorize(
                 &command.principal,
@@ -1359,7 +1359,7 @@ impl Gate {
         connection_id: ConnectionId,
         operation: OperationKind,
         request_id: Option<String>,
-    ) -> Result<StartDecision, GateError> {
+    ) -> Result<StartDecision, AppError> {
         let (_, tenant) = self
             .authorize_connection(&principal, connection_id, Action::StartOperation(operation))
             .await?;
@@ -1367,7 +1367,7 @@ impl Gate {
             .identity
             .as_ref()
             .map(|identity| identity.tenant_id)
-            .ok_or(GateError::NotFound("provider connection"))?;
+            .ok_or(AppError::NotFound("provider connection"))?;
         let command = StartCommand {
             tenant_id,
             operation,
@@ -1379,22 +1379,22 @@ impl Gate {
         self.start_authorized(tenant, command).await
     }
 
-    /// [`Gate::start`] on a tenant already loaded and authorised for it.
+    /// [`Dispatcher::start`] on a tenant already loaded and authorised for it.
     async fn start_authorized(
         &self,
         tenant: Tenant,
         command: StartCommand,
-    ) -> Result<StartDecision, GateError> {
+    ) -> Result<StartDecision, AppError> {
         let scope_kind = command.operation.scope_kind();
         if (scope_kind == ScopeKind::RestoreRun) != command.restore_run.is_some() {
-            return Err(GateError::Invalid(format!(
+            return Err(AppError::Invalid(format!(
                 "`{}` is started from its restore run: POST /v1/restore-runs/{{id}}/execute",
                 command.operation
             )));
         }
         if let Some(id) = command.connection {
             if !tenant.connections.contains(&id) {
-                return Err(GateError::NotFound("provider connection"));
+                return Err(AppError::NotFound("provider connection"));
             }
         }
         let actor = command.principal.actor();
@@ -1486,7 +1486,7 @@ impl Gate {
                 .map_err(|error| match error {
                     CommandError::Rejected(ConnectionError::NotFound)
                     | CommandError::Rejected(ConnectionError::WrongTenant) => {
-                        GateError::NotFound("provider connection")
+                        AppError::NotFound("provider connection")
                     }
                     other => other.into(),
                 })?;
@@ -1505,7 +1505,7 @@ impl Gate {
                 _ => None,
             });
             let Some((verdict, evidence)) = decision else {
-                return Err(GateError::Internal(
+                return Err(AppError::Internal(
                     "the gate recorded no decision".to_owned(),
                 ));
             };
@@ -1531,7 +1531,7 @@ impl Gate {
                 ),
             });
         }
-        Err(GateError::Internal(
+        Err(AppError::Internal(
             "the tenant's default connection kept changing".to_owned(),
         ))
     }
