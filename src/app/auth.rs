@@ -1,0 +1,230 @@
+//! Authentication (bearer tokens, compared in constant time) and authorisation
+//! (membership and capability, checked against the tenant's own stream).
+
+use aggregates::catalog::Action;
+use aggregates::connection::ProviderConnection;
+use aggregates::ids::{ConnectionId, TenantId, UserId};
+use aggregates::tenant::Tenant;
+use aggregates::Actor;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{AppError, Dispatcher};
+
+/// What identifies a bearer token without keeping it: its SHA-256 and, for a
+/// user token, the user id it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDigest {
+    /// The user a `dgu_<user id>_<secret>` token names; `None` otherwise.
+    pub user_id: Option<Uuid>,
+    /// SHA-256 of the whole token.
+    pub sha256: [u8; 32],
+}
+
+impl TokenDigest {
+    /// The digest of a token.
+    pub fn of(token: &str) -> Self {
+        Self {
+            user_id: token
+                .strip_prefix(TOKEN_PREFIX)
+                .and_then(|rest| rest.split_once('_'))
+                .and_then(|(id, _)| Uuid::try_parse(id).ok()),
+            sha256: sha256(token),
+        }
+    }
+}
+
+/// Who is calling, once the bearer token has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The admin token: may call everything.
+    Admin,
+    /// A user: may act within its memberships.
+    User {
+        /// The user.
+        id: UserId,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl Principal {
+    /// The actor recorded in events.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::Admin => Actor::Admin,
+            Self::User { id, name } => Actor::User {
+                id: *id,
+                name: name.clone(),
+            },
+        }
+    }
+}
+
+pub(super) fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Compares two digests in time independent of where they differ.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const TOKEN_PREFIX: &str = "dgu_";
+
+/// A fresh bearer token for a user: `dgu_<user id>_<256 random bits>`.
+pub(super) fn new_token(user_id: UserId) -> String {
+    let secret: [u8; 32] = rand::random();
+    format!(
+        "{TOKEN_PREFIX}{}_{}",
+        user_id.0.simple(),
+        hex::encode(secret)
+    )
+}
+
+/// What an unknown user's token is compared against (no token hashes to it).
+const DUMMY_DIGEST: [u8; 32] = [0xa5; 32];
+
+/// Whether the principal may take `action` in the (existing) tenant: the
+/// admin always, a user by a capability of their membership; a non-member
+/// does not see the tenant at all.
+pub(super) fn check(
+    principal: &Principal,
+    tenant: &Tenant,
+    action: Action,
+) -> Result<(), AppError> {
+    if let Principal::User { id, .. } = principal {
+        let membership = tenant.member(*id).ok_or(AppError::NotFound("tenant"))?;
+        if !action.allowed_by(&membership.capabilities) {
+            return Err(AppError::Forbidden(action.capabilities()[0]));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the principal may take the action in this tenant (a member with
+/// the capability, or the admin): what the console shows buttons for.
+pub fn allows(principal: &Principal, tenant: &Tenant, action: Action) -> bool {
+    check(principal, tenant, action).is_ok()
+}
+
+impl Dispatcher {
+    /// Checks a bearer token. `None` for a missing or unknown token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, AppError> {
+        self.authenticate_digest(&TokenDigest::of(token)).await
+    }
+
+    /// Checks a token known by its digest (a console session keeps only the
+    /// digest): `None` when it is no longer the admin token or the user's
+    /// current token (revoked or rotated).
+    pub async fn authenticate_digest(
+        &self,
+        token: &TokenDigest,
+    ) -> Result<Option<Principal>, AppError> {
+        let digest = token.sha256;
+        if self
+            .admin_token_sha256
+            .is_some_and(|admin| digests_equal(&admin, &digest))
+        {
+            return Ok(Some(Principal::Admin));
+        }
+        let Some(user_id) = token.user_id else {
+            return Ok(None);
+        };
+        // A revoked account has no token, and an unknown user none either: both
+        // are compared against a dummy digest, so that they cost what a known
+        // user with a wrong secret costs.
+        let account = self.users.load(&user_id.to_string()).await?;
+        let stored: [u8; 32] = account
+            .token_sha256
+            .as_ref()
+            .and_then(|current| hex::decode(current).ok())
+            .and_then(|bytes| bytes.try_into().ok())
+            .unwrap_or(DUMMY_DIGEST);
+        let matches = digests_equal(&stored, &digest);
+        Ok(account
+            .user
+            .filter(|_| matches && account.token_sha256.is_some())
+            .map(|user| Principal::User {
+                id: user.user_id,
+                name: user.name,
+            }))
+    }
+
+    /// Loads a tenant the principal may see, and checks the action's capability.
+    /// A non-member gets `NotFound`, exactly as for a tenant that does not exist.
+    pub async fn authorize(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        action: Action,
+    ) -> Result<Tenant, AppError> {
+        self.membership_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tenant = self.tenants.load(&tenant_id.to_string()).await?;
+        if tenant.identity.is_none() {
+            return Err(AppError::NotFound("tenant"));
+        }
+        check(principal, &tenant, action)?;
+        Ok(tenant)
+    }
+
+    /// The answer for an id that does not exist, after the same membership
+    /// check an existing thing of a tenant the principal may not see gets:
+    /// timing tells a missing id from a foreign one no more than the answer does.
+    pub async fn hidden(
+        &self,
+        principal: &Principal,
+        action: Action,
+        hidden_as: &'static str,
+    ) -> AppError {
+        match self
+            .authorize_as(principal, TenantId(Uuid::nil()), action, hidden_as)
+            .await
+        {
+            Err(error) => error,
+            Ok(_) => AppError::NotFound(hidden_as),
+        }
+    }
+
+    /// How many membership checks ran ([`Dispatcher::authorize`]): tests compare a
+    /// missing id's with a foreign one's.
+    pub fn membership_checks(&self) -> u64 {
+        self.membership_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`Dispatcher::authorize`] for something that lives in the tenant: a tenant the
+    /// principal may not see makes that thing (`hidden_as`) not found.
+    pub async fn authorize_as(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        action: Action,
+        hidden_as: &'static str,
+    ) -> Result<Tenant, AppError> {
+        self.authorize(principal, tenant_id, action)
+            .await
+            .map_err(|e| match e {
+                AppError::NotFound(_) => AppError::NotFound(hidden_as),
+                other => other,
+            })
+    }
+
+    /// Loads a connection the principal may act on, with its tenant.
+    pub async fn authorize_connection(
+        &self,
+        principal: &Principal,
+        connection_id: ConnectionId,
+        action: Action,
+    ) -> Result<(ProviderConnection, Tenant), AppError> {
+        let connection = self.connections.load(&connection_id.to_string()).await?;
+        let Some(identity) = &connection.identity else {
+            return Err(self.hidden(principal, action, "provider connection").await);
+        };
+        let tenant = self
+            .authorize_as(principal, identity.tenant_id, action, "provider connection")
+            .await?;
+        Ok((connection, tenant))
+    }
+}

@@ -1,0 +1,284 @@
+//! The application service: every use case as one method, on top of the
+//! executors. HTTP handlers, the worker and the CLI call this; none of them
+//! talks to the event store directly.
+//!
+//! One module per use case, each an `impl Dispatcher` block: [`auth`],
+//! [`setup`], [`connections`], [`restore`], [`runs`], [`onboarding`],
+//! [`start`]; the clock and the error have modules of their own. The pure
+//! decision itself is the domain's (`aggregates::connection`, "the gate").
+
+mod auth;
+mod clock;
+mod connections;
+mod error;
+mod onboarding;
+mod restore;
+mod runs;
+mod setup;
+mod start;
+
+use auth::sha256;
+pub use auth::{allows, Principal, TokenDigest};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use connections::{ConnectionChange, ConnectionView};
+pub use error::AppError;
+pub use onboarding::{next_bootstrap_step, OnboardingStep, StepState};
+use runs::RunPlace;
+pub use runs::{ClaimedRun, Heartbeat};
+pub use setup::NewUser;
+pub use start::{StartCommand, StartDecision};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aggregates::connection::ProviderConnection;
+use aggregates::ids::RunId;
+use aggregates::registry::{Registered, RestoreRun, Workspace};
+use aggregates::tenant::Tenant;
+use aggregates::user::UserAccount;
+use aggregates::{Actor, Timestamp};
+
+use crate::catchup::Catchup;
+use crate::consistency::{self, Sessions};
+use crate::executor::{CommandError, Committed, Executor};
+use crate::replica::Standby;
+use crate::snapshot::SnapshotPolicy;
+use crate::store::Database;
+
+/// All use cases of dispatch-gate.
+pub struct Dispatcher {
+    database: Database,
+    /// Where the read API's view queries go, when not to `database`.
+    standby: Option<Standby>,
+    catchup: Arc<Catchup>,
+    sessions: Sessions,
+    /// Where runs this instance accepted or claimed belong (a cache: the run
+    /// view is the fallback), so worker calls need no view lookup.
+    places: Mutex<HashMap<RunId, RunPlace>>,
+    clock: Arc<dyn Clock>,
+    admin_token_sha256: Option<[u8; 32]>,
+    /// The key that seals list cursors: derived from the admin token, so every
+    /// instance sharing it accepts the others' cursors.
+    cursor_key: [u8; 32],
+    /// Membership checks run so far (see [`Dispatcher::membership_checks`]).
+    membership_checks: std::sync::atomic::AtomicU64,
+    workspaces: Executor<Registered<Workspace>>,
+    users: Executor<UserAccount>,
+    restores: Executor<Registered<RestoreRun>>,
+    tenants: Executor<Tenant>,
+    connections: Executor<ProviderConnection>,
+}
+
+/// Events between two snapshots of a tenant or a connection.
+pub(crate) const SNAPSHOT_EVERY: usize = 100;
+
+/// How long a read waits for the views to reach its session's position.
+pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The metadata recorded with a command: who, when, the server's request id,
+/// the client's own `X-Request-Id` (`client_request_id`) when it sent one, and
+/// the idempotency attempt of the request being served (see [`crate::idempotency`]).
+pub(crate) fn metadata(
+    actor: &Actor,
+    request_id: Option<&str>,
+    at: Timestamp,
+) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        ("actor".to_owned(), actor.id_string()),
+        ("at".to_owned(), at.to_rfc3339()),
+    ]);
+    if let Some(id) = request_id {
+        metadata.insert("request_id".to_owned(), id.to_owned());
+    }
+    if let Some(attempt) = crate::idempotency::current_attempt() {
+        metadata.insert(crate::idempotency::METADATA_KEY.to_owned(), attempt);
+    }
+    if let Some(id) = consistency::client_request_id() {
+        metadata.insert("client_request_id".to_owned(), id);
+    }
+    metadata
+}
+
+impl Dispatcher {
+    /// Builds the service on a migrated database.
+    pub fn new(database: Database, clock: Arc<dyn Clock>, admin_token: Option<&str>) -> Self {
+        Self {
+            workspaces: Executor::new(&database),
+            users: Executor::new(&database),
+            restores: Executor::new(&database),
+            tenants: Executor::new(&database).with_snapshots(SnapshotPolicy {
+                every: SNAPSHOT_EVERY,
+                version: Tenant::SNAPSHOT_VERSION,
+            }),
+            connections: Executor::new(&database).with_snapshots(SnapshotPolicy {
+                every: SNAPSHOT_EVERY,
+                version: ProviderConnection::SNAPSHOT_VERSION,
+            }),
+            admin_token_sha256: admin_token.map(sha256),
+            cursor_key: match admin_token {
+                Some(token) => sha256(&format!("dispatch-gate cursor key\n{token}")),
+                None => rand::random(),
+            },
+            clock,
+            membership_checks: Default::default(),
+            catchup: Catchup::new(database.clone()),
+            standby: None,
+            sessions: Sessions::default(),
+            places: Mutex::new(HashMap::new()),
+            database,
+        }
+    }
+
+    /// Each principal's last written position, and the instance's head.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Serves the read API's view queries from a hot standby of the database.
+    pub fn with_standby(mut self, standby: Standby) -> Self {
+        self.standby = Some(standby);
+        self
+    }
+
+    /// The database in use: the primary, holding every write.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Where the read API's view queries go: the standby, else the primary.
+    /// Read only after [`Dispatcher::consistent`] waited on the same side.
+    pub fn reads(&self) -> &Database {
+        self.standby
+            .as_ref()
+            .map_or(&self.database, Standby::database)
+    }
+
+    /// The hot standby serving reads, if any.
+    pub fn standby(&self) -> Option<&Standby> {
+        self.standby.as_ref()
+    }
+
+    /// The catch-up machinery feeding the read models.
+    pub fn catchup(&self) -> &Arc<Catchup> {
+        &self.catchup
+    }
+
+    /// The executor of provider connections, for `bench`: it drives decisions
+    /// without HTTP and authorization, through the same executor as `start`.
+    pub fn connection_executor(&self) -> &Executor<ProviderConnection> {
+        &self.connections
+    }
+
+    /// Executes a command and learns the log position its events got: the
+    /// request being served reports it (`Gate-Position`), and its principal's
+    /// next read waits for the views to reach it. The write itself waits for
+    /// no view.
+    async fn run<A>(
+        &self,
+        executor: &Executor<A>,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: cqrs_es::Aggregate<Services = ()> + Clone,
+        A::Command: Clone,
+    {
+        let committed = executor.execute(id, command, metadata).await?;
+        if let Some(last) = committed.events.last() {
+            match crate::catchup::position_of_committed(
+                &self.database,
+                A::TYPE,
+                &last.aggregate_id,
+                last.sequence,
+            )
+            .await
+            {
+                Ok(position) => {
+                    self.sessions.observe(position);
+                    consistency::wrote(position);
+                    self.catchup.kick();
+                }
+                // The write stands; only its position is unknown, so the
+                // next read of its principal may not see it.
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    aggregate = A::TYPE,
+                    id,
+                    "a committed write has no log position yet"
+                ),
+            }
+        }
+        Ok(committed)
+    }
+
+    /// Waits (bounded) until the views [`Dispatcher::reads`] queries have reached
+    /// what the principal must see: its own last write through this instance,
+    /// and `at_least` (the `Gate-Position` a client echoes). Returns the views'
+    /// position.
+    pub async fn consistent(
+        &self,
+        principal: &Principal,
+        at_least: Option<i64>,
+    ) -> Result<i64, AppError> {
+        self.settle(principal, at_least, self.standby.as_ref())
+            .await
+    }
+
+    /// Like [`Dispatcher::consistent`], for the primary's views (what [`Dispatcher::database`]
+    /// queries): for a write that reads views first (bootstrap, cancel), which
+    /// must not wait for, nor fail with, a standby.
+    pub async fn consistent_on_primary(
+        &self,
+        principal: &Principal,
+        at_least: Option<i64>,
+    ) -> Result<i64, AppError> {
+        self.settle(principal, at_least, None).await
+    }
+
+    async fn settle(
+        &self,
+        principal: &Principal,
+        at_least: Option<i64>,
+        standby: Option<&Standby>,
+    ) -> Result<i64, AppError> {
+        let key = principal.actor().id_string();
+        let mut target = self.sessions.last(&key);
+        if let Some(at_least) = at_least {
+            if at_least > self.sessions.head() {
+                let head = crate::catchup::head(&self.database).await?;
+                self.sessions.observe(head);
+                if at_least > head {
+                    return Err(AppError::Invalid(format!(
+                        "`Gate-Position` {at_least} is ahead of the log (at {head})"
+                    )));
+                }
+            }
+            target = target.max(at_least);
+        }
+        let reached = match standby {
+            Some(standby) => standby.wait_until(target, CONSISTENCY_WAIT).await?,
+            None => self.catchup.wait_until(target, CONSISTENCY_WAIT).await,
+        };
+        if reached < target && standby.is_none() && self.catchup.failing() {
+            return Err(AppError::Unavailable(anyhow::anyhow!(
+                "the projector cannot reach the database; the views stand at {reached}"
+            )));
+        }
+        if reached < target {
+            return Err(AppError::Lagging { target, reached });
+        }
+        consistency::saw(reached);
+        Ok(reached)
+    }
+
+    /// The key that seals list cursors.
+    pub fn cursor_key(&self) -> &[u8; 32] {
+        &self.cursor_key
+    }
+
+    /// The clock in use.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,67 @@
+//! Restore runs: prepared with a preview, executed only when confirmed.
+
+use aggregates::catalog::{Action, OperationKind};
+use aggregates::ids::{RestoreRunId, TenantId};
+use aggregates::registry::{Registered, RestorePreview, RestoreRun};
+use uuid::Uuid;
+
+use super::{metadata, AppError, Dispatcher, Principal};
+
+impl Dispatcher {
+    /// Prepares a restore run: a preview, no provider work yet.
+    pub async fn prepare_restore(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        backup_ref: String,
+    ) -> Result<RestoreRun, AppError> {
+        self.authorize(principal, tenant_id, Action::PrepareRestore)
+            .await?;
+        let id = RestoreRunId(Uuid::new_v4());
+        let actor = principal.actor();
+        let at = self.now();
+        let record = RestoreRun {
+            restore_run_id: id,
+            tenant_id,
+            preview: RestorePreview {
+                backup_ref: backup_ref.clone(),
+                destructive: true,
+                warnings: vec![
+                    "Objects in the tenant are overwritten with their versions from the backup."
+                        .to_owned(),
+                    "Objects created after the backup are left in place.".to_owned(),
+                ],
+            },
+            backup_ref,
+            actor: actor.clone(),
+            at,
+        };
+        let committed = self
+            .run(
+                &self.restores,
+                &id.to_string(),
+                record,
+                metadata(&actor, None, at),
+            )
+            .await?;
+        committed
+            .state
+            .0
+            .ok_or_else(|| AppError::Internal("restore run vanished".to_owned()))
+    }
+
+    /// A restore run the principal may execute.
+    pub async fn restore_run(
+        &self,
+        principal: &Principal,
+        restore_run_id: RestoreRunId,
+    ) -> Result<RestoreRun, AppError> {
+        let action = Action::StartOperation(OperationKind::RestoreExecute);
+        let Registered(Some(run)) = self.restores.load(&restore_run_id.to_string()).await? else {
+            return Err(self.hidden(principal, action, "restore run").await);
+        };
+        self.authorize_as(principal, run.tenant_id, action, "restore run")
+            .await?;
+        Ok(run)
+    }
+}

@@ -1,0 +1,205 @@
+//! Setup by the admin: workspaces, tenants, users and their tokens, memberships.
+
+use std::collections::BTreeSet;
+
+use aggregates::catalog::{Capability, Role};
+use aggregates::ids::{TenantId, UserId, WorkspaceId};
+use aggregates::registry::{Registered, Workspace};
+use aggregates::tenant::{Tenant, TenantCommand, TenantError};
+use aggregates::user::{User, UserAccount, UserCommand, UserError};
+use aggregates::{Actor, Timestamp};
+use uuid::Uuid;
+
+use crate::executor::{CommandError, Committed};
+
+use super::auth::{new_token, sha256};
+use super::{metadata, AppError, Dispatcher};
+
+/// A freshly created user and its token (shown once, never stored).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The user's id.
+    pub id: UserId,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl Dispatcher {
+    /// Creates a workspace.
+    pub async fn create_workspace(&self, name: String) -> Result<WorkspaceId, AppError> {
+        let id = WorkspaceId(Uuid::new_v4());
+        let at = self.now();
+        let record = Workspace {
+            workspace_id: id,
+            name,
+            actor: Actor::Admin,
+            at,
+        };
+        self.run(
+            &self.workspaces,
+            &id.to_string(),
+            record,
+            metadata(&Actor::Admin, None, at),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Creates a tenant in an existing workspace.
+    pub async fn create_tenant(
+        &self,
+        workspace_id: WorkspaceId,
+        name: String,
+    ) -> Result<TenantId, AppError> {
+        let Registered(Some(_)) = self.workspaces.load(&workspace_id.to_string()).await? else {
+            return Err(AppError::NotFound("workspace"));
+        };
+        let id = TenantId(Uuid::new_v4());
+        let at = self.now();
+        let command = TenantCommand::Create {
+            tenant_id: id,
+            workspace_id,
+            name,
+            actor: Actor::Admin,
+            at,
+        };
+        self.run(
+            &self.tenants,
+            &id.to_string(),
+            command,
+            metadata(&Actor::Admin, None, at),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Creates a user and its bearer token. Only the token's SHA-256 is stored.
+    pub async fn create_user(&self, name: String) -> Result<NewUser, AppError> {
+        let id = UserId(Uuid::new_v4());
+        let token = new_token(id);
+        let at = self.now();
+        let record = User {
+            user_id: id,
+            name,
+            token_sha256: hex::encode(sha256(&token)),
+            at,
+        };
+        self.user_command(id, UserCommand::Create(record), at)
+            .await?;
+        Ok(NewUser { id, token })
+    }
+
+    /// Issues a user a new token; the previous one (if any) stops working at
+    /// once, on every instance (authentication reads the user's stream head).
+    pub async fn issue_token(&self, user_id: UserId) -> Result<String, AppError> {
+        let token = new_token(user_id);
+        let at = self.now();
+        let command = UserCommand::IssueToken {
+            token_sha256: hex::encode(sha256(&token)),
+            actor: Actor::Admin,
+            at,
+        };
+        self.user_command(user_id, command, at).await?;
+        Ok(token)
+    }
+
+    /// Revokes a user's token: it gets 401 until a new one is issued.
+    /// Revoking a revoked token records nothing.
+    pub async fn revoke_token(&self, user_id: UserId) -> Result<(), AppError> {
+        let at = self.now();
+        let command = UserCommand::RevokeToken {
+            actor: Actor::Admin,
+            at,
+        };
+        self.user_command(user_id, command, at).await.map(drop)
+    }
+
+    async fn user_command(
+        &self,
+        user_id: UserId,
+        command: UserCommand,
+        at: Timestamp,
+    ) -> Result<Committed<UserAccount>, AppError> {
+        self.run(
+            &self.users,
+            &user_id.to_string(),
+            command,
+            metadata(&Actor::Admin, None, at),
+        )
+        .await
+        .map_err(|error| match error {
+            CommandError::Rejected(UserError::NotFound) => AppError::NotFound("user"),
+            CommandError::Rejected(UserError::AlreadyExists) => {
+                AppError::Conflict("the user already exists".to_owned())
+            }
+            other => other.into(),
+        })
+    }
+
+    /// Adds a member to a tenant or changes its grant.
+    pub async fn set_member(
+        &self,
+        tenant_id: TenantId,
+        user_id: UserId,
+        role: Role,
+        capabilities: Option<BTreeSet<Capability>>,
+    ) -> Result<(), AppError> {
+        if self.users.load(&user_id.to_string()).await?.user.is_none() {
+            return Err(AppError::NotFound("user"));
+        }
+        let at = self.now();
+        let command = TenantCommand::SetMember {
+            user_id,
+            role,
+            capabilities,
+            actor: Actor::Admin,
+            at,
+        };
+        self.tenant_command(tenant_id, command, &Actor::Admin, None, at)
+            .await
+            .map(drop)
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(
+        &self,
+        tenant_id: TenantId,
+        user_id: UserId,
+    ) -> Result<(), AppError> {
+        let at = self.now();
+        let command = TenantCommand::RemoveMember {
+            user_id,
+            actor: Actor::Admin,
+            at,
+        };
+        self.tenant_command(tenant_id, command, &Actor::Admin, None, at)
+            .await
+            .map(drop)
+    }
+
+    pub(super) async fn tenant_command(
+        &self,
+        tenant_id: TenantId,
+        command: TenantCommand,
+        actor: &Actor,
+        request_id: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Committed<Tenant>, AppError> {
+        self.run(
+            &self.tenants,
+            &tenant_id.to_string(),
+            command,
+            metadata(actor, request_id, at),
+        )
+        .await
+        .map_err(|error| match error {
+            CommandError::Rejected(TenantError::NotFound) => AppError::NotFound("tenant"),
+            CommandError::Rejected(TenantError::NotMember) => AppError::NotFound("member"),
+            CommandError::Rejected(TenantError::UnknownConnection) => {
+                AppError::NotFound("provider connection")
+            }
+            CommandError::Rejected(other) => AppError::Conflict(other.to_string()),
+            other => other.into(),
+        })
+    }
+}
