@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `projections rebuild`, `audit`, `bench`.
+//! The command line: `serve`, `migrate`, `projections rebuild`, `audit`.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -47,8 +47,6 @@ pub enum Command {
     /// Replay, verify and export the decision history (read-only).
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Measure the gate beside the physical floor, on scratch databases.
-    Bench(crate::bench::BenchArgs),
 }
 
 /// `projections` subcommands.
@@ -274,7 +272,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild(args)) => rebuild(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
         Command::Audit(command) => run_audit(command).await,
     }
 }

@@ -4,6 +4,8 @@
 //! # Layout
 //! - `aggregates` (crate): the domain — commands, events, the gate decision. No IO.
 //! - `projections` (crate): read models fed only by events.
+//! - `dispatch-gate-bench` (crate, `bench/`): the gate measured beside the
+//!   physical floor, built on this crate's public API.
 //! - [`store`]: PostgreSQL and SQLite behind one enum; migrations.
 //! - [`executor`]: load → decide → commit → return the events, retrying conflicts.
 //! - [`chain`]: the tamper-evidence hash chain the executor seals every commit into.
@@ -24,12 +26,10 @@
 //! - [`audit`]: replaying, verifying and exporting the decision history.
 //! - [`demo`]: `serve --demo`, an empty store seeded with the specification's prerequisites.
 //! - [`server`], [`cli`], [`telemetry`]: the process around it.
-//! - [`bench`]: `dispatch-gate bench`, the gate measured beside the floor.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod catchup;
 pub mod chain;
 pub mod cli;

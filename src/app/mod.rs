@@ -163,12 +163,6 @@ impl Dispatcher {
         &self.catchup
     }
 
-    /// The executor of provider connections, for `bench`: it drives decisions
-    /// without HTTP and authorization, through the same executor as `start`.
-    pub fn connection_executor(&self) -> &Executor<ProviderConnection> {
-        &self.connections
-    }
-
     /// Executes a command and learns the log position its events got: the
     /// request being served reports it (`Gate-Position`), and its principal's
     /// next read waits for the views to reach it. The write itself waits for

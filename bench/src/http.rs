@@ -28,9 +28,10 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Starts `current_exe() serve` on a free loopback port, without the
-    /// built-in worker (runs stay queued), and waits until `/readyz` answers.
+    /// Starts `<gate> serve` on a free loopback port, without the built-in
+    /// worker (runs stay queued), and waits until `/readyz` answers.
     pub async fn start(
+        gate: &Path,
         database_url: &str,
         pool: u32,
         admin_token: &str,
@@ -41,8 +42,8 @@ impl Serve {
         let log = dir.join(format!("serve-{port}.log"));
         let output =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let exe = std::env::current_exe().context("finding this executable")?;
-        let child = tokio::process::Command::new(exe)
+        eprintln!("bench: `{} serve` on {listen}", gate.display());
+        let child = tokio::process::Command::new(gate)
             .args(["serve", "--listen", &listen, "--no-worker"])
             .args(["--admin-token", admin_token])
             .args(["--database-url", database_url])
@@ -54,7 +55,7 @@ impl Serve {
             .stderr(output)
             .kill_on_drop(true)
             .spawn()
-            .context("starting `serve`")?;
+            .with_context(|| format!("starting `{} serve`", gate.display()))?;
         let pid = child.id().context("`serve` exited at once")?;
         let mut serve = Self {
             child,

@@ -1,14 +1,20 @@
-//! `dispatch-gate bench`: the gate measured beside the physical floor, in one
+//! `dispatch-gate-bench`: the gate measured beside the physical floor, in one
 //! run, on scratch databases that are dropped at the end.
 //!
+//! A crate of its own, built on the public API of `dispatch-gate` and its
+//! domain crates only; the production binary does not contain it.
+//!
 //! # Layout
+//! - [`gate`]: the connection executor the bench drives decisions through,
+//!   built as the application service builds its own.
 //! - [`scratch`]: scratch databases (`dg_bench_<uuid>` on a PostgreSQL server,
 //!   or SQLite files in a temp dir), dropped at the end, also on error or Ctrl-C.
 //! - [`seed`]: valid event streams, decided in memory by the aggregates
 //!   themselves and written in bulk, never through the executor.
 //! - [`load`]: a fixed number of operations shared by N clients; every latency
 //!   is kept, so p50/p99 are exact.
-//! - [`http`]: `serve` as a child process, and a load generator over loopback.
+//! - [`http`]: `serve` of the `dispatch-gate` binary (`--gate-binary`) as a
+//!   child process, and a load generator over loopback.
 //!
 //! # Scenarios
 //! For each client count, on one database and one pool size:
@@ -26,13 +32,26 @@
 //! the stream from its snapshot or finding it warm), `catch-up` and
 //! `rebuild` (events per second through every projection).
 
+/// Runs `$body` with `$pool` bound to whichever pool the database has, so
+/// that SQL written once (`$n` parameters work on SQLite too) runs on both.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
 mod cpu;
+mod gate;
 mod http;
 mod load;
 mod scratch;
 mod seed;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,11 +66,10 @@ use serde_json::Value;
 use sqlx::Row as _;
 use uuid::Uuid;
 
-use crate::app::{Dispatcher, SystemClock};
-use crate::catchup::{on_pool, Catchup, Failpoint};
-use crate::executor::CommandError;
-use crate::store::Database;
 use cpu::Cpu;
+use dispatch_gate::catchup::{Catchup, Failpoint};
+use dispatch_gate::executor::{CommandError, Executor};
+use dispatch_gate::store::Database;
 use load::{drive, Measured};
 use scratch::Scratches;
 use seed::{Sink, Table, World};
@@ -116,6 +134,10 @@ pub struct BenchArgs {
     /// Seconds of the sustained scenario [default: 60; smoke: 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     sustained_seconds: Option<u64>,
+    /// The `dispatch-gate` binary whose `serve` the `http` scenario runs in a
+    /// child process [default: `dispatch-gate` in this executable's directory].
+    #[arg(long, value_name = "PATH")]
+    gate_binary: Option<PathBuf>,
     /// Tiny sizes that finish in seconds (CI).
     #[arg(long)]
     smoke: bool,
@@ -134,6 +156,7 @@ struct Plan {
     catchup_events: usize,
     rebuild_events: usize,
     sustained: Duration,
+    gate_binary: Option<PathBuf>,
 }
 
 impl Plan {
@@ -172,7 +195,26 @@ impl Plan {
             catchup_events: pick(args.catchup_events, 100_000, 500),
             rebuild_events: pick(args.rebuild_events, 1_000_000, 1_000),
             sustained: Duration::from_secs(pick(args.sustained_seconds, 60, 2) as u64),
+            gate_binary: args.gate_binary,
         }
+    }
+
+    /// The `dispatch-gate` binary to serve with: the one given, else the one
+    /// built beside this executable (`target/<profile>/`).
+    fn gate_binary(&self) -> anyhow::Result<PathBuf> {
+        let path = match &self.gate_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("finding this executable")?
+                .with_file_name(format!("dispatch-gate{}", std::env::consts::EXE_SUFFIX)),
+        };
+        anyhow::ensure!(
+            path.is_file(),
+            "no `dispatch-gate` binary at {} for the http scenario: build it \
+             (`cargo build --release -p dispatch-gate`) or pass --gate-binary",
+            path.display()
+        );
+        Ok(path)
     }
 
     fn runs(&self, scenario: Scenario) -> bool {
@@ -206,15 +248,24 @@ const TARGET_CLIENTS: usize = 16;
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::new(args);
     let mut scratches = Scratches::new(&plan.database_url).await?;
+    let gate = if plan.runs(Scenario::Http) {
+        Some(plan.gate_binary()?)
+    } else {
+        None
+    };
     let outcome = tokio::select! {
-        outcome = bench(&plan, &mut scratches) => outcome,
+        outcome = bench(&plan, gate.as_deref(), &mut scratches) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     scratches.drop_all().await;
     outcome
 }
 
-async fn bench(plan: &Plan, scratches: &mut Scratches) -> anyhow::Result<()> {
+async fn bench(
+    plan: &Plan,
+    gate: Option<&std::path::Path>,
+    scratches: &mut Scratches,
+) -> anyhow::Result<()> {
     let (payload, metadata) = seed::sample_decision().await?;
     let sample = Arc::new(Sample { payload, metadata });
     let mut report = Report::default();
@@ -237,7 +288,7 @@ async fn bench(plan: &Plan, scratches: &mut Scratches) -> anyhow::Result<()> {
         database.close().await;
         result?;
     }
-    if plan.runs(Scenario::Http) {
+    if let Some(gate) = gate {
         let url = scratches.create("http").await?;
         if !header_done {
             // `serve` migrates its database itself; this only reads settings.
@@ -246,7 +297,7 @@ async fn bench(plan: &Plan, scratches: &mut Scratches) -> anyhow::Result<()> {
             database.close().await;
             header_done = true;
         }
-        http_spread(plan, &url, scratches.dir(), &mut report).await?;
+        http_spread(plan, gate, &url, scratches.dir(), &mut report).await?;
     }
     if plan.runs(Scenario::Catchup) || plan.runs(Scenario::Rebuild) {
         let url = scratches.create("log").await?;
@@ -293,16 +344,10 @@ async fn main_scenarios(
     sample: &Arc<Sample>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    // Two gates on one database: the second stands for a second `serve`
+    // Two executors on one database: the second stands for a second `serve`
     // process in the hot scenario; every other scenario uses the first.
-    let dispatcher = || {
-        Arc::new(Dispatcher::new(
-            database.clone(),
-            Arc::new(SystemClock),
-            None,
-        ))
-    };
-    let gates = [dispatcher(), dispatcher()];
+    let executor = || Arc::new(gate::connection_executor(database));
+    let gates = [executor(), executor()];
     let mut out = Vec::new();
     let mut world = World::new(&mut out).await?;
     let mut sink = Sink::new(database, Table::Events).await?;
@@ -392,8 +437,13 @@ async fn main_scenarios(
             for connection in &connections {
                 if let Some(snapshot) = connection.snapshot() {
                     let id = connection.connection_id.to_string();
-                    crate::snapshot::write(database, ProviderConnection::TYPE, &id, snapshot)
-                        .await?;
+                    dispatch_gate::snapshot::write(
+                        database,
+                        ProviderConnection::TYPE,
+                        &id,
+                        snapshot,
+                    )
+                    .await?;
                 }
             }
             let (cold, warm) =
@@ -599,6 +649,9 @@ async fn seed_connections(
     Ok(targets)
 }
 
+/// The executor of provider connections the bench decides through ([`gate`]).
+type Connections = Executor<ProviderConnection>;
+
 /// Which connection an operation goes to.
 #[derive(Debug, Clone, Copy)]
 enum Placement {
@@ -612,12 +665,12 @@ enum Placement {
 /// Starts through the gate's executor, as `Dispatcher::start` makes them after
 /// authorization (an operator's start on the tenant's default connection).
 ///
-/// Client `c` uses `gates[c % len]`: two gates stand for two `serve`
-/// processes, whose executors do not serialise each other, so their appends
+/// Client `c` uses `gates[c % len]`: two executors stand for two `serve`
+/// processes, which do not serialise each other, so their appends
 /// conflict and are retried. With `gave_up`, a start whose retries all
 /// conflicted is counted there instead of failing the run.
 async fn gate_starts(
-    gates: &[Arc<Dispatcher>],
+    gates: &[Arc<Connections>],
     operator: &Actor,
     clients: usize,
     ops: usize,
@@ -629,7 +682,7 @@ async fn gate_starts(
     let operator = operator.clone();
     let targets = Arc::new(targets);
     drive(clients, ops, move |turn| {
-        let dispatcher = gates[turn.client % gates.len()].clone();
+        let executor = gates[turn.client % gates.len()].clone();
         let (operator, gave_up) = (operator.clone(), gave_up.clone());
         let target = match placement {
             Placement::Own => turn.own_target(clients, targets.len()),
@@ -640,9 +693,8 @@ async fn gate_starts(
             let at = chrono::Utc::now();
             let request =
                 seed::start_request(&operator, tenant_id, OperationKind::InventorySync, at);
-            let metadata = crate::app::metadata(&operator, request.request_id.as_deref(), at);
-            let executed = dispatcher
-                .connection_executor()
+            let metadata = gate::metadata(&operator, request.request_id.as_deref(), at);
+            let executed = executor
                 .execute(
                     &connection_id.to_string(),
                     ConnectionCommand::StartOperation(request),
@@ -692,7 +744,7 @@ const DRAIN: Duration = Duration::from_secs(60);
 async fn sustained(
     plan: &Plan,
     database: &Database,
-    dispatcher: &Arc<Dispatcher>,
+    executor: &Arc<Connections>,
     operator: &Actor,
     targets: Vec<(TenantId, ConnectionId)>,
 ) -> anyhow::Result<Sustained> {
@@ -725,7 +777,7 @@ async fn sustained(
                 tick.tick().await;
                 let now = Instant::now();
                 if !*stopped.borrow() {
-                    pending.push_back((now, crate::catchup::head(&database).await?));
+                    pending.push_back((now, dispatch_gate::catchup::head(&database).await?));
                 }
                 // As `serve` does after each local commit.
                 catchup.kick();
@@ -747,7 +799,7 @@ async fn sustained(
         let mut all = Measured::bulk(0, Duration::ZERO);
         while started.elapsed() < plan.sustained {
             let m = gate_starts(
-                std::slice::from_ref(dispatcher),
+                std::slice::from_ref(executor),
                 operator,
                 TARGET_CLIENTS,
                 round,
@@ -792,16 +844,15 @@ async fn sustained(
 
 /// Starts by one client on connections with seeded histories, in two
 /// passes over the same connections: cold ones first, each after
-/// [`Executor::forget`](crate::executor::Executor::forget) (a load from the
+/// [`Executor::forget`] (a load from the
 /// snapshot and the events after it), then warm ones (nothing read before
 /// deciding). Returns the cold and the warm decisions, timed separately.
 async fn history_starts(
-    dispatcher: &Dispatcher,
+    executor: &Connections,
     operator: &Actor,
     ops: usize,
     connections: &[seed::Connection],
 ) -> anyhow::Result<(Timed, Timed)> {
-    let executor = dispatcher.connection_executor();
     let start = |connection: &seed::Connection, cold: bool| {
         let at = chrono::Utc::now();
         let request = seed::start_request(
@@ -810,7 +861,7 @@ async fn history_starts(
             OperationKind::InventorySync,
             at,
         );
-        let metadata = crate::app::metadata(operator, request.request_id.as_deref(), at);
+        let metadata = gate::metadata(operator, request.request_id.as_deref(), at);
         let id = connection.connection_id.to_string();
         async move {
             if cold {
@@ -841,12 +892,13 @@ async fn history_starts(
 /// The spread load through `serve` in a child process, on its own database.
 async fn http_spread(
     plan: &Plan,
+    gate: &std::path::Path,
     url: &str,
     dir: &std::path::Path,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let admin = format!("dga_{}", hex::encode(rand::random::<[u8; 16]>()));
-    let serve = http::Serve::start(url, plan.pool, &admin, dir).await?;
+    let serve = http::Serve::start(gate, url, plan.pool, &admin, dir).await?;
     let result = async {
         let setup = http::Api::new(serve.base.clone(), 8);
         let operator = Arc::new(http::operator(&setup, &admin).await?);
@@ -920,8 +972,8 @@ async fn log_scenarios(
         let mut folded = Duration::ZERO;
         let measured = timed(None, async {
             let started = Instant::now();
-            let applied = crate::catchup::rebuild(database, |progress| {
-                if let crate::catchup::Rebuilt::Read(_) = progress {
+            let applied = dispatch_gate::catchup::rebuild(database, |progress| {
+                if let dispatch_gate::catchup::Rebuilt::Read(_) = progress {
                     folded = started.elapsed();
                 }
             })

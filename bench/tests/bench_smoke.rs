@@ -1,10 +1,14 @@
-//! `dispatch-gate bench --smoke` on both backends, so the bench cannot rot;
+//! `dispatch-gate-bench --smoke` on both backends, so the bench cannot rot;
 //! and its bad input. No test here asserts a time.
+//!
+//! `http-spread` serves with the `dispatch-gate` binary beside the bench's
+//! (the default of `--gate-binary`): `cargo nextest run --workspace` builds
+//! both into the same `target/debug/`.
 
 use std::process::{Command, Output};
 
-fn dispatcher() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dispatch-gate-bench"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -68,7 +72,7 @@ fn assert_table(out: &Output) {
 
 #[test]
 fn a_smoke_run_on_sqlite_prints_every_row() {
-    let out = dispatcher().args(["bench", "--smoke"]).output().unwrap();
+    let out = bench().arg("--smoke").output().unwrap();
     assert_table(&out);
     assert!(text(&out.stdout).contains("SQLite"));
 }
@@ -76,8 +80,8 @@ fn a_smoke_run_on_sqlite_prints_every_row() {
 #[test]
 fn a_smoke_run_on_postgres_prints_every_row_and_drops_its_databases() {
     let server = testkit::postgres_server_url();
-    let out = dispatcher()
-        .args(["bench", "--smoke", "--database-url", &server])
+    let out = bench()
+        .args(["--smoke", "--database-url", &server])
         .output()
         .unwrap();
     assert_table(&out);
@@ -108,14 +112,14 @@ fn a_smoke_run_on_postgres_prints_every_row_and_drops_its_databases() {
 #[test]
 fn bad_bench_arguments_are_refused_by_the_parser() {
     for args in [
-        vec!["bench", "--clients", "0"],
-        vec!["bench", "--clients", "1,x"],
-        vec!["bench", "--scenarios", "floor,warp"],
-        vec!["bench", "--ops", "0"],
-        vec!["bench", "--pool", "0"],
-        vec!["bench", "--history", "2"],
+        vec!["--clients", "0"],
+        vec!["--clients", "1,x"],
+        vec!["--scenarios", "floor,warp"],
+        vec!["--ops", "0"],
+        vec!["--pool", "0"],
+        vec!["--history", "2"],
     ] {
-        let out = dispatcher().args(&args).output().unwrap();
+        let out = bench().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!text(&out.stderr).contains("panicked"), "{args:?}");
     }
@@ -131,8 +135,8 @@ fn the_bench_never_opens_an_existing_database() {
         "mysql://x/y",
         "postgres://nobody:secret@127.0.0.1:1/x",
     ] {
-        let out = dispatcher()
-            .args(["bench", "--smoke", "--database-url", bad])
+        let out = bench()
+            .args(["--smoke", "--database-url", bad])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{bad}");
@@ -142,4 +146,22 @@ fn the_bench_never_opens_an_existing_database() {
         assert!(!stderr.contains("secret"), "{stderr}");
     }
     assert!(!file.exists(), "the SQLite file named was not created");
+}
+
+#[test]
+fn a_missing_gate_binary_is_named_before_anything_is_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dispatch-gate");
+    let out = bench()
+        .args(["--smoke", "--scenarios", "floor,http", "--gate-binary"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("no-such-dispatch-gate"), "{stderr}");
+    assert!(stderr.contains("--gate-binary"), "{stderr}");
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
 }

@@ -22,9 +22,10 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::{metadata, SNAPSHOT_EVERY};
-use crate::snapshot::StoredSnapshot;
-use crate::store::Database;
+use dispatch_gate::snapshot::StoredSnapshot;
+use dispatch_gate::store::Database;
+
+use crate::gate::{metadata, SNAPSHOT_EVERY};
 
 /// Rows per INSERT statement (8 parameters each: well under both backends' limits).
 const CHUNK: usize = 1000;
@@ -89,7 +90,7 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
             id,
             state: A::default(),
             sequence: 0,
-            head: crate::chain::GENESIS.to_owned(),
+            head: dispatch_gate::chain::GENESIS.to_owned(),
             snapshot: None,
         }
     }
@@ -142,7 +143,7 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
                 Ok((event.event_type(), event.event_version(), payload))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let sealed = crate::chain::seal(
+        let sealed = dispatch_gate::chain::seal(
             A::TYPE,
             &self.id,
             self.sequence as u64 + 1,
@@ -153,7 +154,7 @@ impl<A: Aggregate<Services = ()>> Stream<A> {
         let sealed = serde_json::to_value(&sealed).context("serializing sealed metadata")?;
         for (event_type, event_version, payload) in serialized {
             self.sequence += 1;
-            self.head = crate::chain::link(self.sequence as u64, &sealed)
+            self.head = dispatch_gate::chain::link(self.sequence as u64, &sealed)
                 .context("reading back a seeded chain link")?
                 .hash;
             out.push(Row {
@@ -573,7 +574,7 @@ impl<'a> Sink<'a> {
     pub async fn new(database: &'a Database, table: Table) -> anyhow::Result<Self> {
         let next_position = match (database, table) {
             (Database::Postgres(_), Table::Events) => {
-                Some(crate::catchup::head(database).await? + 1)
+                Some(dispatch_gate::catchup::head(database).await? + 1)
             }
             _ => None,
         };
@@ -686,7 +687,7 @@ mod tests {
         }
         sink.flush().await.unwrap();
         // What was written replays to the same state through the real store.
-        let executor = crate::executor::Executor::<ProviderConnection>::new(&database);
+        let executor = dispatch_gate::executor::Executor::<ProviderConnection>::new(&database);
         let connection = world.connection_with_history(42, &mut sink).await.unwrap();
         sink.flush().await.unwrap();
         let loaded = executor

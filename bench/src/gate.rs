@@ -1,0 +1,100 @@
+//! The gate as the bench drives it, built from the library's public API: the
+//! executor of provider connections as [`Dispatcher`] builds it (same
+//! database, same snapshot policy) and the metadata a start records. The
+//! bench's starts go through the same load, decide and commit as
+//! `Dispatcher::start`, without HTTP and authorization.
+//!
+//! [`Dispatcher`]: dispatch_gate::app::Dispatcher
+
+use std::collections::HashMap;
+
+use aggregates::connection::ProviderConnection;
+use aggregates::{Actor, Timestamp};
+use dispatch_gate::executor::Executor;
+use dispatch_gate::snapshot::SnapshotPolicy;
+use dispatch_gate::store::Database;
+
+/// Events between two snapshots of a connection, as the [`Dispatcher`] takes
+/// them (its own constant is not public; a test below checks that both agree).
+///
+/// [`Dispatcher`]: dispatch_gate::app::Dispatcher
+pub const SNAPSHOT_EVERY: usize = 100;
+
+/// A connection executor of its own, as each `Dispatcher` (each `serve`
+/// process) has one: two of them on one database do not serialise each other.
+pub fn connection_executor(database: &Database) -> Executor<ProviderConnection> {
+    Executor::new(database).with_snapshots(SnapshotPolicy {
+        every: SNAPSHOT_EVERY,
+        version: ProviderConnection::SNAPSHOT_VERSION,
+    })
+}
+
+/// The metadata recorded with a command outside a request: who, when, and the
+/// request id, as the `Dispatcher` records them.
+pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        ("actor".to_owned(), actor.id_string()),
+        ("at".to_owned(), at.to_rfc3339()),
+    ]);
+    if let Some(id) = request_id {
+        metadata.insert("request_id".to_owned(), id.to_owned());
+    }
+    metadata
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aggregates::catalog::OperationKind;
+    use cqrs_es::Aggregate;
+    use dispatch_gate::app::{Dispatcher, Principal, StartCommand, SystemClock};
+
+    use super::*;
+    use crate::seed::{Sink, Table, World};
+
+    /// The first snapshot the `Dispatcher` writes of a connection whose
+    /// history reaches `length` events with one start through its public API.
+    async fn dispatcher_snapshot_after(length: usize) -> Option<usize> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let database = Database::connect(&url, 1).await.unwrap();
+        database.migrate().await.unwrap();
+        let mut out = Vec::new();
+        let mut world = World::new(&mut out).await.unwrap();
+        let mut sink = Sink::new(&database, Table::Events).await.unwrap();
+        sink.extend(out).await.unwrap();
+        let connection = world
+            .connection_with_history(length - 1, &mut sink)
+            .await
+            .unwrap();
+        sink.flush().await.unwrap();
+        let dispatcher = Dispatcher::new(database.clone(), Arc::new(SystemClock), None);
+        dispatcher
+            .start(StartCommand {
+                tenant_id: connection.tenant_id,
+                operation: OperationKind::InventorySync,
+                connection: None,
+                restore_run: None,
+                principal: Principal::Admin,
+                request_id: None,
+            })
+            .await
+            .unwrap();
+        let id = connection.connection_id.to_string();
+        let snapshot = dispatch_gate::snapshot::read(&database, ProviderConnection::TYPE, &id)
+            .await
+            .unwrap();
+        database.close().await;
+        snapshot.map(|s| s.sequence)
+    }
+
+    #[tokio::test]
+    async fn the_bench_snapshots_connections_where_the_dispatcher_does() {
+        assert_eq!(dispatcher_snapshot_after(SNAPSHOT_EVERY - 1).await, None);
+        assert_eq!(
+            dispatcher_snapshot_after(SNAPSHOT_EVERY).await,
+            Some(SNAPSHOT_EVERY)
+        );
+    }
+}
