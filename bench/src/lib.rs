@@ -1079,7 +1079,7 @@ impl Report {
         };
         let cores = std::thread::available_parallelism().map_or(0, usize::from);
         println!(
-            "# dispatch-gate bench: {}; pool {}; {} operations per scenario and client count; {cores} cores; decision payload {} bytes",
+            "# dispatch-gate-bench: {}; pool {}; {} operations per scenario and client count; {cores} cores; decision payload {} bytes",
             self.backend,
             plan.pool,
             plan.ops,

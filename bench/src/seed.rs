@@ -19,11 +19,10 @@ use aggregates::{Actor, Timestamp};
 use anyhow::Context;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use serde_json::Value;
-use uuid::Uuid;
-
 use dispatch_gate::snapshot::StoredSnapshot;
 use dispatch_gate::store::Database;
+use serde_json::Value;
+use uuid::Uuid;
 
 use crate::gate::{metadata, SNAPSHOT_EVERY};
 
