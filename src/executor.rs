@@ -13,6 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope};
@@ -327,7 +328,11 @@ where
                 Ok(Some(warm)) => return Ok(warm),
                 Ok(None) => {}
                 Err(reason) => {
-                    tracing::warn!(stream = %id, %reason, "snapshot unusable; replaying the stream");
+                    tracing::warn!(
+                        stream = %id,
+                        reason = format!("{reason:#}"),
+                        "snapshot unusable; replaying the stream"
+                    );
                     if let Err(error) = snapshot::delete(&self.database, A::TYPE, id).await {
                         tracing::warn!(
                             error = format!("{error:#}"),
@@ -355,45 +360,32 @@ where
     }
 
     /// The state from the stream's snapshot and the events after it. `Ok(None)`
-    /// when there is no snapshot; `Err` names why one could not be used.
+    /// when there is no snapshot; `Err` says why one could not be used.
     async fn load_from_snapshot(
         &self,
         id: &str,
         policy: SnapshotPolicy,
-    ) -> Result<Option<Warm<A>>, String> {
-        let stored = snapshot::read(&self.database, A::TYPE, id)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+    ) -> anyhow::Result<Option<Warm<A>>> {
+        let stored = snapshot::read(&self.database, A::TYPE, id).await?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         if stored.version != policy.version {
-            return Err(format!(
-                "version `{}`, not `{}`",
-                stored.version, policy.version
-            ));
+            anyhow::bail!("version `{}`, not `{}`", stored.version, policy.version);
         }
-        let mut state: A = serde_json::from_str(&stored.state)
-            .map_err(|e| format!("state does not parse: {e}"))?;
-        let events = snapshot::events_from(&self.database, A::TYPE, id, stored.sequence)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let mut state: A = serde_json::from_str(&stored.state).context("state does not parse")?;
+        let events = snapshot::events_from(&self.database, A::TYPE, id, stored.sequence).await?;
         let mut events = events.into_iter();
         match events.next() {
             Some(at) if at.sequence == stored.sequence => {
                 if chain_head(at.sequence, &at.metadata) != stored.head {
-                    return Err(format!(
+                    anyhow::bail!(
                         "its head is not the chain hash of event {}",
                         stored.sequence
-                    ));
+                    );
                 }
             }
-            _ => {
-                return Err(format!(
-                    "ahead of its stream (no event {})",
-                    stored.sequence
-                ))
-            }
+            _ => anyhow::bail!("ahead of its stream (no event {})", stored.sequence),
         }
         let mut warm_head = stored.head.clone();
         let mut sequence = stored.sequence;
@@ -401,14 +393,14 @@ where
         for (i, serialized) in events.enumerate() {
             let serialized = aggregates::upcast::upcast(serialized);
             if serialized.sequence != sequence + 1 {
-                return Err(format!("gap after sequence {sequence}"));
+                anyhow::bail!("gap after sequence {sequence}");
             }
             sequence = serialized.sequence;
             if i + 1 == after {
                 warm_head = chain_head(sequence, &serialized.metadata);
             }
             let envelope = EventEnvelope::<A>::try_from(serialized)
-                .map_err(|e| format!("an event after it does not decode: {e}"))?;
+                .context("an event after it does not decode")?;
             state.apply(envelope.payload);
         }
         Ok(Some(Warm {

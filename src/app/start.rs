@@ -3,8 +3,8 @@
 
 use aggregates::catalog::{Action, OperationKind, ReasonCode, Scope, ScopeKind};
 use aggregates::connection::{
-    ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence, Rejection,
-    StartRequest, Verdict,
+    ConnectionChoice, ConnectionCommand, ConnectionEvent, Evidence, Rejection, StartRequest,
+    Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
@@ -197,14 +197,7 @@ impl Dispatcher {
                     ConnectionCommand::StartOperation(request),
                     metadata(&actor, command.request_id.as_deref(), at),
                 )
-                .await
-                .map_err(|error| match error {
-                    CommandError::Rejected(ConnectionError::NotFound)
-                    | CommandError::Rejected(ConnectionError::WrongTenant) => {
-                        AppError::NotFound("provider connection")
-                    }
-                    other => other.into(),
-                })?;
+                .await?;
             let decision = committed.events.iter().find_map(|e| match &e.payload {
                 ConnectionEvent::OperationAccepted { request, evidence } => Some((
                     Verdict::Accepted {
@@ -220,9 +213,9 @@ impl Dispatcher {
                 _ => None,
             });
             let Some((verdict, evidence)) = decision else {
-                return Err(AppError::Internal(
-                    "the gate recorded no decision".to_owned(),
-                ));
+                return Err(AppError::Internal(anyhow::anyhow!(
+                    "the gate recorded no decision"
+                )));
             };
             tracing::Span::current().record("outcome", verdict.outcome().as_str());
             if let Verdict::Accepted { run_id } = verdict {
@@ -246,8 +239,8 @@ impl Dispatcher {
                 ),
             });
         }
-        Err(AppError::Internal(
-            "the tenant's default connection kept changing".to_owned(),
-        ))
+        Err(AppError::Internal(anyhow::anyhow!(
+            "the tenant's default connection kept changing"
+        )))
     }
 }
