@@ -129,3 +129,36 @@ impl From<anyhow::Error> for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_chain() {
+        let store: CommandError<ConnectionError> = CommandError::Store(
+            anyhow::Error::new(std::io::Error::other("disk on fire")).context("appending"),
+        );
+        let AppError::Internal(error) = AppError::from(store) else {
+            panic!("not internal");
+        };
+        assert_eq!(format!("{error:#}"), "appending: disk on fire");
+        assert!(error.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn a_refusal_made_impossible_by_construction_is_internal_and_keeps_the_refusal() {
+        let error = AppError::from(CommandError::Rejected(ConnectionError::RunIdTaken));
+        let AppError::Internal(error) = error else {
+            panic!("not internal");
+        };
+        assert_eq!(
+            format!("{error:#}"),
+            "unexpected refusal: the proposed run id is already in use"
+        );
+        assert_eq!(
+            error.downcast_ref::<ConnectionError>(),
+            Some(&ConnectionError::RunIdTaken)
+        );
+    }
+}
