@@ -591,9 +591,14 @@ impl AdminToken {
 /// An error and its causes on one line, each cause once: a cause whose text the
 /// message before it already ends with (`sqlx` repeats its IO error) is left out.
 pub fn error_line(error: &anyhow::Error) -> String {
+    cause_line(error.as_ref())
+}
+
+/// [`error_line`] for any error: the error and its `source()` chain.
+pub fn cause_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = String::new();
     let mut previous = String::new();
-    for cause in error.chain() {
+    for cause in anyhow::Chain::new(error) {
         let text = cause.to_string();
         if !previous.is_empty() && previous.ends_with(&text) {
             continue;

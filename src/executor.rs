@@ -1,4 +1,5 @@
-//! The command executor: load, decide, commit, return what was committed.
+//! The command executor: load, decide, commit, return what was committed
+//! (and, through [`Executor::decide`], what the decision decided).
 //!
 //! cqrs-es's `CqrsFramework::execute` returns neither the events nor the new
 //! state, and does not retry a conflict; a gate must answer "which run", so this
@@ -13,6 +14,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope};
@@ -180,13 +182,62 @@ where
 
     /// Decides `command` on the current state and appends its events. On a
     /// conflicting append the state is re-loaded and the command re-decided.
-    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, id = %id))]
     pub async fn execute(
         &self,
         id: &str,
         command: A::Command,
         metadata: HashMap<String, String>,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let decide = |mut aggregate: A| {
+            let command = command.clone();
+            async move {
+                let sink = EventSink::default();
+                let decided = aggregate.handle(command, &(), &sink).await;
+                let events = sink.collect().await;
+                decided.map(|()| (aggregate, events, ()))
+            }
+        };
+        let (committed, ()) = self.commit_decision(id, metadata, decide).await?;
+        Ok(committed)
+    }
+
+    /// [`Executor::execute`] for a decision that also says what it decided:
+    /// `decide` is a pure function of the state (the domain's, e.g.
+    /// `aggregates::connection::record_start`) giving the events and its
+    /// output, and the output of the decision that committed comes back with
+    /// the commit. `decide` runs again on each conflicting append, hence `Fn`.
+    pub async fn decide<T>(
+        &self,
+        id: &str,
+        decide: impl Fn(&A) -> Result<(Vec<A::Event>, T), A::Error>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(Committed<A>, T), CommandError<A::Error>> {
+        let decide = |mut aggregate: A| {
+            std::future::ready(decide(&aggregate).map(|(events, output)| {
+                for event in &events {
+                    aggregate.apply(event.clone());
+                }
+                (aggregate, events, output)
+            }))
+        };
+        self.commit_decision(id, metadata, decide).await
+    }
+
+    /// Load, decide, commit: the one commit path of both entry points.
+    /// `decide` runs once per attempt on a copy of the current state, and
+    /// gives the state after its events, the events, and the decision's
+    /// output. (It takes the copy by value: a future borrowing the state would
+    /// make every caller's future fail to be `Send` for all lifetimes.)
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, id = %id))]
+    async fn commit_decision<T, F>(
+        &self,
+        id: &str,
+        metadata: HashMap<String, String>,
+        decide: impl Fn(A) -> F,
+    ) -> Result<(Committed<A>, T), CommandError<A::Error>>
+    where
+        F: std::future::Future<Output = Result<(A, Vec<A::Event>, T), A::Error>>,
+    {
         let _serialised = self.stripe(id).lock().await;
         let mut warm = self.take_warm(id);
         for attempt in 1..=MAX_ATTEMPTS {
@@ -194,23 +245,23 @@ where
                 Some(current) => (current, true),
                 None => (self.load_cold(id).await?, false),
             };
-            let mut aggregate = current.state.clone();
-            let sink = EventSink::default();
-            let decided = aggregate.handle(command.clone(), &(), &sink).await;
-            let events = sink.collect().await;
+            let decided = decide(current.state.clone()).await;
+            let nothing = decided
+                .as_ref()
+                .map_or(true, |(_, events, _)| events.is_empty());
             // A refusal or a no-op appends nothing, so no conflict would catch
             // a stale cached state: ask the store whether another process moved
             // the stream on, and if so decide again on the fresh state.
-            if (decided.is_err() || events.is_empty())
-                && from_cache
-                && self.stream_moved(id, current.sequence).await?
-            {
+            if nothing && from_cache && self.stream_moved(id, current.sequence).await? {
                 continue;
             }
-            if let Err(refusal) = decided {
-                self.keep_warm(id, current);
-                return Err(CommandError::Rejected(refusal));
-            }
+            let (aggregate, events, output) = match decided {
+                Ok(decided) => decided,
+                Err(refusal) => {
+                    self.keep_warm(id, current);
+                    return Err(CommandError::Rejected(refusal));
+                }
+            };
             if events.is_empty() {
                 let sequence = current.sequence;
                 self.keep_warm(
@@ -220,11 +271,12 @@ where
                         ..current
                     },
                 );
-                return Ok(Committed {
+                let committed = Committed {
                     events: vec![],
                     state: aggregate,
                     sequence,
-                });
+                };
+                return Ok((committed, output));
             }
             let sealed = seal::<A>(
                 id,
@@ -254,11 +306,12 @@ where
                     };
                     let committed = self.maybe_snapshot(id, committed).await;
                     self.keep_warm(id, committed);
-                    return Ok(Committed {
+                    let committed = Committed {
                         events,
                         state: aggregate,
                         sequence,
-                    });
+                    };
+                    return Ok((committed, output));
                 }
                 Err(AggregateError::AggregateConflict) => {
                     tracing::debug!(attempt, "conflicting append; re-loading and re-deciding");
@@ -327,7 +380,11 @@ where
                 Ok(Some(warm)) => return Ok(warm),
                 Ok(None) => {}
                 Err(reason) => {
-                    tracing::warn!(stream = %id, %reason, "snapshot unusable; replaying the stream");
+                    tracing::warn!(
+                        stream = %id,
+                        reason = format!("{reason:#}"),
+                        "snapshot unusable; replaying the stream"
+                    );
                     if let Err(error) = snapshot::delete(&self.database, A::TYPE, id).await {
                         tracing::warn!(
                             error = format!("{error:#}"),
@@ -355,45 +412,32 @@ where
     }
 
     /// The state from the stream's snapshot and the events after it. `Ok(None)`
-    /// when there is no snapshot; `Err` names why one could not be used.
+    /// when there is no snapshot; `Err` says why one could not be used.
     async fn load_from_snapshot(
         &self,
         id: &str,
         policy: SnapshotPolicy,
-    ) -> Result<Option<Warm<A>>, String> {
-        let stored = snapshot::read(&self.database, A::TYPE, id)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+    ) -> anyhow::Result<Option<Warm<A>>> {
+        let stored = snapshot::read(&self.database, A::TYPE, id).await?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         if stored.version != policy.version {
-            return Err(format!(
-                "version `{}`, not `{}`",
-                stored.version, policy.version
-            ));
+            anyhow::bail!("version `{}`, not `{}`", stored.version, policy.version);
         }
-        let mut state: A = serde_json::from_str(&stored.state)
-            .map_err(|e| format!("state does not parse: {e}"))?;
-        let events = snapshot::events_from(&self.database, A::TYPE, id, stored.sequence)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let mut state: A = serde_json::from_str(&stored.state).context("state does not parse")?;
+        let events = snapshot::events_from(&self.database, A::TYPE, id, stored.sequence).await?;
         let mut events = events.into_iter();
         match events.next() {
             Some(at) if at.sequence == stored.sequence => {
                 if chain_head(at.sequence, &at.metadata) != stored.head {
-                    return Err(format!(
+                    anyhow::bail!(
                         "its head is not the chain hash of event {}",
                         stored.sequence
-                    ));
+                    );
                 }
             }
-            _ => {
-                return Err(format!(
-                    "ahead of its stream (no event {})",
-                    stored.sequence
-                ))
-            }
+            _ => anyhow::bail!("ahead of its stream (no event {})", stored.sequence),
         }
         let mut warm_head = stored.head.clone();
         let mut sequence = stored.sequence;
@@ -401,14 +445,14 @@ where
         for (i, serialized) in events.enumerate() {
             let serialized = aggregates::upcast::upcast(serialized);
             if serialized.sequence != sequence + 1 {
-                return Err(format!("gap after sequence {sequence}"));
+                anyhow::bail!("gap after sequence {sequence}");
             }
             sequence = serialized.sequence;
             if i + 1 == after {
                 warm_head = chain_head(sequence, &serialized.metadata);
             }
             let envelope = EventEnvelope::<A>::try_from(serialized)
-                .map_err(|e| format!("an event after it does not decode: {e}"))?;
+                .context("an event after it does not decode")?;
             state.apply(envelope.payload);
         }
         Ok(Some(Warm {

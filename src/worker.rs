@@ -136,7 +136,7 @@ async fn worker_slot(
             Ok(None) => config.idle_poll,
             Err(error) => {
                 failures += 1;
-                tracing::warn!(%error, "claim failed");
+                tracing::warn!(error = %crate::cli::cause_line(&error), "claim failed");
                 config.idle_poll * 2u32.pow(failures.min(5))
             }
         };
@@ -175,14 +175,14 @@ async fn execute(
                     tracing::warn!(error = %crate::cli::error_line(&error), "heartbeat failed; the database is unavailable");
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "lost the run's lease; abandoning it");
+                    tracing::warn!(error = %crate::cli::cause_line(&error), "lost the run's lease; abandoning it");
                     return;
                 }
             },
             () = stopped(shutdown) => {
                 match dispatcher.release(run.run_id, worker_id).await {
                     Ok(()) => tracing::info!("released the run on shutdown"),
-                    Err(error) => tracing::warn!(%error, "could not release the run"),
+                    Err(error) => tracing::warn!(error = %crate::cli::cause_line(&error), "could not release the run"),
                 }
                 return;
             }
@@ -205,7 +205,9 @@ async fn execute(
                 continue;
             }
             Err(AppError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
-            Err(error) => tracing::error!(%error, "could not complete the run"),
+            Err(error) => {
+                tracing::error!(error = %crate::cli::cause_line(&error), "could not complete the run")
+            }
         }
         return;
     }
@@ -222,7 +224,7 @@ pub async fn run_reaper(
         match dispatcher.expire_leases(dispatcher.now()).await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "failed runs whose lease expired"),
-            Err(error) => tracing::warn!(%error, "reaper failed"),
+            Err(error) => tracing::warn!(error = %crate::cli::cause_line(&error), "reaper failed"),
         }
         // Housekeeping on the same round: keys past their 24 hours.
         if let Err(error) = crate::idempotency::prune(dispatcher.database(), dispatcher.now()).await

@@ -1,18 +1,19 @@
 //! The executor's warm cache and snapshots, against real SQLite and PostgreSQL:
 //! a state loaded from a snapshot equals a full replay for every snapshot
 //! interval; an unusable snapshot falls back to replay; a warm cache never
-//! decides on a state another process has moved on from.
+//! decides on a state another process has moved on from; a decision that
+//! returns its output hands back the output of the attempt that committed.
 
 use std::collections::HashMap;
 
-use aggregates::catalog::{CredentialStatus, OperationKind, Scope};
+use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope};
 use aggregates::connection::{
-    ConnectionChoice, ConnectionCommand as C, ConnectionEvent, ProviderConnection, RunEnd,
-    StartRequest,
+    record_start, ConnectionChoice, ConnectionCommand as C, ConnectionError, ConnectionEvent,
+    ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId};
 use aggregates::Actor;
-use dispatch_gate::executor::Executor;
+use dispatch_gate::executor::{CommandError, Executor};
 use dispatch_gate::snapshot::{self, SnapshotPolicy};
 use dispatch_gate::store::Backend;
 use uuid::Uuid;
@@ -29,7 +30,11 @@ fn policy(every: usize) -> SnapshotPolicy {
 const TENANT: TenantId = TenantId(Uuid::from_u128(7));
 
 fn start(connection: ConnectionId, operation: OperationKind) -> C {
-    C::StartOperation(StartRequest {
+    C::StartOperation(start_request(connection, operation))
+}
+
+fn start_request(connection: ConnectionId, operation: OperationKind) -> StartRequest {
+    StartRequest {
         decision_id: DecisionId(Uuid::new_v4()),
         proposed_run_id: RunId(Uuid::new_v4()),
         tenant_id: TENANT,
@@ -42,7 +47,7 @@ fn start(connection: ConnectionId, operation: OperationKind) -> C {
         at: chrono::Utc::now(),
         request_id: None,
         resolved_via: ConnectionChoice::Explicit,
-    })
+    }
 }
 
 /// A connection with `rounds` runs accepted, deduped, claimed and ended.
@@ -307,6 +312,70 @@ async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(bac
     assert_eq!(unchanged.state, theirs.load(&id).await.unwrap());
 }
 
+async fn a_decision_hands_back_what_the_committed_attempt_decided(backend: Backend) {
+    let store = common::fresh(backend).await;
+    let database = &store.database;
+    let ours = Executor::<ProviderConnection>::new(database);
+    let theirs = Executor::<ProviderConnection>::new(database);
+    let id = history(&ours, 1).await;
+    let connection = ConnectionId(id.parse().unwrap());
+    // Our warm state says usable and idle (accepted); the stream says consent
+    // was revoked since: the first attempt conflicts and is decided again.
+    theirs
+        .execute(
+            &id,
+            C::SetConsent {
+                granted: false,
+                actor: Actor::Admin,
+                at: chrono::Utc::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let request = start_request(connection, OperationKind::InventorySync);
+    let (committed, decided) = ours
+        .decide(
+            &id,
+            |state| record_start(state, request.clone()),
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let blocked = Rejection::Blocked {
+        reason: ReasonCode::ConsentMissing,
+    };
+    assert_eq!(decided.verdict, Verdict::Rejected(blocked));
+    assert_eq!(
+        committed.events[0].payload,
+        ConnectionEvent::OperationRejected {
+            request,
+            evidence: decided.evidence,
+            rejection: blocked,
+        },
+        "the output is the committed attempt's, not the stale one's"
+    );
+    assert_eq!(committed.state, theirs.load(&id).await.unwrap());
+    // A refusal commits nothing and comes back as the domain's error.
+    let elsewhere = StartRequest {
+        tenant_id: TenantId(Uuid::new_v4()),
+        ..start_request(connection, OperationKind::InventorySync)
+    };
+    let refused = ours
+        .decide(
+            &id,
+            |state| record_start(state, elsewhere.clone()),
+            HashMap::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        CommandError::Rejected(ConnectionError::WrongTenant)
+    ));
+    assert_eq!(ours.load(&id).await.unwrap(), committed.state);
+}
+
 /// Runs each named test function once per backend.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -325,6 +394,7 @@ on_both_backends!(
     snapshot_loads_equal_a_full_replay_for_every_interval,
     an_unusable_snapshot_falls_back_to_a_full_replay,
     a_warm_cache_never_decides_on_a_state_another_process_moved_on_from,
+    a_decision_hands_back_what_the_committed_attempt_decided,
 );
 
 /// A refusal decided on a stale cache would be a wrong answer: the executor

@@ -750,6 +750,38 @@ pub fn admit_start(
     Ok(state.evidence().expect("identity checked above"))
 }
 
+/// What the gate decided for one start, and the evidence it decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartDecided {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What the gate saw.
+    pub evidence: Evidence,
+}
+
+/// A start through the gate: the event that records it, and what was decided
+/// (so no caller has to find the verdict again in the events). Refused only
+/// when the start is not addressed to this connection ([`admit_start`]).
+pub fn record_start(
+    state: &ProviderConnection,
+    request: StartRequest,
+) -> Result<(Vec<ConnectionEvent>, StartDecided), ConnectionError> {
+    let evidence = admit_start(state, &request)?;
+    let verdict = decide_start(state, &request);
+    let event = match verdict {
+        Verdict::Accepted { .. } => ConnectionEvent::OperationAccepted {
+            request,
+            evidence: evidence.clone(),
+        },
+        Verdict::Rejected(rejection) => ConnectionEvent::OperationRejected {
+            request,
+            evidence: evidence.clone(),
+            rejection,
+        },
+    };
+    Ok((vec![event], StartDecided { verdict, evidence }))
+}
+
 /// Decides a command against the state: the events it produces, or why not.
 pub fn decide(
     state: &ProviderConnection,
@@ -799,17 +831,7 @@ pub fn decide(
             (false, true) => vec![E::ConnectionDisabled { actor, at }],
             _ => vec![],
         },
-        ConnectionCommand::StartOperation(request) => {
-            let evidence = admit_start(state, &request)?;
-            match decide_start(state, &request) {
-                Verdict::Accepted { .. } => vec![E::OperationAccepted { request, evidence }],
-                Verdict::Rejected(rejection) => vec![E::OperationRejected {
-                    request,
-                    evidence,
-                    rejection,
-                }],
-            }
-        }
+        ConnectionCommand::StartOperation(request) => record_start(state, request)?.0,
         ConnectionCommand::ClaimRun {
             run_id,
             worker_id,

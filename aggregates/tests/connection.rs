@@ -6,9 +6,9 @@
 
 use aggregates::catalog::{Consent, CredentialStatus, OperationKind, ReasonCode, RunStatus, Scope};
 use aggregates::connection::{
-    ActiveRunRef, ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent,
-    ConnectionSnapshot, Evidence, FailureCause, ProviderConnection, Rejection, RunEnd,
-    StartRequest,
+    decide, evolve, record_start, ActiveRunRef, ConnectionChoice, ConnectionCommand,
+    ConnectionError, ConnectionEvent, ConnectionSnapshot, Evidence, FailureCause,
+    ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId};
 use aggregates::{Actor, Timestamp};
@@ -722,6 +722,68 @@ async fn it_should_record_the_connection_and_the_active_run_as_evidence() {
             scope: Scope::RestoreRun(RESTORE_B),
             status: RunStatus::Running,
         })
+    );
+}
+
+#[test]
+fn it_should_return_the_verdict_and_evidence_its_event_records() {
+    let cases = [
+        (
+            usable(),
+            start(2, InventorySync),
+            Verdict::Accepted { run_id: run(2) },
+        ),
+        (
+            queued(),
+            start(2, InventorySync),
+            Verdict::Rejected(Rejection::Deduped { run_id: run(1) }),
+        ),
+        (
+            queued(),
+            start(2, DirectoryRolesSync),
+            Verdict::Rejected(Rejection::ScopeBusy { run_id: run(1) }),
+        ),
+        (
+            [usable(), vec![disabled()]].concat(),
+            start(2, InventorySync),
+            Verdict::Rejected(blocked(ReasonCode::ConnectionDisabled)),
+        ),
+    ];
+    for (history, request, verdict) in cases {
+        let mut state = ProviderConnection::default();
+        for event in history {
+            evolve(&mut state, event);
+        }
+        let (events, decided) = record_start(&state, request.clone()).expect("admitted");
+        assert_eq!(decided.verdict, verdict);
+        assert_eq!(Some(&decided.evidence), state.evidence().as_ref());
+        let recorded = match verdict {
+            Verdict::Accepted { .. } => E::OperationAccepted {
+                request: request.clone(),
+                evidence: decided.evidence.clone(),
+            },
+            Verdict::Rejected(rejection) => {
+                rejected(request.clone(), decided.evidence.clone(), rejection)
+            }
+        };
+        assert_eq!(events, vec![recorded]);
+        assert_eq!(Ok(events), decide(&state, start_cmd(request)));
+    }
+}
+
+#[test]
+fn it_should_refuse_to_record_a_start_addressed_to_another_tenant() {
+    let mut state = ProviderConnection::default();
+    for event in usable() {
+        evolve(&mut state, event);
+    }
+    let request = StartRequest {
+        tenant_id: OTHER_TENANT,
+        ..start(1, InventorySync)
+    };
+    assert_eq!(
+        record_start(&state, request),
+        Err(ConnectionError::WrongTenant)
     );
 }
 

@@ -1,6 +1,17 @@
 //! Why a use case did not complete.
+//!
+//! Every domain refusal has its answer here, decided once per variant: the
+//! conversions below are exhaustive `match`es without a wildcard, so a new
+//! variant in the domain does not compile until someone decides its status.
+//! A refusal the application makes impossible by construction (it draws fresh
+//! ids, it builds the scope from the operation) is [`AppError::Internal`]: if
+//! it ever happens it is our defect, not the caller's.
 
 use aggregates::catalog::Capability;
+use aggregates::connection::ConnectionError;
+use aggregates::registry::AlreadyExists;
+use aggregates::tenant::TenantError;
+use aggregates::user::UserError;
 
 use crate::executor::CommandError;
 
@@ -31,16 +42,77 @@ pub enum AppError {
     /// may succeed (see [`crate::store::is_unavailable`]).
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
-    /// Something failed on our side.
-    #[error("{0}")]
-    Internal(String),
+    /// Something failed on our side. The error and its causes, as they were:
+    /// logged once, with the chain, where it becomes a 500.
+    #[error(transparent)]
+    Internal(anyhow::Error),
 }
 
-impl<E: std::error::Error> From<CommandError<E>> for AppError {
+impl AppError {
+    /// A refusal the application makes impossible by construction.
+    fn unexpected(refusal: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(anyhow::Error::new(refusal).context("unexpected refusal"))
+    }
+}
+
+impl From<ConnectionError> for AppError {
+    fn from(error: ConnectionError) -> Self {
+        use ConnectionError as E;
+        match error {
+            // A connection of another tenant is hidden as not found.
+            E::NotFound | E::WrongTenant => Self::NotFound("provider connection"),
+            E::RunNotFound => Self::NotFound("operation run"),
+            E::RunEnded(_)
+            | E::AlreadyClaimed
+            | E::NotClaimed
+            | E::NotHolder
+            | E::LeaseExpired
+            | E::NotAnExecutionReason(_)
+            | E::InvalidLease
+            | E::CancelNotRequested => Self::Conflict(error.to_string()),
+            // Every connection and every proposed run gets a fresh id, and the
+            // scope is built from the operation.
+            E::AlreadyExists | E::ScopeMismatch | E::RunIdTaken => Self::unexpected(error),
+        }
+    }
+}
+
+impl From<TenantError> for AppError {
+    fn from(error: TenantError) -> Self {
+        use TenantError as E;
+        match error {
+            E::NotFound => Self::NotFound("tenant"),
+            E::NotMember => Self::NotFound("member"),
+            E::UnknownConnection => Self::NotFound("provider connection"),
+            // The start resolves again on this one (see `start_authorized`).
+            E::HasDefault(_) => Self::Conflict(error.to_string()),
+            // Every tenant gets a fresh id.
+            E::AlreadyExists => Self::unexpected(error),
+        }
+    }
+}
+
+impl From<UserError> for AppError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::NotFound => Self::NotFound("user"),
+            UserError::AlreadyExists => Self::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<AlreadyExists> for AppError {
+    /// Workspaces and restore runs get fresh ids.
+    fn from(error: AlreadyExists) -> Self {
+        Self::unexpected(error)
+    }
+}
+
+impl<E: Into<AppError> + std::error::Error> From<CommandError<E>> for AppError {
     fn from(error: CommandError<E>) -> Self {
         match error {
-            CommandError::Rejected(e) => Self::Internal(format!("unexpected refusal: {e}")),
-            CommandError::Conflict { attempts } => Self::Internal(format!(
+            CommandError::Rejected(refusal) => refusal.into(),
+            CommandError::Conflict { attempts } => Self::Internal(anyhow::anyhow!(
                 "the stream kept changing; gave up after {attempts} attempts"
             )),
             CommandError::Store(error) => error.into(),
@@ -53,7 +125,40 @@ impl From<anyhow::Error> for AppError {
         if crate::store::is_unavailable(error.as_ref()) {
             Self::Unavailable(error)
         } else {
-            Self::Internal(format!("{error:#}"))
+            Self::Internal(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_chain() {
+        let store: CommandError<ConnectionError> = CommandError::Store(
+            anyhow::Error::new(std::io::Error::other("disk on fire")).context("appending"),
+        );
+        let AppError::Internal(error) = AppError::from(store) else {
+            panic!("not internal");
+        };
+        assert_eq!(format!("{error:#}"), "appending: disk on fire");
+        assert!(error.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn a_refusal_made_impossible_by_construction_is_internal_and_keeps_the_refusal() {
+        let error = AppError::from(CommandError::Rejected(ConnectionError::RunIdTaken));
+        let AppError::Internal(error) = error else {
+            panic!("not internal");
+        };
+        assert_eq!(
+            format!("{error:#}"),
+            "unexpected refusal: the proposed run id is already in use"
+        );
+        assert_eq!(
+            error.downcast_ref::<ConnectionError>(),
+            Some(&ConnectionError::RunIdTaken)
+        );
     }
 }

@@ -179,6 +179,30 @@ impl Dispatcher {
         A::Command: Clone,
     {
         let committed = executor.execute(id, command, metadata).await?;
+        self.observe(&committed).await;
+        Ok(committed)
+    }
+
+    /// [`Dispatcher::run`] for a pure decision that also returns what it
+    /// decided (see [`Executor::decide`]).
+    async fn run_decision<A, T>(
+        &self,
+        executor: &Executor<A>,
+        id: &str,
+        decide: impl Fn(&A) -> Result<(Vec<A::Event>, T), A::Error>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(Committed<A>, T), CommandError<A::Error>>
+    where
+        A: cqrs_es::Aggregate<Services = ()> + Clone,
+        A::Command: Clone,
+    {
+        let (committed, output) = executor.decide(id, decide, metadata).await?;
+        self.observe(&committed).await;
+        Ok((committed, output))
+    }
+
+    /// Learns the log position of a commit's last event.
+    async fn observe<A: cqrs_es::Aggregate>(&self, committed: &Committed<A>) {
         if let Some(last) = committed.events.last() {
             match crate::catchup::position_of_committed(
                 &self.database,
@@ -198,12 +222,11 @@ impl Dispatcher {
                 Err(error) => tracing::warn!(
                     error = format!("{error:#}"),
                     aggregate = A::TYPE,
-                    id,
+                    id = last.aggregate_id,
                     "a committed write has no log position yet"
                 ),
             }
         }
-        Ok(committed)
     }
 
     /// Waits (bounded) until the views [`Dispatcher::reads`] queries have reached

@@ -47,7 +47,7 @@ impl Dispatcher {
         committed
             .state
             .0
-            .ok_or_else(|| AppError::Internal("restore run vanished".to_owned()))
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("restore run vanished")))
     }
 
     /// A restore run the principal may execute.

@@ -2,13 +2,11 @@
 //! and the reaper's lease expiry.
 
 use aggregates::catalog::{Action, OperationKind};
-use aggregates::connection::{
-    ConnectionCommand, ConnectionError, ConnectionEvent, ProviderConnection, RunEnd,
-};
+use aggregates::connection::{ConnectionCommand, ConnectionEvent, ProviderConnection, RunEnd};
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::{Actor, Timestamp};
 
-use crate::executor::{CommandError, Committed};
+use crate::executor::Committed;
 
 use super::{metadata, AppError, Dispatcher, Principal, CONSISTENCY_WAIT};
 
@@ -95,13 +93,7 @@ impl Dispatcher {
             metadata(actor, None, at),
         )
         .await
-        .map_err(|error| match error {
-            CommandError::Rejected(ConnectionError::RunNotFound) => {
-                AppError::NotFound("operation run")
-            }
-            CommandError::Rejected(e) => AppError::Conflict(e.to_string()),
-            other => other.into(),
-        })
+        .map_err(AppError::from)
     }
 
     /// Claims the oldest queued run (optionally of some operations only). The

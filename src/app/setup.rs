@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use aggregates::catalog::{Capability, Role};
 use aggregates::ids::{TenantId, UserId, WorkspaceId};
 use aggregates::registry::{Registered, Workspace};
-use aggregates::tenant::{Tenant, TenantCommand, TenantError};
-use aggregates::user::{User, UserAccount, UserCommand, UserError};
+use aggregates::tenant::{Tenant, TenantCommand};
+use aggregates::user::{User, UserAccount, UserCommand};
 use aggregates::{Actor, Timestamp};
 use uuid::Uuid;
 
-use crate::executor::{CommandError, Committed};
+use crate::executor::Committed;
 
 use super::auth::{new_token, sha256};
 use super::{metadata, AppError, Dispatcher};
@@ -127,13 +127,7 @@ impl Dispatcher {
             metadata(&Actor::Admin, None, at),
         )
         .await
-        .map_err(|error| match error {
-            CommandError::Rejected(UserError::NotFound) => AppError::NotFound("user"),
-            CommandError::Rejected(UserError::AlreadyExists) => {
-                AppError::Conflict("the user already exists".to_owned())
-            }
-            other => other.into(),
-        })
+        .map_err(AppError::from)
     }
 
     /// Adds a member to a tenant or changes its grant.
@@ -192,14 +186,6 @@ impl Dispatcher {
             metadata(actor, request_id, at),
         )
         .await
-        .map_err(|error| match error {
-            CommandError::Rejected(TenantError::NotFound) => AppError::NotFound("tenant"),
-            CommandError::Rejected(TenantError::NotMember) => AppError::NotFound("member"),
-            CommandError::Rejected(TenantError::UnknownConnection) => {
-                AppError::NotFound("provider connection")
-            }
-            CommandError::Rejected(other) => AppError::Conflict(other.to_string()),
-            other => other.into(),
-        })
+        .map_err(AppError::from)
     }
 }

@@ -3,8 +3,7 @@
 
 use aggregates::catalog::{Action, OperationKind, ReasonCode, Scope, ScopeKind};
 use aggregates::connection::{
-    ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent, Evidence, Rejection,
-    StartRequest, Verdict,
+    record_start, ConnectionChoice, Evidence, Rejection, StartDecided, StartRequest, Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
@@ -190,40 +189,14 @@ impl Dispatcher {
                 request_id: command.request_id.clone(),
                 resolved_via,
             };
-            let committed = self
-                .run(
+            let (committed, StartDecided { verdict, evidence }) = self
+                .run_decision(
                     &self.connections,
                     &connection_id.to_string(),
-                    ConnectionCommand::StartOperation(request),
+                    |connection| record_start(connection, request.clone()),
                     metadata(&actor, command.request_id.as_deref(), at),
                 )
-                .await
-                .map_err(|error| match error {
-                    CommandError::Rejected(ConnectionError::NotFound)
-                    | CommandError::Rejected(ConnectionError::WrongTenant) => {
-                        AppError::NotFound("provider connection")
-                    }
-                    other => other.into(),
-                })?;
-            let decision = committed.events.iter().find_map(|e| match &e.payload {
-                ConnectionEvent::OperationAccepted { request, evidence } => Some((
-                    Verdict::Accepted {
-                        run_id: request.proposed_run_id,
-                    },
-                    evidence.clone(),
-                )),
-                ConnectionEvent::OperationRejected {
-                    evidence,
-                    rejection,
-                    ..
-                } => Some((Verdict::Rejected(*rejection), evidence.clone())),
-                _ => None,
-            });
-            let Some((verdict, evidence)) = decision else {
-                return Err(AppError::Internal(
-                    "the gate recorded no decision".to_owned(),
-                ));
-            };
+                .await?;
             tracing::Span::current().record("outcome", verdict.outcome().as_str());
             if let Verdict::Accepted { run_id } = verdict {
                 self.place(
@@ -246,8 +219,8 @@ impl Dispatcher {
                 ),
             });
         }
-        Err(AppError::Internal(
-            "the tenant's default connection kept changing".to_owned(),
-        ))
+        Err(AppError::Internal(anyhow::anyhow!(
+            "the tenant's default connection kept changing"
+        )))
     }
 }

@@ -139,9 +139,10 @@ impl From<AppError> for ApiError {
                     "the database is unavailable right now (unreachable, read-only or full); retry shortly",
                 )
             }
-            AppError::Internal(detail) => {
-                // Logged once, here; the client never sees database text.
-                tracing::error!(%detail, "request failed");
+            AppError::Internal(error) => {
+                // Logged once, here, with its causes; the client never sees
+                // database text.
+                tracing::error!(error = format!("{error:#}"), "request failed");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
