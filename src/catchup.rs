@@ -16,21 +16,10 @@ use projections::{decode, fold, Decoded, RecordedEvent, Views, PROJECTIONS};
 use sqlx::Row;
 use tokio::sync::{watch, Notify};
 
-use crate::store::Database;
+use crate::store::log::{head, sequence_all_postgres};
+use crate::store::{on_pool, Database};
+use crate::views::checkpoints;
 use crate::views::{BatchViews, ReplaceViews};
-
-/// Runs `$body` with `$pool` bound to whichever pool the database has. The body
-/// is written once and compiled for both backends: the SQL in this module is
-/// portable (`$n` parameters work on SQLite too).
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
-pub(crate) use on_pool;
 
 /// Reads an event row (either backend) as a [`RecordedEvent`].
 macro_rules! recorded {
@@ -57,6 +46,9 @@ const FOLDS: usize = 2;
 
 /// How often the log is polled for commits made by other processes.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long a reader waits for the views while the projector is failing.
+const FAILING_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the loop waits after a local commit before it catches up, so
 /// that commits arriving together are applied in one batch. A waiting reader
@@ -203,9 +195,11 @@ impl Catchup {
                 Duration::from_millis(100 * 2u64.pow(failures.min(6)))
             };
             if failures > 0 {
-                // Backing off: waiting readers do not cut it short.
+                // Backing off: waiting readers do not cut it short, but a
+                // local commit does — the database took a write, so it is back.
                 tokio::select! {
                     () = &mut shutdown => return,
+                    () = self.kick.notified() => continue,
                     () = tokio::time::sleep(pause) => continue,
                 }
             }
@@ -266,9 +260,16 @@ impl Catchup {
     pub async fn wait_until(&self, position: i64, timeout: Duration) -> i64 {
         let mut changes = self.positions.subscribe();
         let reached = changes.borrow_and_update().slowest();
-        if reached >= position || !self.running.load(Ordering::SeqCst) || self.failing() {
+        if reached >= position || !self.running.load(Ordering::SeqCst) {
             return reached;
         }
+        // While the projector fails, wait only briefly: long enough for the
+        // pass a recovering database allows, short enough for a quick 503.
+        let timeout = if self.failing() {
+            timeout.min(FAILING_WAIT)
+        } else {
+            timeout
+        };
         self.hurry();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -296,111 +297,6 @@ fn scopeguard(on_drop: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(on_drop))
-}
-
-/// Each known projection's stored checkpoint (read only).
-async fn checkpoints(database: &Database) -> anyhow::Result<BTreeMap<&'static str, i64>> {
-    let sql = "SELECT name, position FROM projection_checkpoints";
-    let rows: Vec<(String, i64)> = on_pool!(database, |pool| sqlx::query_as(sql)
-        .fetch_all(pool)
-        .await
-        .context("reading the checkpoints"))?;
-    Ok(PROJECTIONS
-        .iter()
-        .filter_map(|p| {
-            rows.iter()
-                .find(|(name, _)| name == p.name)
-                .map(|(_, position)| (p.name, *position))
-        })
-        .collect())
-}
-
-/// The log position every view of `database` shows: the slowest projection's
-/// stored checkpoint, 0 while any projection has none yet. On a hot standby,
-/// where no projector runs, this is what its replicated views show.
-pub async fn views_position(database: &Database) -> anyhow::Result<i64> {
-    let checkpoints = checkpoints(database).await?;
-    Ok(if checkpoints.len() == PROJECTIONS.len() {
-        checkpoints.values().copied().min().unwrap_or(0)
-    } else {
-        0
-    })
-}
-
-/// The highest numbered event.
-pub async fn head(database: &Database) -> anyhow::Result<i64> {
-    let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
-    on_pool!(database, |pool| sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .context("reading the log head"))
-}
-
-async fn position_of(
-    database: &Database,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: usize,
-) -> anyhow::Result<Option<i64>> {
-    let sql = "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-    on_pool!(database, |pool| sqlx::query_scalar::<_, Option<i64>>(sql)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(sequence as i64)
-        .fetch_optional(pool)
-        .await
-        .map(Option::flatten)
-        .context("reading an event's position"))
-}
-
-/// Events numbered per sequencer transaction.
-const SEQUENCE_BATCH: i64 = BATCH * 10;
-
-/// PostgreSQL: numbers every event committed before the call, one sequencer
-/// transaction per [`SEQUENCE_BATCH`]. A pass that numbers fewer than a full
-/// batch saw every committed row, so no empty pass follows it; rows that
-/// commit afterwards are numbered by the catch-up their own commit kicks.
-async fn sequence_all_postgres(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    while sequence_postgres(pool).await? == SEQUENCE_BATCH as u64 {}
-    Ok(())
-}
-
-/// PostgreSQL: gives positions to committed, unnumbered events, above every
-/// position given so far (`dg_sequence`, one sequencer at a time). Returns how
-/// many events were numbered.
-async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
-    let numbered: i64 = sqlx::query_scalar("SELECT dg_sequence($1, true)")
-        .bind(SEQUENCE_BATCH)
-        .fetch_one(pool)
-        .await
-        .context("numbering events")?;
-    Ok(numbered as u64)
-}
-
-/// The log position of a committed event. On PostgreSQL the event is
-/// numbered first if the sequencer has not numbered it yet (`dg_position`),
-/// so a write learns its position in one round trip.
-pub async fn position_of_committed(
-    database: &Database,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: usize,
-) -> anyhow::Result<i64> {
-    let position: Option<i64> = match database {
-        Database::Postgres(pool) => sqlx::query_scalar("SELECT dg_position($1, $2, $3)")
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence as i64)
-            .fetch_one(pool)
-            .await
-            .context("numbering a committed event")?,
-        Database::Sqlite(_) => {
-            position_of(database, aggregate_type, aggregate_id, sequence).await?
-        }
-    };
-    position.with_context(|| {
-        format!("the committed event {aggregate_type}/{aggregate_id} #{sequence} has no position")
-    })
 }
 
 /// Applies up to [`BATCH`] events after the slowest projection's checkpoint to

@@ -615,7 +615,7 @@ pub fn cause_line(error: &(dyn std::error::Error + 'static)) -> String {
 async fn rebuild(args: DatabaseArgs) -> anyhow::Result<()> {
     let database = Database::connect(&args.database_url, 2).await?;
     database.migrate().await?;
-    let total = crate::catchup::head(&database).await?;
+    let total = crate::store::log::head(&database).await?;
     let bar = indicatif::ProgressBar::new(total.max(0) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

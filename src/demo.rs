@@ -19,6 +19,7 @@ use std::time::Duration;
 use aggregates::catalog::{CredentialStatus, OperationKind, Role, RunStatus};
 use aggregates::connection::{RunEnd, Verdict};
 use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::values::{BackupRef, DisplayName, ProviderName, WorkerId};
 use tokio::sync::watch;
 
 use crate::app::{AppError, ConnectionChange, Dispatcher, Principal, StartCommand};
@@ -26,6 +27,16 @@ use crate::catchup::Failpoint;
 
 /// The worker id the demo's active runs are claimed with.
 pub const HOLDER: &str = "demo-holder";
+
+/// The demo's own values: written here, valid by construction.
+fn value<T>(text: &str, parse: fn(&str) -> Result<T, aggregates::values::ValueError>) -> T {
+    parse(text).unwrap_or_else(|error| panic!("the demo's value `{text}` {error}"))
+}
+
+/// [`HOLDER`] as the worker id it is.
+fn holder() -> WorkerId {
+    value(HOLDER, WorkerId::parse)
+}
 
 /// Why the demo could not be seeded.
 #[derive(Debug, thiserror::Error)]
@@ -266,9 +277,12 @@ pub async fn hold(
         }
         let mut still = Vec::with_capacity(held.len());
         for run_id in held {
-            match dispatcher.heartbeat(run_id, HOLDER, lease).await {
+            match dispatcher.heartbeat(run_id, &holder(), lease).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => {
-                    match dispatcher.complete(run_id, HOLDER, RunEnd::Cancelled).await {
+                    match dispatcher
+                        .complete(run_id, &holder(), RunEnd::Cancelled)
+                        .await
+                    {
                         Ok(_) => tracing::info!(run = %run_id, "demo run cancelled"),
                         Err(error) => {
                             tracing::warn!(run = %run_id, %error, "could not cancel a demo run")
@@ -306,7 +320,7 @@ impl Seeder<'_> {
     async fn seed(&self) -> Result<DemoSummary, DemoError> {
         let dispatcher = self.dispatcher;
         let workspace_id = dispatcher
-            .create_workspace("Demo workspace".to_owned())
+            .create_workspace(value("Demo workspace", DisplayName::parse))
             .await
             .map_err(at("the workspace"))?;
         let operator = self
@@ -346,7 +360,7 @@ impl Seeder<'_> {
             .prepare_restore(
                 &Principal::Admin,
                 usable.id,
-                "contoso-nightly-backup".to_owned(),
+                value("contoso-nightly-backup", BackupRef::parse),
             )
             .await
             .map_err(at("the restore run"))?
@@ -422,7 +436,11 @@ impl Seeder<'_> {
             .map_err(at("expiring Adatum's credentials"))?;
         self.catch_up().await?;
         if let Some(claimed) = dispatcher
-            .claim(HOLDER, Some(&[OperationKind::ProviderVerify]), self.lease)
+            .claim(
+                &holder(),
+                Some(&[OperationKind::ProviderVerify]),
+                self.lease,
+            )
             .await
             .map_err(at("the failed run"))?
         {
@@ -540,7 +558,7 @@ impl Seeder<'_> {
     ) -> Result<DemoUser, DemoError> {
         let new = self
             .dispatcher
-            .create_user(name.to_owned())
+            .create_user(value(name, DisplayName::parse))
             .await
             .map_err(at("a demo user"))?;
         Ok(DemoUser {
@@ -562,7 +580,7 @@ impl Seeder<'_> {
     ) -> Result<DemoTenant, DemoError> {
         let id = self
             .dispatcher
-            .create_tenant(workspace_id, name.to_owned())
+            .create_tenant(workspace_id, value(name, DisplayName::parse))
             .await
             .map_err(at("a demo tenant"))?;
         self.dispatcher
@@ -591,8 +609,8 @@ impl Seeder<'_> {
             .create_connection(
                 &admin,
                 tenant.id,
-                name.to_owned(),
-                "microsoft-graph".to_owned(),
+                value(name, DisplayName::parse),
+                value("microsoft-graph", ProviderName::parse),
                 make_default,
             )
             .await
@@ -663,7 +681,7 @@ impl Seeder<'_> {
         self.catch_up().await?;
         let claimed = self
             .dispatcher
-            .claim(HOLDER, Some(&[operation]), self.lease)
+            .claim(&holder(), Some(&[operation]), self.lease)
             .await
             .map_err(at("claiming a demo run"))?;
         match claimed {

@@ -175,11 +175,6 @@ where
         Ok(state)
     }
 
-    /// Reads the stream's events.
-    pub async fn events(&self, id: &str) -> Result<Vec<EventEnvelope<A>>, CommandError<A::Error>> {
-        self.store.load_events(id).await.map_err(store_error)
-    }
-
     /// Decides `command` on the current state and appends its events. On a
     /// conflicting append the state is re-loaded and the command re-decided.
     pub async fn execute(

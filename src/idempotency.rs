@@ -52,7 +52,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::catchup::on_pool;
+use crate::store::on_pool;
 use crate::store::Database;
 use aggregates::Timestamp;
 

@@ -9,7 +9,7 @@ use projections::{
 };
 use sqlx::Row;
 
-use crate::catchup::on_pool;
+use crate::store::on_pool;
 use crate::store::Database;
 use crate::views::{select_from, ViewRowOf};
 

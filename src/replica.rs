@@ -113,7 +113,7 @@ impl Standby {
         if self.polls.load(Ordering::Acquire) != before {
             return Ok(self.reached.load(Ordering::Acquire));
         }
-        let position = crate::catchup::views_position(&self.database).await?;
+        let position = crate::views::views_position(&self.database).await?;
         // Stored, not maxed: a rebuild on the primary moves the checkpoints back.
         self.reached.store(position, Ordering::Release);
         self.polls.fetch_add(1, Ordering::AcqRel);
@@ -126,7 +126,7 @@ impl Standby {
             .fetch_one(&self.pool)
             .await
             .context("asking the standby whether it is in recovery")?;
-        let position = crate::catchup::views_position(&self.database).await?;
+        let position = crate::views::views_position(&self.database).await?;
         self.reached.store(position, Ordering::Release);
         Ok(StandbyStatus {
             position,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use cqrs_es::persist::SerializedEvent;
 use sqlx::Row;
 
-use crate::catchup::on_pool;
+use crate::store::on_pool;
 use crate::store::Database;
 
 /// When and in which shape an aggregate is snapshotted.

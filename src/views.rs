@@ -7,8 +7,12 @@
 //! The SQL is portable; [`backend!`] compiles each function once per backend
 //! so that the same text serves PostgreSQL and SQLite connections.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
-use projections::{Cell, Kind, Misses, Table, Value, ViewRow, Views, Write};
+use projections::{Cell, Kind, Misses, Table, Value, ViewRow, Views, Write, PROJECTIONS};
+
+use crate::store::{on_pool, Database};
 
 /// Parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
 const PARAMETERS_PER_STATEMENT: usize = 30_000;
@@ -550,6 +554,37 @@ async fn copy_views(
         progress(written);
     }
     Ok(())
+}
+
+/// Each known projection's stored checkpoint (read only).
+pub(crate) async fn checkpoints(
+    database: &Database,
+) -> anyhow::Result<BTreeMap<&'static str, i64>> {
+    let sql = "SELECT name, position FROM projection_checkpoints";
+    let rows: Vec<(String, i64)> = on_pool!(database, |pool| sqlx::query_as(sql)
+        .fetch_all(pool)
+        .await
+        .context("reading the checkpoints"))?;
+    Ok(PROJECTIONS
+        .iter()
+        .filter_map(|p| {
+            rows.iter()
+                .find(|(name, _)| name == p.name)
+                .map(|(_, position)| (p.name, *position))
+        })
+        .collect())
+}
+
+/// The log position every view of `database` shows: the slowest projection's
+/// stored checkpoint, 0 while any projection has none yet. On a hot standby,
+/// where no projector runs, this is what its replicated views show.
+pub async fn views_position(database: &Database) -> anyhow::Result<i64> {
+    let checkpoints = checkpoints(database).await?;
+    Ok(if checkpoints.len() == PROJECTIONS.len() {
+        checkpoints.values().copied().min().unwrap_or(0)
+    } else {
+        0
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
+use aggregates::values::WorkerId;
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -90,7 +91,8 @@ pub async fn run_workers(
 ) {
     let slots: Vec<_> = (0..config.concurrency.max(1))
         .map(|slot| {
-            let worker_id = format!("{}-{slot}", config.id_prefix);
+            let worker_id = WorkerId::parse(&format!("{}-{slot}", config.id_prefix))
+                .expect("a built-in worker's id is a short prefix and a slot number");
             tokio::spawn(worker_slot(
                 dispatcher.clone(),
                 provider.clone(),
@@ -114,7 +116,7 @@ async fn worker_slot(
     dispatcher: Arc<Dispatcher>,
     provider: Arc<dyn Provider>,
     config: WorkerConfig,
-    worker_id: String,
+    worker_id: WorkerId,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
@@ -153,7 +155,7 @@ async fn execute(
     dispatcher: &Dispatcher,
     provider: &dyn Provider,
     config: &WorkerConfig,
-    worker_id: &str,
+    worker_id: &WorkerId,
     run: ClaimedRun,
     shutdown: &mut watch::Receiver<bool>,
 ) {

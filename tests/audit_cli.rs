@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::process::Output;
 
 use common::{dispatcher, stderr, stdout};
@@ -460,8 +461,8 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
             C::Create {
                 connection_id: id,
                 tenant_id: tenant,
-                display_name: "Graph".to_owned(),
-                provider: "microsoft_graph".to_owned(),
+                display_name: DisplayName::parse("Graph").unwrap(),
+                provider: ProviderName::parse("microsoft_graph").unwrap(),
                 actor: Actor::Admin,
                 at,
             },
@@ -500,7 +501,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
                     at,
                 });
             }
-            let worker_id = "w".to_owned();
+            let worker_id = WorkerId::parse("w").unwrap();
             commands.push(C::ClaimRun {
                 run_id: run,
                 worker_id: worker_id.clone(),

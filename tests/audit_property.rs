@@ -9,6 +9,7 @@
 
 mod common;
 
+use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::HashMap;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope};
@@ -77,7 +78,7 @@ fn command(step: &Step, state: &ProviderConnection, n: i64) -> Option<Connection
     let at = t(n * 10);
     let actor = Actor::Admin;
     let active = state.active.as_ref().map(|run| run.run_id);
-    let worker_id = "worker-1".to_owned();
+    let worker_id = WorkerId::parse("worker-1").unwrap();
     Some(match step.clone() {
         Step::Start(operation, restore) => ConnectionCommand::StartOperation(StartRequest {
             decision_id: DecisionId(Uuid::new_v4()),
@@ -95,13 +96,13 @@ fn command(step: &Step, state: &ProviderConnection, n: i64) -> Option<Connection
         Step::Enabled(enabled) => ConnectionCommand::SetEnabled { enabled, actor, at },
         Step::Claim => ConnectionCommand::ClaimRun {
             run_id: active?,
-            worker_id,
+            worker_id: worker_id.clone(),
             at,
             lease_expires_at: t(n * 10 + 30),
         },
         Step::Complete(succeeded) => ConnectionCommand::CompleteRun {
             run_id: active?,
-            worker_id,
+            worker_id: worker_id.clone(),
             end: if succeeded {
                 RunEnd::Succeeded
             } else {
@@ -130,8 +131,8 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let create = ConnectionCommand::Create {
         connection_id: CONNECTION,
         tenant_id: TENANT,
-        display_name: "Contoso Graph".to_owned(),
-        provider: "microsoft_graph".to_owned(),
+        display_name: DisplayName::parse("Contoso Graph").unwrap(),
+        provider: ProviderName::parse("microsoft_graph").unwrap(),
         actor: Actor::Admin,
         at: t(0),
     };

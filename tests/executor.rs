@@ -4,6 +4,7 @@
 //! decides on a state another process has moved on from; a decision that
 //! returns its output hands back the output of the attempt that committed.
 
+use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::HashMap;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope};
@@ -59,8 +60,8 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
     run(C::Create {
         connection_id: connection,
         tenant_id: TENANT,
-        display_name: "Graph".into(),
-        provider: "microsoft_graph".into(),
+        display_name: DisplayName::parse("Graph").unwrap(),
+        provider: ProviderName::parse("microsoft_graph").unwrap(),
         actor: Actor::Admin,
         at,
     })
@@ -96,7 +97,7 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
         let lease_expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
         run(C::ClaimRun {
             run_id,
-            worker_id: "w".into(),
+            worker_id: WorkerId::parse("w").unwrap(),
             at: chrono::Utc::now(),
             lease_expires_at,
         })
@@ -111,7 +112,7 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
         };
         run(C::CompleteRun {
             run_id,
-            worker_id: "w".into(),
+            worker_id: WorkerId::parse("w").unwrap(),
             end,
             at: chrono::Utc::now(),
         })
@@ -436,7 +437,7 @@ async fn a_warm_cache_never_refuses_on_a_stale_state() {
     let lease_expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
     let claim = C::ClaimRun {
         run_id: request.proposed_run_id,
-        worker_id: "w".into(),
+        worker_id: WorkerId::parse("w").unwrap(),
         at: chrono::Utc::now(),
         lease_expires_at,
     };

@@ -12,6 +12,7 @@
 
 mod common;
 
+use aggregates::values::{BackupRef, DisplayName, ProviderName, WorkerId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -291,15 +292,15 @@ impl Scene {
         let clock = SteppingClock::new();
         let dispatcher = Arc::new(Dispatcher::new(database.clone(), clock.clone(), None));
         let workspace = dispatcher
-            .create_workspace("Acme".to_owned())
+            .create_workspace(DisplayName::parse("Acme").unwrap())
             .await
             .unwrap();
         let tenant = dispatcher
-            .create_tenant(workspace, "Contoso".to_owned())
+            .create_tenant(workspace, DisplayName::parse("Contoso").unwrap())
             .await
             .unwrap();
         let user = dispatcher
-            .create_user("Olivia Operator".to_owned())
+            .create_user(DisplayName::parse("Olivia Operator").unwrap())
             .await
             .unwrap();
         dispatcher
@@ -327,8 +328,8 @@ impl Scene {
             .create_connection(
                 &self.operator,
                 self.tenant,
-                name.to_owned(),
-                "microsoft_graph".to_owned(),
+                DisplayName::parse(name).unwrap(),
+                ProviderName::parse("microsoft_graph").unwrap(),
                 make_default,
             )
             .await
@@ -405,7 +406,7 @@ impl Scene {
             connection,
             ConnectionCommand::ClaimRun {
                 run_id,
-                worker_id: "worker-1".to_owned(),
+                worker_id: WorkerId::parse("worker-1").unwrap(),
                 at,
                 lease_expires_at: at + Duration::seconds(60),
             },
@@ -420,7 +421,7 @@ impl Scene {
             connection,
             ConnectionCommand::CompleteRun {
                 run_id,
-                worker_id: "worker-1".to_owned(),
+                worker_id: WorkerId::parse("worker-1").unwrap(),
                 end: RunEnd::Succeeded,
                 at,
             },
@@ -558,7 +559,11 @@ async fn restore_run() -> Scene {
     for backup in ["backup-2026-01-01", "backup-2026-02-01"] {
         let run = scene
             .dispatcher
-            .prepare_restore(&scene.operator, scene.tenant, backup.to_owned())
+            .prepare_restore(
+                &scene.operator,
+                scene.tenant,
+                BackupRef::parse(backup).unwrap(),
+            )
             .await
             .unwrap();
         runs.push(run.restore_run_id);

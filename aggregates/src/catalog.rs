@@ -74,14 +74,15 @@ string_enum!(
 );
 
 impl OperationKind {
-    /// The capability a member needs to start this operation.
-    pub fn required_capability(self) -> Capability {
+    /// The capability a member needs to start this operation: the one place
+    /// it is stated ([`Action::capabilities`] and [`Role::capabilities`] read it).
+    pub fn required_capability(self) -> &'static Capability {
         match self {
-            Self::ProviderVerify => Capability::ProviderVerify,
-            Self::InventorySync => Capability::InventorySync,
-            Self::DirectoryGroupsSync => Capability::DirectoryGroupsSync,
-            Self::DirectoryRolesSync => Capability::DirectoryRolesSync,
-            Self::RestoreExecute => Capability::RestoreExecute,
+            Self::ProviderVerify => &Capability::ProviderVerify,
+            Self::InventorySync => &Capability::InventorySync,
+            Self::DirectoryGroupsSync => &Capability::DirectoryGroupsSync,
+            Self::DirectoryRolesSync => &Capability::DirectoryRolesSync,
+            Self::RestoreExecute => &Capability::RestoreExecute,
         }
     }
 
@@ -138,17 +139,6 @@ pub enum Scope {
     RestoreRun(RestoreRunId),
 }
 
-impl Scope {
-    /// The kind of this scope.
-    pub fn kind(&self) -> ScopeKind {
-        match self {
-            Self::Connection(_) => ScopeKind::Connection,
-            Self::Tenant(_) => ScopeKind::Tenant,
-            Self::RestoreRun(_) => ScopeKind::RestoreRun,
-        }
-    }
-}
-
 string_enum!(
     /// A capability a tenant member may hold.
     Capability, "capability" {
@@ -190,7 +180,7 @@ impl Role {
             Self::Owner => Capability::ALL.iter().copied().collect(),
             Self::Operator => OperationKind::ALL
                 .iter()
-                .map(|op| op.required_capability())
+                .map(|op| *op.required_capability())
                 .chain([Capability::OperationsView])
                 .collect(),
             Self::Readonly => [Capability::OperationsView].into_iter().collect(),
@@ -221,12 +211,12 @@ impl Action {
     pub fn capabilities(self) -> &'static [Capability] {
         use Capability as C;
         match self {
-            Self::StartOperation(OperationKind::ProviderVerify) => &[C::ProviderVerify],
-            Self::StartOperation(OperationKind::InventorySync) => &[C::InventorySync],
-            Self::StartOperation(OperationKind::DirectoryGroupsSync) => &[C::DirectoryGroupsSync],
-            Self::StartOperation(OperationKind::DirectoryRolesSync) => &[C::DirectoryRolesSync],
-            Self::StartOperation(OperationKind::RestoreExecute) | Self::PrepareRestore => {
-                &[C::RestoreExecute]
+            Self::StartOperation(operation) => {
+                std::slice::from_ref(operation.required_capability())
+            }
+            // Preparing a restore is the first half of executing one.
+            Self::PrepareRestore => {
+                std::slice::from_ref(OperationKind::RestoreExecute.required_capability())
             }
             Self::ViewOperations => &[C::OperationsView],
             // Whoever manages connections must be able to see them.

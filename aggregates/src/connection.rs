@@ -19,6 +19,7 @@ use crate::catalog::{
     Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, RunStatus, Scope, ScopeKind,
 };
 use crate::ids::{ConnectionId, DecisionId, RunId, TenantId};
+use crate::values::{DisplayName, ProviderName, WorkerId};
 
 /// How the start resolved its provider connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,9 +61,9 @@ pub struct ConnectionSnapshot {
     /// The connection.
     pub connection_id: ConnectionId,
     /// Its display name at the time.
-    pub display_name: String,
+    pub display_name: DisplayName,
     /// The provider, e.g. `microsoft_graph`.
-    pub provider: String,
+    pub provider: ProviderName,
     /// Whether it was enabled.
     pub enabled: bool,
     /// Admin consent.
@@ -180,19 +181,19 @@ pub enum FailureCause {
     /// The worker reported the failure.
     Worker {
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
     },
     /// The execution-time gate found the provider unusable at claim time.
     ExecutionGate {
         /// The worker whose claim ran the check.
-        worker_id: String,
+        worker_id: WorkerId,
         /// The connection's state at claim time.
         connection: ConnectionSnapshot,
     },
     /// The worker's lease expired.
     LeaseExpired {
         /// The worker that held the lease.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When the lease ran out.
         lease_expires_at: Timestamp,
     },
@@ -208,9 +209,9 @@ pub enum ConnectionCommand {
         /// Its tenant.
         tenant_id: TenantId,
         /// Display name.
-        display_name: String,
+        display_name: DisplayName,
         /// Provider name.
-        provider: String,
+        provider: ProviderName,
         /// Who.
         actor: Actor,
         /// When.
@@ -250,7 +251,7 @@ pub enum ConnectionCommand {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
         /// Until when the worker holds the run without a heartbeat.
@@ -261,7 +262,7 @@ pub enum ConnectionCommand {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
         /// The new expiry.
@@ -272,7 +273,7 @@ pub enum ConnectionCommand {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// How it ended.
         end: RunEnd,
         /// When.
@@ -284,7 +285,7 @@ pub enum ConnectionCommand {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
     },
@@ -315,9 +316,9 @@ pub enum ConnectionEvent {
         /// Its tenant.
         tenant_id: TenantId,
         /// Display name.
-        display_name: String,
+        display_name: DisplayName,
         /// Provider name.
-        provider: String,
+        provider: ProviderName,
         /// Who.
         actor: Actor,
         /// When.
@@ -381,7 +382,7 @@ pub enum ConnectionEvent {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
         /// Lease expiry.
@@ -392,7 +393,7 @@ pub enum ConnectionEvent {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
         /// New expiry.
@@ -403,7 +404,7 @@ pub enum ConnectionEvent {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
     },
@@ -423,7 +424,7 @@ pub enum ConnectionEvent {
         /// The run.
         run_id: RunId,
         /// The worker.
-        worker_id: String,
+        worker_id: WorkerId,
         /// When.
         at: Timestamp,
     },
@@ -543,7 +544,7 @@ pub struct ActiveRun {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The worker.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// When the lease runs out.
     pub expires_at: Timestamp,
 }
@@ -598,9 +599,9 @@ pub struct ConnectionIdentity {
     /// Its tenant.
     pub tenant_id: TenantId,
     /// Display name.
-    pub display_name: String,
+    pub display_name: DisplayName,
     /// Provider.
-    pub provider: String,
+    pub provider: ProviderName,
 }
 
 impl ProviderConnection {
@@ -675,12 +676,12 @@ impl ProviderConnection {
     fn held_run(
         &self,
         run_id: RunId,
-        worker_id: &str,
+        worker_id: &WorkerId,
         at: Timestamp,
     ) -> Result<&ActiveRun, ConnectionError> {
         let run = self.active_run(run_id)?;
         let lease = run.holder.as_ref().ok_or(ConnectionError::NotClaimed)?;
-        if lease.worker_id != worker_id {
+        if lease.worker_id != *worker_id {
             return Err(ConnectionError::NotHolder);
         }
         if at >= lease.expires_at {

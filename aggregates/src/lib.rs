@@ -24,5 +24,6 @@ pub mod registry;
 pub mod tenant;
 pub mod upcast;
 pub mod user;
+pub mod values;
 
 pub use actor::{Actor, Timestamp};

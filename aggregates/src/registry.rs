@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actor::{Actor, Timestamp};
 use crate::ids::{RestoreRunId, TenantId, WorkspaceId};
+use crate::values::{BackupRef, DisplayName};
 
 /// A record kept by a [`Registered`] aggregate.
 pub trait Record:
@@ -28,7 +29,7 @@ pub struct Workspace {
     /// Its id.
     pub workspace_id: WorkspaceId,
     /// Its name.
-    pub name: String,
+    pub name: DisplayName,
     /// Who created it.
     pub actor: Actor,
     /// When.
@@ -48,7 +49,7 @@ pub struct RestoreRun {
     /// The tenant restored into.
     pub tenant_id: TenantId,
     /// The backup to restore from.
-    pub backup_ref: String,
+    pub backup_ref: BackupRef,
     /// What the operator confirms before executing.
     pub preview: RestorePreview,
     /// Who prepared it.
@@ -61,11 +62,40 @@ pub struct RestoreRun {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestorePreview {
     /// The backup.
-    pub backup_ref: String,
+    pub backup_ref: BackupRef,
     /// Restores overwrite the tenant's current objects.
     pub destructive: bool,
     /// Warnings shown before confirmation.
     pub warnings: Vec<String>,
+}
+
+impl RestoreRun {
+    /// A restore run prepared from `backup_ref`, with the preview the operator
+    /// confirms before executing: a restore is destructive, and says how.
+    pub fn prepare(
+        restore_run_id: RestoreRunId,
+        tenant_id: TenantId,
+        backup_ref: BackupRef,
+        actor: Actor,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            restore_run_id,
+            tenant_id,
+            preview: RestorePreview {
+                backup_ref: backup_ref.clone(),
+                destructive: true,
+                warnings: vec![
+                    "Objects in the tenant are overwritten with their versions from the backup."
+                        .to_owned(),
+                    "Objects created after the backup are left in place.".to_owned(),
+                ],
+            },
+            backup_ref,
+            actor,
+            at,
+        }
+    }
 }
 
 impl Record for RestoreRun {

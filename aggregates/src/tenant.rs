@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::actor::{Actor, Timestamp};
 use crate::catalog::{Capability, OperationKind, ReasonCode, Role, Scope};
 use crate::ids::{ConnectionId, DecisionId, TenantId, UserId, WorkspaceId};
+use crate::values::DisplayName;
 
 /// A member's grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +51,7 @@ pub enum TenantCommand {
         /// Its workspace.
         workspace_id: WorkspaceId,
         /// Its name.
-        name: String,
+        name: DisplayName,
         /// Who.
         actor: Actor,
         /// When.
@@ -110,7 +111,7 @@ pub enum TenantEvent {
         /// Its workspace.
         workspace_id: WorkspaceId,
         /// Its name.
-        name: String,
+        name: DisplayName,
         /// Who.
         actor: Actor,
         /// When.
@@ -236,7 +237,7 @@ pub struct TenantIdentity {
     /// Its workspace.
     pub workspace_id: WorkspaceId,
     /// Its name.
-    pub name: String,
+    pub name: DisplayName,
 }
 
 /// A tenant's state, rebuilt from its events.

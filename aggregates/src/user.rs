@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actor::{Actor, Timestamp};
 use crate::ids::UserId;
+use crate::values::DisplayName;
 
 /// An operator account as created. Only the SHA-256 of its token is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,7 +16,7 @@ pub struct User {
     /// Its id.
     pub user_id: UserId,
     /// Its name.
-    pub name: String,
+    pub name: DisplayName,
     /// Hex SHA-256 of the first bearer token.
     pub token_sha256: String,
     /// When it was created.

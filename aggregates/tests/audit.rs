@@ -9,6 +9,7 @@ use aggregates::connection::{
 };
 use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
 use aggregates::tenant::{Tenant, TenantError, TenantEvent, TenantEvidence, TenantStartRequest};
+use aggregates::values::{DisplayName, ProviderName};
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use uuid::Uuid;
@@ -63,8 +64,8 @@ fn usable_connection_with_three_starts() -> Vec<ConnectionEvent> {
         C::Create {
             connection_id: CONNECTION,
             tenant_id: TENANT,
-            display_name: "Contoso Graph".to_owned(),
-            provider: "microsoft_graph".to_owned(),
+            display_name: DisplayName::parse("Contoso Graph").unwrap(),
+            provider: ProviderName::parse("microsoft_graph").unwrap(),
             actor: Actor::Admin,
             at: t(0),
         },
@@ -169,7 +170,7 @@ fn tenant_created() -> TenantEvent {
     TenantEvent::TenantCreated {
         tenant_id: TENANT,
         workspace_id: WorkspaceId(Uuid::from_u128(0x3e)),
-        name: "Contoso".to_owned(),
+        name: DisplayName::parse("Contoso").unwrap(),
         actor: Actor::Admin,
         at: t(0),
     }

@@ -11,6 +11,7 @@ use aggregates::connection::{
     ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId};
+use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use cqrs_es::test::{AggregateTestExecutor, TestFramework};
@@ -94,8 +95,8 @@ fn start_on(n: u128, operation: OperationKind, scope: Scope) -> StartRequest {
 fn snapshot(enabled: bool, consent: Consent, credentials: CredentialStatus) -> ConnectionSnapshot {
     ConnectionSnapshot {
         connection_id: CONNECTION,
-        display_name: "Contoso Graph".to_owned(),
-        provider: "microsoft_graph".to_owned(),
+        display_name: DisplayName::parse("Contoso Graph").unwrap(),
+        provider: ProviderName::parse("microsoft_graph").unwrap(),
         enabled,
         consent,
         credentials,
@@ -127,8 +128,8 @@ fn created() -> E {
     E::ProviderConnectionCreated {
         connection_id: CONNECTION,
         tenant_id: TENANT,
-        display_name: "Contoso Graph".to_owned(),
-        provider: "microsoft_graph".to_owned(),
+        display_name: DisplayName::parse("Contoso Graph").unwrap(),
+        provider: ProviderName::parse("microsoft_graph").unwrap(),
         actor: Actor::Admin,
         at: t(0),
     }
@@ -183,7 +184,7 @@ fn accepted_request(request: StartRequest) -> E {
 fn claimed(n: u128, worker: &str) -> E {
     E::RunClaimed {
         run_id: run(n),
-        worker_id: worker.to_owned(),
+        worker_id: WorkerId::parse(worker).unwrap(),
         at: t(10),
         lease_expires_at: lease_end(),
     }
@@ -200,7 +201,7 @@ fn cancel_requested(n: u128) -> E {
 fn succeeded(n: u128) -> E {
     E::RunSucceeded {
         run_id: run(n),
-        worker_id: WORKER.to_owned(),
+        worker_id: WorkerId::parse(WORKER).unwrap(),
         at: t(30),
     }
 }
@@ -226,7 +227,7 @@ fn start_cmd(request: StartRequest) -> ConnectionCommand {
 fn claim(n: u128, worker: &str, at: Timestamp, lease_expires_at: Timestamp) -> ConnectionCommand {
     ConnectionCommand::ClaimRun {
         run_id: run(n),
-        worker_id: worker.to_owned(),
+        worker_id: WorkerId::parse(worker).unwrap(),
         at,
         lease_expires_at,
     }
@@ -240,7 +241,7 @@ fn heartbeat(
 ) -> ConnectionCommand {
     ConnectionCommand::ExtendLease {
         run_id: run(n),
-        worker_id: worker.to_owned(),
+        worker_id: WorkerId::parse(worker).unwrap(),
         at,
         lease_expires_at,
     }
@@ -249,7 +250,7 @@ fn heartbeat(
 fn complete(n: u128, worker: &str, end: RunEnd, at: Timestamp) -> ConnectionCommand {
     ConnectionCommand::CompleteRun {
         run_id: run(n),
-        worker_id: worker.to_owned(),
+        worker_id: WorkerId::parse(worker).unwrap(),
         end,
         at,
     }
@@ -291,8 +292,8 @@ async fn it_should_create_a_new_connection() {
         .when_async(ConnectionCommand::Create {
             connection_id: CONNECTION,
             tenant_id: TENANT,
-            display_name: "Contoso Graph".to_owned(),
-            provider: "microsoft_graph".to_owned(),
+            display_name: DisplayName::parse("Contoso Graph").unwrap(),
+            provider: ProviderName::parse("microsoft_graph").unwrap(),
             actor: Actor::Admin,
             at: t(0),
         })
@@ -306,8 +307,8 @@ async fn it_should_refuse_to_create_a_connection_that_already_exists() {
         .when_async(ConnectionCommand::Create {
             connection_id: CONNECTION,
             tenant_id: TENANT,
-            display_name: "Another name".to_owned(),
-            provider: "microsoft_graph".to_owned(),
+            display_name: DisplayName::parse("Another name").unwrap(),
+            provider: ProviderName::parse("microsoft_graph").unwrap(),
             actor: Actor::Admin,
             at: t(2),
         })
@@ -888,7 +889,7 @@ async fn it_should_accept_a_new_start_after_the_active_run_ended() {
             run_id: run(1),
             reason: ReasonCode::Throttled,
             cause: FailureCause::Worker {
-                worker_id: WORKER.to_owned(),
+                worker_id: WorkerId::parse(WORKER).unwrap(),
             },
             at: t(30),
         },
@@ -896,7 +897,7 @@ async fn it_should_accept_a_new_start_after_the_active_run_ended() {
             run_id: run(1),
             reason: ReasonCode::TimedOut,
             cause: FailureCause::LeaseExpired {
-                worker_id: WORKER.to_owned(),
+                worker_id: WorkerId::parse(WORKER).unwrap(),
                 lease_expires_at: lease_end(),
             },
             at: t(90),
@@ -955,7 +956,7 @@ async fn assert_execution_gate_fails_the_run(
             run_id: run(1),
             reason,
             cause: FailureCause::ExecutionGate {
-                worker_id: WORKER.to_owned(),
+                worker_id: WorkerId::parse(WORKER).unwrap(),
                 connection: seen,
             },
             at: t(10),
@@ -1081,7 +1082,7 @@ async fn it_should_extend_the_lease_of_the_worker_holding_the_run() {
         .await
         .then_expect_events(vec![E::RunLeaseExtended {
             run_id: run(1),
-            worker_id: WORKER.to_owned(),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
             at: t(60),
             lease_expires_at: t(120),
         }]);
@@ -1162,7 +1163,7 @@ async fn it_should_record_a_run_that_failed_with_an_execution_reason() {
                 run_id: run(1),
                 reason,
                 cause: FailureCause::Worker {
-                    worker_id: WORKER.to_owned(),
+                    worker_id: WorkerId::parse(WORKER).unwrap(),
                 },
                 at: t(30),
             }]);
@@ -1258,7 +1259,7 @@ async fn it_should_refuse_a_completion_of_an_unknown_run() {
 async fn it_should_accept_a_completion_within_an_extended_lease() {
     let extended = E::RunLeaseExtended {
         run_id: run(1),
-        worker_id: WORKER.to_owned(),
+        worker_id: WorkerId::parse(WORKER).unwrap(),
         at: t(60),
         lease_expires_at: t(120),
     };
@@ -1267,7 +1268,7 @@ async fn it_should_accept_a_completion_within_an_extended_lease() {
         .await
         .then_expect_events(vec![E::RunSucceeded {
             run_id: run(1),
-            worker_id: WORKER.to_owned(),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
             at: t(100),
         }]);
 }
@@ -1281,7 +1282,7 @@ fn timed_out(n: u128, at: Timestamp) -> E {
         run_id: run(n),
         reason: ReasonCode::TimedOut,
         cause: FailureCause::LeaseExpired {
-            worker_id: WORKER.to_owned(),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
             lease_expires_at: lease_end(),
         },
         at,
@@ -1316,7 +1317,7 @@ async fn it_should_leave_a_run_whose_lease_has_not_expired() {
 async fn it_should_respect_an_extended_lease() {
     let extended = E::RunLeaseExtended {
         run_id: run(1),
-        worker_id: WORKER.to_owned(),
+        worker_id: WorkerId::parse(WORKER).unwrap(),
         at: t(60),
         lease_expires_at: t(120),
     };
@@ -1423,13 +1424,13 @@ async fn it_should_queue_a_released_run_again_for_another_worker() {
     given(running())
         .when_async(ConnectionCommand::ReleaseRun {
             run_id: run(1),
-            worker_id: WORKER.to_owned(),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
             at: t(20),
         })
         .await
         .then_expect_events(vec![E::RunReleased {
             run_id: run(1),
-            worker_id: WORKER.to_owned(),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
             at: t(20),
         }]);
 }
@@ -1439,7 +1440,7 @@ async fn it_should_refuse_a_release_from_a_worker_that_does_not_hold_the_run() {
     given(running())
         .when_async(ConnectionCommand::ReleaseRun {
             run_id: run(1),
-            worker_id: "someone-else".to_owned(),
+            worker_id: WorkerId::parse("someone-else").unwrap(),
             at: t(20),
         })
         .await
@@ -1450,7 +1451,7 @@ async fn it_should_refuse_a_release_from_a_worker_that_does_not_hold_the_run() {
 async fn it_should_let_another_worker_claim_a_released_run() {
     let released = E::RunReleased {
         run_id: run(1),
-        worker_id: WORKER.to_owned(),
+        worker_id: WorkerId::parse(WORKER).unwrap(),
         at: t(20),
     };
     given([running(), vec![released]].concat())
@@ -1458,7 +1459,7 @@ async fn it_should_let_another_worker_claim_a_released_run() {
         .await
         .then_expect_events(vec![E::RunClaimed {
             run_id: run(1),
-            worker_id: OTHER_WORKER.to_owned(),
+            worker_id: WorkerId::parse(OTHER_WORKER).unwrap(),
             at: t(21),
             lease_expires_at: lease_end(),
         }]);

@@ -13,6 +13,7 @@
 //! At the end, the whole log is replayed as an auditor would, re-deriving each
 //! decision from the events alone.
 
+use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::BTreeSet;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope, ScopeKind};
@@ -194,11 +195,11 @@ impl Driver {
         }
     }
 
-    fn worker(&self, pick: usize, state: &ProviderConnection) -> String {
+    fn worker(&self, pick: usize, state: &ProviderConnection) -> WorkerId {
         let holder = state.active.as_ref().and_then(|run| run.holder.as_ref());
         match holder {
             Some(lease) if pick >= HOLDER => lease.worker_id.clone(),
-            _ => WORKERS[pick % WORKERS.len()].to_owned(),
+            _ => WorkerId::parse(WORKERS[pick % WORKERS.len()]).unwrap(),
         }
     }
 
@@ -347,8 +348,8 @@ fn initial_history() -> Vec<E> {
         E::ProviderConnectionCreated {
             connection_id: CONNECTION,
             tenant_id: TENANT,
-            display_name: "Contoso Graph".to_owned(),
-            provider: "microsoft_graph".to_owned(),
+            display_name: DisplayName::parse("Contoso Graph").unwrap(),
+            provider: ProviderName::parse("microsoft_graph").unwrap(),
             actor: Actor::Admin,
             at: t(0),
         },

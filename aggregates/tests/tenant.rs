@@ -1,6 +1,7 @@
 //! Given/when/then tests for every branch of the `Tenant` aggregate and of the
 //! create-once `Registered<T>` records (workspaces, restore runs).
 
+use aggregates::values::{BackupRef, DisplayName};
 use std::collections::BTreeSet;
 
 use aggregates::catalog::{Capability, OperationKind, ReasonCode, Role, Scope};
@@ -43,7 +44,7 @@ fn create_command() -> TenantCommand {
     TenantCommand::Create {
         tenant_id: TENANT,
         workspace_id: WORKSPACE,
-        name: "Contoso".to_owned(),
+        name: DisplayName::parse("Contoso").unwrap(),
         actor: Actor::Admin,
         at: t(0),
     }
@@ -53,7 +54,7 @@ fn created() -> E {
     E::TenantCreated {
         tenant_id: TENANT,
         workspace_id: WORKSPACE,
-        name: "Contoso".to_owned(),
+        name: DisplayName::parse("Contoso").unwrap(),
         actor: Actor::Admin,
         at: t(0),
     }
@@ -448,7 +449,7 @@ async fn it_should_refuse_to_record_a_missing_default_while_a_default_exists() {
 fn workspace() -> Workspace {
     Workspace {
         workspace_id: WORKSPACE,
-        name: "Fabrikam MSP".to_owned(),
+        name: DisplayName::parse("Fabrikam MSP").unwrap(),
         actor: Actor::Admin,
         at: t(0),
     }
@@ -458,9 +459,9 @@ fn restore_run() -> RestoreRun {
     RestoreRun {
         restore_run_id: RestoreRunId(Uuid::from_u128(0xa0)),
         tenant_id: TENANT,
-        backup_ref: "backup-2024-01-01".to_owned(),
+        backup_ref: BackupRef::parse("backup-2024-01-01").unwrap(),
         preview: RestorePreview {
-            backup_ref: "backup-2024-01-01".to_owned(),
+            backup_ref: BackupRef::parse("backup-2024-01-01").unwrap(),
             destructive: true,
             warnings: vec!["Overwrites current policies.".to_owned()],
         },
@@ -503,7 +504,7 @@ async fn it_should_prepare_a_restore_run() {
 async fn it_should_refuse_to_prepare_a_restore_run_twice() {
     // Even with a different preview: a prepared restore never changes.
     let changed = RestoreRun {
-        backup_ref: "backup-2024-02-01".to_owned(),
+        backup_ref: BackupRef::parse("backup-2024-02-01").unwrap(),
         ..restore_run()
     };
     TestFramework::<Registered<RestoreRun>>::with(())

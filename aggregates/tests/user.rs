@@ -3,6 +3,7 @@
 
 use aggregates::ids::UserId;
 use aggregates::user::{User, UserAccount, UserCommand, UserError, UserEvent};
+use aggregates::values::DisplayName;
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use cqrs_es::persist::SerializedEvent;
@@ -18,7 +19,7 @@ fn t(seconds: i64) -> Timestamp {
 fn user() -> User {
     User {
         user_id: ALICE,
-        name: "Alice".to_owned(),
+        name: DisplayName::parse("Alice").unwrap(),
         token_sha256: "ab".repeat(32),
         at: t(0),
     }

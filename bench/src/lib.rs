@@ -777,7 +777,7 @@ async fn sustained(
                 tick.tick().await;
                 let now = Instant::now();
                 if !*stopped.borrow() {
-                    pending.push_back((now, dispatch_gate::catchup::head(&database).await?));
+                    pending.push_back((now, dispatch_gate::store::log::head(&database).await?));
                 }
                 // As `serve` does after each local commit.
                 catchup.kick();

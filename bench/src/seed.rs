@@ -5,6 +5,7 @@
 //! history is one the gate could have written; only the writing is different:
 //! multi-row INSERTs of a thousand rows each.
 
+use aggregates::values::{DisplayName, ProviderName, ValueError, WorkerId};
 use std::collections::HashMap;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Role, Scope};
@@ -225,7 +226,7 @@ impl World {
             .command(
                 Workspace {
                     workspace_id,
-                    name: "Bench".to_owned(),
+                    name: value("Bench", DisplayName::parse),
                     actor: Actor::Admin,
                     at,
                 },
@@ -233,7 +234,7 @@ impl World {
                 out,
             )
             .await?;
-        let name = "Bench Operator".to_owned();
+        let name = value("Bench Operator", DisplayName::parse);
         Stream::<UserAccount>::new(user_id.to_string())
             .command(
                 UserCommand::Create(User {
@@ -249,7 +250,10 @@ impl World {
         Ok(Self {
             workspace_id,
             user_id,
-            operator: Actor::User { id: user_id, name },
+            operator: Actor::User {
+                id: user_id,
+                name: name.into_string(),
+            },
             at,
             tenants: 0,
         })
@@ -282,7 +286,7 @@ impl World {
         let create = TenantCommand::Create {
             tenant_id,
             workspace_id: self.workspace_id,
-            name: format!("Tenant {n}"),
+            name: value(&format!("Tenant {n}"), DisplayName::parse),
             actor: admin.clone(),
             at,
         };
@@ -298,8 +302,8 @@ impl World {
         let create = ConnectionCommand::Create {
             connection_id,
             tenant_id,
-            display_name: format!("Contoso Graph {n}"),
-            provider: "microsoft_graph".to_owned(),
+            display_name: value(&format!("Contoso Graph {n}"), DisplayName::parse),
+            provider: value("microsoft_graph", ProviderName::parse),
             actor: admin.clone(),
             at,
         };
@@ -385,7 +389,7 @@ impl World {
         for _ in 0..deduped {
             self.start(connection, operation, out).await?;
         }
-        let worker_id = "bench-worker-1".to_owned();
+        let worker_id = value("bench-worker-1", WorkerId::parse);
         let at = self.tick();
         let claim = ConnectionCommand::ClaimRun {
             run_id,
@@ -573,7 +577,7 @@ impl<'a> Sink<'a> {
     pub async fn new(database: &'a Database, table: Table) -> anyhow::Result<Self> {
         let next_position = match (database, table) {
             (Database::Postgres(_), Table::Events) => {
-                Some(dispatch_gate::catchup::head(database).await? + 1)
+                Some(dispatch_gate::store::log::head(database).await? + 1)
             }
             _ => None,
         };
@@ -658,6 +662,11 @@ impl<'a> Sink<'a> {
         }
         Ok(())
     }
+}
+
+/// The bench's own values: written here, valid by construction.
+fn value<T>(text: &str, parse: fn(&str) -> Result<T, ValueError>) -> T {
+    parse(text).unwrap_or_else(|error| panic!("the bench's value `{text}` {error}"))
 }
 
 #[cfg(test)]

@@ -236,7 +236,7 @@ fn runs(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                     run_id,
                     tenant_id: request.tenant_id,
                     connection_id: evidence.connection.connection_id,
-                    connection_name: evidence.connection.display_name.clone(),
+                    connection_name: evidence.connection.display_name.to_string(),
                     operation: request.operation,
                     scope: request.scope,
                     status: RunStatus::Queued,
@@ -295,7 +295,7 @@ fn runs(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                 if let Some(run) = views.runs.get_mut(run_id) {
                     run.status = RunStatus::Running;
                     run.started_at = Some(time(at));
-                    run.worker_id = Some(worker_id.clone());
+                    run.worker_id = Some(worker_id.to_string());
                 }
             }
             E::RunCancelRequested { run_id, .. } => {
@@ -368,8 +368,8 @@ fn connections(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                 } => views.put_connection(Connection {
                     connection_id: *connection_id,
                     tenant_id: *tenant_id,
-                    display_name: display_name.clone(),
-                    provider: provider.clone(),
+                    display_name: display_name.to_string(),
+                    provider: provider.to_string(),
                     is_default: false,
                     enabled: true,
                     consent: Consent::Missing,
@@ -456,18 +456,18 @@ fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
             worker_id,
             at,
             ..
-        } => (*run_id, at, "claimed", Some(worker_id.clone()), None),
+        } => (*run_id, at, "claimed", Some(worker_id.to_string()), None),
         E::RunLeaseExtended {
             run_id,
             worker_id,
             at,
             ..
-        } => (*run_id, at, "heartbeat", Some(worker_id.clone()), None),
+        } => (*run_id, at, "heartbeat", Some(worker_id.to_string()), None),
         E::RunReleased {
             run_id,
             worker_id,
             at,
-        } => (*run_id, at, "released", Some(worker_id.clone()), None),
+        } => (*run_id, at, "released", Some(worker_id.to_string()), None),
         E::RunCancelRequested { run_id, actor, at } => (
             *run_id,
             at,
@@ -479,7 +479,7 @@ fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
             run_id,
             worker_id,
             at,
-        } => (*run_id, at, "succeeded", Some(worker_id.clone()), None),
+        } => (*run_id, at, "succeeded", Some(worker_id.to_string()), None),
         E::RunFailed {
             run_id,
             reason,
@@ -491,7 +491,7 @@ fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                 FailureCause::ExecutionGate { worker_id, .. } => ("failed", worker_id),
                 FailureCause::LeaseExpired { worker_id, .. } => ("timed_out", worker_id),
             };
-            (*run_id, at, step, Some(who.clone()), Some(*reason))
+            (*run_id, at, step, Some(who.to_string()), Some(*reason))
         }
         E::RunCancelled { run_id, actor, at } => (
             *run_id,
@@ -524,7 +524,7 @@ fn tenants(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
         views.tenants.put(TenantRow {
             tenant_id: *tenant_id,
             workspace_id: *workspace_id,
-            name: name.clone(),
+            name: name.to_string(),
             position: event.position,
         });
     }

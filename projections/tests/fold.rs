@@ -4,6 +4,7 @@
 use aggregates::connection::ConnectionEvent;
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::tenant::TenantEvent;
+use aggregates::values::{DisplayName, ProviderName};
 use aggregates::Actor;
 use projections::{fold, Decoded, Misses, RecordedEvent, Views};
 use uuid::Uuid;
@@ -25,8 +26,8 @@ fn created(position: i64, tenant: TenantId, connection: ConnectionId) -> (Record
     let created = ConnectionEvent::ProviderConnectionCreated {
         connection_id: connection,
         tenant_id: tenant,
-        display_name: "Graph".to_owned(),
-        provider: "microsoft_graph".to_owned(),
+        display_name: DisplayName::parse("Graph").unwrap(),
+        provider: ProviderName::parse("microsoft_graph").unwrap(),
         actor: Actor::Admin,
         at: chrono::Utc::now(),
     };

@@ -147,7 +147,7 @@ impl Dispatcher {
             .filter(|_| matches && account.token_sha256.is_some())
             .map(|user| Principal::User {
                 id: user.user_id,
-                name: user.name,
+                name: user.name.into_string(),
             }))
     }
 

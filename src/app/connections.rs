@@ -5,6 +5,7 @@ use aggregates::catalog::{Action, CredentialStatus};
 use aggregates::connection::{ConnectionCommand, ProviderConnection};
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::tenant::TenantCommand;
+use aggregates::values::{DisplayName, ProviderName};
 use uuid::Uuid;
 
 use super::{metadata, AppError, Dispatcher, Principal};
@@ -36,8 +37,8 @@ impl Dispatcher {
         &self,
         principal: &Principal,
         tenant_id: TenantId,
-        display_name: String,
-        provider: String,
+        display_name: DisplayName,
+        provider: ProviderName,
         make_default: bool,
     ) -> Result<ConnectionView, AppError> {
         self.authorize(principal, tenant_id, Action::ManageProviderConnections)

@@ -204,7 +204,7 @@ impl Dispatcher {
     /// Learns the log position of a commit's last event.
     async fn observe<A: cqrs_es::Aggregate>(&self, committed: &Committed<A>) {
         if let Some(last) = committed.events.last() {
-            match crate::catchup::position_of_committed(
+            match crate::store::log::position_of_committed(
                 &self.database,
                 A::TYPE,
                 &last.aggregate_id,
@@ -263,7 +263,7 @@ impl Dispatcher {
         let mut target = self.sessions.last(&key);
         if let Some(at_least) = at_least {
             if at_least > self.sessions.head() {
-                let head = crate::catchup::head(&self.database).await?;
+                let head = crate::store::log::head(&self.database).await?;
                 self.sessions.observe(head);
                 if at_least > head {
                     return Err(AppError::Invalid(format!(

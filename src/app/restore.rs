@@ -2,7 +2,8 @@
 
 use aggregates::catalog::{Action, OperationKind};
 use aggregates::ids::{RestoreRunId, TenantId};
-use aggregates::registry::{Registered, RestorePreview, RestoreRun};
+use aggregates::registry::{Registered, RestoreRun};
+use aggregates::values::BackupRef;
 use uuid::Uuid;
 
 use super::{metadata, AppError, Dispatcher, Principal};
@@ -13,29 +14,14 @@ impl Dispatcher {
         &self,
         principal: &Principal,
         tenant_id: TenantId,
-        backup_ref: String,
+        backup_ref: BackupRef,
     ) -> Result<RestoreRun, AppError> {
         self.authorize(principal, tenant_id, Action::PrepareRestore)
             .await?;
         let id = RestoreRunId(Uuid::new_v4());
         let actor = principal.actor();
         let at = self.now();
-        let record = RestoreRun {
-            restore_run_id: id,
-            tenant_id,
-            preview: RestorePreview {
-                backup_ref: backup_ref.clone(),
-                destructive: true,
-                warnings: vec![
-                    "Objects in the tenant are overwritten with their versions from the backup."
-                        .to_owned(),
-                    "Objects created after the backup are left in place.".to_owned(),
-                ],
-            },
-            backup_ref,
-            actor: actor.clone(),
-            at,
-        };
+        let record = RestoreRun::prepare(id, tenant_id, backup_ref, actor.clone(), at);
         let committed = self
             .run(
                 &self.restores,

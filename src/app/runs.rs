@@ -4,6 +4,7 @@
 use aggregates::catalog::{Action, OperationKind};
 use aggregates::connection::{ConnectionCommand, ConnectionEvent, ProviderConnection, RunEnd};
 use aggregates::ids::{ConnectionId, RunId, TenantId};
+use aggregates::values::WorkerId;
 use aggregates::{Actor, Timestamp};
 
 use crate::executor::Committed;
@@ -101,7 +102,7 @@ impl Dispatcher {
     /// click fails with the start surface's reason, and the claim moves on.
     pub async fn claim(
         &self,
-        worker_id: &str,
+        worker_id: &WorkerId,
         operations: Option<&[OperationKind]>,
         lease: std::time::Duration,
     ) -> Result<Option<ClaimedRun>, AppError> {
@@ -125,7 +126,7 @@ impl Dispatcher {
                 let lease_expires_at = at + lease;
                 let command = ConnectionCommand::ClaimRun {
                     run_id,
-                    worker_id: worker_id.to_owned(),
+                    worker_id: worker_id.clone(),
                     at,
                     lease_expires_at,
                 };
@@ -170,14 +171,14 @@ impl Dispatcher {
     pub async fn heartbeat(
         &self,
         run_id: RunId,
-        worker_id: &str,
+        worker_id: &WorkerId,
         lease: std::time::Duration,
     ) -> Result<Heartbeat, AppError> {
         let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ExtendLease {
             run_id,
-            worker_id: worker_id.to_owned(),
+            worker_id: worker_id.clone(),
             at,
             lease_expires_at: at + lease,
         };
@@ -195,12 +196,12 @@ impl Dispatcher {
     }
 
     /// Gives a held run back unfinished (the worker is shutting down).
-    pub async fn release(&self, run_id: RunId, worker_id: &str) -> Result<(), AppError> {
+    pub async fn release(&self, run_id: RunId, worker_id: &WorkerId) -> Result<(), AppError> {
         let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ReleaseRun {
             run_id,
-            worker_id: worker_id.to_owned(),
+            worker_id: worker_id.clone(),
             at,
         };
         self.run_command(connection_id, command, &Actor::System, at)
@@ -212,14 +213,14 @@ impl Dispatcher {
     pub async fn complete(
         &self,
         run_id: RunId,
-        worker_id: &str,
+        worker_id: &WorkerId,
         end: RunEnd,
     ) -> Result<OperationKind, AppError> {
         let place = self.run_place(run_id).await?;
         let at = self.now();
         let command = ConnectionCommand::CompleteRun {
             run_id,
-            worker_id: worker_id.to_owned(),
+            worker_id: worker_id.clone(),
             end,
             at,
         };

@@ -7,6 +7,7 @@ use aggregates::ids::{TenantId, UserId, WorkspaceId};
 use aggregates::registry::{Registered, Workspace};
 use aggregates::tenant::{Tenant, TenantCommand};
 use aggregates::user::{User, UserAccount, UserCommand};
+use aggregates::values::DisplayName;
 use aggregates::{Actor, Timestamp};
 use uuid::Uuid;
 
@@ -26,7 +27,7 @@ pub struct NewUser {
 
 impl Dispatcher {
     /// Creates a workspace.
-    pub async fn create_workspace(&self, name: String) -> Result<WorkspaceId, AppError> {
+    pub async fn create_workspace(&self, name: DisplayName) -> Result<WorkspaceId, AppError> {
         let id = WorkspaceId(Uuid::new_v4());
         let at = self.now();
         let record = Workspace {
@@ -49,7 +50,7 @@ impl Dispatcher {
     pub async fn create_tenant(
         &self,
         workspace_id: WorkspaceId,
-        name: String,
+        name: DisplayName,
     ) -> Result<TenantId, AppError> {
         let Registered(Some(_)) = self.workspaces.load(&workspace_id.to_string()).await? else {
             return Err(AppError::NotFound("workspace"));
@@ -74,7 +75,7 @@ impl Dispatcher {
     }
 
     /// Creates a user and its bearer token. Only the token's SHA-256 is stored.
-    pub async fn create_user(&self, name: String) -> Result<NewUser, AppError> {
+    pub async fn create_user(&self, name: DisplayName) -> Result<NewUser, AppError> {
         let id = UserId(Uuid::new_v4());
         let token = new_token(id);
         let at = self.now();

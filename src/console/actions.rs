@@ -329,10 +329,10 @@ pub async fn prepare_restore(
 ) -> Result<Response, Page> {
     let tenant_id = TenantId(parse_id(&tenant_id, "tenant")?);
     let params = signed_form(&signed, &headers, &body, &["backup_ref"])?;
-    let backup_ref = crate::http::extract::parse_name(
+    let backup_ref = crate::http::extract::parse_value(
         "backup_ref",
         params.get("backup_ref").unwrap_or(""),
-        500,
+        aggregates::values::BackupRef::parse,
     )?;
     let run = app
         .dispatcher

@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use super::Page;
 use crate::app::{Dispatcher, Principal, TokenDigest};
-use crate::catchup::on_pool;
 use crate::http::AppState;
+use crate::store::on_pool;
 use crate::store::Database;
 
 /// The session cookie's name.

@@ -2,6 +2,7 @@
 
 use aggregates::catalog::{Action, CredentialStatus};
 use aggregates::ids::{ConnectionId, TenantId};
+use aggregates::values::{DisplayName, ProviderName};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::dto::{ConnectionJson, ConnectionList};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, plain, Caller, Json, Path, Reader, RequestId};
+use super::extract::{parse_registry, parse_value, plain, Caller, Json, Path, Reader, RequestId};
 use super::AppState;
 use crate::app::{ConnectionChange, ConnectionView};
 use crate::read;
@@ -50,21 +51,6 @@ pub struct CreateConnection {
     pub make_default: bool,
 }
 
-fn parse_provider(value: &str) -> Result<String, ApiError> {
-    let valid = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(ApiError::invalid(
-            "`provider` must be 1–64 lowercase letters, digits, `_`, `.` or `-`",
-        ))
-    }
-}
-
 /// Creates a provider connection: enabled, consent missing, credentials missing.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/provider-connections", tag = "provider connections",
     params(("tenant_id" = Uuid, Path)), request_body = CreateConnection,
@@ -76,8 +62,8 @@ async fn create_connection(
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<CreateConnection>,
 ) -> Result<(StatusCode, axum::Json<ConnectionJson>), ApiError> {
-    let display_name = parse_name("display_name", &body.display_name, 200)?;
-    let provider = parse_provider(&body.provider)?;
+    let display_name = parse_value("display_name", &body.display_name, DisplayName::parse)?;
+    let provider = parse_value("provider", &body.provider, ProviderName::parse)?;
     let view = app
         .dispatcher
         .create_connection(

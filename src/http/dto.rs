@@ -152,7 +152,7 @@ pub fn present_start(decision: &StartDecision) -> (StatusCode, StartResult) {
             run,
             provider_connection: connection.map(|c| ConnectionRef {
                 id: c.connection_id.0,
-                display_name: c.display_name.clone(),
+                display_name: c.display_name.to_string(),
             }),
             decision_id: decision.decision_id.0,
         },
@@ -189,8 +189,8 @@ impl ConnectionJson {
         Some(Self {
             id: identity.connection_id.0,
             tenant_id: identity.tenant_id.0,
-            display_name: identity.display_name.clone(),
-            provider: identity.provider.clone(),
+            display_name: identity.display_name.to_string(),
+            provider: identity.provider.to_string(),
             is_default: view.is_default,
             enabled: view.state.enabled,
             consent: view.state.consent.as_str(),

@@ -359,24 +359,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// Trims a name and checks its length; `field` names it in the error.
-pub fn parse_name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    // Checked before trimming: a control character is refused wherever it is.
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must not contain control characters"
-        )));
-    }
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(ApiError::invalid(format!("`{field}` must not be empty")));
-    }
-    if trimmed.chars().count() > max {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must be at most {max} characters"
-        )));
-    }
-    Ok(trimmed.to_owned())
+/// Parses a domain value where it enters (the domain states its rule, see
+/// [`aggregates::values`]); `field` names it in the error.
+pub fn parse_value<T>(
+    field: &str,
+    value: &str,
+    parse: fn(&str) -> Result<T, aggregates::values::ValueError>,
+) -> Result<T, ApiError> {
+    parse(value).map_err(|problem| ApiError::invalid(format!("`{field}` {problem}")))
 }
 
 /// Parses a registry name (operation, role, capability, …) into its type.
@@ -384,7 +374,26 @@ pub fn parse_registry<T>(value: &str) -> Result<T, ApiError>
 where
     T: std::str::FromStr<Err = aggregates::catalog::UnknownName>,
 {
+    // The rejected value is quoted as any client text is: short, sanitised.
     value
         .parse()
-        .map_err(|e: aggregates::catalog::UnknownName| ApiError::invalid(e.to_string()))
+        .map_err(|e: aggregates::catalog::UnknownName| {
+            ApiError::invalid(format!("unknown {} {}", e.kind, quote(&e.value)))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aggregates::catalog::OperationKind;
+
+    #[test]
+    fn an_unknown_registry_name_is_quoted_short_and_clean() {
+        let short = parse_registry::<OperationKind>("warp.drive").unwrap_err();
+        assert_eq!(short.message(), "unknown operation `warp.drive`");
+        let long =
+            parse_registry::<OperationKind>(&format!("x\n`{}", "y".repeat(5000))).unwrap_err();
+        assert!(long.message().chars().count() < 80, "{}", long.message());
+        assert!(!long.message().contains('\n'));
+    }
 }

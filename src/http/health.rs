@@ -10,7 +10,6 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::Admin;
 use super::AppState;
-use crate::catchup;
 
 /// `/healthz` (no token), `/readyz` (the detail with the admin token only),
 /// `/metrics` (admin token), outside `/v1`. Positions and lag are kept from
@@ -30,7 +29,7 @@ pub fn router() -> Router<AppState> {
 /// and with a read replica how far its views are behind. A standby that does
 /// not answer leaves the instance ready: writes go on, reads answer 503.
 async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> Response {
-    let head = catchup::head(app.dispatcher.database()).await;
+    let head = crate::store::log::head(app.dispatcher.database()).await;
     if admin.is_err() {
         let ready = head.is_ok();
         let status = if ready {
@@ -77,7 +76,7 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
 /// Prometheus text format; the admin token only.
 async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
     let positions = app.dispatcher.catchup().positions();
-    let head = catchup::head(app.dispatcher.database())
+    let head = crate::store::log::head(app.dispatcher.database())
         .await
         .unwrap_or(positions.head);
     let mut text = String::from(

@@ -20,7 +20,7 @@ fn names<'a>(values: impl IntoIterator<Item = &'a str>) -> Object {
         .build()
 }
 
-/// A name as `extract::parse_name` accepts it: 1–`max` characters, not only
+/// A name as the domain's values accept it (`aggregates::values`): 1–`max` characters, not only
 /// white space, no control characters.
 pub fn name(max: usize) -> Object {
     ObjectBuilder::new()

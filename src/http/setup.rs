@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use aggregates::catalog::{Capability, Role};
 use aggregates::ids::{TenantId, UserId, WorkspaceId};
+use aggregates::values::DisplayName;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::dto::Created;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Admin, Json, Path};
+use super::extract::{parse_registry, parse_value, Admin, Json, Path};
 use super::AppState;
 
 /// The setup routes.
@@ -44,7 +45,7 @@ async fn create_workspace(
     _: Admin,
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
-    let name = parse_name("name", &body.name, 200)?;
+    let name = parse_value("name", &body.name, DisplayName::parse)?;
     let id = app.dispatcher.create_workspace(name).await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
 }
@@ -68,7 +69,7 @@ async fn create_tenant(
     _: Admin,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
-    let name = parse_name("name", &body.name, 200)?;
+    let name = parse_value("name", &body.name, DisplayName::parse)?;
     let id = app
         .dispatcher
         .create_tenant(WorkspaceId(body.workspace_id), name)
@@ -93,7 +94,7 @@ async fn create_user(
     _: Admin,
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, axum::Json<UserCreated>), ApiError> {
-    let name = parse_name("name", &body.name, 200)?;
+    let name = parse_value("name", &body.name, DisplayName::parse)?;
     let user = app.dispatcher.create_user(name).await?;
     Ok((
         StatusCode::CREATED,

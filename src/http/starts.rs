@@ -2,6 +2,7 @@
 
 use aggregates::catalog::OperationKind;
 use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId};
+use aggregates::values::BackupRef;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use super::dto::{present_start, RunSummary, StartResult};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Caller, Json, Path, ReaderOnPrimary, RequestId};
+use super::extract::{parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId};
 use super::AppState;
 use crate::app::StartCommand;
 
@@ -151,7 +152,7 @@ async fn prepare_restore(
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<PrepareRestore>,
 ) -> Result<(StatusCode, axum::Json<RestorePrepared>), ApiError> {
-    let backup_ref = parse_name("backup_ref", &body.backup_ref, 500)?;
+    let backup_ref = parse_value("backup_ref", &body.backup_ref, BackupRef::parse)?;
     let run = app
         .dispatcher
         .prepare_restore(&principal, tenant_id, backup_ref)
@@ -161,7 +162,7 @@ async fn prepare_restore(
         axum::Json(RestorePrepared {
             id: run.restore_run_id.0,
             preview: PreviewJson {
-                backup_ref: run.preview.backup_ref,
+                backup_ref: run.preview.backup_ref.into_string(),
                 destructive: run.preview.destructive,
                 warnings: run.preview.warnings,
                 execute_url: format!("/v1/restore-runs/{}/execute", run.restore_run_id),

@@ -112,7 +112,7 @@ pub(crate) async fn open(
                         "`Last-Event-ID` must be a log position (a non-negative integer)",
                     )
                 })?;
-            let head = crate::catchup::head(app.dispatcher.database()).await?;
+            let head = crate::store::log::head(app.dispatcher.database()).await?;
             if position > head {
                 return Err(ApiError::invalid(format!(
                     "`Last-Event-ID` {position} is ahead of the log (at {head})"

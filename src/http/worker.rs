@@ -3,6 +3,7 @@
 use aggregates::catalog::{OperationKind, ReasonCode, RunStatus};
 use aggregates::connection::RunEnd;
 use aggregates::ids::RunId;
+use aggregates::values::WorkerId;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::dto::RunSummary;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_name, parse_registry, Admin, Json, Path};
+use super::extract::{parse_registry, parse_value, Admin, Json, Path};
 use super::AppState;
 
 /// The worker routes.
@@ -72,7 +73,7 @@ async fn claim(
     _: Admin,
     Json(body): Json<ClaimBody>,
 ) -> Result<Response, ApiError> {
-    let worker_id = parse_name("worker_id", &body.worker_id, 100)?;
+    let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
     let operations = body
         .operations
         .map(|names| {
@@ -131,7 +132,7 @@ async fn heartbeat(
     Path(run_id): Path<RunId>,
     Json(body): Json<WorkerBody>,
 ) -> Result<axum::Json<Lease>, ApiError> {
-    let worker_id = parse_name("worker_id", &body.worker_id, 100)?;
+    let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
     let beat = app
         .dispatcher
         .heartbeat(run_id, &worker_id, app.lease)
@@ -204,7 +205,7 @@ async fn complete(
     Path(run_id): Path<RunId>,
     Json(body): Json<CompleteBody>,
 ) -> Result<axum::Json<Completed>, ApiError> {
-    let worker_id = parse_name("worker_id", &body.worker_id, 100)?;
+    let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
     let end = parse_end(&body)?;
     let operation = app.dispatcher.complete(run_id, &worker_id, end).await?;
     let status = match end {

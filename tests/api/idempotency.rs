@@ -1,6 +1,7 @@
 //! `Idempotency-Key`: replays, reuse, in-flight keys, bad keys, expiry,
 //! restarts and concurrent duplicates, on both stores.
 
+use aggregates::values::DisplayName;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -236,8 +237,12 @@ async fn a_key_in_flight_is_409_and_is_taken_over_only_after_its_lease_if_nothin
 
     // The stalled first attempt wakes up and tries to commit: refused, in the
     // commit's own transaction.
-    let late =
-        idempotency::under(stalled, app.dispatcher.create_workspace("Late".to_owned())).await;
+    let late = idempotency::under(
+        stalled,
+        app.dispatcher
+            .create_workspace(DisplayName::parse("Late").unwrap()),
+    )
+    .await;
     assert!(late.is_err(), "a stalled attempt must not write: {late:?}");
     assert_eq!(app.event_count().await, written, "nothing written by it");
 }
@@ -261,9 +266,13 @@ async fn a_key_whose_first_request_wrote_is_never_run_again_even_when_its_answer
         panic!("claimed")
     };
     // It commits, and its process ends before storing the answer.
-    idempotency::under(attempt, app.dispatcher.create_workspace("Once".to_owned()))
-        .await
-        .unwrap();
+    idempotency::under(
+        attempt,
+        app.dispatcher
+            .create_workspace(DisplayName::parse("Once").unwrap()),
+    )
+    .await
+    .unwrap();
     let written = app.event_count().await;
     clock.advance(idempotency::LEASE * 10);
     let r = post_keyed(&app.router, "/v1/admin/workspaces", ADMIN, body, b"lost").await;

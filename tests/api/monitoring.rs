@@ -1,6 +1,7 @@
 //! Monitoring → Operations read from projections: read-your-writes, filters,
 //! pagination, and membership scoping.
 
+use aggregates::values::WorkerId;
 use std::time::Duration;
 
 use aggregates::catalog::ReasonCode;
@@ -86,12 +87,20 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
         started.push(id(&r.body["run"]));
         let claimed = app
             .dispatcher
-            .claim("w1", None, Duration::from_secs(60))
+            .claim(
+                &WorkerId::parse("w1").unwrap(),
+                None,
+                Duration::from_secs(60),
+            )
             .await
             .unwrap()
             .unwrap();
         app.dispatcher
-            .complete(claimed.run_id, "w1", RunEnd::Succeeded)
+            .complete(
+                claimed.run_id,
+                &WorkerId::parse("w1").unwrap(),
+                RunEnd::Succeeded,
+            )
             .await
             .unwrap();
     }
@@ -256,14 +265,18 @@ async fn notifications_go_to_the_initiator_only(backend: Backend) {
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let claimed = app
         .dispatcher
-        .claim("w1", None, Duration::from_secs(60))
+        .claim(
+            &WorkerId::parse("w1").unwrap(),
+            None,
+            Duration::from_secs(60),
+        )
         .await
         .unwrap()
         .unwrap();
     app.dispatcher
         .complete(
             claimed.run_id,
-            "w1",
+            &WorkerId::parse("w1").unwrap(),
             RunEnd::Failed {
                 reason: ReasonCode::Throttled,
             },

@@ -1,5 +1,6 @@
 //! Catch-up projections: crash safety, commit-order numbering, rebuild.
 
+use aggregates::values::WorkerId;
 use std::time::Duration;
 
 use aggregates::catalog::ReasonCode;
@@ -31,20 +32,35 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
-    let run = dispatcher.claim("w1", None, lease).await.unwrap().unwrap();
-    dispatcher.heartbeat(run.run_id, "w1", lease).await.unwrap();
+    let run = dispatcher
+        .claim(&WorkerId::parse("w1").unwrap(), None, lease)
+        .await
+        .unwrap()
+        .unwrap();
     dispatcher
-        .complete(run.run_id, "w1", RunEnd::Succeeded)
+        .heartbeat(run.run_id, &WorkerId::parse("w1").unwrap(), lease)
+        .await
+        .unwrap();
+    dispatcher
+        .complete(
+            run.run_id,
+            &WorkerId::parse("w1").unwrap(),
+            RunEnd::Succeeded,
+        )
         .await
         .unwrap();
     // failed by the worker.
     app.start(&f.operator, &f.tenant, "directory.groups.sync")
         .await;
-    let run = dispatcher.claim("w1", None, lease).await.unwrap().unwrap();
+    let run = dispatcher
+        .claim(&WorkerId::parse("w1").unwrap(), None, lease)
+        .await
+        .unwrap()
+        .unwrap();
     dispatcher
         .complete(
             run.run_id,
-            "w1",
+            &WorkerId::parse("w1").unwrap(),
             RunEnd::Failed {
                 reason: ReasonCode::Unreachable,
             },
@@ -61,20 +77,32 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     .await;
     // asked to stop while running, stopped by its worker.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    let run = dispatcher.claim("w2", None, lease).await.unwrap().unwrap();
+    let run = dispatcher
+        .claim(&WorkerId::parse("w2").unwrap(), None, lease)
+        .await
+        .unwrap()
+        .unwrap();
     dispatcher
         .cancel(&dispatch_gate::app::Principal::Admin, run.run_id)
         .await
         .unwrap();
     dispatcher
-        .complete(run.run_id, "w2", RunEnd::Cancelled)
+        .complete(
+            run.run_id,
+            &WorkerId::parse("w2").unwrap(),
+            RunEnd::Cancelled,
+        )
         .await
         .unwrap();
     // timed out.
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
     dispatcher
-        .claim("w3", None, Duration::from_millis(1))
+        .claim(
+            &WorkerId::parse("w3").unwrap(),
+            None,
+            Duration::from_millis(1),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -88,7 +116,11 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
         json!({"status": "expired"}),
     )
     .await;
-    assert!(dispatcher.claim("w1", None, lease).await.unwrap().is_none());
+    assert!(dispatcher
+        .claim(&WorkerId::parse("w1").unwrap(), None, lease)
+        .await
+        .unwrap()
+        .is_none());
     // blocked, and a tenant without a default.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let other = app.tenant(&f.workspace, "Fabrikam").await;
@@ -97,8 +129,15 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     let second = app.connection(&other, "Fabrikam Graph", true, true).await;
     app.start(&owner, &other, "directory.groups.sync").await;
     // released by its worker: queued again.
-    let run = dispatcher.claim("w4", None, lease).await.unwrap().unwrap();
-    dispatcher.release(run.run_id, "w4").await.unwrap();
+    let run = dispatcher
+        .claim(&WorkerId::parse("w4").unwrap(), None, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    dispatcher
+        .release(run.run_id, &WorkerId::parse("w4").unwrap())
+        .await
+        .unwrap();
     app.post(
         &format!("/v1/provider-connections/{second}/consent"),
         ADMIN,

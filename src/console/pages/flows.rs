@@ -185,7 +185,7 @@ pub async fn restore_run(
         id: id.to_string(),
         tenant_url: format!("/tenants/{}", run.tenant_id),
         name: tenant_name(&tenant),
-        backup_ref: run.preview.backup_ref,
+        backup_ref: run.preview.backup_ref.into_string(),
         destructive: run.preview.destructive,
         warnings: run.preview.warnings,
         can_execute: allows(

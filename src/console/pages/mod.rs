@@ -255,7 +255,7 @@ pub(super) fn tenant_name(tenant: &Tenant) -> String {
     tenant
         .identity
         .as_ref()
-        .map_or_else(String::new, |i| i.name.clone())
+        .map_or_else(String::new, |i| i.name.to_string())
 }
 
 /// The newest runs of a tenant (or of one of its connections) for a page
