@@ -245,6 +245,22 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
     }
 }
 
+/// Records consent as granted or revoked through `executor` (another process's).
+async fn set_consent(executor: &Executor<ProviderConnection>, id: &str, granted: bool) {
+    executor
+        .execute(
+            id,
+            C::SetConsent {
+                granted,
+                actor: Actor::Admin,
+                at: chrono::Utc::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+}
+
 async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(backend: Backend) {
     let store = common::fresh(backend).await;
     let database = &store.database;
@@ -253,18 +269,7 @@ async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(bac
     let id = history(&ours, 1).await;
     let connection = ConnectionId(id.parse().unwrap());
     // We know the connection as usable and idle; another process revokes consent.
-    theirs
-        .execute(
-            &id,
-            C::SetConsent {
-                granted: false,
-                actor: Actor::Admin,
-                at: chrono::Utc::now(),
-            },
-            HashMap::new(),
-        )
-        .await
-        .unwrap();
+    set_consent(&theirs, &id, false).await;
     let decided = ours
         .execute(
             &id,
@@ -281,18 +286,7 @@ async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(bac
         "the stale cache conflicted, was re-loaded, and the start was blocked"
     );
     // A command that changes nothing still reports the state as it is now.
-    theirs
-        .execute(
-            &id,
-            C::SetConsent {
-                granted: true,
-                actor: Actor::Admin,
-                at: chrono::Utc::now(),
-            },
-            HashMap::new(),
-        )
-        .await
-        .unwrap();
+    set_consent(&theirs, &id, true).await;
     let unchanged = ours
         .execute(
             &id,
@@ -322,18 +316,7 @@ async fn a_decision_hands_back_what_the_committed_attempt_decided(backend: Backe
     let connection = ConnectionId(id.parse().unwrap());
     // Our warm state says usable and idle (accepted); the stream says consent
     // was revoked since: the first attempt conflicts and is decided again.
-    theirs
-        .execute(
-            &id,
-            C::SetConsent {
-                granted: false,
-                actor: Actor::Admin,
-                at: chrono::Utc::now(),
-            },
-            HashMap::new(),
-        )
-        .await
-        .unwrap();
+    set_consent(&theirs, &id, false).await;
     let request = start_request(connection, OperationKind::InventorySync);
     let (committed, decided) = ours
         .decide(

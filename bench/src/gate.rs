@@ -1,24 +1,17 @@
 //! The gate as the bench drives it, built from the library's public API: the
 //! executor of provider connections as [`Dispatcher`] builds it (same
-//! database, same snapshot policy) and the metadata a start records. The
+//! database, same snapshot policy, [`SNAPSHOT_EVERY`]) and the metadata a
+//! start records ([`metadata`]). The
 //! bench's starts go through the same load, decide and commit as
 //! `Dispatcher::start`, without HTTP and authorization.
 //!
 //! [`Dispatcher`]: dispatch_gate::app::Dispatcher
 
-use std::collections::HashMap;
-
 use aggregates::connection::ProviderConnection;
-use aggregates::{Actor, Timestamp};
+pub use dispatch_gate::app::{metadata, SNAPSHOT_EVERY};
 use dispatch_gate::executor::Executor;
 use dispatch_gate::snapshot::SnapshotPolicy;
 use dispatch_gate::store::Database;
-
-/// Events between two snapshots of a connection, as the [`Dispatcher`] takes
-/// them (its own constant is not public; a test below checks that both agree).
-///
-/// [`Dispatcher`]: dispatch_gate::app::Dispatcher
-pub const SNAPSHOT_EVERY: usize = 100;
 
 /// A connection executor of its own, as each `Dispatcher` (each `serve`
 /// process) has one: two of them on one database do not serialise each other.
@@ -27,19 +20,6 @@ pub fn connection_executor(database: &Database) -> Executor<ProviderConnection> 
         every: SNAPSHOT_EVERY,
         version: ProviderConnection::SNAPSHOT_VERSION,
     })
-}
-
-/// The metadata recorded with a command outside a request: who, when, and the
-/// request id, as the `Dispatcher` records them.
-pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([
-        ("actor".to_owned(), actor.id_string()),
-        ("at".to_owned(), at.to_rfc3339()),
-    ]);
-    if let Some(id) = request_id {
-        metadata.insert("request_id".to_owned(), id.to_owned());
-    }
-    metadata
 }
 
 #[cfg(test)]

@@ -32,16 +32,7 @@
 //! the stream from its snapshot or finding it warm), `catch-up` and
 //! `rebuild` (events per second through every projection).
 
-/// Runs `$body` with `$pool` bound to whichever pool the database has, so
-/// that SQL written once (`$n` parameters work on SQLite too) runs on both.
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
+use dispatch_gate::on_pool;
 
 mod cpu;
 mod gate;

@@ -70,7 +70,7 @@ pub struct Dispatcher {
 }
 
 /// Events between two snapshots of a tenant or a connection.
-pub(crate) const SNAPSHOT_EVERY: usize = 100;
+pub const SNAPSHOT_EVERY: usize = 100;
 
 /// How long a read waits for the views to reach its session's position.
 pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -78,11 +78,7 @@ pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// The metadata recorded with a command: who, when, the server's request id,
 /// the client's own `X-Request-Id` (`client_request_id`) when it sent one, and
 /// the idempotency attempt of the request being served (see [`crate::idempotency`]).
-pub(crate) fn metadata(
-    actor: &Actor,
-    request_id: Option<&str>,
-    at: Timestamp,
-) -> HashMap<String, String> {
+pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
         ("actor".to_owned(), actor.id_string()),
         ("at".to_owned(), at.to_rfc3339()),

@@ -23,15 +23,16 @@ pub mod log;
 /// Runs `$body` with `$pool` bound to whichever pool the database has. The body
 /// is written once and compiled for both backends: the SQL written for it is
 /// portable (`$n` parameters work on SQLite too).
+#[macro_export]
 macro_rules! on_pool {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
+            $crate::store::Database::Postgres($pool) => $body,
+            $crate::store::Database::Sqlite($pool) => $body,
         }
     };
 }
-pub(crate) use on_pool;
+pub use crate::on_pool;
 
 /// The embedded default: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dispatch-gate.db";

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use aggregates::values::WorkerId;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
@@ -478,4 +479,9 @@ pub async fn call_router(router: Router, path: &str, token: &str, body: Value) -
         .body(Body::from(body.to_string()))
         .unwrap();
     send(router, request).await
+}
+
+/// A worker id for worker calls made straight to the dispatcher.
+pub fn worker(id: &str) -> WorkerId {
+    WorkerId::parse(id).unwrap()
 }

@@ -1,7 +1,6 @@
 //! Monitoring → Operations read from projections: read-your-writes, filters,
 //! pagination, and membership scoping.
 
-use aggregates::values::WorkerId;
 use std::time::Duration;
 
 use aggregates::catalog::ReasonCode;
@@ -10,7 +9,7 @@ use axum::http::StatusCode;
 use dispatch_gate::store::Backend;
 use serde_json::{json, Value};
 
-use crate::helpers::{id, TestApp, ADMIN};
+use crate::helpers::{id, worker, TestApp, ADMIN};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -87,20 +86,12 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
         started.push(id(&r.body["run"]));
         let claimed = app
             .dispatcher
-            .claim(
-                &WorkerId::parse("w1").unwrap(),
-                None,
-                Duration::from_secs(60),
-            )
+            .claim(&worker("w1"), None, Duration::from_secs(60))
             .await
             .unwrap()
             .unwrap();
         app.dispatcher
-            .complete(
-                claimed.run_id,
-                &WorkerId::parse("w1").unwrap(),
-                RunEnd::Succeeded,
-            )
+            .complete(claimed.run_id, &worker("w1"), RunEnd::Succeeded)
             .await
             .unwrap();
     }
@@ -265,18 +256,14 @@ async fn notifications_go_to_the_initiator_only(backend: Backend) {
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let claimed = app
         .dispatcher
-        .claim(
-            &WorkerId::parse("w1").unwrap(),
-            None,
-            Duration::from_secs(60),
-        )
+        .claim(&worker("w1"), None, Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap();
     app.dispatcher
         .complete(
             claimed.run_id,
-            &WorkerId::parse("w1").unwrap(),
+            &worker("w1"),
             RunEnd::Failed {
                 reason: ReasonCode::Throttled,
             },

@@ -1,6 +1,5 @@
 //! Catch-up projections: crash safety, commit-order numbering, rebuild.
 
-use aggregates::values::WorkerId;
 use std::time::Duration;
 
 use aggregates::catalog::ReasonCode;
@@ -11,7 +10,7 @@ use dispatch_gate::catchup::{self, Failpoint};
 use dispatch_gate::store::{Backend, Database};
 use serde_json::json;
 
-use crate::helpers::{id, Fixture, TestApp, ADMIN};
+use crate::helpers::{id, worker, Fixture, TestApp, ADMIN};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -33,34 +32,30 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
     let run = dispatcher
-        .claim(&WorkerId::parse("w1").unwrap(), None, lease)
+        .claim(&worker("w1"), None, lease)
         .await
         .unwrap()
         .unwrap();
     dispatcher
-        .heartbeat(run.run_id, &WorkerId::parse("w1").unwrap(), lease)
+        .heartbeat(run.run_id, &worker("w1"), lease)
         .await
         .unwrap();
     dispatcher
-        .complete(
-            run.run_id,
-            &WorkerId::parse("w1").unwrap(),
-            RunEnd::Succeeded,
-        )
+        .complete(run.run_id, &worker("w1"), RunEnd::Succeeded)
         .await
         .unwrap();
     // failed by the worker.
     app.start(&f.operator, &f.tenant, "directory.groups.sync")
         .await;
     let run = dispatcher
-        .claim(&WorkerId::parse("w1").unwrap(), None, lease)
+        .claim(&worker("w1"), None, lease)
         .await
         .unwrap()
         .unwrap();
     dispatcher
         .complete(
             run.run_id,
-            &WorkerId::parse("w1").unwrap(),
+            &worker("w1"),
             RunEnd::Failed {
                 reason: ReasonCode::Unreachable,
             },
@@ -78,7 +73,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     // asked to stop while running, stopped by its worker.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let run = dispatcher
-        .claim(&WorkerId::parse("w2").unwrap(), None, lease)
+        .claim(&worker("w2"), None, lease)
         .await
         .unwrap()
         .unwrap();
@@ -87,22 +82,14 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
         .await
         .unwrap();
     dispatcher
-        .complete(
-            run.run_id,
-            &WorkerId::parse("w2").unwrap(),
-            RunEnd::Cancelled,
-        )
+        .complete(run.run_id, &worker("w2"), RunEnd::Cancelled)
         .await
         .unwrap();
     // timed out.
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
     dispatcher
-        .claim(
-            &WorkerId::parse("w3").unwrap(),
-            None,
-            Duration::from_millis(1),
-        )
+        .claim(&worker("w3"), None, Duration::from_millis(1))
         .await
         .unwrap()
         .unwrap();
@@ -117,7 +104,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     )
     .await;
     assert!(dispatcher
-        .claim(&WorkerId::parse("w1").unwrap(), None, lease)
+        .claim(&worker("w1"), None, lease)
         .await
         .unwrap()
         .is_none());
@@ -130,14 +117,11 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     app.start(&owner, &other, "directory.groups.sync").await;
     // released by its worker: queued again.
     let run = dispatcher
-        .claim(&WorkerId::parse("w4").unwrap(), None, lease)
+        .claim(&worker("w4"), None, lease)
         .await
         .unwrap()
         .unwrap();
-    dispatcher
-        .release(run.run_id, &WorkerId::parse("w4").unwrap())
-        .await
-        .unwrap();
+    dispatcher.release(run.run_id, &worker("w4")).await.unwrap();
     app.post(
         &format!("/v1/provider-connections/{second}/consent"),
         ADMIN,
