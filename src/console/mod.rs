@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::AppError;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::AppState;
 
 /// The console's routes (state still to be given).
@@ -95,7 +95,7 @@ impl SignedSlot {
 struct Shown {
     title: &'static str,
     message: String,
-    code: String,
+    code: ErrorCode,
 }
 
 /// Error pages of a signed-in operator carry the navigation and the sign-out
@@ -115,7 +115,7 @@ async fn error_header(mut request: Request, next: Next) -> Response {
         parts.status,
         shown.title,
         &shown.message,
-        &shown.code,
+        shown.code,
         Some(nav),
         back,
     )
@@ -263,7 +263,7 @@ impl IntoResponse for Page {
                 StatusCode::UNAUTHORIZED,
                 "Sign in again",
                 "Your session has ended (signed out, expired, or its token was revoked). Sign in again.",
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 None,
                 None,
             ),
@@ -279,7 +279,7 @@ impl IntoResponse for Page {
                 page.extensions_mut().insert(Shown {
                     title,
                     message: error.message().to_owned(),
-                    code: error.code().to_owned(),
+                    code: error.code(),
                 });
                 page
             }
@@ -291,20 +291,15 @@ fn error_page(
     status: StatusCode,
     title: &str,
     message: &str,
-    code: &str,
+    code: ErrorCode,
     nav: Option<view::Nav>,
     back: Option<String>,
 ) -> Response {
-    // The API's words start in lower case, to follow a colon; a page's sentence does not.
-    let mut chars = message.chars();
-    let message = chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect::<String>())
-        .unwrap_or_default();
+    let message = sentence(message);
     let page = ErrorPage {
         title,
         message: &message,
-        code,
+        code: code.as_str(),
         nav,
         back,
     };
@@ -317,6 +312,22 @@ fn error_page(
     }
 }
 
+/// The API's words as a sentence on a page: they start in lower case and end
+/// without a full stop, to follow a colon in a log line or a client's message;
+/// a page's sentence starts with a capital and ends with a full stop.
+fn sentence(message: &str) -> String {
+    let message = message.trim_end();
+    let mut chars = message.chars();
+    let mut sentence = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+        .unwrap_or_default();
+    if !sentence.is_empty() && !sentence.ends_with(['.', '!', '?']) {
+        sentence.push('.');
+    }
+    sentence
+}
+
 /// A rendered page.
 fn html(template: &impl Template) -> Result<Response, Page> {
     template
@@ -327,7 +338,22 @@ fn html(template: &impl Template) -> Result<Response, Page> {
 
 #[cfg(test)]
 mod tests {
-    use super::owns;
+    use super::{owns, sentence};
+
+    #[test]
+    fn an_api_message_on_a_page_is_a_sentence() {
+        assert_eq!(
+            sentence("`limit` must be between 1 and 200"),
+            "`limit` must be between 1 and 200."
+        );
+        assert_eq!(
+            sentence("operation run not found"),
+            "Operation run not found."
+        );
+        assert_eq!(sentence("Nothing was queued."), "Nothing was queued.");
+        assert_eq!(sentence("retry shortly? "), "Retry shortly?");
+        assert_eq!(sentence(""), "");
+    }
 
     #[test]
     fn the_console_owns_its_paths_and_nothing_of_the_api() {

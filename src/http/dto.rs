@@ -1,6 +1,8 @@
 //! The JSON shapes of the API, and the one start-result presenter.
 
-use aggregates::catalog::{OperationKind, Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{
+    Consent, CredentialStatus, OperationKind, Outcome, ProblemClass, ReasonCode, RunStatus,
+};
 use aggregates::connection::Verdict;
 use aggregates::ids::RunId;
 use axum::http::StatusCode;
@@ -8,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::vocabulary;
 use crate::app::{ConnectionView, StartDecision};
 
 /// `{id}`.
@@ -21,9 +24,11 @@ pub struct Created {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReasonJson {
     /// e.g. `provider.consent.missing`.
-    pub code: &'static str,
+    #[schema(value_type = vocabulary::ReasonCode)]
+    pub code: ReasonCode,
     /// `configuration`, `access`, `concurrency`, `transient` or `internal`.
-    pub problem_class: &'static str,
+    #[schema(value_type = vocabulary::ProblemClass)]
+    pub problem_class: ProblemClass,
     /// What is wrong.
     pub message: &'static str,
     /// What to do next.
@@ -34,8 +39,8 @@ impl From<ReasonCode> for ReasonJson {
     fn from(code: ReasonCode) -> Self {
         let text = code.text();
         Self {
-            code: code.as_str(),
-            problem_class: text.problem_class.as_str(),
+            code,
+            problem_class: text.problem_class,
             message: text.message,
             next_step: text.next_step,
         }
@@ -48,9 +53,11 @@ pub struct RunSummary {
     /// The run's id.
     pub id: Uuid,
     /// Its operation.
-    pub operation: &'static str,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// Its status.
-    pub status: &'static str,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// Its Monitoring → Operations detail.
     pub url: String,
 }
@@ -60,8 +67,8 @@ impl RunSummary {
     pub fn new(id: RunId, operation: OperationKind, status: RunStatus) -> Self {
         Self {
             id: id.0,
-            operation: operation.as_str(),
-            status: status.as_str(),
+            operation,
+            status,
             url: format!("/v1/operations/{id}"),
         }
     }
@@ -80,7 +87,8 @@ pub struct ConnectionRef {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StartResult {
     /// `accepted`, `deduped`, `scope_busy` or `blocked`.
-    pub outcome: &'static str,
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
     /// One sentence an operator reads in under ten seconds.
     pub headline: String,
     /// Null only for `accepted`.
@@ -128,7 +136,7 @@ pub fn present_start(decision: &StartDecision) -> (StatusCode, StartResult) {
             let headline = match decision.verdict.outcome() {
                 Outcome::Deduped => format!(
                     "{label} is already {} on {conn_name}; follow that run.",
-                    existing.as_ref().map_or("active", |r| r.status)
+                    existing.as_ref().map_or("active", |r| r.status.as_str())
                 ),
                 Outcome::ScopeBusy => format!(
                     "{label} was not started: {conn_name} is busy with {}.",
@@ -146,7 +154,7 @@ pub fn present_start(decision: &StartDecision) -> (StatusCode, StartResult) {
     (
         outcome_status(outcome),
         StartResult {
-            outcome: outcome.as_str(),
+            outcome,
             headline,
             reason: decision.verdict.reason().map(ReasonJson::from),
             run,
@@ -175,9 +183,11 @@ pub struct ConnectionJson {
     /// Enabled.
     pub enabled: bool,
     /// `granted` or `missing`.
-    pub consent: &'static str,
+    #[schema(value_type = vocabulary::Consent)]
+    pub consent: Consent,
     /// `valid`, `missing`, `invalid` or `expired`.
-    pub credentials: &'static str,
+    #[schema(value_type = vocabulary::CredentialStatus)]
+    pub credentials: CredentialStatus,
     /// The run holding the connection, if any.
     pub active_run: Option<RunSummary>,
 }
@@ -193,8 +203,8 @@ impl ConnectionJson {
             provider: identity.provider.to_string(),
             is_default: view.is_default,
             enabled: view.state.enabled,
-            consent: view.state.consent.as_str(),
-            credentials: view.state.credentials.as_str(),
+            consent: view.state.consent,
+            credentials: view.state.credentials,
             active_run: view.state.active.as_ref().map(|run| {
                 let status = if run.holder.is_some() {
                     RunStatus::Running
@@ -217,8 +227,8 @@ impl From<&crate::read::ConnectionRecord> for ConnectionJson {
             provider: c.provider.clone(),
             is_default: c.is_default,
             enabled: c.enabled,
-            consent: c.consent.as_str(),
-            credentials: c.credentials.as_str(),
+            consent: c.consent,
+            credentials: c.credentials,
             active_run: record
                 .active
                 .map(|(id, operation, status)| RunSummary::new(id, operation, status)),

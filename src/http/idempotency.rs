@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::Caller;
 use super::{AppState, BODY_LIMIT_BYTES};
 use crate::idempotency::{self, Answer, Claim, IdempotencyKey};
@@ -64,7 +64,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT_BYTES).await else {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than the limit",
         )
         .into_response();
@@ -89,7 +89,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         Ok(Claim::Reused) => {
             return ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this `Idempotency-Key` was used for a different request (another path or \
                  body); use a new key for a new request",
             )
@@ -103,8 +103,12 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             } else {
                 "a request with this `Idempotency-Key` is still being processed; retry shortly"
             };
-            return ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", message)
-                .into_response();
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::IdempotencyKeyInUse,
+                message,
+            )
+            .into_response();
         }
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -118,7 +122,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             tracing::error!(%error, "reading an answer to store it");
             return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error; the server log has the details",
             )
             .into_response();

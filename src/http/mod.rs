@@ -6,6 +6,8 @@ pub mod describe;
 pub mod dto;
 pub mod edge;
 pub mod error;
+pub mod error_code;
+pub mod evidence;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -16,6 +18,7 @@ pub mod serve;
 pub mod setup;
 pub mod starts;
 pub mod stream;
+pub mod vocabulary;
 pub mod worker;
 
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::Dispatcher;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// The largest request body accepted; larger bodies get 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -88,6 +91,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(stream::router())
         .split_for_parts();
     let (router, mut api) = routes;
+    vocabulary::register(&mut api);
     document_consistency(&mut api);
     document_idempotency(&mut api);
     describe::describe(&mut api);
@@ -414,7 +418,7 @@ async fn json_newline(request: Request, next: Next) -> Response {
             tracing::error!(%error, "reading a JSON response body");
             return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error; the server log has the details",
             )
             .into_response();
@@ -477,17 +481,23 @@ async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this path"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this path",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than the limit",
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as `Content-Type: application/json`",
         ),
-        s if s.is_client_error() => ("invalid_request", "the request could not be read"),
-        _ => ("internal", "internal error; the server log has the details"),
+        s if s.is_client_error() => (ErrorCode::InvalidRequest, "the request could not be read"),
+        _ => (
+            ErrorCode::Internal,
+            "internal error; the server log has the details",
+        ),
     };
     let mut replaced = ApiError::new(status, code, message).into_response();
     if let Some(allow) = response.headers().get(header::ALLOW) {

@@ -12,11 +12,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::dto::{ReasonJson, RunSummary, StartResult};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
 use super::starts::run_start;
-use super::AppState;
-use crate::app::StartCommand;
+use super::{vocabulary, AppState};
+use crate::app::{StartCommand, StepState};
 
 /// The onboarding routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -82,7 +82,7 @@ async fn bootstrap(
         Some(decision) => Ok(super::starts::present(&decision)),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "bootstrap_complete",
+            ErrorCode::BootstrapComplete,
             "every bootstrap step has succeeded; there is nothing to admit",
         )),
     }
@@ -92,9 +92,11 @@ async fn bootstrap(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StepJson {
     /// The step's operation.
-    pub operation: &'static str,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// `pending`, `queued`, `running`, `succeeded`, `failed` or `follow_up`.
-    pub state: &'static str,
+    #[schema(value_type = vocabulary::StepState)]
+    pub state: StepState,
     /// Its latest run.
     pub run: Option<RunSummary>,
     /// Why its latest run failed.
@@ -109,7 +111,8 @@ pub struct OnboardingJson {
     /// Verification, then the bootstrap chain in order.
     pub steps: Vec<StepJson>,
     /// The step the next bootstrap request would admit (null when all succeeded).
-    pub next_bootstrap_step: Option<&'static str>,
+    #[schema(value_type = Option<vocabulary::OperationKind>)]
+    pub next_bootstrap_step: Option<OperationKind>,
 }
 
 /// The onboarding steps with their state.
@@ -125,15 +128,15 @@ async fn onboarding(
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
     let steps = app.dispatcher.onboarding(tenant_id).await?;
-    let next = crate::app::next_bootstrap_step(&steps).map(|s| s.operation.as_str());
+    let next = crate::app::next_bootstrap_step(&steps).map(|s| s.operation);
     Ok(axum::Json(OnboardingJson {
         tenant_id: tenant_id.0,
         next_bootstrap_step: next,
         steps: steps
             .iter()
             .map(|step| StepJson {
-                operation: step.operation.as_str(),
-                state: step.state.as_str(),
+                operation: step.operation,
+                state: step.state,
                 run: step
                     .run
                     .as_ref()

@@ -1,8 +1,7 @@
 //! Monitoring → Operations: runs, decisions and notifications, read from projections.
 
-use aggregates::catalog::{Action, OperationKind, Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{Action, ActorKind, OperationKind, Outcome, ReasonCode, RunStatus};
 use aggregates::ids::{RunId, TenantId};
-use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -14,7 +13,9 @@ use uuid::Uuid;
 
 use super::dto::{ConnectionRef, ReasonJson, RunSummary};
 use super::error::{ApiError, ErrorBody};
+use super::evidence::{EvidenceJson, ScopeJson};
 use super::extract::{parse_registry, Path, Reader};
+use super::vocabulary;
 use super::AppState;
 use crate::app::Principal;
 use crate::read::{self, RunFilter, Visibility};
@@ -118,10 +119,13 @@ fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
     code.map(ReasonJson::from)
 }
 
-/// `{id, name}`.
+/// `{kind, id, name}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActorJson {
-    /// A user id, or `admin`.
+    /// `admin`, `user` or `system`.
+    #[schema(value_type = vocabulary::ActorKind)]
+    pub kind: ActorKind,
+    /// A user id, `admin` or `system`.
     pub id: String,
     /// The name at the time.
     pub name: String,
@@ -130,6 +134,7 @@ pub struct ActorJson {
 impl ActorJson {
     fn new(id: &str, name: &str) -> Self {
         Self {
+            kind: ActorKind::of_id(id),
             id: id.to_owned(),
             name: name.to_owned(),
         }
@@ -144,9 +149,11 @@ pub struct RunListItem {
     /// Its tenant.
     pub tenant_id: Uuid,
     /// Its operation.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// Its status.
-    pub status: String,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// The connection chosen at click time.
     pub provider_connection: ConnectionRef,
     /// Who started it.
@@ -166,8 +173,8 @@ impl From<&RunRecord> for RunListItem {
         Self {
             id: r.run_id.0,
             tenant_id: r.tenant_id.0,
-            operation: r.operation.as_str().to_owned(),
-            status: r.status.as_str().to_owned(),
+            operation: r.operation,
+            status: r.status,
             provider_connection: ConnectionRef {
                 id: r.connection_id.0,
                 display_name: r.connection_name.clone(),
@@ -269,9 +276,11 @@ pub struct RunDecision {
     /// Who clicked.
     pub actor: ActorJson,
     /// The operation asked for.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// `accepted`, `deduped` or `scope_busy`.
-    pub outcome: String,
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
 }
 
 /// A run's detail.
@@ -282,11 +291,13 @@ pub struct RunDetail {
     /// Its tenant.
     pub tenant_id: Uuid,
     /// Its operation.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// Its scope `{kind, id}`.
-    pub scope: serde_json::Value,
+    pub scope: ScopeJson,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// The connection chosen at click time.
     pub provider_connection: ConnectionRef,
     /// Who started it.
@@ -337,9 +348,9 @@ async fn get_run(
     Ok(axum::Json(RunDetail {
         id: run.run_id.0,
         tenant_id: run.tenant_id.0,
-        operation: run.operation.as_str().to_owned(),
-        scope: serde_json::to_value(run.scope).context("presenting a scope")?,
-        status: run.status.as_str().to_owned(),
+        operation: run.operation,
+        scope: ScopeJson::from(run.scope),
+        status: run.status,
         provider_connection: ConnectionRef {
             id: run.connection_id.0,
             display_name: run.connection_name.clone(),
@@ -360,8 +371,8 @@ async fn get_run(
                 decision_id: d.decision_id.0,
                 at: d.at.clone(),
                 actor: ActorJson::new(&d.actor_id, &d.actor_name),
-                operation: d.operation.as_str().to_owned(),
-                outcome: d.outcome.as_str().to_owned(),
+                operation: d.operation,
+                outcome: d.outcome,
             })
             .collect(),
     }))
@@ -377,9 +388,11 @@ pub struct DecisionJson {
     /// Who clicked.
     pub actor: ActorJson,
     /// The operation asked for.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// `accepted`, `deduped`, `scope_busy` or `blocked`.
-    pub outcome: String,
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
     /// The reason (null for accepted).
     pub reason: Option<ReasonJson>,
     /// The run returned (null for blocked).
@@ -388,8 +401,9 @@ pub struct DecisionJson {
     pub provider_connection_id: Option<Uuid>,
     /// The HTTP request id of the start.
     pub request_id: Option<String>,
-    /// What the gate saw: connection state and the run holding it.
-    pub evidence: serde_json::Value,
+    /// What the gate saw: connection state and the run holding it (null when no
+    /// connection could be resolved).
+    pub evidence: Option<EvidenceJson>,
 }
 
 impl From<&DecisionRecord> for DecisionJson {
@@ -398,17 +412,13 @@ impl From<&DecisionRecord> for DecisionJson {
             decision_id: d.decision_id.0,
             at: d.at.clone(),
             actor: ActorJson::new(&d.actor_id, &d.actor_name),
-            operation: d.operation.as_str().to_owned(),
-            outcome: d.outcome.as_str().to_owned(),
+            operation: d.operation,
+            outcome: d.outcome,
             reason: reason(d.reason_code),
             run_id: d.run_id.map(|r| r.0),
             provider_connection_id: d.connection_id.map(|c| c.0),
             request_id: d.request_id.clone(),
-            evidence: d
-                .evidence
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok())
-                .unwrap_or_default(),
+            evidence: EvidenceJson::from_stored(d.evidence.as_deref()),
         }
     }
 }

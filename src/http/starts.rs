@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::dto::{present_start, RunSummary, StartResult};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId};
 use super::AppState;
 use crate::app::StartCommand;
@@ -199,7 +199,7 @@ async fn execute_restore(
     if !body.confirm {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "confirmation_required",
+            ErrorCode::ConfirmationRequired,
             "a restore overwrites the tenant's objects: read the preview, then send {\"confirm\": true}",
         ));
     }

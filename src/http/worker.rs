@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use super::dto::RunSummary;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{parse_registry, parse_value, Admin, Json, Path};
-use super::AppState;
+use super::{vocabulary, AppState};
 
 /// The worker routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,11 +55,13 @@ pub struct ClaimedRunJson {
     /// The run.
     pub id: Uuid,
     /// Its operation.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// The connection to use.
     pub provider_connection_id: Uuid,
     /// `running`.
-    pub status: &'static str,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// Its detail.
     pub url: String,
 }
@@ -92,9 +96,9 @@ async fn claim(
         Some(run) => axum::Json(Claimed {
             run: ClaimedRunJson {
                 id: run.run_id.0,
-                operation: run.operation.as_str().to_owned(),
+                operation: run.operation,
                 provider_connection_id: run.connection_id.0,
-                status: RunStatus::Running.as_str(),
+                status: RunStatus::Running,
                 url: format!("/v1/operations/{}", run.run_id),
             },
             lease_expires_at: projections::time(&run.lease_expires_at),
@@ -157,12 +161,23 @@ pub struct CompleteBody {
 
 // Described by hand: which `status` takes a `reason_code` is part of the shape.
 impl utoipa::PartialSchema for CompleteBody {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    fn schema() -> RefOr<Schema> {
         super::schema::complete_body()
     }
 }
 
-impl ToSchema for CompleteBody {}
+impl ToSchema for CompleteBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            super::schema::COMPLETE_WITHOUT_REASON.to_owned(),
+            super::schema::complete_without_reason(),
+        ));
+        schemas.push((
+            super::schema::COMPLETE_AS_FAILED.to_owned(),
+            super::schema::complete_as_failed(),
+        ));
+    }
+}
 
 /// The run after completion.
 #[derive(Debug, Serialize, ToSchema)]
