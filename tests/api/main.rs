@@ -19,4 +19,5 @@ mod outcomes;
 mod projections;
 mod stream;
 mod tokens;
+mod vocabulary;
 mod worker;
