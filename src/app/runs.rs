@@ -3,21 +3,14 @@
 
 use aggregates::catalog::{Action, OperationKind};
 use aggregates::connection::{ConnectionCommand, ConnectionEvent, ProviderConnection, RunEnd};
-use aggregates::ids::{ConnectionId, RunId, TenantId};
+use aggregates::ids::{ConnectionId, RunId};
 use aggregates::values::WorkerId;
 use aggregates::{Actor, Timestamp};
 
-use crate::executor::Committed;
+use crate::write::executor::Committed;
 
+use super::dispatcher::RunPlace;
 use super::{metadata, AppError, Dispatcher, Principal, CONSISTENCY_WAIT};
-
-/// Where a run belongs: its connection, tenant and operation.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RunPlace {
-    pub(super) connection_id: ConnectionId,
-    pub(super) tenant_id: TenantId,
-    pub(super) operation: OperationKind,
-}
 
 /// Runs whose place is remembered before the cache starts again.
 const PLACES_REMEMBERED: usize = 100_000;
@@ -52,9 +45,9 @@ impl Dispatcher {
         if let Some(place) = self.places.lock().expect("places lock").get(&run_id) {
             return Ok(*place);
         }
-        let mut record = crate::read::run(&self.database, run_id).await?;
+        let mut record = crate::read::queries::run(&self.database, run_id).await?;
         if record.is_none() && self.views_at_head().await {
-            record = crate::read::run(&self.database, run_id).await?;
+            record = crate::read::queries::run(&self.database, run_id).await?;
         }
         let record = record.ok_or(AppError::NotFound("operation run"))?;
         Ok(RunPlace {
@@ -112,7 +105,7 @@ impl Dispatcher {
         self.views_at_head().await;
         let mut cursor = None;
         loop {
-            let page = crate::read::oldest_runs(
+            let page = crate::read::queries::oldest_runs(
                 &self.database,
                 aggregates::catalog::RunStatus::Queued,
                 cursor,
@@ -275,7 +268,7 @@ impl Dispatcher {
         self.views_at_head().await;
         let mut cursor = None;
         loop {
-            let page = crate::read::oldest_runs(
+            let page = crate::read::queries::oldest_runs(
                 &self.database,
                 aggregates::catalog::RunStatus::Running,
                 cursor,

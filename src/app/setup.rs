@@ -11,9 +11,9 @@ use aggregates::values::DisplayName;
 use aggregates::{Actor, Timestamp};
 use uuid::Uuid;
 
-use crate::executor::Committed;
+use crate::write::executor::Committed;
 
-use super::auth::{new_token, sha256};
+use super::token::{new_token, sha256};
 use super::{metadata, AppError, Dispatcher};
 
 /// A freshly created user and its token (shown once, never stored).

@@ -9,9 +9,9 @@ use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
 use uuid::Uuid;
 
-use crate::executor::CommandError;
+use crate::write::executor::CommandError;
 
-use super::runs::RunPlace;
+use super::dispatcher::RunPlace;
 use super::{metadata, AppError, Dispatcher, Principal};
 
 /// What the caller wants started.

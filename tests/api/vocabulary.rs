@@ -9,11 +9,11 @@ use aggregates::catalog::{
     ReasonCode, Role, RunStatus, ScopeKind,
 };
 use dispatch_gate::app::StepState;
-use dispatch_gate::http::error::ErrorCode;
+use dispatch_gate::web::error::ErrorCode;
 use serde_json::Value;
 
 fn served() -> Value {
-    dispatch_gate::http::describe::served(&dispatch_gate::http::openapi())
+    dispatch_gate::web::api::describe::served(&dispatch_gate::web::api::openapi())
 }
 
 fn wire<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
@@ -85,7 +85,7 @@ fn every_domain_value_is_an_enum_value_of_the_description() {
         assert_eq!(described, values, "{name}: values the domain does not have");
         assert_eq!(schemas[name]["type"], "string", "{name}");
     }
-    let declared: BTreeSet<&str> = dispatch_gate::http::vocabulary::all()
+    let declared: BTreeSet<&str> = dispatch_gate::web::vocabulary::all()
         .into_iter()
         .map(|(name, _)| name)
         .collect();

@@ -1,0 +1,382 @@
+//! Monitoring → Operations: runs, decisions and notifications, read from projections.
+
+use aggregates::catalog::{Action, OperationKind, Outcome, RunStatus};
+use aggregates::ids::{RunId, TenantId};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::read::queries::{self, RunFilter};
+use crate::web::cursor::ListScope;
+use crate::web::dto::{
+    reason, ActorJson, ConnectionRef, DecisionJson, ReasonJson, RunListItem, RunSummary,
+};
+use crate::web::error::{ApiError, ErrorBody};
+use crate::web::evidence::ScopeJson;
+use crate::web::extract::{parse_registry, Path, Reader};
+use crate::web::state::AppState;
+use crate::web::vocabulary;
+use projections::Notification as NotificationRecord;
+
+/// The read routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(tenant_decisions))
+        .routes(routes!(list_notifications))
+}
+
+/// Default and largest page sizes.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// Query parameters; unknown parameters and bad values are a 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|rejection| {
+                ApiError::invalid(format!(
+                    "invalid query: {}",
+                    crate::web::extract::plain(
+                        rejection
+                            .body_text()
+                            .trim_start_matches("Failed to deserialize query string: ")
+                    )
+                ))
+            })
+    }
+}
+
+fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// A page of runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    /// Newest first.
+    pub items: Vec<RunListItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/operations`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only this tenant's runs.
+    pub tenant_id: Option<Uuid>,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[param(schema_with = super::schema::run_status)]
+    pub status: Option<String>,
+    /// A covered operation.
+    #[param(schema_with = super::schema::operation)]
+    pub operation: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The runs the caller may see, newest first.
+#[utoipa::path(get, path = "/v1/operations", tag = "monitoring", params(RunQuery),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_runs(
+    State(app): State<AppState>,
+    Reader(principal): Reader,
+    Query(query): Query<RunQuery>,
+) -> Result<axum::Json<RunList>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(parse_registry::<RunStatus>)
+        .transpose()?;
+    let operation = query
+        .operation
+        .as_deref()
+        .map(parse_registry::<OperationKind>)
+        .transpose()?;
+    let limit = parse_limit(query.limit)?;
+    let scope = ListScope::new(
+        &app,
+        &principal,
+        format!(
+            "runs tenant={:?} status={:?} operation={:?}",
+            query.tenant_id, status, operation
+        ),
+    );
+    let cursor_position = scope.open(query.cursor.as_deref())?;
+    if let Some(tenant) = query.tenant_id {
+        app.dispatcher
+            .authorize(&principal, TenantId(tenant), Action::ViewOperations)
+            .await?;
+    }
+    let filter = RunFilter {
+        visibility: principal.visibility(),
+        tenant_id: query.tenant_id.map(TenantId),
+        status,
+        operation,
+        connection_id: None,
+        limit,
+        cursor: cursor_position,
+    };
+    let page = queries::runs(app.dispatcher.reads(), &filter).await?;
+    Ok(axum::Json(RunList {
+        items: page.items.iter().map(RunListItem::from).collect(),
+        next_cursor: scope.seal(page.next_cursor),
+    }))
+}
+
+/// A decision that pointed at a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDecision {
+    /// The decision.
+    pub decision_id: Uuid,
+    /// When.
+    pub at: String,
+    /// Who clicked.
+    pub actor: ActorJson,
+    /// The operation asked for.
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
+    /// `accepted`, `deduped` or `scope_busy`.
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
+}
+
+/// A run's detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    /// The run.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// Its operation.
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
+    /// Its scope `{kind, id}`.
+    pub scope: ScopeJson,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
+    /// The connection chosen at click time.
+    pub provider_connection: ConnectionRef,
+    /// Who started it.
+    pub initiator: ActorJson,
+    /// When it was queued.
+    pub queued_at: String,
+    /// When a worker claimed it.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// Why it failed (null unless failed).
+    pub reason: Option<ReasonJson>,
+    /// An operator asked it to stop.
+    pub cancel_requested: bool,
+    /// Deduped starts that pointed here.
+    pub joined_attempts: usize,
+    /// Every decision that returned this run, oldest first.
+    pub decisions: Vec<RunDecision>,
+}
+
+/// One run, with the decisions that touched it.
+#[utoipa::path(get, path = "/v1/operations/{run_id}", tag = "monitoring",
+    params(("run_id" = Uuid, Path)),
+    responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_run(
+    State(app): State<AppState>,
+    Reader(principal): Reader,
+    Path(run_id): Path<RunId>,
+) -> Result<axum::Json<RunDetail>, ApiError> {
+    let database = app.dispatcher.reads();
+    let Some(run) = queries::run(database, run_id).await? else {
+        return Err(app
+            .dispatcher
+            .hidden(&principal, Action::ViewOperations, "operation run")
+            .await
+            .into());
+    };
+    app.dispatcher
+        .authorize_as(
+            &principal,
+            run.tenant_id,
+            Action::ViewOperations,
+            "operation run",
+        )
+        .await?;
+    let decisions = queries::run_decisions(database, run.run_id).await?;
+    Ok(axum::Json(RunDetail {
+        id: run.run_id.0,
+        tenant_id: run.tenant_id.0,
+        operation: run.operation,
+        scope: ScopeJson::from(run.scope),
+        status: run.status,
+        provider_connection: ConnectionRef {
+            id: run.connection_id.0,
+            display_name: run.connection_name.clone(),
+        },
+        initiator: ActorJson::new(&run.initiator_id, &run.initiator_name),
+        queued_at: run.queued_at.clone(),
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        reason: reason(run.reason_code),
+        cancel_requested: run.cancel_requested,
+        joined_attempts: decisions
+            .iter()
+            .filter(|d| d.outcome == Outcome::Deduped)
+            .count(),
+        decisions: decisions
+            .iter()
+            .map(|d| RunDecision {
+                decision_id: d.decision_id.0,
+                at: d.at.clone(),
+                actor: ActorJson::new(&d.actor_id, &d.actor_name),
+                operation: d.operation,
+                outcome: d.outcome,
+            })
+            .collect(),
+    }))
+}
+
+/// A page of decisions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionList {
+    /// Newest first.
+    pub items: Vec<DecisionJson>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// Every start decision of a tenant, blocked ones included, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/decisions", tag = "monitoring",
+    params(("tenant_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = DecisionList), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn tenant_decisions(
+    State(app): State<AppState>,
+    Reader(principal): Reader,
+    Path(tenant_id): Path<TenantId>,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<DecisionList>, ApiError> {
+    let limit = parse_limit(query.limit)?;
+    let scope = ListScope::new(&app, &principal, format!("decisions tenant={tenant_id}"));
+    let cursor_position = scope.open(query.cursor.as_deref())?;
+    app.dispatcher
+        .authorize(&principal, tenant_id, Action::ViewOperations)
+        .await?;
+    let page = queries::tenant_decisions(
+        app.dispatcher.reads(),
+        tenant_id,
+        (None, None),
+        limit,
+        cursor_position,
+    )
+    .await?;
+    Ok(axum::Json(DecisionList {
+        items: page.items.iter().map(DecisionJson::from).collect(),
+        next_cursor: scope.seal(page.next_cursor),
+    }))
+}
+
+/// A run ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationJson {
+    /// The notification.
+    pub id: String,
+    /// The run's tenant.
+    pub tenant_id: Uuid,
+    /// One sentence.
+    pub headline: String,
+    /// The run.
+    pub run: RunSummary,
+    /// Why it failed (null unless failed), with the next step.
+    pub reason: Option<ReasonJson>,
+    /// When it ended.
+    pub at: String,
+}
+
+impl From<&NotificationRecord> for NotificationJson {
+    fn from(n: &NotificationRecord) -> Self {
+        let label = n.operation.label();
+        let reason = reason(n.reason_code);
+        let headline = match &reason {
+            Some(r) => format!("{label} failed: {}", r.message),
+            None => format!("{label} {}.", n.status),
+        };
+        Self {
+            id: n.notification_id.clone(),
+            tenant_id: n.tenant_id.0,
+            headline,
+            run: RunSummary::new(n.run_id, n.operation, n.status),
+            reason,
+            at: n.at.clone(),
+        }
+    }
+}
+
+/// A page of notifications.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationList {
+    /// Newest first.
+    pub items: Vec<NotificationJson>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's own notifications: runs they started that ended.
+#[utoipa::path(get, path = "/v1/notifications", tag = "monitoring", params(PageQuery),
+    responses((status = 200, body = NotificationList), (status = 400, body = ErrorBody)))]
+async fn list_notifications(
+    State(app): State<AppState>,
+    Reader(principal): Reader,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<NotificationList>, ApiError> {
+    let limit = parse_limit(query.limit)?;
+    let scope = ListScope::new(&app, &principal, "notifications".to_owned());
+    let cursor_position = scope.open(query.cursor.as_deref())?;
+    let recipient = principal.actor().id_string();
+    let page = queries::notifications(
+        app.dispatcher.reads(),
+        &recipient,
+        &principal.visibility(),
+        limit,
+        cursor_position,
+    )
+    .await?;
+    Ok(axum::Json(NotificationList {
+        items: page.items.iter().map(NotificationJson::from).collect(),
+        next_cursor: scope.seal(page.next_cursor),
+    }))
+}

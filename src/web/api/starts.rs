@@ -1,0 +1,245 @@
+//! The covered action hosts: every start goes through the gate and returns a StartResult.
+
+use aggregates::catalog::OperationKind;
+use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId};
+use aggregates::values::BackupRef;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::StartCommand;
+use crate::web::dto::{present_start, RunSummary, StartResult};
+use crate::web::error::{ApiError, ErrorBody, ErrorCode};
+use crate::web::extract::{
+    parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId,
+};
+use crate::web::state::AppState;
+
+/// The start routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_on_tenant))
+        .routes(routes!(start_on_connection))
+        .routes(routes!(prepare_restore))
+        .routes(routes!(execute_restore))
+        .routes(routes!(cancel_run))
+}
+
+pub(super) async fn run_start(app: &AppState, command: StartCommand) -> Result<Response, ApiError> {
+    let decision = app.dispatcher.start(command).await?;
+    Ok(present(&decision))
+}
+
+/// A decision as the HTTP response every start surface returns.
+pub(super) fn present(decision: &crate::app::StartDecision) -> Response {
+    let (status, body) = present_start(decision);
+    (status, axum::Json(body)).into_response()
+}
+
+/// `{operation, provider_connection_id?}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStart {
+    /// A covered operation other than `restore.execute` (which starts from its restore run).
+    #[schema(schema_with = super::schema::startable_operation)]
+    pub operation: String,
+    /// The connection to use; absent means the tenant's default.
+    pub provider_connection_id: Option<Uuid>,
+}
+
+/// Starts an operation on a tenant (on the named connection, or the default).
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/operations", tag = "starts",
+    params(("tenant_id" = Uuid, Path)), request_body = TenantStart,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_on_tenant(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(tenant_id): Path<TenantId>,
+    Json(body): Json<TenantStart>,
+) -> Result<Response, ApiError> {
+    let operation: OperationKind = parse_registry(&body.operation)?;
+    let command = StartCommand {
+        tenant_id,
+        operation,
+        connection: body.provider_connection_id.map(ConnectionId),
+        restore_run: None,
+        principal,
+        request_id,
+    };
+    run_start(&app, command).await
+}
+
+/// `{operation}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionStart {
+    /// A covered operation other than `restore.execute`.
+    #[schema(schema_with = super::schema::startable_operation)]
+    pub operation: String,
+}
+
+/// Starts an operation on a named provider connection.
+#[utoipa::path(post, path = "/v1/provider-connections/{id}/operations", tag = "starts",
+    params(("id" = Uuid, Path)), request_body = ConnectionStart,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_on_connection(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<ConnectionId>,
+    Json(body): Json<ConnectionStart>,
+) -> Result<Response, ApiError> {
+    let operation: OperationKind = parse_registry(&body.operation)?;
+    let decision = app
+        .dispatcher
+        .start_on_connection(principal, id, operation, request_id)
+        .await?;
+    Ok(present(&decision))
+}
+
+/// `{backup_ref}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRestore {
+    /// The backup to restore from (1–500 characters).
+    #[schema(schema_with = super::schema::name500)]
+    pub backup_ref: String,
+}
+
+/// A prepared restore run and its preview.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RestorePrepared {
+    /// The restore run's id.
+    pub id: Uuid,
+    /// What executing it will do.
+    pub preview: PreviewJson,
+}
+
+/// What executing a restore will do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewJson {
+    /// The backup.
+    pub backup_ref: String,
+    /// Whether the restore overwrites existing objects.
+    pub destructive: bool,
+    /// Warnings to read before confirming.
+    pub warnings: Vec<String>,
+    /// How to execute it.
+    pub execute_url: String,
+}
+
+/// Prepares a restore run: a preview, no provider work yet.
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/restore-runs", tag = "starts",
+    params(("tenant_id" = Uuid, Path)), request_body = PrepareRestore,
+    responses((status = 201, body = RestorePrepared), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn prepare_restore(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(tenant_id): Path<TenantId>,
+    Json(body): Json<PrepareRestore>,
+) -> Result<(StatusCode, axum::Json<RestorePrepared>), ApiError> {
+    let backup_ref = parse_value("backup_ref", &body.backup_ref, BackupRef::parse)?;
+    let run = app
+        .dispatcher
+        .prepare_restore(&principal, tenant_id, backup_ref)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RestorePrepared {
+            id: run.restore_run_id.0,
+            preview: PreviewJson {
+                backup_ref: run.preview.backup_ref.into_string(),
+                destructive: run.preview.destructive,
+                warnings: run.preview.warnings,
+                execute_url: format!("/v1/restore-runs/{}/execute", run.restore_run_id),
+            },
+        }),
+    ))
+}
+
+/// `{confirm: true}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRestore {
+    /// Must be `true`: a restore overwrites the tenant's objects.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Executes a prepared restore through the gate, on the tenant's default connection.
+#[utoipa::path(post, path = "/v1/restore-runs/{id}/execute", tag = "starts",
+    params(("id" = Uuid, Path)), request_body = ExecuteRestore,
+    responses((status = 202, body = StartResult, description = "accepted"),
+        (status = 200, body = StartResult, description = "deduped"),
+        (status = 409, body = StartResult, description = "scope_busy"),
+        (status = 422, body = StartResult, description = "blocked; or `confirmation_required` (ErrorBody), nothing queued"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn execute_restore(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<RestoreRunId>,
+    Json(body): Json<ExecuteRestore>,
+) -> Result<Response, ApiError> {
+    let run = app.dispatcher.restore_run(&principal, id).await?;
+    if !body.confirm {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ConfirmationRequired,
+            "a restore overwrites the tenant's objects: read the preview, then send {\"confirm\": true}",
+        ));
+    }
+    let command = StartCommand {
+        tenant_id: run.tenant_id,
+        operation: OperationKind::RestoreExecute,
+        connection: None,
+        restore_run: Some(id),
+        principal,
+        request_id,
+    };
+    run_start(&app, command).await
+}
+
+/// A run after a cancel request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelResult {
+    /// The run: `cancelled` if it was queued; still `running` with
+    /// `cancel_requested` if a worker holds it (its connection is freed when it ends).
+    pub run: RunSummary,
+    /// Whether the run still waits for its worker to stop.
+    pub cancel_requested: bool,
+}
+
+/// Cancels a queued run, or asks a running one to stop (the start capability
+/// of the run's operation).
+#[utoipa::path(post, path = "/v1/operations/{run_id}/cancel", tag = "starts",
+    params(("run_id" = Uuid, Path)),
+    responses((status = 200, body = CancelResult), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has already ended")))]
+async fn cancel_run(
+    State(app): State<AppState>,
+    ReaderOnPrimary(principal): ReaderOnPrimary,
+    Path(run_id): Path<RunId>,
+) -> Result<axum::Json<CancelResult>, ApiError> {
+    let (operation, status, cancel_requested) = app.dispatcher.cancel(&principal, run_id).await?;
+    Ok(axum::Json(CancelResult {
+        run: RunSummary::new(run_id, operation, status),
+        cancel_requested,
+    }))
+}
