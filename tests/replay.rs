@@ -4,9 +4,10 @@
 //! SQLite file and a fresh PostgreSQL database; `audit verify` must find
 //! nothing, and the audit must re-derive exactly the expected decisions.
 //!
-//! The files are made by `generate_corpus` below, which drives the real gate
-//! and executor on a temp SQLite file and dumps the rows; run it once with
-//! `cargo nextest run --test replay --run-ignored only generate_corpus`.
+//! The files are made by `the_corpus_generator_writes_histories_that_re_derive`
+//! below, which drives the real gate and executor on a temp SQLite file and dumps
+//! the rows; `DG_REGENERATE_CORPUS=1 cargo nextest run --test replay generator`
+//! rewrites `tests/replay/` with them.
 //! Histories that record an older event version are kept from an earlier run of
 //! the generator (see `LEGACY`) and are never regenerated.
 
