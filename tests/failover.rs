@@ -170,7 +170,10 @@ fn starter(
         let key = uuid::Uuid::new_v4().to_string();
         let path = format!("/v1/tenants/{tenant}/operations");
         let body = json!({ "operation": operation });
-        let headers = [("idempotency-key", key.as_str()), ("x-request-id", key.as_str())];
+        let headers = [
+            ("idempotency-key", key.as_str()),
+            ("x-request-id", key.as_str()),
+        ];
         let (record, _) = send(
             &addresses,
             instance,
@@ -310,15 +313,21 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     let load = Arc::new(Mutex::new(Load::default()));
     let mut threads = Vec::new();
     for seed in 0..3 {
-        let (addresses, tenants, stop, load) =
-            (addresses.clone(), tenants.clone(), stop.clone(), load.clone());
+        let (addresses, tenants, stop, load) = (
+            addresses.clone(),
+            tenants.clone(),
+            stop.clone(),
+            load.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             starter(addresses, tenants, seed, stop, load)
         }));
     }
     for seed in 0..2 {
         let (addresses, stop, load) = (addresses.clone(), stop.clone(), load.clone());
-        threads.push(std::thread::spawn(move || worker(addresses, seed, stop, load)));
+        threads.push(std::thread::spawn(move || {
+            worker(addresses, seed, stop, load)
+        }));
     }
     {
         let (addresses, stop, load) = (addresses.clone(), stop.clone(), load.clone());
@@ -345,7 +354,14 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     wait_for_decisions(began, 60, Duration::from_secs(60), "the load stalled");
     let dir = tempfile::tempdir().unwrap();
     let anchor = dir.path().join("anchor.json");
-    let heads = gate(&["audit", "heads", "--database-url", &rw, "--out", anchor.to_str().unwrap()]);
+    let heads = gate(&[
+        "audit",
+        "heads",
+        "--database-url",
+        &rw,
+        "--out",
+        anchor.to_str().unwrap(),
+    ]);
     assert!(
         heads.status.success(),
         "audit heads: {}",
@@ -353,7 +369,12 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     );
     let anchored: Value = serde_json::from_slice(&std::fs::read(&anchor).unwrap()).unwrap();
     let anchor_position = anchored["log"]["position"].as_i64().unwrap();
-    wait_for_decisions(Instant::now(), 60, Duration::from_secs(60), "the load stalled");
+    wait_for_decisions(
+        Instant::now(),
+        60,
+        Duration::from_secs(60),
+        "the load stalled",
+    );
 
     // The leader's machine dies: PostgreSQL first, then its Patroni.
     let leader = cluster.leader();
@@ -399,7 +420,12 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
             record.kind,
             record
         );
-        assert!(record.took < BOUND, "a {:?} took {:?}", record.kind, record.took);
+        assert!(
+            record.took < BOUND,
+            "a {:?} took {:?}",
+            record.kind,
+            record.took
+        );
         if record.unavailable() && record.kind != Kind::Ready {
             assert!(
                 matches!(
@@ -417,7 +443,10 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
         .filter(|r| r.sent >= killed && r.answered() <= promoted)
         .collect();
     let writes_in_gap: Vec<&&Record> = in_gap.iter().filter(|r| r.kind.writes()).collect();
-    assert!(!writes_in_gap.is_empty(), "no write was made during the gap");
+    assert!(
+        !writes_in_gap.is_empty(),
+        "no write was made during the gap"
+    );
     for record in &writes_in_gap {
         assert!(
             record.unavailable() && record.code.as_deref() == Some("unavailable"),
@@ -425,7 +454,10 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
         );
     }
     let ready_in_gap: Vec<&&Record> = in_gap.iter().filter(|r| r.kind == Kind::Ready).collect();
-    assert!(!ready_in_gap.is_empty(), "/readyz was not asked during the gap");
+    assert!(
+        !ready_in_gap.is_empty(),
+        "/readyz was not asked during the gap"
+    );
     assert!(
         ready_in_gap.iter().all(|r| r.status == Some(503)),
         "/readyz said ready during the gap"
@@ -475,7 +507,10 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     for (decision, position, key) in &logged {
         at.entry(decision.as_str()).or_default().push(*position);
         if let Some(key) = key {
-            by_key.entry(key.as_str()).or_default().push(decision.as_str());
+            by_key
+                .entry(key.as_str())
+                .or_default()
+                .push(decision.as_str());
         }
     }
     let decided: Vec<&Record> = records.iter().filter(|r| r.decision.is_some()).collect();
@@ -494,7 +529,12 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
         "a decision is in the log twice"
     );
     for (key, decisions) in &by_key {
-        assert_eq!(decisions.len(), 1, "key {key} made {} decisions", decisions.len());
+        assert_eq!(
+            decisions.len(),
+            1,
+            "key {key} made {} decisions",
+            decisions.len()
+        );
     }
     for (key, decision) in &retried {
         assert_eq!(by_key.get(key.as_str()), Some(&vec![decision.as_str()]));
@@ -502,11 +542,12 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
 
     // Positions: 1..=n, none missing, none twice; the sequencer numbered on after the
     // promotion, above everything it had numbered before.
-    let (events, numbered, lowest, highest): (i64, i64, Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT count(*), count(position), min(position), max(position) FROM events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (events, numbered, lowest, highest): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), count(position), min(position), max(position) FROM events",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!((numbered, lowest, highest), (events, Some(1), Some(events)));
     let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT position) FROM events")
         .fetch_one(&pool)
@@ -580,7 +621,11 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     let live = serve::dump(&pool).await;
     let rebuild = gate(&["projections", "rebuild", "--database-url", &rw]);
     assert!(rebuild.status.success());
-    assert_eq!(live, serve::dump(&pool).await, "the live views equal a rebuild");
+    assert_eq!(
+        live,
+        serve::dump(&pool).await,
+        "the live views equal a rebuild"
+    );
 
     let first_503 = records
         .iter()

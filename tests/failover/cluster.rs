@@ -43,8 +43,11 @@ struct Tools {
 fn find_tools() -> Tools {
     let program = |name: &str| find_program(name);
     let (patroni, etcd, haproxy) = (program("patroni"), program("etcd"), program("haproxy"));
-    let postgres_bin = testkit::find_postgres_bin_dir()
-        .filter(|dir| ["postgres", "pg_controldata"].iter().all(|p| dir.join(p).is_file()));
+    let postgres_bin = testkit::find_postgres_bin_dir().filter(|dir| {
+        ["postgres", "pg_controldata"]
+            .iter()
+            .all(|p| dir.join(p).is_file())
+    });
     let missing: Vec<&str> = [
         (patroni.is_none(), "patroni (Debian: patroni)"),
         (etcd.is_none(), "etcd (Debian: etcd-server)"),
@@ -165,10 +168,16 @@ impl Cluster {
             Command::new(&tools.etcd)
                 .arg("--name=dg")
                 .arg(format!("--data-dir={}", dir.join("etcd").display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"))
+                .arg(format!(
+                    "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+                ))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+                ))
                 .arg(format!("--initial-cluster=dg=http://127.0.0.1:{etcd_peer}"))
                 .arg("--initial-cluster-state=new"),
             &dir.join("etcd.log"),
@@ -221,16 +230,28 @@ impl Cluster {
             cluster.nodes[i].patroni = Some(child);
         }
         cluster.wait_for("a leader, a synchronous standby and every replica", || {
-            let primaries = cluster.nodes.iter().filter(|n| n.check("/primary") == Some(200));
-            let replicas = cluster.nodes.iter().filter(|n| n.check("/replica") == Some(200));
-            let sync = cluster.nodes.iter().filter(|n| n.check("/sync") == Some(200));
+            let primaries = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.check("/primary") == Some(200));
+            let replicas = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.check("/replica") == Some(200));
+            let sync = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.check("/sync") == Some(200));
             primaries.count() == 1 && replicas.count() == nodes - 1 && sync.count() == 1
         });
 
         let config = cluster.dir.join("haproxy.cfg");
         std::fs::write(&config, cluster.haproxy_config()).unwrap();
         let haproxy = spawn_logged(
-            Command::new(&tools.haproxy).arg("-db").arg("-f").arg(&config),
+            Command::new(&tools.haproxy)
+                .arg("-db")
+                .arg("-f")
+                .arg(&config),
             &cluster.dir.join("haproxy.log"),
         );
         cluster.haproxy = Some(haproxy);
@@ -472,8 +493,7 @@ async fn is_primary(url: &str) -> Option<bool> {
 fn http_status(address: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let address: std::net::SocketAddr = address.parse().ok()?;
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
@@ -503,7 +523,12 @@ fn mentions(pid: u32, path: &Path) -> bool {
 /// The parent of `pid` (field 4 of `/proc/<pid>/stat`, after the parenthesised name).
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn children_of(parent: u32) -> Vec<u32> {
