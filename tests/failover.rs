@@ -94,6 +94,7 @@ impl Record {
 /// A keyed start that got no decision: retried with the same key afterwards.
 #[derive(Debug, Clone)]
 struct InDoubt {
+    sent: Instant,
     instance: usize,
     path: String,
     body: Value,
@@ -186,6 +187,7 @@ fn starter(
         let mut load = load.lock().unwrap();
         if record.decision.is_none() {
             load.in_doubt.push(InDoubt {
+                sent: record.sent,
                 instance,
                 path,
                 body,
@@ -378,8 +380,9 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
 
     // The leader's machine dies: PostgreSQL first, then its Patroni.
     let leader = cluster.leader();
-    let killed = Instant::now();
     cluster.kill_postgres(leader);
+    // Taken once the signal is delivered: a request sent before may still succeed.
+    let killed = Instant::now();
     cluster.kill_patroni(leader);
     // The gap lasts at least until the last probe of the read-write port that found
     // no leader: the instances reach the database through the same port.
@@ -475,7 +478,15 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     // clear 409, never a second decision (checked against the log below).
     let mut retried: HashMap<String, String> = HashMap::new();
     let mut in_use = 0;
-    for doubt in &in_doubt {
+    // Those in flight at the kill (or just after) are the ones that may have been
+    // decided; of those refused during the gap, which certainly were not, a sample.
+    let to_retry: Vec<&InDoubt> = in_doubt
+        .iter()
+        .enumerate()
+        .filter(|(i, doubt)| doubt.sent < killed + Duration::from_secs(1) || i % 20 == 0)
+        .map(|(_, doubt)| doubt)
+        .collect();
+    for doubt in &to_retry {
         let key = doubt.key.as_str();
         let reply = instances[doubt.instance].request(
             "POST",
@@ -528,13 +539,23 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
     let decided: Vec<&Record> = records.iter().filter(|r| r.decision.is_some()).collect();
     for record in &decided {
         let decision = record.decision.as_deref().unwrap();
+        let logged = at.get(decision).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(
-            at.get(decision).map(Vec::as_slice),
-            Some(&[record.position.expect("a decision has its position")][..]),
-            "decision {decision}: answered at {:?}, in the log at {:?}",
-            record.position,
-            at.get(decision)
+            logged.len(),
+            1,
+            "decision {decision} is in the log {} times",
+            logged.len()
         );
+        // A decision committed just before the leader died may have been answered
+        // without its position (the position could not be learnt): no
+        // `Gate-Position` then, and nothing to compare.
+        if let Some(position) = record.position {
+            assert_eq!(
+                logged,
+                [position],
+                "decision {decision}: answered at {position}"
+            );
+        }
     }
     assert!(
         at.values().all(|positions| positions.len() == 1),
@@ -653,10 +674,16 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
         .expect("a success after the gap");
     let unavailable = records.iter().filter(|r| r.unavailable()).count();
     let longest = records.iter().map(|r| r.took).max().unwrap();
+    let longest_write = records
+        .iter()
+        .filter(|r| r.kind.writes())
+        .map(|r| r.took)
+        .max()
+        .unwrap();
     eprintln!(
         "failover: {:.1} s from the first 503 to the first success; the new leader ({}, was {}) \
          served {:.1} s after the kill; {unavailable} of {} requests answered 503 \
-         ({} writes during the gap); longest request {:.2} s; {} decisions; {} keyed starts \
+         ({} writes during the gap); longest request {:.2} s (write {:.2} s); {} decisions; {} keyed starts \
          retried with their key: {} decided, {in_use} answered 409 in use; cluster up in {:.1} s, \
          test {:.1} s",
         (first_success - first_503).as_secs_f64(),
@@ -666,8 +693,9 @@ async fn a_leader_killed_under_load_fails_over_with_no_acknowledged_decision_los
         records.len(),
         writes_in_gap.len(),
         longest.as_secs_f64(),
+        longest_write.as_secs_f64(),
         decided.len(),
-        in_doubt.len(),
+        to_retry.len(),
         retried.len(),
         started_cluster.as_secs_f64(),
         began.elapsed().as_secs_f64(),
