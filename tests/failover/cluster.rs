@@ -41,8 +41,11 @@ struct Tools {
 /// Finds every program the cluster runs, or panics with one line naming what is
 /// missing and how to install it.
 fn find_tools() -> Tools {
-    let program = |name: &str| find_program(name);
-    let (patroni, etcd, haproxy) = (program("patroni"), program("etcd"), program("haproxy"));
+    let (patroni, etcd, haproxy) = (
+        find_program("patroni"),
+        find_program("etcd"),
+        find_program("haproxy"),
+    );
     let postgres_bin = testkit::find_postgres_bin_dir().filter(|dir| {
         ["postgres", "pg_controldata"]
             .iter()
