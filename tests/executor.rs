@@ -389,9 +389,7 @@ on_both_backends!(
 #[tokio::test]
 async fn a_warm_cache_never_decides_on_an_event_a_failover_lost() {
     let store = common::fresh(Backend::Postgres).await;
-    let dispatch_gate::store::Database::Postgres(pool) = &store.database else {
-        unreachable!()
-    };
+    let pool = &sqlx::PgPool::connect(&store.url).await.unwrap();
     let ours = Executor::<ProviderConnection>::new(&store.database);
     let theirs = Executor::<ProviderConnection>::new(&store.database);
     let id = history(&ours, 1).await;
