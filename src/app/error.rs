@@ -179,7 +179,6 @@ mod tests {
         assert_eq!(error_line(&error), "top: middle: root");
     }
 
-
     #[test]
     fn an_internal_error_keeps_its_cause_chain() {
         let store: CommandError<ConnectionError> = CommandError::Store(

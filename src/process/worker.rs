@@ -231,9 +231,7 @@ pub async fn run_reaper(
             }
         }
         // Housekeeping on the same round: keys past their 24 hours.
-        if let Err(error) =
-            crate::write::idempotency::prune(dispatcher.database(), dispatcher.now()).await
-        {
+        if let Err(error) = dispatcher.prune_idempotency_keys().await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "expired idempotency keys not pruned"

@@ -88,10 +88,10 @@ async fn list_connections(
     Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<ConnectionList>, ApiError> {
-    app.dispatcher
-        .authorize(&principal, tenant_id, Action::ViewConnections)
+    let (_, records) = app
+        .dispatcher
+        .tenant_connections(&principal, tenant_id)
         .await?;
-    let records = queries::tenant_connections(app.dispatcher.reads(), tenant_id).await?;
     Ok(axum::Json(ConnectionList {
         items: records.iter().map(ConnectionJson::from).collect(),
     }))
@@ -106,23 +106,7 @@ async fn get_connection(
     Reader(principal): Reader,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
-    // The view names the connection's tenant: no aggregate load to learn it.
-    let Some(record) = queries::connection(app.dispatcher.reads(), id).await? else {
-        return Err(app
-            .dispatcher
-            .hidden(&principal, Action::ViewConnections, "provider connection")
-            .await
-            .into());
-    };
-    let tenant_id = record.connection.tenant_id;
-    app.dispatcher
-        .authorize_as(
-            &principal,
-            tenant_id,
-            Action::ViewConnections,
-            "provider connection",
-        )
-        .await?;
+    let (_, record) = app.dispatcher.connection(&principal, id).await?;
     Ok(axum::Json(ConnectionJson::from(&record)))
 }
 

@@ -342,8 +342,9 @@ fn is_template_busy(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55006"))
 }
 
-/// `url` with its database (the path) replaced by `database`, keeping any query string.
-fn with_database(url: &str, database: &str) -> String {
+/// `url` with its database (the path) replaced by `database`, keeping any query string
+/// (the test harness and the bench's scratch databases both use it).
+pub fn with_database(url: &str, database: &str) -> String {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[authority_start..];
     let authority_end = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
