@@ -422,7 +422,7 @@ impl Scene {
             ConnectionCommand::CompleteRun {
                 run_id,
                 worker_id: WorkerId::parse("worker-1").unwrap(),
-                end: RunEnd::Succeeded,
+                end: RunEnd::succeeded(),
                 at,
             },
         )
