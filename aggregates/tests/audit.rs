@@ -498,4 +498,93 @@ mod upcasting {
         let upcast = upcast("StartBlocked", "2.0", payload.clone());
         assert_eq!(upcast.payload, payload);
     }
+
+    /// A worker's completions exactly as version 1.0 stored them (the first
+    /// two as the replay corpus holds them).
+    fn version_1_completions() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "RunSucceeded",
+                json!({"RunSucceeded": {
+                    "at": "2026-09-21T14:13:31Z",
+                    "run_id": "2fd8b970-c154-44e2-8a93-35a4a704a6cf",
+                    "worker_id": "worker-1"
+                }}),
+            ),
+            (
+                "RunFailed",
+                json!({"RunFailed": {
+                    "at": "2026-09-21T14:15:31Z",
+                    "cause": {"kind": "lease_expired", "lease_expires_at": "2026-09-21T14:14:28Z", "worker_id": "worker-1"},
+                    "reason": "operation.timed_out",
+                    "run_id": "163c186a-e5c7-42a8-a136-0c07a8b55bb4"
+                }}),
+            ),
+            (
+                "RunFailed",
+                json!({"RunFailed": {
+                    "at": "2026-09-21T14:15:31Z",
+                    "cause": {"kind": "worker", "worker_id": "worker-1"},
+                    "reason": "provider.credentials.expired",
+                    "run_id": "163c186a-e5c7-42a8-a136-0c07a8b55bb4"
+                }}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_version_1_completion_reads_as_version_2_having_reported_nothing() {
+        use aggregates::catalog::ReasonCode;
+        use aggregates::connection::{ConnectionEvent, FailureCause};
+        let mut read = vec![];
+        for (event_type, payload) in version_1_completions() {
+            let upcast = upcast(event_type, "1.0", payload);
+            assert_eq!(upcast.event_version, "2.0");
+            let event: ConnectionEvent = serde_json::from_value(upcast.payload.clone())
+                .unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            assert_eq!(event.event_type(), event_type);
+            assert_eq!(event.event_version(), "2.0");
+            // Read back, it serialises as the current shape, field for field.
+            assert_eq!(serde_json::to_value(&event).unwrap(), upcast.payload);
+            read.push(event);
+        }
+        let ConnectionEvent::RunSucceeded {
+            result,
+            snapshot_hash,
+            ..
+        } = &read[0]
+        else {
+            panic!("{:?}", read[0]);
+        };
+        assert_eq!((result, snapshot_hash), (&None, &None));
+        assert!(matches!(
+            &read[1],
+            ConnectionEvent::RunFailed {
+                cause: FailureCause::LeaseExpired { .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            &read[2],
+            ConnectionEvent::RunFailed {
+                reason: ReasonCode::CredentialsExpired,
+                cause: FailureCause::Worker { provider: None, .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_version_2_completion_is_left_alone() {
+        let payload = json!({"RunSucceeded": {
+            "at": "2026-09-21T14:13:31Z",
+            "run_id": "2fd8b970-c154-44e2-8a93-35a4a704a6cf",
+            "worker_id": "worker-1",
+            "result": {"items": {"group": {"total": 1, "added": 1, "changed": 0, "removed": 0}}},
+            "snapshot_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        }});
+        let upcast = upcast("RunSucceeded", "2.0", payload.clone());
+        assert_eq!(upcast.payload, payload);
+        assert_eq!(upcast.event_version, "2.0");
+    }
 }
