@@ -387,7 +387,10 @@ pub enum ConnectionEvent {
     },
     /// A run's end showed the connection's consent or credentials, and they
     /// differ from what was recorded: recorded by the system, in the run's
-    /// completion commit, right after the run's end.
+    /// completion commit, right after the run's end. An event of its own
+    /// rather than `CredentialsStatusChanged` or `ConsentRevoked`, which an
+    /// administrator records: this one cites the run and the provider's code,
+    /// and the audit accepts it only where that run's end implies it.
     ProviderStateObserved {
         /// The run whose end showed it.
         run_id: RunId,
@@ -936,6 +939,11 @@ pub fn decide(
                 vec![E::CredentialsStatusChanged { status, actor, at }]
             }
         }
+        // The status change is a `CredentialsStatusChanged` of its own, not
+        // part of `SecretStored`: credential status then has one event, whoever
+        // changes it (views, the console's history and the audit read that one
+        // event), a rotation while valid records no status at all, and each
+        // event re-derives from the command on its own.
         ConnectionCommand::StoreSecret { secret, actor, at } => {
             let status = if secret.has_expired(at) {
                 CredentialStatus::Expired
