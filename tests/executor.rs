@@ -105,11 +105,9 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
         .await
         .unwrap();
         let end = if round % 3 == 0 {
-            RunEnd::Failed {
-                reason: aggregates::catalog::ReasonCode::Throttled,
-            }
+            RunEnd::failed(aggregates::catalog::ReasonCode::Throttled)
         } else {
-            RunEnd::Succeeded
+            RunEnd::succeeded()
         };
         run(C::CompleteRun {
             run_id,

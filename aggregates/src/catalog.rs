@@ -116,6 +116,31 @@ impl OperationKind {
     ];
 }
 
+string_enum!(
+    /// A kind of provider object a sync counts (and keeps outside the log).
+    ItemKind, "item kind" {
+        /// A directory group (`directory.groups.sync`).
+        Group => "group",
+        /// A directory role definition (`directory.roles.sync`).
+        RoleDefinition => "role_definition",
+        /// An Intune device configuration (`inventory.sync`).
+        DeviceConfiguration => "device_configuration",
+        /// An Intune compliance policy (`inventory.sync`).
+        CompliancePolicy => "compliance_policy",
+    }
+);
+
+impl ItemKind {
+    /// The sync that finds objects of this kind.
+    pub fn found_by(self) -> OperationKind {
+        match self {
+            Self::Group => OperationKind::DirectoryGroupsSync,
+            Self::RoleDefinition => OperationKind::DirectoryRolesSync,
+            Self::DeviceConfiguration | Self::CompliancePolicy => OperationKind::InventorySync,
+        }
+    }
+}
+
 /// The kind of thing an operation's scope names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScopeKind {
