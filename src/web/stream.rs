@@ -18,7 +18,6 @@
 //! rather than allowed to grow the server's memory.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -32,8 +31,8 @@ use utoipa_axum::routes;
 use super::dto::{DecisionJson, RunListItem};
 use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
+use crate::app::Changes;
 use crate::app::{Dispatcher, TokenDigest};
-use crate::read::queries::{self, Visibility};
 use crate::web::state::AppState;
 
 /// Events buffered per connection before a slow consumer is dropped.

@@ -4,7 +4,7 @@
 //! granted and the credentials valid again.
 
 use axum::http::StatusCode;
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
 use crate::helpers::{id, TestApp, ADMIN};

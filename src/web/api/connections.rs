@@ -1,6 +1,6 @@
 //! Provider connection endpoints (`provider.manage`, or admin).
 
-use aggregates::catalog::{Action, CredentialStatus};
+use aggregates::catalog::CredentialStatus;
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::values::{DisplayName, ProviderName};
 use axum::extract::State;
@@ -12,7 +12,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::{ConnectionChange, ConnectionView};
-use crate::read::queries;
 use crate::web::dto::{ConnectionJson, ConnectionList};
 use crate::web::error::{ApiError, ErrorBody};
 use crate::web::extract::{

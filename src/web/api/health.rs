@@ -99,17 +99,15 @@ async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
         "dispatch_gate_projection_lag {}\n",
         head - positions.slowest()
     ));
-    if let Some(status) = app.dispatcher.standby_status().await {
-        if let Ok(status) = status {
-            text.push_str(
-                "# HELP dispatch_gate_read_replica_lag Events the read replica's views are behind the log head.\n\
-                 # TYPE dispatch_gate_read_replica_lag gauge\n",
-            );
-            text.push_str(&format!(
-                "dispatch_gate_read_replica_lag {}\n",
-                (head - status.position).max(0)
-            ));
-        }
+    if let Some(Ok(status)) = app.dispatcher.standby_status().await {
+        text.push_str(
+            "# HELP dispatch_gate_read_replica_lag Events the read replica's views are behind the log head.\n\
+             # TYPE dispatch_gate_read_replica_lag gauge\n",
+        );
+        text.push_str(&format!(
+            "dispatch_gate_read_replica_lag {}\n",
+            (head - status.position).max(0)
+        ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

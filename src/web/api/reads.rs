@@ -1,6 +1,6 @@
 //! Monitoring → Operations: runs, decisions and notifications, read from projections.
 
-use aggregates::catalog::{Action, OperationKind, Outcome, RunStatus};
+use aggregates::catalog::{OperationKind, Outcome, RunStatus};
 use aggregates::ids::{RunId, TenantId};
 use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::read::queries::{self, RunFilter};
+use crate::app::{DecisionsQuery, RunsQuery};
 use crate::web::cursor::ListScope;
 use crate::web::dto::{
     reason, ActorJson, ConnectionRef, DecisionJson, ReasonJson, RunListItem, RunSummary,
@@ -197,7 +197,8 @@ async fn get_run(
     Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
-    let RunDetail { run, decisions, .. } = app.dispatcher.run_detail(&principal, run_id).await?;
+    let crate::app::RunDetail { run, decisions, .. } =
+        app.dispatcher.run_detail(&principal, run_id).await?;
     Ok(axum::Json(RunDetail {
         id: run.run_id.0,
         tenant_id: run.tenant_id.0,

@@ -11,22 +11,14 @@
 
 use std::time::Duration;
 
-use aggregates::Timestamp;
-use anyhow::Context;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use sqlx::Row;
-use uuid::Uuid;
 
 use super::page::{Page, SignedSlot};
 use super::signed::{Nav, Signed};
-use crate::app::{Dispatcher, Principal, TokenDigest};
+use crate::app::Dispatcher;
 use crate::web::state::AppState;
-use crate::write::store::on_pool;
-use crate::write::store::Database;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "dg_session";

@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 
 use aggregates::catalog::Action;
-use aggregates::ids::{ConnectionId, TenantId};
+use aggregates::ids::TenantId;
 use aggregates::tenant::Tenant;
 use uuid::Uuid;
 
-use crate::app::{allows, Principal};
-use crate::read::queries::{self, RunFilter};
+use crate::app::Principal;
 use crate::web::console::page::Page;
 use crate::web::console::signed::Signed;
 use crate::web::console::view::{self, Reason};

@@ -10,8 +10,7 @@ use super::common::{
     choices, evidence_text, name_of, parse_id, run_row, settled, tenant_name, tenant_names, Choice,
     Params, RunRow, PAGE_SIZE,
 };
-use crate::app::allows;
-use crate::read::queries::{self, RunFilter};
+use crate::app::{allows, DecisionsQuery, RunDetail, RunsQuery};
 use crate::web::console::page::{html, Page};
 use crate::web::console::signed::Nav;
 use crate::web::console::signed::Signed;

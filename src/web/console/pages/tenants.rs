@@ -1,22 +1,19 @@
 //! Tenants, a tenant's start surface and its provider connections.
 
 use aggregates::catalog::{Action, OperationKind};
-use aggregates::ids::ConnectionId;
+use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::tenant::Tenant;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::common::{
-    authorized_tenant, name_of, parse_id, run_row, settled, tenant_name, tenant_names, RunRow,
-};
+use super::common::{name_of, parse_id, run_row, settled, tenant_name, tenant_names, RunRow};
 use crate::app::{allows, Principal};
 use crate::read::queries::{self};
 use crate::web::console::page::{html, Page};
 use crate::web::console::signed::Nav;
 use crate::web::console::signed::Signed;
 use crate::web::console::view;
-use crate::web::error::ApiError;
 use crate::web::state::AppState;
 
 /// A tenant in the list.
