@@ -511,7 +511,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
             commands.push(C::CompleteRun {
                 run_id: run,
                 worker_id,
-                end: RunEnd::Succeeded,
+                end: RunEnd::succeeded(),
                 at,
             });
         }

@@ -104,11 +104,9 @@ fn command(step: &Step, state: &ProviderConnection, n: i64) -> Option<Connection
             run_id: active?,
             worker_id: worker_id.clone(),
             end: if succeeded {
-                RunEnd::Succeeded
+                RunEnd::succeeded()
             } else {
-                RunEnd::Failed {
-                    reason: ReasonCode::Throttled,
-                }
+                RunEnd::failed(ReasonCode::Throttled)
             },
             at,
         },

@@ -1,8 +1,9 @@
 //! The executor's warm cache and snapshots, against real SQLite and PostgreSQL:
 //! a state loaded from a snapshot equals a full replay for every snapshot
 //! interval; an unusable snapshot falls back to replay; a warm cache never
-//! decides on a state another process has moved on from; a decision that
-//! returns its output hands back the output of the attempt that committed.
+//! decides on a state another process has moved on from, nor on an event a
+//! failover lost; a decision that returns its output hands back the output of
+//! the attempt that committed.
 
 use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::HashMap;
@@ -104,11 +105,9 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
         .await
         .unwrap();
         let end = if round % 3 == 0 {
-            RunEnd::Failed {
-                reason: aggregates::catalog::ReasonCode::Throttled,
-            }
+            RunEnd::failed(aggregates::catalog::ReasonCode::Throttled)
         } else {
-            RunEnd::Succeeded
+            RunEnd::succeeded()
         };
         run(C::CompleteRun {
             run_id,
@@ -380,6 +379,67 @@ on_both_backends!(
     a_warm_cache_never_decides_on_a_state_another_process_moved_on_from,
     a_decision_hands_back_what_the_committed_attempt_decided,
 );
+
+/// A failover can lose a commit that other sessions already saw (PostgreSQL shows
+/// a commit before its synchronous standby confirms it): the new primary lacks an
+/// event a warm cache holds. Deciding on it would append past a gap; the log
+/// refuses that as a conflict, and the decision is made again on what it holds.
+#[tokio::test]
+async fn a_warm_cache_never_decides_on_an_event_a_failover_lost() {
+    let store = common::fresh(Backend::Postgres).await;
+    let pool = &sqlx::PgPool::connect(&store.url).await.unwrap();
+    let ours = Executor::<ProviderConnection>::new(&store.database);
+    let theirs = Executor::<ProviderConnection>::new(&store.database);
+    let id = history(&ours, 1).await;
+    let connection = ConnectionId(id.parse().unwrap());
+    // Another instance accepts a run; we read it, and keep the stream warm.
+    let lost = theirs
+        .execute(
+            &id,
+            start(connection, OperationKind::InventorySync),
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let lost_at = lost.sequence;
+    assert!(ours.load(&id).await.unwrap().active.is_some());
+    // The failover: the new primary never received that commit.
+    sqlx::query("DELETE FROM events WHERE aggregate_id = $1 AND sequence = $2")
+        .bind(&id)
+        .bind(lost_at as i64)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // Our warm state says busy (a deduped start); the log says idle.
+    let decided = ours
+        .execute(
+            &id,
+            start(connection, OperationKind::InventorySync),
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            decided.events[0].payload,
+            ConnectionEvent::OperationAccepted { .. }
+        ),
+        "decided on the log, not on the lost event: {:?}",
+        decided.events[0].payload
+    );
+    assert_eq!(
+        decided.sequence, lost_at,
+        "appended right after the stream's last event"
+    );
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(&id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(sequences, (1..=lost_at as i64).collect::<Vec<_>>());
+}
 
 /// A refusal decided on a stale cache would be a wrong answer: the executor
 /// checks the stream before refusing.

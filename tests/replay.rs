@@ -4,9 +4,10 @@
 //! SQLite file and a fresh PostgreSQL database; `audit verify` must find
 //! nothing, and the audit must re-derive exactly the expected decisions.
 //!
-//! The files are made by `generate_corpus` below, which drives the real gate
-//! and executor on a temp SQLite file and dumps the rows; run it once with
-//! `cargo nextest run --test replay --run-ignored only generate_corpus`.
+//! The files are made by `the_corpus_generator_writes_histories_that_re_derive`
+//! below, which drives the real gate and executor on a temp SQLite file and dumps
+//! the rows; `DG_REGENERATE_CORPUS=1 cargo nextest run --test replay generator`
+//! rewrites `tests/replay/` with them.
 //! Histories that record an older event version are kept from an earlier run of
 //! the generator (see `LEGACY`) and are never regenerated.
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use aggregates::catalog::{CredentialStatus, OperationKind};
 use aggregates::connection::{ConnectionCommand, ProviderConnection, RunEnd};
 use aggregates::ids::{ConnectionId, RunId, TenantId};
-use aggregates::Timestamp;
+use aggregates::{Actor, Timestamp};
 use chrono::{DateTime, Duration};
 use common::Row;
 use dispatch_gate::app::{
@@ -34,8 +35,10 @@ use serde::{Deserialize, Serialize};
 
 /// Histories kept from before a version bump; the generator leaves them alone.
 /// `v1_blocked_reasons` was generated before `StartBlocked` 2.0 and records
-/// version 1.0 events, which the audit reads through the upcaster.
-const LEGACY: &[&str] = &["v1_blocked_reasons"];
+/// version 1.0 events, which the audit reads through the upcaster;
+/// `v1_scope_busy` and `v1_execution_gate`, before `RunSucceeded` and
+/// `RunFailed` 2.0, record 1.0 completions.
+const LEGACY: &[&str] = &["v1_blocked_reasons", "v1_execution_gate", "v1_scope_busy"];
 
 /// One decision the gate returned when the history was made.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -185,7 +188,8 @@ async fn postgres_a_version_1_history_replays_and_extends_through_the_upcaster()
 }
 
 #[test]
-fn the_corpus_covers_every_start_reason_and_both_execution_failures_with_unique_event_types() {
+fn the_corpus_covers_every_start_reason_and_every_kind_of_execution_failure_with_unique_event_types(
+) {
     let corpus = corpus();
     let reasons: std::collections::BTreeSet<String> = corpus
         .iter()
@@ -226,6 +230,26 @@ fn the_corpus_covers_every_start_reason_and_both_execution_failures_with_unique_
     }
     assert!(failures.contains(&"lease_expired".to_owned()));
     assert!(failures.contains(&"execution_gate".to_owned()));
+    assert!(failures.contains(&"worker".to_owned()));
+    // What execution taught the gate, and a secret's life, replay too.
+    for event_type in ["ProviderStateObserved", "SecretStored", "SecretRemoved"] {
+        assert!(
+            owners.contains_key(event_type),
+            "no {event_type} in the corpus"
+        );
+    }
+    // Both shapes of a completion: 1.0 through the upcasters, and 2.0.
+    for completion in ["RunSucceeded", "RunFailed"] {
+        for version in ["1.0", "2.0"] {
+            assert!(
+                corpus
+                    .iter()
+                    .flat_map(|(_, rows, _)| rows)
+                    .any(|row| { row.event_type == completion && row.event_version == version }),
+                "no {completion} {version} in the corpus"
+            );
+        }
+    }
 }
 
 fn tenants(rows: &[Row]) -> Vec<TenantId> {
@@ -416,17 +440,35 @@ impl Scene {
 
     async fn succeed(&self, connection: ConnectionId, run_id: RunId) {
         self.claim(connection, run_id).await;
+        self.end(connection, run_id, RunEnd::succeeded()).await;
+    }
+
+    /// The worker holding `run_id` reports its end.
+    async fn end(&self, connection: ConnectionId, run_id: RunId, end: RunEnd) {
         let at = self.clock.now();
         self.worker(
             connection,
             ConnectionCommand::CompleteRun {
                 run_id,
                 worker_id: WorkerId::parse("worker-1").unwrap(),
-                end: RunEnd::Succeeded,
+                end,
                 at,
             },
         )
         .await;
+    }
+
+    /// A command from the administrator, straight to the connection (the
+    /// secret's metadata: the application layer seals the secret itself).
+    async fn admin(&self, connection: ConnectionId, command: ConnectionCommand) {
+        let metadata = HashMap::from([
+            ("actor".to_owned(), "admin".to_owned()),
+            ("at".to_owned(), self.clock.now().to_rfc3339()),
+        ]);
+        self.worker
+            .execute(&connection.to_string(), command, metadata)
+            .await
+            .unwrap();
     }
 
     async fn save(self, dir: &Path, name: &str) {
@@ -591,6 +633,119 @@ async fn bootstrap_chain() -> Scene {
     scene
 }
 
+/// A secret's life and what execution teaches the gate: a sync that reports
+/// its counts, failures that show bad credentials and missing consent (the
+/// next start is blocked with the same code), a rotation, the secret's expiry
+/// on the gate's clock, its removal.
+async fn execution_feedback() -> Scene {
+    use aggregates::catalog::{ItemKind, ReasonCode};
+    use aggregates::execution::{ItemCounts, ProviderFailure, RunResult};
+    use aggregates::ids::ClientId;
+    use aggregates::secret::SecretMetadata;
+    use aggregates::values::{
+        ContentHash, DirectoryTenantId, Fingerprint, ProviderCode, ProviderMessage,
+        ProviderRequestId,
+    };
+    let secret = |fingerprint: &str, expires_at: Timestamp| SecretMetadata {
+        client_id: ClientId(uuid::Uuid::from_u128(0x5ec2e7)),
+        directory_tenant_id: DirectoryTenantId::parse("contoso.onmicrosoft.com").unwrap(),
+        fingerprint: Fingerprint::parse(fingerprint).unwrap(),
+        expires_at: Some(expires_at),
+    };
+    let refused = |reason: ReasonCode, code: &str, text: &str| RunEnd::Failed {
+        reason,
+        provider: Some(ProviderFailure {
+            code: Some(ProviderCode::parse(code).unwrap()),
+            request_id: Some(
+                ProviderRequestId::parse("0b1e5a3c-7d2f-4e6a-9c8b-1f2e3d4c5b6a").unwrap(),
+            ),
+            message: ProviderMessage::summarize(text),
+        }),
+    };
+    let mut scene = Scene::new().await;
+    let id = scene.connection("Contoso Graph", true).await;
+    scene.change(id, ConnectionChange::Consent(true)).await;
+    let at = scene.clock.now();
+    scene
+        .admin(
+            id,
+            ConnectionCommand::StoreSecret {
+                secret: secret("3f1a9c0d5e7b2468", at + Duration::days(365)),
+                actor: Actor::Admin,
+                at,
+            },
+        )
+        .await;
+    let verify = run_of(&scene.start(ProviderVerify, Some(id)).await);
+    scene.claim(id, verify).await;
+    scene.end(id, verify, RunEnd::succeeded()).await;
+    let groups = run_of(&scene.start(DirectoryGroupsSync, None).await);
+    scene.claim(id, groups).await;
+    let counts = ItemCounts {
+        total: 42,
+        added: 42,
+        changed: 0,
+        removed: 0,
+    };
+    let found = RunEnd::Succeeded {
+        result: Some(RunResult::Items(
+            [(ItemKind::Group, counts)].into_iter().collect(),
+        )),
+        snapshot_hash: Some(
+            ContentHash::parse("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+                .unwrap(),
+        ),
+    };
+    scene.end(id, groups, found).await;
+    let inventory = run_of(&scene.start(InventorySync, None).await);
+    scene.claim(id, inventory).await;
+    let invalid = refused(
+        ReasonCode::CredentialsInvalid,
+        "AADSTS7000215",
+        "AADSTS7000215: Invalid client secret provided.",
+    );
+    scene.end(id, inventory, invalid).await;
+    scene.start(InventorySync, None).await; // blocked: credentials invalid
+    let at = scene.clock.now();
+    scene
+        .admin(
+            id,
+            ConnectionCommand::StoreSecret {
+                secret: secret("a0b1c2d3e4f50617", at + Duration::seconds(30)),
+                actor: Actor::Admin,
+                at,
+            },
+        )
+        .await;
+    let verify = run_of(&scene.start(ProviderVerify, Some(id)).await);
+    scene.claim(id, verify).await;
+    let no_consent = refused(
+        ReasonCode::ConsentMissing,
+        "AADSTS65001",
+        "AADSTS65001: The user or administrator has not consented to use the application.",
+    );
+    scene.end(id, verify, no_consent).await;
+    scene.start(ProviderVerify, Some(id)).await; // blocked: consent missing
+    scene.change(id, ConnectionChange::Consent(true)).await;
+    scene.start(DirectoryRolesSync, None).await; // accepted
+    let roles = run_of(&scene.start(DirectoryRolesSync, None).await); // deduped
+    scene.clock.advance(60);
+    scene.claim(id, roles).await; // fails: the secret expired after the click
+    scene.start(InventorySync, None).await; // blocked: credentials expired
+    let at = scene.clock.now();
+    scene
+        .admin(
+            id,
+            ConnectionCommand::RemoveSecret {
+                actor: Actor::Admin,
+                at,
+            },
+        )
+        .await;
+    scene.start(InventorySync, None).await; // blocked: credentials missing
+    scene
+}
+
 /// The generator of the corpus: drives every scene through the real gate and
 /// checks that what it writes re-derives. It writes to a temporary folder; with
 /// `DG_REGENERATE_CORPUS=1` it rewrites `tests/replay/` instead (legacy
@@ -611,6 +766,7 @@ async fn the_corpus_generator_writes_histories_that_re_derive() {
         ("concurrent_starts", concurrent_starts().await),
         ("restore_run", restore_run().await),
         ("bootstrap_chain", bootstrap_chain().await),
+        ("execution_feedback", execution_feedback().await),
     ]);
     std::fs::create_dir_all(&dir).unwrap();
     let count = scenes.len();

@@ -2,8 +2,14 @@
 //!
 //! [`Replay`] folds a stream's events in order and, at every decision event,
 //! runs the aggregate's own decision on the state before it and compares the
-//! result with what was recorded. No IO: the binary reads the rows, this says
-//! whether they add up.
+//! result with what was recorded. Every other event is checked the same way:
+//! the command that writes it, on the state before it, must write it. A
+//! command that writes several events (a run's end and what it taught the
+//! gate; a secret and the credentials it makes valid) writes them in one
+//! commit, so the events after the first must follow it exactly. No IO: the
+//! binary reads the rows, this says whether they add up.
+
+use std::collections::VecDeque;
 
 use cqrs_es::Aggregate;
 
@@ -121,10 +127,11 @@ pub trait Audited: Aggregate + Default {
     fn check(&self, sequence: usize, event: &Self::Event) -> Option<Check>;
 
     /// Whether the aggregate's own `decide`, on `self` (the state before it),
-    /// could have written `event`; `None` when it could, or when this
-    /// aggregate's other events are not re-derived.
-    fn legality(&self, _event: &Self::Event) -> Option<Illegal> {
-        None
+    /// could have written `event` first: `Ok` with the events the same
+    /// decision writes after it (which must follow it), or why not. `Ok(vec![])`
+    /// too when this aggregate's other events are not re-derived.
+    fn legality(&self, _event: &Self::Event) -> Result<Vec<Self::Event>, Illegal> {
+        Ok(vec![])
     }
 }
 
@@ -137,6 +144,11 @@ pub enum Illegal {
     /// The command that would have written it writes something else.
     #[error("the connection's decision on the state before it records something else")]
     Differs,
+    /// What a run taught the gate, where no run's end taught it: such an event
+    /// is recorded only right after the end of the run it cites, as part of
+    /// that end's commit, and exactly as that end implies.
+    #[error("it records what a run showed about the connection, but does not follow that run's end as its completion records it")]
+    Unprompted,
 }
 
 /// The command whose decision records `event` (a decision event has none: it
@@ -173,6 +185,10 @@ fn command_for(state: &ProviderConnection, event: &ConnectionEvent) -> Option<Co
         E::CredentialsStatusChanged { status, actor, at } => {
             C::SetCredentials { status, actor, at }
         }
+        E::SecretStored { secret, actor, at } => C::StoreSecret { secret, actor, at },
+        E::SecretRemoved { actor, at, .. } => C::RemoveSecret { actor, at },
+        // Only ever the follow-up of a run's end: see `legality`.
+        E::ProviderStateObserved { .. } => return None,
         E::ConnectionEnabled { actor, at } => C::SetEnabled {
             enabled: true,
             actor,
@@ -209,11 +225,16 @@ fn command_for(state: &ProviderConnection, event: &ConnectionEvent) -> Option<Co
         E::RunSucceeded {
             run_id,
             worker_id,
+            result,
+            snapshot_hash,
             at,
         } => C::CompleteRun {
             run_id,
             worker_id,
-            end: RunEnd::Succeeded,
+            end: RunEnd::Succeeded {
+                result,
+                snapshot_hash,
+            },
             at,
         },
         E::RunFailed {
@@ -222,10 +243,13 @@ fn command_for(state: &ProviderConnection, event: &ConnectionEvent) -> Option<Co
             cause,
             at,
         } => match cause {
-            FailureCause::Worker { worker_id } => C::CompleteRun {
+            FailureCause::Worker {
+                worker_id,
+                provider,
+            } => C::CompleteRun {
                 run_id,
                 worker_id,
-                end: RunEnd::Failed { reason },
+                end: RunEnd::Failed { reason, provider },
                 at,
             },
             // The claim's own lease is not recorded when the execution gate
@@ -392,12 +416,21 @@ impl Audited for ProviderConnection {
         })
     }
 
-    fn legality(&self, event: &ConnectionEvent) -> Option<Illegal> {
-        let command = command_for(self, event)?;
+    fn legality(&self, event: &ConnectionEvent) -> Result<Vec<ConnectionEvent>, Illegal> {
+        if let ConnectionEvent::ProviderStateObserved { .. } = event {
+            // Legal only as the follow-up of a run's end, which `Replay` matches.
+            return Err(Illegal::Unprompted);
+        }
+        let Some(command) = command_for(self, event) else {
+            return Ok(vec![]);
+        };
         match decide(self, command) {
-            Err(error) => Some(Illegal::Refused(error)),
-            Ok(events) if events.len() == 1 && events[0] == *event => None,
-            Ok(_) => Some(Illegal::Differs),
+            Err(error) => Err(Illegal::Refused(error)),
+            Ok(mut events) if events.first() == Some(event) => {
+                events.remove(0);
+                Ok(events)
+            }
+            Ok(_) => Err(Illegal::Differs),
         }
     }
 }
@@ -479,8 +512,12 @@ impl Audited for crate::user::UserAccount {
 
 /// Folds a stream event by event, checking each decision on the state before it.
 #[derive(Debug, Default)]
-pub struct Replay<A> {
+pub struct Replay<A: Aggregate> {
     state: A,
+    /// The rest of the last command's events: what must come next. History
+    /// from before a command wrote them may lack them (an older version
+    /// recorded less), so a missing one is not a finding; a wrong one is.
+    follow_ups: VecDeque<A::Event>,
 }
 
 impl<A: Audited> Replay<A> {
@@ -488,6 +525,7 @@ impl<A: Audited> Replay<A> {
     pub fn new() -> Self {
         Self {
             state: A::default(),
+            follow_ups: VecDeque::new(),
         }
     }
 
@@ -504,7 +542,21 @@ impl<A: Audited> Replay<A> {
         event: A::Event,
     ) -> (Option<Check>, Option<Illegal>) {
         let check = self.state.check(sequence, &event);
-        let illegal = self.state.legality(&event);
+        let illegal = if self.follow_ups.front() == Some(&event) {
+            self.follow_ups.pop_front();
+            None
+        } else {
+            match self.state.legality(&event) {
+                Ok(rest) => {
+                    self.follow_ups = rest.into();
+                    None
+                }
+                Err(illegal) => {
+                    self.follow_ups.clear();
+                    Some(illegal)
+                }
+            }
+        };
         self.state.apply(event);
         (check, illegal)
     }

@@ -128,6 +128,31 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// A kind of provider object a sync counts (and keeps outside the log).
+    ItemKind, "item kind" {
+        /// A directory group (`directory.groups.sync`).
+        Group => "group",
+        /// A directory role definition (`directory.roles.sync`).
+        RoleDefinition => "role_definition",
+        /// An Intune device configuration (`inventory.sync`).
+        DeviceConfiguration => "device_configuration",
+        /// An Intune compliance policy (`inventory.sync`).
+        CompliancePolicy => "compliance_policy",
+    }
+);
+
+impl ItemKind {
+    /// The sync that finds objects of this kind.
+    pub fn found_by(self) -> OperationKind {
+        match self {
+            Self::Group => OperationKind::DirectoryGroupsSync,
+            Self::RoleDefinition => OperationKind::DirectoryRolesSync,
+            Self::DeviceConfiguration | Self::CompliancePolicy => OperationKind::InventorySync,
+        }
+    }
+}
+
 /// The dedupe key beside the operation: what the operation works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]

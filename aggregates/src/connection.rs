@@ -1,8 +1,15 @@
 //! The `ProviderConnection` aggregate: the gate's consistency boundary.
 //!
-//! It owns the connection's lifecycle (consent, credentials, enabled) and the
-//! lifecycle of every run on it, so it always knows the one run that holds it.
-//! [`decide_start`] is the gate: a pure function of replayed state and the command.
+//! It owns the connection's lifecycle (consent, credentials and the secret's
+//! metadata, enabled) and the lifecycle of every run on it, so it always knows
+//! the one run that holds it. [`decide_start`] is the gate: a pure function of
+//! replayed state and the command.
+//!
+//! What execution finds out about the connection comes back through the run's
+//! completion: the same command records the run's end and, as the system
+//! citing the run, the consent or credentials it showed
+//! ([`ConnectionEvent::ProviderStateObserved`]), so the next start is decided
+//! on it.
 //!
 //! `handle` is async only because cqrs-es's trait says so: it never awaits IO,
 //! reads no clock and draws no random number. Everything it needs is in the
@@ -18,8 +25,12 @@ use crate::actor::{Actor, Timestamp};
 use crate::catalog::{
     Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, RunStatus, Scope, ScopeKind,
 };
+use crate::execution::{check_result, lesson, ProviderFailure, ResultError, RunResult};
 use crate::ids::{ConnectionId, DecisionId, RunId, TenantId};
-use crate::values::{DisplayName, ProviderName, WorkerId};
+use crate::secret::SecretMetadata;
+use crate::values::{ContentHash, DisplayName, Fingerprint, ProviderCode, ProviderName, WorkerId};
+
+pub use crate::execution::RunEnd;
 
 /// How the start resolved its provider connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +79,8 @@ pub struct ConnectionSnapshot {
     pub enabled: bool,
     /// Admin consent.
     pub consent: Consent,
-    /// Credential status.
+    /// Credential status at the decision's instant: `expired` once the stored
+    /// secret's expiry has passed, even before anyone recorded it.
     pub credentials: CredentialStatus,
 }
 
@@ -159,21 +171,6 @@ impl Verdict {
     }
 }
 
-/// How a worker says a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum RunEnd {
-    /// The work was done.
-    Succeeded,
-    /// The work failed, with a reason from the taxonomy.
-    Failed {
-        /// Why.
-        reason: ReasonCode,
-    },
-    /// The worker stopped the run after a cancel request.
-    Cancelled,
-}
-
 /// Why a run failed without a worker saying so.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -182,6 +179,8 @@ pub enum FailureCause {
     Worker {
         /// The worker.
         worker_id: WorkerId,
+        /// What the provider said, when it said something (since `RunFailed` 2.0).
+        provider: Option<ProviderFailure>,
     },
     /// The execution-time gate found the provider unusable at claim time.
     ExecutionGate {
@@ -235,6 +234,24 @@ pub enum ConnectionCommand {
         /// When.
         at: Timestamp,
     },
+    /// Record a client secret's metadata (the binary seals the secret
+    /// itself): credentials become `valid`, or `expired` if it already has.
+    /// Storing another secret is a rotation.
+    StoreSecret {
+        /// The secret's metadata.
+        secret: SecretMetadata,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// Forget the client secret: credentials become `missing`.
+    RemoveSecret {
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
     /// Enable or disable the connection.
     SetEnabled {
         /// Enabled or not.
@@ -268,7 +285,8 @@ pub enum ConnectionCommand {
         /// The new expiry.
         lease_expires_at: Timestamp,
     },
-    /// The worker holding a run reports its end.
+    /// The worker holding a run reports its end; what the end shows about
+    /// the connection is recorded with it.
     CompleteRun {
         /// The run.
         run_id: RunId,
@@ -347,6 +365,44 @@ pub enum ConnectionEvent {
         /// When.
         at: Timestamp,
     },
+    /// A client secret was handed over (its metadata; the secret is sealed
+    /// outside the log). Credential status changes, if they do, are a
+    /// `CredentialsStatusChanged` of the same commit.
+    SecretStored {
+        /// The secret's metadata.
+        secret: SecretMetadata,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// The client secret was removed.
+    SecretRemoved {
+        /// The removed secret's fingerprint.
+        fingerprint: Fingerprint,
+        /// Who.
+        actor: Actor,
+        /// When.
+        at: Timestamp,
+    },
+    /// A run's end showed the connection's consent or credentials, and they
+    /// differ from what was recorded: recorded by the system, in the run's
+    /// completion commit, right after the run's end. An event of its own
+    /// rather than `CredentialsStatusChanged` or `ConsentRevoked`, which an
+    /// administrator records: this one cites the run and the provider's code,
+    /// and the audit accepts it only where that run's end implies it.
+    ProviderStateObserved {
+        /// The run whose end showed it.
+        run_id: RunId,
+        /// Admin consent as shown, if the run showed it and it changed.
+        consent: Option<Consent>,
+        /// The credentials as shown, if the run showed them and they changed.
+        credentials: Option<CredentialStatus>,
+        /// The provider's error code that showed it (`AADSTS7000222`).
+        provider_code: Option<ProviderCode>,
+        /// When.
+        at: Timestamp,
+    },
     /// The connection was enabled.
     ConnectionEnabled {
         /// Who.
@@ -405,6 +461,10 @@ pub enum ConnectionEvent {
         run_id: RunId,
         /// The worker.
         worker_id: WorkerId,
+        /// What it did (since 2.0).
+        result: Option<RunResult>,
+        /// The hash of the snapshot a sync stored outside the log (since 2.0).
+        snapshot_hash: Option<ContentHash>,
         /// When.
         at: Timestamp,
     },
@@ -455,6 +515,9 @@ impl DomainEvent for ConnectionEvent {
             Self::ConsentGranted { .. } => "ConsentGranted",
             Self::ConsentRevoked { .. } => "ConsentRevoked",
             Self::CredentialsStatusChanged { .. } => "CredentialsStatusChanged",
+            Self::SecretStored { .. } => "SecretStored",
+            Self::SecretRemoved { .. } => "SecretRemoved",
+            Self::ProviderStateObserved { .. } => "ProviderStateObserved",
             Self::ConnectionEnabled { .. } => "ConnectionEnabled",
             Self::ConnectionDisabled { .. } => "ConnectionDisabled",
             Self::OperationAccepted { .. } => "OperationAccepted",
@@ -471,7 +534,13 @@ impl DomainEvent for ConnectionEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        let version = match self {
+            // 2.0: a succeeded run's result and snapshot hash, a failed run's
+            // provider failure (see `upcast`).
+            Self::RunSucceeded { .. } | Self::RunFailed { .. } => "2.0",
+            _ => "1.0",
+        };
+        version.to_owned()
     }
 }
 
@@ -521,6 +590,9 @@ pub enum ConnectionError {
     /// A completion as cancelled for a run no one asked to cancel.
     #[error("run was not asked to cancel")]
     CancelNotRequested,
+    /// A succeeded run's report that does not fit the run.
+    #[error("{0}")]
+    Result(ResultError),
 }
 
 /// A run that holds the connection.
@@ -581,8 +653,10 @@ pub struct ProviderConnection {
     pub enabled: bool,
     /// Admin consent.
     pub consent: Consent,
-    /// Credential status.
+    /// Credential status, as last recorded (see [`ProviderConnection::credentials_at`]).
     pub credentials: CredentialStatus,
+    /// The client secret's metadata, if one is stored.
+    pub secret: Option<SecretMetadata>,
     /// The one run that holds the connection. The gate keeps this at most one.
     pub active: Option<ActiveRun>,
     /// The most recent runs that ended, and how (at most [`ENDED_KEPT`], oldest
@@ -607,16 +681,28 @@ pub struct ConnectionIdentity {
 impl ProviderConnection {
     /// The shape of this state in snapshots: change it whenever the state's
     /// fields change, so that older snapshots are ignored and rebuilt.
-    pub const SNAPSHOT_VERSION: &'static str = "provider-connection/1";
+    pub const SNAPSHOT_VERSION: &'static str = "provider-connection/2";
 
-    /// What makes the provider unusable right now, in the contract's order.
-    pub fn blocker(&self) -> Option<ReasonCode> {
+    /// The credentials' status at `at`: as recorded, except that valid
+    /// credentials whose stored secret has expired by then are `expired`.
+    /// The gate reads the command's clock, never a clock of its own.
+    pub fn credentials_at(&self, at: Timestamp) -> CredentialStatus {
+        match self.credentials {
+            CredentialStatus::Valid if self.secret.as_ref().is_some_and(|s| s.has_expired(at)) => {
+                CredentialStatus::Expired
+            }
+            recorded => recorded,
+        }
+    }
+
+    /// What makes the provider unusable at `at`, in the contract's order.
+    pub fn blocker(&self, at: Timestamp) -> Option<ReasonCode> {
         if !self.enabled {
             Some(ReasonCode::ConnectionDisabled)
         } else if self.consent == Consent::Missing {
             Some(ReasonCode::ConsentMissing)
         } else {
-            match self.credentials {
+            match self.credentials_at(at) {
                 CredentialStatus::Valid => None,
                 CredentialStatus::Missing => Some(ReasonCode::CredentialsMissing),
                 CredentialStatus::Invalid => Some(ReasonCode::CredentialsInvalid),
@@ -625,8 +711,8 @@ impl ProviderConnection {
         }
     }
 
-    /// The connection's state as evidence. `None` before it was created.
-    pub fn snapshot(&self) -> Option<ConnectionSnapshot> {
+    /// The connection's state at `at` as evidence. `None` before it was created.
+    pub fn snapshot(&self, at: Timestamp) -> Option<ConnectionSnapshot> {
         let identity = self.identity.as_ref()?;
         Some(ConnectionSnapshot {
             connection_id: identity.connection_id,
@@ -634,15 +720,41 @@ impl ProviderConnection {
             provider: identity.provider.clone(),
             enabled: self.enabled,
             consent: self.consent,
-            credentials: self.credentials,
+            credentials: self.credentials_at(at),
         })
     }
 
-    /// The evidence the gate decides on.
-    pub fn evidence(&self) -> Option<Evidence> {
+    /// The evidence the gate decides on at `at`.
+    pub fn evidence(&self, at: Timestamp) -> Option<Evidence> {
         Some(Evidence {
-            connection: self.snapshot()?,
+            connection: self.snapshot(at)?,
             active_run: self.active.as_ref().map(ActiveRun::reference),
+        })
+    }
+
+    /// What the end of `run` teaches about this connection, as the event that
+    /// records it: only what differs from the recorded state, and nothing when
+    /// nothing does.
+    fn observation(&self, run: &ActiveRun, end: &RunEnd, at: Timestamp) -> Option<ConnectionEvent> {
+        let shown = lesson(run.operation, end);
+        let consent = shown.consent.filter(|c| *c != self.consent);
+        let credentials = shown.credentials.filter(|c| *c != self.credentials);
+        if consent.is_none() && credentials.is_none() {
+            return None;
+        }
+        let provider_code = match end {
+            RunEnd::Failed {
+                provider: Some(provider),
+                ..
+            } => provider.code.clone(),
+            _ => None,
+        };
+        Some(ConnectionEvent::ProviderStateObserved {
+            run_id: run.run_id,
+            consent,
+            credentials,
+            provider_code,
+            at,
         })
     }
 
@@ -711,7 +823,7 @@ impl ProviderConnection {
 /// Pure and total over a created connection: the same state and request always
 /// give the same verdict, which is what the audit replays.
 pub fn decide_start(state: &ProviderConnection, request: &StartRequest) -> Verdict {
-    if let Some(reason) = state.blocker() {
+    if let Some(reason) = state.blocker(request.at) {
         return Verdict::Rejected(Rejection::Blocked { reason });
     }
     match &state.active {
@@ -748,7 +860,7 @@ pub fn admit_start(
         // A proposed run id must be fresh; reusing one would merge two runs.
         return Err(ConnectionError::RunIdTaken);
     }
-    Ok(state.evidence().expect("identity checked above"))
+    Ok(state.evidence(request.at).expect("identity checked above"))
 }
 
 /// What the gate decided for one start, and the evidence it decided on.
@@ -827,6 +939,48 @@ pub fn decide(
                 vec![E::CredentialsStatusChanged { status, actor, at }]
             }
         }
+        // The status change is a `CredentialsStatusChanged` of its own, not
+        // part of `SecretStored`: credential status then has one event, whoever
+        // changes it (views, the console's history and the audit read that one
+        // event), a rotation while valid records no status at all, and each
+        // event re-derives from the command on its own.
+        ConnectionCommand::StoreSecret { secret, actor, at } => {
+            let status = if secret.has_expired(at) {
+                CredentialStatus::Expired
+            } else {
+                CredentialStatus::Valid
+            };
+            let mut events = vec![];
+            if state.secret.as_ref() != Some(&secret) {
+                events.push(E::SecretStored {
+                    secret,
+                    actor: actor.clone(),
+                    at,
+                });
+            }
+            if state.credentials != status {
+                events.push(E::CredentialsStatusChanged { status, actor, at });
+            }
+            events
+        }
+        ConnectionCommand::RemoveSecret { actor, at } => {
+            let mut events = vec![];
+            if let Some(secret) = &state.secret {
+                events.push(E::SecretRemoved {
+                    fingerprint: secret.fingerprint.clone(),
+                    actor: actor.clone(),
+                    at,
+                });
+            }
+            if state.credentials != CredentialStatus::Missing {
+                events.push(E::CredentialsStatusChanged {
+                    status: CredentialStatus::Missing,
+                    actor,
+                    at,
+                });
+            }
+            events
+        }
         ConnectionCommand::SetEnabled { enabled, actor, at } => match (enabled, state.enabled) {
             (true, false) => vec![E::ConnectionEnabled { actor, at }],
             (false, true) => vec![E::ConnectionDisabled { actor, at }],
@@ -846,13 +1000,13 @@ pub fn decide(
             if lease_expires_at <= at {
                 return Err(ConnectionError::InvalidLease);
             }
-            match state.blocker() {
+            match state.blocker(at) {
                 Some(reason) => vec![E::RunFailed {
                     run_id,
                     reason,
                     cause: FailureCause::ExecutionGate {
                         worker_id,
-                        connection: state.snapshot().expect("created"),
+                        connection: state.snapshot(at).expect("created"),
                     },
                     at,
                 }],
@@ -888,19 +1042,34 @@ pub fn decide(
             at,
         } => {
             let run = state.held_run(run_id, &worker_id, at)?;
-            match end {
-                RunEnd::Succeeded => vec![E::RunSucceeded {
-                    run_id,
-                    worker_id,
-                    at,
-                }],
-                RunEnd::Failed { reason } if reason.is_execution_reason() => vec![E::RunFailed {
-                    run_id,
-                    reason,
-                    cause: FailureCause::Worker { worker_id },
-                    at,
-                }],
-                RunEnd::Failed { reason } => {
+            let observed = state.observation(run, &end, at);
+            let mut events = match end {
+                RunEnd::Succeeded {
+                    result,
+                    snapshot_hash,
+                } => {
+                    check_result(run.operation, result.as_ref(), snapshot_hash.as_ref())
+                        .map_err(ConnectionError::Result)?;
+                    vec![E::RunSucceeded {
+                        run_id,
+                        worker_id,
+                        result,
+                        snapshot_hash,
+                        at,
+                    }]
+                }
+                RunEnd::Failed { reason, provider } if reason.is_execution_reason() => {
+                    vec![E::RunFailed {
+                        run_id,
+                        reason,
+                        cause: FailureCause::Worker {
+                            worker_id,
+                            provider,
+                        },
+                        at,
+                    }]
+                }
+                RunEnd::Failed { reason, .. } => {
                     return Err(ConnectionError::NotAnExecutionReason(reason))
                 }
                 RunEnd::Cancelled => match &run.cancel_requested_by {
@@ -911,7 +1080,11 @@ pub fn decide(
                     }],
                     None => return Err(ConnectionError::CancelNotRequested),
                 },
-            }
+            };
+            // Right after the end it comes from, in the same commit: the audit
+            // accepts it nowhere else.
+            events.extend(observed);
+            events
         }
         ConnectionCommand::ReleaseRun {
             run_id,
@@ -975,6 +1148,20 @@ pub fn evolve(state: &mut ProviderConnection, event: ConnectionEvent) {
         E::ConsentGranted { .. } => state.consent = Consent::Granted,
         E::ConsentRevoked { .. } => state.consent = Consent::Missing,
         E::CredentialsStatusChanged { status, .. } => state.credentials = status,
+        E::SecretStored { secret, .. } => state.secret = Some(secret),
+        E::SecretRemoved { .. } => state.secret = None,
+        E::ProviderStateObserved {
+            consent,
+            credentials,
+            ..
+        } => {
+            if let Some(consent) = consent {
+                state.consent = consent;
+            }
+            if let Some(credentials) = credentials {
+                state.credentials = credentials;
+            }
+        }
         E::ConnectionEnabled { .. } => state.enabled = true,
         E::ConnectionDisabled { .. } => state.enabled = false,
         E::OperationAccepted { request, .. } => {

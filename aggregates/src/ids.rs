@@ -68,3 +68,8 @@ uuid_id!(
     /// A prepared restore, executed later through the gate.
     RestoreRunId
 );
+uuid_id!(
+    /// An app registration's application (client) id in Entra: whose
+    /// credentials a provider connection holds. Not one of ours.
+    ClientId
+);

@@ -11,7 +11,12 @@ use serde_json::{json, Value};
 
 /// Every upcaster, in the order they apply (older versions first).
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(StartBlocked1To2), Box::new(UserCreated1To2)]
+    vec![
+        Box::new(StartBlocked1To2),
+        Box::new(UserCreated1To2),
+        Box::new(RunSucceeded1To2),
+        Box::new(RunFailed1To2),
+    ]
 }
 
 static UPCASTERS: std::sync::LazyLock<Vec<Box<dyn EventUpcaster>>> =
@@ -76,6 +81,55 @@ impl EventUpcaster for UserCreated1To2 {
 
     fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
         event.payload = json!({ "UserCreated": event.payload.take() });
+        event.event_version = "2.0".to_owned();
+        event
+    }
+}
+
+/// `RunSucceeded` 1.0 → 2.0: adds `result` and `snapshot_hash`. Runs completed
+/// before 2.0 reported neither, so both are `null`.
+pub struct RunSucceeded1To2;
+
+impl EventUpcaster for RunSucceeded1To2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "RunSucceeded" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(fields) = event
+            .payload
+            .get_mut("RunSucceeded")
+            .and_then(Value::as_object_mut)
+        {
+            fields.insert("result".to_owned(), Value::Null);
+            fields.insert("snapshot_hash".to_owned(), Value::Null);
+        }
+        event.event_version = "2.0".to_owned();
+        event
+    }
+}
+
+/// `RunFailed` 1.0 → 2.0: a failure the worker reported gains `provider`, what
+/// the provider said. Before 2.0 nothing was kept, so it is `null`; the other
+/// causes are unchanged.
+pub struct RunFailed1To2;
+
+impl EventUpcaster for RunFailed1To2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "RunFailed" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let cause = event
+            .payload
+            .get_mut("RunFailed")
+            .and_then(|fields| fields.get_mut("cause"))
+            .and_then(Value::as_object_mut);
+        if let Some(cause) = cause {
+            if cause.get("kind").and_then(Value::as_str) == Some("worker") {
+                cause.insert("provider".to_owned(), Value::Null);
+            }
+        }
         event.event_version = "2.0".to_owned();
         event
     }

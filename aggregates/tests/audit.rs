@@ -1,15 +1,18 @@
 //! Given a recorded history, the audit re-derives each decision from the events
 //! before it, and names the way a doctored decision diverges.
 
-use aggregates::audit::{replay, Divergence};
+use aggregates::audit::{replay, Divergence, Illegal, Replay};
 use aggregates::catalog::{Consent, CredentialStatus, OperationKind, ReasonCode, Scope};
 use aggregates::connection::{
     decide, evolve, ConnectionChoice, ConnectionCommand, ConnectionError, ConnectionEvent,
-    ProviderConnection, Rejection, StartRequest, Verdict,
+    ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::execution::ProviderFailure;
+use aggregates::ids::{ClientId, ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::secret::SecretMetadata;
 use aggregates::tenant::{Tenant, TenantError, TenantEvent, TenantEvidence, TenantStartRequest};
-use aggregates::values::{DisplayName, ProviderName};
+use aggregates::values::WorkerId;
+use aggregates::values::{DirectoryTenantId, DisplayName, Fingerprint, ProviderCode, ProviderName};
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use uuid::Uuid;
@@ -146,6 +149,189 @@ fn a_decision_before_the_connection_exists_could_not_have_been_recorded() {
         Some(Divergence::ConnectionRefused(ConnectionError::NotFound))
     );
     assert_eq!(checks[0].rederived, None);
+}
+
+/// Every event the audit finds illegal, by sequence (from 1), and whether
+/// every decision re-derived identically.
+fn illegal_events(events: Vec<ConnectionEvent>) -> (Vec<(usize, Illegal)>, bool) {
+    let mut replay = Replay::<ProviderConnection>::new();
+    let mut illegal = vec![];
+    let mut identical = true;
+    for (i, event) in events.into_iter().enumerate() {
+        let (check, found) = replay.step_checked(i + 1, event);
+        identical &= check.is_none_or(|c| c.is_identical());
+        illegal.extend(found.map(|found| (i + 1, found)));
+    }
+    (illegal, identical)
+}
+
+fn worker() -> WorkerId {
+    WorkerId::parse("worker-1").unwrap()
+}
+
+/// A connection with a secret expiring at `t(50)`; run 1 (`inventory.sync`)
+/// accepted and claimed, then failed with `end_reason`; then start 2.
+fn a_run_that_taught_the_gate(end_reason: ReasonCode) -> Vec<ConnectionEvent> {
+    use ConnectionCommand as C;
+    history(vec![
+        C::Create {
+            connection_id: CONNECTION,
+            tenant_id: TENANT,
+            display_name: DisplayName::parse("Contoso Graph").unwrap(),
+            provider: ProviderName::parse("microsoft_graph").unwrap(),
+            actor: Actor::Admin,
+            at: t(0),
+        },
+        C::SetConsent {
+            granted: true,
+            actor: Actor::Admin,
+            at: t(0),
+        },
+        C::StoreSecret {
+            secret: SecretMetadata {
+                client_id: ClientId(Uuid::from_u128(0x11)),
+                directory_tenant_id: DirectoryTenantId::parse("contoso.onmicrosoft.com").unwrap(),
+                fingerprint: Fingerprint::parse("00000000000000a1").unwrap(),
+                expires_at: Some(t(50)),
+            },
+            actor: Actor::Admin,
+            at: t(0),
+        },
+        C::StartOperation(start(1, OperationKind::InventorySync)),
+        C::ClaimRun {
+            run_id: RunId(Uuid::from_u128(0x1001)),
+            worker_id: worker(),
+            at: t(2),
+            lease_expires_at: t(60),
+        },
+        C::CompleteRun {
+            run_id: RunId(Uuid::from_u128(0x1001)),
+            worker_id: worker(),
+            end: RunEnd::Failed {
+                reason: end_reason,
+                provider: Some(ProviderFailure {
+                    code: Some(ProviderCode::parse("AADSTS7000222").unwrap()),
+                    request_id: None,
+                    message: None,
+                }),
+            },
+            at: t(3),
+        },
+        C::StartOperation(start(4, OperationKind::InventorySync)),
+    ])
+}
+
+#[test]
+fn what_a_run_taught_the_gate_re_derives_with_the_decisions_after_it() {
+    let events = a_run_that_taught_the_gate(ReasonCode::CredentialsExpired);
+    let types: Vec<&str> = events.iter().map(event_type).collect();
+    assert_eq!(
+        types,
+        [
+            "ProviderConnectionCreated",
+            "ConsentGranted",
+            "SecretStored",
+            "CredentialsStatusChanged",
+            "OperationAccepted",
+            "RunClaimed",
+            "RunFailed",
+            "ProviderStateObserved",
+            "OperationRejected",
+        ]
+    );
+    assert_eq!(illegal_events(events.clone()), (vec![], true));
+    let checks = replay::<ProviderConnection>(events);
+    assert_eq!(
+        checks[1].decision.verdict,
+        Verdict::Rejected(Rejection::Blocked {
+            reason: ReasonCode::CredentialsExpired
+        })
+    );
+}
+
+#[test]
+fn an_observation_no_run_made_is_flagged_as_forged() {
+    let mut events = a_run_that_taught_the_gate(ReasonCode::Throttled);
+    // Slipped in after a claim, as if the provider had said so.
+    let forged = ConnectionEvent::ProviderStateObserved {
+        run_id: RunId(Uuid::from_u128(0x1001)),
+        consent: Some(Consent::Missing),
+        credentials: None,
+        provider_code: None,
+        at: t(2),
+    };
+    events.insert(6, forged);
+    let (illegal, _) = illegal_events(events);
+    assert_eq!(illegal, vec![(7, Illegal::Unprompted)]);
+}
+
+#[test]
+fn an_observation_after_an_end_that_teaches_nothing_is_flagged() {
+    let mut events = a_run_that_taught_the_gate(ReasonCode::Throttled);
+    assert_eq!(event_type(&events[6]), "RunFailed");
+    let forged = ConnectionEvent::ProviderStateObserved {
+        run_id: RunId(Uuid::from_u128(0x1001)),
+        consent: None,
+        credentials: Some(CredentialStatus::Invalid),
+        provider_code: Some(ProviderCode::parse("AADSTS7000215").unwrap()),
+        at: t(3),
+    };
+    events.insert(7, forged);
+    let (illegal, _) = illegal_events(events);
+    assert_eq!(illegal, vec![(8, Illegal::Unprompted)]);
+}
+
+#[test]
+fn an_observation_edited_to_show_something_else_than_its_run_is_flagged() {
+    let mut events = a_run_that_taught_the_gate(ReasonCode::CredentialsExpired);
+    let ConnectionEvent::ProviderStateObserved { credentials, .. } = &mut events[7] else {
+        panic!("the observation");
+    };
+    *credentials = Some(CredentialStatus::Invalid);
+    let (illegal, _) = illegal_events(events);
+    assert_eq!(illegal, vec![(8, Illegal::Unprompted)]);
+}
+
+#[test]
+fn a_completion_recorded_before_execution_taught_the_gate_still_verifies() {
+    // Histories written before `RunFailed` 2.0 end a credential failure
+    // without recording what it showed: the start after it was accepted.
+    let mut events = a_run_that_taught_the_gate(ReasonCode::CredentialsExpired);
+    events.truncate(7);
+    let mut state = ProviderConnection::default();
+    for event in events.clone() {
+        evolve(&mut state, event);
+    }
+    events.extend(
+        decide(
+            &state,
+            C::StartOperation(start(4, OperationKind::InventorySync)),
+        )
+        .unwrap(),
+    );
+    assert_eq!(event_type(&events[7]), "OperationAccepted");
+    assert_eq!(illegal_events(events), (vec![], true));
+}
+
+#[test]
+fn credentials_edited_in_a_secrets_commit_make_what_follows_diverge() {
+    let mut events = a_run_that_taught_the_gate(ReasonCode::Throttled);
+    let ConnectionEvent::CredentialsStatusChanged { status, .. } = &mut events[3] else {
+        panic!("the credentials the secret made valid");
+    };
+    // Any status is one an administrator could record, so the edited event
+    // itself passes; the acceptance and the claim after it no longer follow.
+    *status = CredentialStatus::Invalid;
+    let (illegal, identical) = illegal_events(events);
+    assert_eq!(illegal, vec![(6, Illegal::Differs)]);
+    assert!(!identical, "the acceptance re-derives as blocked");
+}
+
+use ConnectionCommand as C;
+
+fn event_type(event: &ConnectionEvent) -> &'static str {
+    use cqrs_es::DomainEvent;
+    Box::leak(event.event_type().into_boxed_str())
 }
 
 fn blocked_start(n: u128, connections: Vec<ConnectionId>) -> TenantEvent {
@@ -311,5 +497,94 @@ mod upcasting {
         payload["StartBlocked"]["evidence"] = json!({"default_connection": null, "connections": ["00000000-0000-0000-0000-0000000000c0"]});
         let upcast = upcast("StartBlocked", "2.0", payload.clone());
         assert_eq!(upcast.payload, payload);
+    }
+
+    /// A worker's completions exactly as version 1.0 stored them (the first
+    /// two as the replay corpus holds them).
+    fn version_1_completions() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "RunSucceeded",
+                json!({"RunSucceeded": {
+                    "at": "2026-09-21T14:13:31Z",
+                    "run_id": "2fd8b970-c154-44e2-8a93-35a4a704a6cf",
+                    "worker_id": "worker-1"
+                }}),
+            ),
+            (
+                "RunFailed",
+                json!({"RunFailed": {
+                    "at": "2026-09-21T14:15:31Z",
+                    "cause": {"kind": "lease_expired", "lease_expires_at": "2026-09-21T14:14:28Z", "worker_id": "worker-1"},
+                    "reason": "operation.timed_out",
+                    "run_id": "163c186a-e5c7-42a8-a136-0c07a8b55bb4"
+                }}),
+            ),
+            (
+                "RunFailed",
+                json!({"RunFailed": {
+                    "at": "2026-09-21T14:15:31Z",
+                    "cause": {"kind": "worker", "worker_id": "worker-1"},
+                    "reason": "provider.credentials.expired",
+                    "run_id": "163c186a-e5c7-42a8-a136-0c07a8b55bb4"
+                }}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_version_1_completion_reads_as_version_2_having_reported_nothing() {
+        use aggregates::catalog::ReasonCode;
+        use aggregates::connection::{ConnectionEvent, FailureCause};
+        let mut read = vec![];
+        for (event_type, payload) in version_1_completions() {
+            let upcast = upcast(event_type, "1.0", payload);
+            assert_eq!(upcast.event_version, "2.0");
+            let event: ConnectionEvent = serde_json::from_value(upcast.payload.clone())
+                .unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            assert_eq!(event.event_type(), event_type);
+            assert_eq!(event.event_version(), "2.0");
+            // Read back, it serialises as the current shape, field for field.
+            assert_eq!(serde_json::to_value(&event).unwrap(), upcast.payload);
+            read.push(event);
+        }
+        let ConnectionEvent::RunSucceeded {
+            result,
+            snapshot_hash,
+            ..
+        } = &read[0]
+        else {
+            panic!("{:?}", read[0]);
+        };
+        assert_eq!((result, snapshot_hash), (&None, &None));
+        assert!(matches!(
+            &read[1],
+            ConnectionEvent::RunFailed {
+                cause: FailureCause::LeaseExpired { .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            &read[2],
+            ConnectionEvent::RunFailed {
+                reason: ReasonCode::CredentialsExpired,
+                cause: FailureCause::Worker { provider: None, .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_version_2_completion_is_left_alone() {
+        let payload = json!({"RunSucceeded": {
+            "at": "2026-09-21T14:13:31Z",
+            "run_id": "2fd8b970-c154-44e2-8a93-35a4a704a6cf",
+            "worker_id": "worker-1",
+            "result": {"items": {"group": {"total": 1, "added": 1, "changed": 0, "removed": 0}}},
+            "snapshot_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        }});
+        let upcast = upcast("RunSucceeded", "2.0", payload.clone());
+        assert_eq!(upcast.payload, payload);
+        assert_eq!(upcast.event_version, "2.0");
     }
 }

@@ -4,14 +4,21 @@
 //! instants), sends one command through cqrs-es's `TestFramework`, and checks the
 //! typed events or the typed error.
 
-use aggregates::catalog::{Consent, CredentialStatus, OperationKind, ReasonCode, RunStatus, Scope};
+use aggregates::catalog::{
+    Consent, CredentialStatus, ItemKind, OperationKind, ReasonCode, RunStatus, Scope,
+};
 use aggregates::connection::{
     decide, evolve, record_start, ActiveRunRef, ConnectionChoice, ConnectionCommand,
     ConnectionError, ConnectionEvent, ConnectionSnapshot, Evidence, FailureCause,
     ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId};
-use aggregates::values::{DisplayName, ProviderName, WorkerId};
+use aggregates::execution::{ItemCounts, ObjectCounts, ProviderFailure, ResultError, RunResult};
+use aggregates::ids::{ClientId, ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId};
+use aggregates::secret::SecretMetadata;
+use aggregates::values::{
+    ContentHash, DirectoryTenantId, DisplayName, Fingerprint, ProviderCode, ProviderMessage,
+    ProviderName, ProviderRequestId, WorkerId,
+};
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use cqrs_es::test::{AggregateTestExecutor, TestFramework};
@@ -202,6 +209,8 @@ fn succeeded(n: u128) -> E {
     E::RunSucceeded {
         run_id: run(n),
         worker_id: WorkerId::parse(WORKER).unwrap(),
+        result: None,
+        snapshot_hash: None,
         at: t(30),
     }
 }
@@ -337,9 +346,14 @@ async fn it_should_refuse_every_other_command_on_a_connection_that_does_not_exis
         start_cmd(start(1, InventorySync)),
         claim(1, WORKER, t(10), lease_end()),
         heartbeat(1, WORKER, t(20), t(80)),
-        complete(1, WORKER, RunEnd::Succeeded, t(30)),
+        complete(1, WORKER, RunEnd::succeeded(), t(30)),
         expire(t(100)),
         cancel(1),
+        store_secret(secret("00000000000000a1", None), t(1)),
+        ConnectionCommand::RemoveSecret {
+            actor: Actor::Admin,
+            at: t(1),
+        },
     ];
     for command in commands {
         TestFramework::<ProviderConnection>::with(())
@@ -757,7 +771,7 @@ fn it_should_return_the_verdict_and_evidence_its_event_records() {
         }
         let (events, decided) = record_start(&state, request.clone()).expect("admitted");
         assert_eq!(decided.verdict, verdict);
-        assert_eq!(Some(&decided.evidence), state.evidence().as_ref());
+        assert_eq!(Some(&decided.evidence), state.evidence(t(5)).as_ref());
         let recorded = match verdict {
             Verdict::Accepted { .. } => E::OperationAccepted {
                 request: request.clone(),
@@ -890,6 +904,7 @@ async fn it_should_accept_a_new_start_after_the_active_run_ended() {
             reason: ReasonCode::Throttled,
             cause: FailureCause::Worker {
                 worker_id: WorkerId::parse(WORKER).unwrap(),
+                provider: None,
             },
             at: t(30),
         },
@@ -1144,26 +1159,28 @@ async fn it_should_refuse_a_heartbeat_for_an_unknown_or_ended_run() {
 #[tokio::test]
 async fn it_should_record_a_run_that_succeeded() {
     given(running())
-        .when_async(complete(1, WORKER, RunEnd::Succeeded, t(30)))
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(30)))
         .await
         .then_expect_events(vec![succeeded(1)]);
 }
 
 #[tokio::test]
 async fn it_should_record_a_run_that_failed_with_an_execution_reason() {
+    // Consent and credential failures also teach the gate: see below.
     let execution_reasons = ReasonCode::ALL
         .iter()
         .copied()
-        .filter(|reason| reason.is_execution_reason());
+        .filter(|reason| reason.is_execution_reason() && !teaches(*reason));
     for reason in execution_reasons {
         given(running())
-            .when_async(complete(1, WORKER, RunEnd::Failed { reason }, t(30)))
+            .when_async(complete(1, WORKER, RunEnd::failed(reason), t(30)))
             .await
             .then_expect_events(vec![E::RunFailed {
                 run_id: run(1),
                 reason,
                 cause: FailureCause::Worker {
                     worker_id: WorkerId::parse(WORKER).unwrap(),
+                    provider: None,
                 },
                 at: t(30),
             }]);
@@ -1178,7 +1195,7 @@ async fn it_should_refuse_a_failure_reason_that_only_a_start_can_have() {
         ReasonCode::ConnectionBusy,
     ] {
         given(running())
-            .when_async(complete(1, WORKER, RunEnd::Failed { reason }, t(30)))
+            .when_async(complete(1, WORKER, RunEnd::failed(reason), t(30)))
             .await
             .then_expect_error(ConnectionError::NotAnExecutionReason(reason));
     }
@@ -1207,7 +1224,7 @@ async fn it_should_refuse_a_cancelled_end_that_nobody_asked_for() {
 #[tokio::test]
 async fn it_should_refuse_to_complete_a_run_twice() {
     given([running(), vec![succeeded(1)]].concat())
-        .when_async(complete(1, WORKER, RunEnd::Succeeded, t(31)))
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(31)))
         .await
         .then_expect_error(ConnectionError::RunEnded(RunStatus::Succeeded));
 }
@@ -1216,7 +1233,7 @@ async fn it_should_refuse_to_complete_a_run_twice() {
 async fn it_should_refuse_a_late_completion_after_the_lease_expired() {
     for at in [lease_end(), t(100)] {
         given(running())
-            .when_async(complete(1, WORKER, RunEnd::Succeeded, at))
+            .when_async(complete(1, WORKER, RunEnd::succeeded(), at))
             .await
             .then_expect_error(ConnectionError::LeaseExpired);
     }
@@ -1226,7 +1243,7 @@ async fn it_should_refuse_a_late_completion_after_the_lease_expired() {
 async fn it_should_refuse_a_late_completion_after_the_reaper_failed_the_run() {
     let history = [running(), vec![timed_out(1, t(90))]].concat();
     given(history)
-        .when_async(complete(1, WORKER, RunEnd::Succeeded, t(95)))
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(95)))
         .await
         .then_expect_error(ConnectionError::RunEnded(RunStatus::Failed));
 }
@@ -1234,7 +1251,7 @@ async fn it_should_refuse_a_late_completion_after_the_reaper_failed_the_run() {
 #[tokio::test]
 async fn it_should_refuse_a_completion_from_a_worker_that_does_not_hold_the_run() {
     given(running())
-        .when_async(complete(1, OTHER_WORKER, RunEnd::Succeeded, t(30)))
+        .when_async(complete(1, OTHER_WORKER, RunEnd::succeeded(), t(30)))
         .await
         .then_expect_error(ConnectionError::NotHolder);
 }
@@ -1242,7 +1259,7 @@ async fn it_should_refuse_a_completion_from_a_worker_that_does_not_hold_the_run(
 #[tokio::test]
 async fn it_should_refuse_a_completion_of_a_run_that_was_not_claimed() {
     given(queued())
-        .when_async(complete(1, WORKER, RunEnd::Succeeded, t(30)))
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(30)))
         .await
         .then_expect_error(ConnectionError::NotClaimed);
 }
@@ -1250,7 +1267,7 @@ async fn it_should_refuse_a_completion_of_a_run_that_was_not_claimed() {
 #[tokio::test]
 async fn it_should_refuse_a_completion_of_an_unknown_run() {
     given(running())
-        .when_async(complete(9, WORKER, RunEnd::Succeeded, t(30)))
+        .when_async(complete(9, WORKER, RunEnd::succeeded(), t(30)))
         .await
         .then_expect_error(ConnectionError::RunNotFound);
 }
@@ -1264,11 +1281,13 @@ async fn it_should_accept_a_completion_within_an_extended_lease() {
         lease_expires_at: t(120),
     };
     given([running(), vec![extended]].concat())
-        .when_async(complete(1, WORKER, RunEnd::Succeeded, t(100)))
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(100)))
         .await
         .then_expect_events(vec![E::RunSucceeded {
             run_id: run(1),
             worker_id: WorkerId::parse(WORKER).unwrap(),
+            result: None,
+            snapshot_hash: None,
             at: t(100),
         }]);
 }
@@ -1463,4 +1482,645 @@ async fn it_should_let_another_worker_claim_a_released_run() {
             at: t(21),
             lease_expires_at: lease_end(),
         }]);
+}
+
+// ---------------------------------------------------------------------------
+// StoreSecret, RemoveSecret
+// ---------------------------------------------------------------------------
+
+fn secret(fingerprint: &str, expires_at: Option<Timestamp>) -> SecretMetadata {
+    SecretMetadata {
+        client_id: ClientId(Uuid::from_u128(0x11)),
+        directory_tenant_id: DirectoryTenantId::parse("contoso.onmicrosoft.com").unwrap(),
+        fingerprint: Fingerprint::parse(fingerprint).unwrap(),
+        expires_at,
+    }
+}
+
+fn store_secret(secret: SecretMetadata, at: Timestamp) -> ConnectionCommand {
+    ConnectionCommand::StoreSecret {
+        secret,
+        actor: Actor::Admin,
+        at,
+    }
+}
+
+fn secret_stored(secret: SecretMetadata, at: Timestamp) -> E {
+    E::SecretStored {
+        secret,
+        actor: Actor::Admin,
+        at,
+    }
+}
+
+fn credentials_at(status: CredentialStatus, at: Timestamp) -> E {
+    E::CredentialsStatusChanged {
+        status,
+        actor: Actor::Admin,
+        at,
+    }
+}
+
+/// A connection with consent, and a secret (valid credentials) expiring at `expires_at`.
+fn with_secret(expires_at: Option<Timestamp>) -> Vec<E> {
+    vec![
+        created(),
+        consent_granted(),
+        secret_stored(secret("00000000000000a1", expires_at), t(1)),
+        credentials(Valid),
+    ]
+}
+
+#[tokio::test]
+async fn it_should_record_a_stored_secret_and_make_the_credentials_valid() {
+    given(vec![created(), consent_granted()])
+        .when_async(store_secret(secret("00000000000000a1", Some(t(100))), t(2)))
+        .await
+        .then_expect_events(vec![
+            secret_stored(secret("00000000000000a1", Some(t(100))), t(2)),
+            credentials_at(Valid, t(2)),
+        ]);
+}
+
+#[tokio::test]
+async fn it_should_record_a_secret_that_has_already_expired_with_expired_credentials() {
+    // The instant of expiry counts as expired.
+    for expires_at in [t(1), t(2)] {
+        given(vec![created(), consent_granted()])
+            .when_async(store_secret(
+                secret("00000000000000a1", Some(expires_at)),
+                t(2),
+            ))
+            .await
+            .then_expect_events(vec![
+                secret_stored(secret("00000000000000a1", Some(expires_at)), t(2)),
+                credentials_at(Expired, t(2)),
+            ]);
+    }
+}
+
+#[tokio::test]
+async fn it_should_record_a_rotation_as_another_secret_without_touching_valid_credentials() {
+    given(with_secret(Some(t(100))))
+        .when_async(store_secret(secret("00000000000000b2", None), t(3)))
+        .await
+        .then_expect_events(vec![secret_stored(secret("00000000000000b2", None), t(3))]);
+}
+
+#[tokio::test]
+async fn it_should_record_nothing_when_the_same_secret_is_stored_again() {
+    given(with_secret(Some(t(100))))
+        .when_async(store_secret(secret("00000000000000a1", Some(t(100))), t(3)))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn it_should_make_credentials_valid_again_when_the_same_secret_is_stored_after_they_were_found_invalid(
+) {
+    given([with_secret(None), vec![credentials(Invalid)]].concat())
+        .when_async(store_secret(secret("00000000000000a1", None), t(3)))
+        .await
+        .then_expect_events(vec![credentials_at(Valid, t(3))]);
+}
+
+#[tokio::test]
+async fn it_should_record_only_the_secrets_metadata() {
+    let events = given(vec![created()])
+        .when_async(store_secret(secret("00000000000000a1", Some(t(100))), t(2)))
+        .await
+        .inspect_result()
+        .expect("stored");
+    let payload = serde_json::to_value(&events[0]).unwrap();
+    let mut fields: Vec<&str> = payload["SecretStored"]["secret"]
+        .as_object()
+        .expect("the metadata")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "client_id",
+            "directory_tenant_id",
+            "expires_at",
+            "fingerprint"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn it_should_remove_the_secret_and_make_the_credentials_missing() {
+    given(with_secret(None))
+        .when_async(ConnectionCommand::RemoveSecret {
+            actor: Actor::Admin,
+            at: t(3),
+        })
+        .await
+        .then_expect_events(vec![
+            E::SecretRemoved {
+                fingerprint: Fingerprint::parse("00000000000000a1").unwrap(),
+                actor: Actor::Admin,
+                at: t(3),
+            },
+            credentials_at(Missing, t(3)),
+        ]);
+}
+
+#[tokio::test]
+async fn it_should_make_asserted_credentials_missing_when_no_secret_is_there_to_remove() {
+    given(usable())
+        .when_async(ConnectionCommand::RemoveSecret {
+            actor: Actor::Admin,
+            at: t(3),
+        })
+        .await
+        .then_expect_events(vec![credentials_at(Missing, t(3))]);
+}
+
+#[tokio::test]
+async fn it_should_record_nothing_when_removing_no_secret_from_missing_credentials() {
+    given(vec![created()])
+        .when_async(ConnectionCommand::RemoveSecret {
+            actor: Actor::Admin,
+            at: t(3),
+        })
+        .await
+        .then_expect_events(vec![]);
+}
+
+// ---------------------------------------------------------------------------
+// Click-time expiry: the secret's expiry on the command's clock
+// ---------------------------------------------------------------------------
+
+fn start_at(n: u128, operation: OperationKind, at: Timestamp) -> StartRequest {
+    StartRequest {
+        at,
+        ..start(n, operation)
+    }
+}
+
+#[tokio::test]
+async fn it_should_block_a_start_once_the_secret_has_expired_on_the_commands_clock() {
+    // Expiring at t(5): a start at that instant is already too late.
+    for at in [t(5), t(6), t(5000)] {
+        given(with_secret(Some(t(5))))
+            .when_async(start_cmd(start_at(1, InventorySync, at)))
+            .await
+            .then_expect_events(vec![rejected(
+                start_at(1, InventorySync, at),
+                evidence(snapshot(true, Consent::Granted, Expired), None),
+                blocked(ReasonCode::CredentialsExpired),
+            )]);
+    }
+}
+
+#[tokio::test]
+async fn it_should_accept_a_start_before_the_secret_expires() {
+    given(with_secret(Some(t(5))))
+        .when_async(start_cmd(start_at(1, InventorySync, t(4))))
+        .await
+        .then_expect_events(vec![accepted_request(start_at(1, InventorySync, t(4)))]);
+}
+
+#[tokio::test]
+async fn it_should_never_expire_a_secret_without_an_expiry() {
+    given(with_secret(None))
+        .when_async(start_cmd(start_at(1, InventorySync, t(1_000_000_000))))
+        .await
+        .then_expect_events(vec![accepted_request(start_at(
+            1,
+            InventorySync,
+            t(1_000_000_000),
+        ))]);
+}
+
+#[tokio::test]
+async fn it_should_report_missing_consent_before_an_expired_secret() {
+    let history = vec![
+        created(),
+        secret_stored(secret("00000000000000a1", Some(t(5))), t(1)),
+        credentials(Valid),
+    ];
+    given(history)
+        .when_async(start_cmd(start_at(1, InventorySync, t(6))))
+        .await
+        .then_expect_events(vec![rejected(
+            start_at(1, InventorySync, t(6)),
+            evidence(snapshot(true, Consent::Missing, Expired), None),
+            blocked(ReasonCode::ConsentMissing),
+        )]);
+}
+
+#[tokio::test]
+async fn it_should_report_recorded_invalid_credentials_rather_than_the_expiry() {
+    given([with_secret(Some(t(5))), vec![credentials(Invalid)]].concat())
+        .when_async(start_cmd(start_at(1, InventorySync, t(6))))
+        .await
+        .then_expect_events(vec![rejected(
+            start_at(1, InventorySync, t(6)),
+            evidence(snapshot(true, Consent::Granted, Invalid), None),
+            blocked(ReasonCode::CredentialsInvalid),
+        )]);
+}
+
+#[tokio::test]
+async fn it_should_fail_a_claimed_run_when_the_secret_expired_after_the_click() {
+    // Accepted at t(5) with the secret valid until t(8); claimed at t(10).
+    assert_execution_gate_fails_the_run_on(
+        with_secret(Some(t(8))),
+        ReasonCode::CredentialsExpired,
+        snapshot(true, Consent::Granted, Expired),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn it_should_let_a_new_secret_unblock_an_expired_connection() {
+    let history = [
+        with_secret(Some(t(5))),
+        vec![secret_stored(
+            secret("00000000000000b2", Some(t(100))),
+            t(6),
+        )],
+    ]
+    .concat();
+    given(history)
+        .when_async(start_cmd(start_at(1, InventorySync, t(7))))
+        .await
+        .then_expect_events(vec![accepted_request(start_at(1, InventorySync, t(7)))]);
+}
+
+async fn assert_execution_gate_fails_the_run_on(
+    history: Vec<E>,
+    reason: ReasonCode,
+    seen: ConnectionSnapshot,
+) {
+    given([history, vec![accepted(1, InventorySync)]].concat())
+        .when_async(claim(1, WORKER, t(10), lease_end()))
+        .await
+        .then_expect_events(vec![E::RunFailed {
+            run_id: run(1),
+            reason,
+            cause: FailureCause::ExecutionGate {
+                worker_id: WorkerId::parse(WORKER).unwrap(),
+                connection: seen,
+            },
+            at: t(10),
+        }]);
+}
+
+// ---------------------------------------------------------------------------
+// CompleteRun: what execution teaches the gate
+// ---------------------------------------------------------------------------
+
+/// Whether a failure for `reason` says something about the connection.
+fn teaches(reason: ReasonCode) -> bool {
+    matches!(
+        reason,
+        ReasonCode::ConsentMissing
+            | ReasonCode::CredentialsMissing
+            | ReasonCode::CredentialsInvalid
+            | ReasonCode::CredentialsExpired
+    )
+}
+
+/// Run 1 of `operation` claimed by `WORKER` on a usable connection.
+fn running_op(operation: OperationKind) -> Vec<E> {
+    [usable(), vec![accepted(1, operation), claimed(1, WORKER)]].concat()
+}
+
+fn token_refusal() -> ProviderFailure {
+    ProviderFailure {
+        code: Some(ProviderCode::parse("AADSTS7000222").unwrap()),
+        request_id: Some(ProviderRequestId::parse("5b4c2a18-7f0b-4b8e-9d3e-0c6a1f2e3d4c").unwrap()),
+        message: ProviderMessage::summarize(
+            "AADSTS7000222: The provided client secret keys for app '…' are expired.",
+        ),
+    }
+}
+
+fn failed_with(reason: ReasonCode, provider: Option<ProviderFailure>) -> RunEnd {
+    RunEnd::Failed { reason, provider }
+}
+
+fn run_failed(reason: ReasonCode, provider: Option<ProviderFailure>) -> E {
+    E::RunFailed {
+        run_id: run(1),
+        reason,
+        cause: FailureCause::Worker {
+            worker_id: WorkerId::parse(WORKER).unwrap(),
+            provider,
+        },
+        at: t(30),
+    }
+}
+
+fn observed(
+    consent: Option<Consent>,
+    credentials: Option<CredentialStatus>,
+    code: Option<&str>,
+) -> E {
+    E::ProviderStateObserved {
+        run_id: run(1),
+        consent,
+        credentials,
+        provider_code: code.map(|code| ProviderCode::parse(code).unwrap()),
+        at: t(30),
+    }
+}
+
+#[tokio::test]
+async fn it_should_record_what_a_credential_failure_showed_citing_the_run_and_the_providers_code() {
+    for (reason, status) in [
+        (ReasonCode::CredentialsExpired, Expired),
+        (ReasonCode::CredentialsInvalid, Invalid),
+        (ReasonCode::CredentialsMissing, Missing),
+    ] {
+        given(running_op(DirectoryGroupsSync))
+            .when_async(complete(
+                1,
+                WORKER,
+                failed_with(reason, Some(token_refusal())),
+                t(30),
+            ))
+            .await
+            .then_expect_events(vec![
+                run_failed(reason, Some(token_refusal())),
+                observed(None, Some(status), Some("AADSTS7000222")),
+            ]);
+    }
+}
+
+#[tokio::test]
+async fn it_should_record_missing_consent_shown_by_a_failure() {
+    given(running_op(ProviderVerify))
+        .when_async(complete(
+            1,
+            WORKER,
+            failed_with(ReasonCode::ConsentMissing, None),
+            t(30),
+        ))
+        .await
+        .then_expect_events(vec![
+            run_failed(ReasonCode::ConsentMissing, None),
+            observed(Some(Consent::Missing), None, None),
+        ]);
+}
+
+#[tokio::test]
+async fn it_should_block_the_next_start_with_the_code_the_run_failed_with() {
+    for reason in ReasonCode::ALL.iter().copied().filter(|r| teaches(*r)) {
+        let mut state = ProviderConnection::default();
+        for event in running_op(InventorySync) {
+            evolve(&mut state, event);
+        }
+        let ended =
+            decide(&state, complete(1, WORKER, RunEnd::failed(reason), t(30))).expect("completed");
+        for event in ended {
+            evolve(&mut state, event);
+        }
+        let next = start_at(2, DirectoryRolesSync, t(31));
+        let (_, decided) = record_start(&state, next).expect("admitted");
+        assert_eq!(
+            decided.verdict,
+            Verdict::Rejected(blocked(reason)),
+            "after a run failed with {reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn it_should_record_nothing_more_when_the_connection_already_shows_what_the_run_showed() {
+    // An administrator recorded the expiry while the run was running.
+    given([running_op(InventorySync), vec![credentials(Expired)]].concat())
+        .when_async(complete(
+            1,
+            WORKER,
+            failed_with(ReasonCode::CredentialsExpired, Some(token_refusal())),
+            t(30),
+        ))
+        .await
+        .then_expect_events(vec![run_failed(
+            ReasonCode::CredentialsExpired,
+            Some(token_refusal()),
+        )]);
+}
+
+#[tokio::test]
+async fn it_should_learn_nothing_about_the_connection_from_other_failures() {
+    for reason in [
+        ReasonCode::PermissionDenied,
+        ReasonCode::Throttled,
+        ReasonCode::Unreachable,
+        ReasonCode::InternalError,
+        ReasonCode::ConnectionDisabled,
+    ] {
+        given(running_op(ProviderVerify))
+            .when_async(complete(1, WORKER, RunEnd::failed(reason), t(30)))
+            .await
+            .then_expect_events(vec![run_failed(reason, None)]);
+    }
+}
+
+#[tokio::test]
+async fn it_should_record_consent_granted_and_valid_credentials_when_a_verification_succeeds() {
+    // Recorded as missing and invalid while the verification was running.
+    let history = [
+        running_op(ProviderVerify),
+        vec![consent_revoked(), credentials(Invalid)],
+    ]
+    .concat();
+    given(history)
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(30)))
+        .await
+        .then_expect_events(vec![
+            succeeded(1),
+            observed(Some(Consent::Granted), Some(Valid), None),
+        ]);
+}
+
+#[tokio::test]
+async fn it_should_record_only_what_a_verification_changed() {
+    given([running_op(ProviderVerify), vec![credentials(Expired)]].concat())
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(30)))
+        .await
+        .then_expect_events(vec![succeeded(1), observed(None, Some(Valid), None)]);
+    given(running_op(ProviderVerify))
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(30)))
+        .await
+        .then_expect_events(vec![succeeded(1)]);
+}
+
+#[tokio::test]
+async fn it_should_learn_nothing_about_the_connection_from_a_sync_that_succeeded() {
+    given([running_op(InventorySync), vec![credentials(Invalid)]].concat())
+        .when_async(complete(1, WORKER, RunEnd::succeeded(), t(30)))
+        .await
+        .then_expect_events(vec![succeeded(1)]);
+}
+
+#[tokio::test]
+async fn it_should_learn_nothing_from_a_run_cancelled_by_its_worker() {
+    let history = [
+        running_op(ProviderVerify),
+        vec![consent_revoked(), cancel_requested(1)],
+    ]
+    .concat();
+    given(history)
+        .when_async(complete(1, WORKER, RunEnd::Cancelled, t(30)))
+        .await
+        .then_expect_events(vec![E::RunCancelled {
+            run_id: run(1),
+            actor: operator(),
+            at: t(30),
+        }]);
+}
+
+// ---------------------------------------------------------------------------
+// CompleteRun: what a run did, and what the provider said
+// ---------------------------------------------------------------------------
+
+fn counts(total: u64, added: u64, changed: u64, removed: u64) -> ItemCounts {
+    ItemCounts {
+        total,
+        added,
+        changed,
+        removed,
+    }
+}
+
+fn snapshot_hash() -> ContentHash {
+    ContentHash::parse("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08").unwrap()
+}
+
+#[tokio::test]
+async fn it_should_record_what_a_sync_found_with_the_hash_of_its_snapshot() {
+    let result = RunResult::Items(
+        [
+            (ItemKind::DeviceConfiguration, counts(12, 2, 1, 0)),
+            (ItemKind::CompliancePolicy, counts(3, 0, 0, 1)),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let end = RunEnd::Succeeded {
+        result: Some(result.clone()),
+        snapshot_hash: Some(snapshot_hash()),
+    };
+    given(running_op(InventorySync))
+        .when_async(complete(1, WORKER, end, t(30)))
+        .await
+        .then_expect_events(vec![E::RunSucceeded {
+            run_id: run(1),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
+            result: Some(result),
+            snapshot_hash: Some(snapshot_hash()),
+            at: t(30),
+        }]);
+}
+
+#[tokio::test]
+async fn it_should_record_what_a_restore_did() {
+    let result = RunResult::Objects(ObjectCounts {
+        patched: 2,
+        created: 1,
+        unchanged: 7,
+        failed: 0,
+    });
+    let end = RunEnd::Succeeded {
+        result: Some(result.clone()),
+        snapshot_hash: None,
+    };
+    given(running_op(RestoreExecute))
+        .when_async(complete(1, WORKER, end, t(30)))
+        .await
+        .then_expect_events(vec![E::RunSucceeded {
+            run_id: run(1),
+            worker_id: WorkerId::parse(WORKER).unwrap(),
+            result: Some(result),
+            snapshot_hash: None,
+            at: t(30),
+        }]);
+}
+
+#[tokio::test]
+async fn it_should_refuse_a_result_that_does_not_fit_the_run() {
+    let groups = RunResult::Items(
+        [(ItemKind::Group, counts(1, 1, 0, 0))]
+            .into_iter()
+            .collect(),
+    );
+    let cases = [
+        (
+            InventorySync,
+            Some(groups.clone()),
+            None,
+            ResultError::WrongKind {
+                operation: InventorySync,
+                kind: ItemKind::Group,
+            },
+        ),
+        (
+            ProviderVerify,
+            Some(groups.clone()),
+            None,
+            ResultError::WrongShape(ProviderVerify),
+        ),
+        (
+            InventorySync,
+            Some(RunResult::Objects(ObjectCounts::default())),
+            None,
+            ResultError::WrongShape(InventorySync),
+        ),
+        (
+            DirectoryGroupsSync,
+            Some(RunResult::Items(
+                [(ItemKind::Group, counts(1, 1, 1, 0))]
+                    .into_iter()
+                    .collect(),
+            )),
+            None,
+            ResultError::Counts(ItemKind::Group),
+        ),
+        (
+            DirectoryRolesSync,
+            None,
+            Some(snapshot_hash()),
+            ResultError::SnapshotWithoutItems,
+        ),
+    ];
+    for (operation, result, snapshot_hash, error) in cases {
+        given(running_op(operation))
+            .when_async(complete(
+                1,
+                WORKER,
+                RunEnd::Succeeded {
+                    result,
+                    snapshot_hash,
+                },
+                t(30),
+            ))
+            .await
+            .then_expect_error(ConnectionError::Result(error));
+    }
+}
+
+#[tokio::test]
+async fn it_should_keep_the_providers_words_in_the_failure_record() {
+    let throttled = ProviderFailure {
+        code: Some(ProviderCode::parse("TooManyRequests").unwrap()),
+        request_id: Some(ProviderRequestId::parse("req-42").unwrap()),
+        message: ProviderMessage::summarize("Too many requests.\r\n"),
+    };
+    given(running_op(DirectoryGroupsSync))
+        .when_async(complete(
+            1,
+            WORKER,
+            failed_with(ReasonCode::Throttled, Some(throttled.clone())),
+            t(30),
+        ))
+        .await
+        .then_expect_events(vec![run_failed(ReasonCode::Throttled, Some(throttled))]);
 }

@@ -8,20 +8,34 @@
 //!   the request's decision id (a reused run id is refused exactly when it names a
 //!   run of this connection);
 //! - (c) folding every event so far from scratch gives the incrementally kept state;
-//! - (d) every decision re-derives from `decide_start` on the state it was made on.
+//! - (d) every decision re-derives from `decide_start` on the state it was made on;
+//! - (e) a run that failed for missing consent or bad credentials leaves the
+//!   connection showing it, so a start at that instant is blocked (with the same
+//!   code, unless the connection is disabled or, for credentials, consent is
+//!   missing), and a succeeded verification leaves consent granted and the
+//!   credentials valid;
+//! - (f) a start blocked for credentials expired by the clock was made at or
+//!   after the stored secret's expiry.
 //!
 //! At the end, the whole log is replayed as an auditor would, re-deriving each
-//! decision from the events alone.
+//! decision from the events alone and checking that the aggregate's own
+//! decisions could have written every other event.
 
-use aggregates::values::{DisplayName, ProviderName, WorkerId};
+use aggregates::values::{ContentHash, DirectoryTenantId, Fingerprint, ProviderCode, WorkerId};
+use aggregates::values::{DisplayName, ProviderName};
 use std::collections::BTreeSet;
 
-use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope, ScopeKind};
+use aggregates::audit::Replay;
+use aggregates::catalog::{
+    Consent, CredentialStatus, ItemKind, OperationKind, ReasonCode, Scope, ScopeKind,
+};
 use aggregates::connection::{
     decide, decide_start, evolve, ConnectionChoice, ConnectionCommand, ConnectionError,
-    ConnectionEvent, ProviderConnection, RunEnd, StartRequest, Verdict,
+    ConnectionEvent, ProviderConnection, Rejection, RunEnd, StartRequest, Verdict,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
+use aggregates::execution::{ItemCounts, ObjectCounts, ProviderFailure, RunResult};
+use aggregates::ids::{ClientId, ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
+use aggregates::secret::SecretMetadata;
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use proptest::prelude::*;
@@ -76,6 +90,12 @@ enum Op {
     SetConsent(bool),
     SetCredentials(CredentialStatus),
     SetEnabled(bool),
+    /// Store one of a few secrets, expiring this many seconds from now (or never).
+    StoreSecret {
+        fingerprint: usize,
+        expires_in: Option<i64>,
+    },
+    RemoveSecret,
     Claim {
         run: RunPick,
         worker: usize,
@@ -116,10 +136,50 @@ fn run_pick() -> impl Strategy<Value = RunPick> {
     ]
 }
 
+/// A result, fitting the run's operation or not (a misfit is refused).
+fn run_result() -> impl Strategy<Value = RunResult> {
+    prop_oneof![
+        (
+            prop::sample::select(ItemKind::ALL),
+            0..5u64,
+            0..3u64,
+            0..3u64,
+            0..3u64
+        )
+            .prop_map(|(kind, total, added, changed, removed)| {
+                let counts = ItemCounts {
+                    total,
+                    added,
+                    changed,
+                    removed,
+                };
+                RunResult::Items([(kind, counts)].into_iter().collect())
+            }),
+        (0..3u64, 0..3u64, 0..3u64, 0..3u64).prop_map(|(patched, created, unchanged, failed)| {
+            RunResult::Objects(ObjectCounts {
+                patched,
+                created,
+                unchanged,
+                failed,
+            })
+        }),
+    ]
+}
+
 fn run_end() -> impl Strategy<Value = RunEnd> {
     prop_oneof![
-        3 => Just(RunEnd::Succeeded),
-        2 => prop::sample::select(ReasonCode::ALL).prop_map(|reason| RunEnd::Failed { reason }),
+        3 => (prop::option::of(run_result()), any::<bool>()).prop_map(|(result, hashed)| {
+            let snapshot_hash = hashed.then(|| ContentHash::parse(&"5e".repeat(32)).unwrap());
+            RunEnd::Succeeded { result, snapshot_hash }
+        }),
+        2 => (prop::sample::select(ReasonCode::ALL), any::<bool>()).prop_map(|(reason, said)| {
+            let provider = said.then(|| ProviderFailure {
+                code: Some(ProviderCode::parse("AADSTS7000222").unwrap()),
+                request_id: None,
+                message: None,
+            });
+            RunEnd::Failed { reason, provider }
+        }),
         1 => Just(RunEnd::Cancelled),
     ]
 }
@@ -143,6 +203,9 @@ fn op() -> impl Strategy<Value = Op> {
         ]
         .prop_map(Op::SetCredentials),
         1 => prop::bool::weighted(0.7).prop_map(Op::SetEnabled),
+        1 => (0..2usize, prop::option::weighted(0.7, -30..120i64))
+            .prop_map(|(fingerprint, expires_in)| Op::StoreSecret { fingerprint, expires_in }),
+        1 => Just(Op::RemoveSecret),
         5 => (run_pick(), 0..WORKER_PICKS, 0..90i64).prop_map(|(run, worker, lease_seconds)| {
             Op::Claim { run, worker, lease_seconds }
         }),
@@ -264,6 +327,21 @@ impl Driver {
                 actor,
                 at,
             },
+            Op::StoreSecret {
+                fingerprint,
+                expires_in,
+            } => ConnectionCommand::StoreSecret {
+                secret: SecretMetadata {
+                    client_id: ClientId(Uuid::from_u128(0x11)),
+                    directory_tenant_id: DirectoryTenantId::parse("contoso.onmicrosoft.com")
+                        .unwrap(),
+                    fingerprint: Fingerprint::parse(&format!("{fingerprint:016x}")).unwrap(),
+                    expires_at: expires_in.map(|seconds| t(self.now + seconds)),
+                },
+                actor,
+                at,
+            },
+            Op::RemoveSecret => ConnectionCommand::RemoveSecret { actor, at },
             Op::Claim {
                 run,
                 worker,
@@ -287,7 +365,7 @@ impl Driver {
             Op::Complete { run, worker, end } => ConnectionCommand::CompleteRun {
                 run_id: self.run(run, state),
                 worker_id: self.worker(*worker, state),
-                end: *end,
+                end: end.clone(),
                 at,
             },
             Op::ExpireLease => ConnectionCommand::ExpireLease { at },
@@ -412,7 +490,23 @@ fn run_sequence(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     | E::OperationRejected { evidence, .. } => evidence,
                     _ => unreachable!("a decision event"),
                 };
-                prop_assert_eq!(Some(evidence.clone()), before.evidence());
+                prop_assert_eq!(Some(evidence.clone()), before.evidence(request.at));
+
+                // (f) Expiry by the clock blocks only from the secret's expiry on.
+                let expired_by_clock = verdict
+                    == Verdict::Rejected(Rejection::Blocked {
+                        reason: ReasonCode::CredentialsExpired,
+                    })
+                    && before.credentials == CredentialStatus::Valid;
+                if expired_by_clock {
+                    let expires_at = before.secret.as_ref().and_then(|s| s.expires_at);
+                    prop_assert!(
+                        expires_at.is_some_and(|expires_at| expires_at <= request.at),
+                        "blocked as expired at {} with a secret expiring at {:?}",
+                        request.at,
+                        expires_at
+                    );
+                }
             }
 
             // (a) At most one open run, counted from the events.
@@ -439,6 +533,50 @@ fn run_sequence(steps: Vec<Step>) -> Result<(), TestCaseError> {
             log.push(event);
         }
 
+        // (e) What a run's end showed about the connection is what it now shows.
+        if let ConnectionCommand::CompleteRun {
+            run_id, end, at, ..
+        } = &command
+        {
+            let operation = before.active.as_ref().map(|run| run.operation);
+            let taught = match end {
+                RunEnd::Failed { reason, .. } => match reason {
+                    ReasonCode::ConsentMissing => {
+                        prop_assert_eq!(state.consent, Consent::Missing);
+                        Some(*reason)
+                    }
+                    ReasonCode::CredentialsMissing => {
+                        prop_assert_eq!(state.credentials, CredentialStatus::Missing);
+                        Some(*reason)
+                    }
+                    ReasonCode::CredentialsInvalid => {
+                        prop_assert_eq!(state.credentials, CredentialStatus::Invalid);
+                        Some(*reason)
+                    }
+                    ReasonCode::CredentialsExpired => {
+                        prop_assert_eq!(state.credentials, CredentialStatus::Expired);
+                        Some(*reason)
+                    }
+                    _ => None,
+                },
+                RunEnd::Succeeded { .. } if operation == Some(OperationKind::ProviderVerify) => {
+                    prop_assert_eq!(state.consent, Consent::Granted);
+                    prop_assert_eq!(state.credentials, CredentialStatus::Valid);
+                    None
+                }
+                _ => None,
+            };
+            if let Some(reason) = taught {
+                let blocker = state.blocker(*at);
+                prop_assert!(blocker.is_some(), "run {} taught nothing", run_id);
+                let first = !state.enabled
+                    || (reason != ReasonCode::ConsentMissing && state.consent == Consent::Missing);
+                if !first {
+                    prop_assert_eq!(blocker, Some(reason));
+                }
+            }
+        }
+
         // The state's one active run is the one the events leave open.
         let active: BTreeSet<RunId> = state.active.iter().map(|run| run.run_id).collect();
         prop_assert_eq!(&active, &open);
@@ -447,14 +585,26 @@ fn run_sequence(steps: Vec<Step>) -> Result<(), TestCaseError> {
         prop_assert_eq!(&fold(&log), &state);
     }
 
-    // The audit: replaying the log alone re-derives every decision.
+    // The audit: replaying the log alone re-derives every decision, and the
+    // aggregate's own decisions could have written every other event.
     let mut replayed = ProviderConnection::default();
-    for event in &log {
+    let mut audit = Replay::<ProviderConnection>::new();
+    for (i, event) in log.iter().enumerate() {
         if let Some((request, verdict)) = recorded_verdict(event) {
             prop_assert_eq!(decide_start(&replayed, request), verdict);
         }
         evolve(&mut replayed, event.clone());
+        let (check, illegal) = audit.step_checked(i + 1, event.clone());
+        prop_assert!(
+            illegal.is_none(),
+            "event {} {:?}: {:?}",
+            i + 1,
+            event,
+            illegal
+        );
+        prop_assert!(check.is_none_or(|c| c.is_identical()), "event {}", i + 1);
     }
+    prop_assert_eq!(audit.state(), &replayed);
     Ok(())
 }
 

@@ -101,7 +101,7 @@ impl Scratches {
                 admin.close().await.ok();
                 eprintln!("bench: scratch database {name} ({label})");
                 self.created.push(name.clone());
-                Ok(with_database(url, &name))
+                Ok(testkit::with_database(url, &name))
             }
         }
     }
@@ -145,36 +145,9 @@ impl Scratches {
     }
 }
 
-/// The server URL with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[authority_start..];
-    let authority_end = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let after_path = url[authority_end..]
-        .find(['?', '#'])
-        .map_or(url.len(), |i| authority_end + i);
-    format!("{}/{database}{}", &url[..authority_end], &url[after_path..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_database_of_a_url_is_replaced_and_the_rest_kept() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/postgres", "dg_bench_x"),
-            "postgres://postgres@127.0.0.1:5432/dg_bench_x"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@db/app?sslmode=disable", "s"),
-            "postgres://u:p@db/s?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://db:5432", "s"),
-            "postgres://db:5432/s"
-        );
-    }
 
     #[tokio::test]
     async fn a_sqlite_file_url_or_another_scheme_is_refused() {

@@ -401,11 +401,9 @@ impl World {
         connection.stream.command(claim, system(at), out).await?;
         let at = self.tick();
         let end = if fail {
-            RunEnd::Failed {
-                reason: ReasonCode::Throttled,
-            }
+            RunEnd::failed(ReasonCode::Throttled)
         } else {
-            RunEnd::Succeeded
+            RunEnd::succeeded()
         };
         let complete = ConnectionCommand::CompleteRun {
             run_id,
@@ -690,7 +688,10 @@ mod tests {
                 .unwrap();
             assert_eq!(connection.len(), length);
             let state = &connection.stream.state;
-            assert!(state.blocker().is_none(), "usable after {length} events");
+            assert!(
+                state.blocker(chrono::Utc::now()).is_none(),
+                "usable after {length} events"
+            );
             assert!(state.active.is_none(), "idle after {length} events");
         }
         sink.flush().await.unwrap();

@@ -225,6 +225,35 @@ fn ended(event: &ConnectionEvent) -> Option<(RunId, RunStatus, Option<ReasonCode
     }
 }
 
+/// What a run's end reported: a succeeded run's result, a failed run's
+/// provider failure.
+fn record_report(run: &mut Run, end: &ConnectionEvent) {
+    use aggregates::connection::FailureCause;
+    match end {
+        ConnectionEvent::RunSucceeded {
+            result,
+            snapshot_hash,
+            ..
+        } => {
+            run.result = result.clone();
+            run.snapshot_hash = snapshot_hash.as_ref().map(|hash| hash.to_string());
+        }
+        ConnectionEvent::RunFailed {
+            cause:
+                FailureCause::Worker {
+                    provider: Some(provider),
+                    ..
+                },
+            ..
+        } => {
+            run.provider_code = provider.code.as_ref().map(|code| code.to_string());
+            run.provider_request_id = provider.request_id.as_ref().map(|id| id.to_string());
+            run.provider_message = provider.message.as_ref().map(|text| text.to_string());
+        }
+        _ => {}
+    }
+}
+
 /// Runs and the decision log.
 fn runs(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
     use ConnectionEvent as E;
@@ -249,6 +278,11 @@ fn runs(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                     worker_id: None,
                     cancel_requested: false,
                     position: event.position,
+                    result: None,
+                    snapshot_hash: None,
+                    provider_code: None,
+                    provider_request_id: None,
+                    provider_message: None,
                 });
                 views.decisions.push(decision(
                     request,
@@ -316,6 +350,7 @@ fn runs(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                         run.status = status;
                         run.reason_code = reason_code;
                         run.finished_at = Some(at);
+                        record_report(run, other);
                     }
                 }
             }
@@ -376,10 +411,57 @@ fn connections(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
                     credentials: CredentialStatus::Missing,
                     active_run_id: None,
                     position: event.position,
+                    secret_client_id: None,
+                    secret_directory_tenant_id: None,
+                    secret_fingerprint: None,
+                    secret_expires_at: None,
+                    secret_set_at: None,
+                    observed_run_id: None,
+                    observed_provider_code: None,
                 }),
-                E::ConsentGranted { .. } => change(&|c| c.consent = Consent::Granted),
-                E::ConsentRevoked { .. } => change(&|c| c.consent = Consent::Missing),
-                E::CredentialsStatusChanged { status, .. } => change(&|c| c.credentials = *status),
+                // Whoever records consent or credentials replaces what a run showed.
+                E::ConsentGranted { .. } => change(&|c| {
+                    c.consent = Consent::Granted;
+                    forget_observation(c);
+                }),
+                E::ConsentRevoked { .. } => change(&|c| {
+                    c.consent = Consent::Missing;
+                    forget_observation(c);
+                }),
+                E::CredentialsStatusChanged { status, .. } => change(&|c| {
+                    c.credentials = *status;
+                    forget_observation(c);
+                }),
+                E::SecretStored { secret, at, .. } => change(&|c| {
+                    c.secret_client_id = Some(secret.client_id);
+                    c.secret_directory_tenant_id = Some(secret.directory_tenant_id.to_string());
+                    c.secret_fingerprint = Some(secret.fingerprint.to_string());
+                    c.secret_expires_at = secret.expires_at.as_ref().map(time);
+                    c.secret_set_at = Some(time(at));
+                }),
+                E::SecretRemoved { .. } => change(&|c| {
+                    c.secret_client_id = None;
+                    c.secret_directory_tenant_id = None;
+                    c.secret_fingerprint = None;
+                    c.secret_expires_at = None;
+                    c.secret_set_at = None;
+                }),
+                E::ProviderStateObserved {
+                    run_id,
+                    consent,
+                    credentials,
+                    provider_code,
+                    ..
+                } => change(&|c| {
+                    if let Some(consent) = consent {
+                        c.consent = *consent;
+                    }
+                    if let Some(credentials) = credentials {
+                        c.credentials = *credentials;
+                    }
+                    c.observed_run_id = Some(*run_id);
+                    c.observed_provider_code = provider_code.as_ref().map(|code| code.to_string());
+                }),
                 E::ConnectionEnabled { .. } => change(&|c| c.enabled = true),
                 E::ConnectionDisabled { .. } => change(&|c| c.enabled = false),
                 E::OperationAccepted { request, .. } => {
@@ -407,6 +489,11 @@ fn connections(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
         }
         _ => {}
     }
+}
+
+fn forget_observation(connection: &mut Connection) {
+    connection.observed_run_id = None;
+    connection.observed_provider_code = None;
 }
 
 /// Tenant memberships, for scoping lists to what a caller may see.
@@ -479,6 +566,7 @@ fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
             run_id,
             worker_id,
             at,
+            ..
         } => (*run_id, at, "succeeded", Some(worker_id.to_string()), None),
         E::RunFailed {
             run_id,
@@ -487,7 +575,7 @@ fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
             at,
         } => {
             let (step, who) = match cause {
-                FailureCause::Worker { worker_id } => ("failed", worker_id),
+                FailureCause::Worker { worker_id, .. } => ("failed", worker_id),
                 FailureCause::ExecutionGate { worker_id, .. } => ("failed", worker_id),
                 FailureCause::LeaseExpired { worker_id, .. } => ("timed_out", worker_id),
             };
@@ -498,6 +586,13 @@ fn timeline(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
             at,
             "cancelled",
             Some(actor.display_name().to_owned()),
+            None,
+        ),
+        E::ProviderStateObserved { run_id, at, .. } => (
+            *run_id,
+            at,
+            "connection_updated",
+            Some(aggregates::Actor::System.display_name().to_owned()),
             None,
         ),
         _ => return,

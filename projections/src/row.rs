@@ -10,7 +10,8 @@ use aggregates::catalog::{
     Capability, Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, Role, RunStatus,
     Scope,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::execution::RunResult;
+use aggregates::ids::{ClientId, ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
 
 /// How a column is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +176,7 @@ text_fields!(
     RunId => |v| Cow::Owned(v.to_string()),
     TenantId => |v| Cow::Owned(v.to_string()),
     ConnectionId => |v| Cow::Owned(v.to_string()),
+    ClientId => |v| Cow::Owned(v.to_string()),
     DecisionId => |v| Cow::Owned(v.to_string()),
     UserId => |v| Cow::Owned(v.to_string()),
     WorkspaceId => |v| Cow::Owned(v.to_string()),
@@ -220,6 +222,30 @@ macro_rules! json_fields {
 }
 
 json_fields!(Scope, BTreeSet<Capability>);
+
+/// JSON text columns that may be null.
+macro_rules! nullable_json_fields {
+    ($($ty:ty),+) => {$(
+        impl Field for Option<$ty> {
+            const KIND: Kind = Kind::NullableText;
+            fn cell(&self) -> Cell<'_> {
+                Cell::Text(self.as_ref().map(|value| {
+                    Cow::Owned(serde_json::to_string(value).expect("domain values serialize"))
+                }))
+            }
+            fn decode(value: Value) -> Result<Self, String> {
+                text_of(value)?
+                    .map(|text| {
+                        serde_json::from_str(&text)
+                            .map_err(|e| format!("is not the expected JSON: {e}"))
+                    })
+                    .transpose()
+            }
+        }
+    )+};
+}
+
+nullable_json_fields!(RunResult);
 
 impl Field for bool {
     const KIND: Kind = Kind::Bool;

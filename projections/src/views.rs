@@ -15,7 +15,8 @@ use aggregates::catalog::{
     Capability, Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, Role, RunStatus,
     Scope,
 };
-use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
+use aggregates::execution::RunResult;
+use aggregates::ids::{ClientId, ConnectionId, DecisionId, RunId, TenantId, UserId, WorkspaceId};
 
 use crate::row::ViewRow;
 use crate::view_row;
@@ -55,6 +56,16 @@ view_row! {
         pub cancel_requested: bool,
         /// Log position of its acceptance.
         pub position: i64,
+        /// What it did, once it succeeded (the contract's `result`, as JSON).
+        pub result: Option<RunResult>,
+        /// The hash of the snapshot a sync stored outside the log.
+        pub snapshot_hash: Option<String>,
+        /// The provider's error code, when it failed and the provider said one.
+        pub provider_code: Option<String>,
+        /// The provider's id of the failed request.
+        pub provider_request_id: Option<String>,
+        /// The provider's error text, summarized.
+        pub provider_message: Option<String>,
     }
 }
 
@@ -113,6 +124,21 @@ view_row! {
         pub active_run_id: Option<RunId>,
         /// Log position of its creation.
         pub position: i64,
+        /// The stored secret's app registration (null: no secret).
+        pub secret_client_id: Option<ClientId>,
+        /// The Entra tenant the secret signs in to.
+        pub secret_directory_tenant_id: Option<String>,
+        /// The first 16 hex digits of the secret's SHA-256.
+        pub secret_fingerprint: Option<String>,
+        /// When the secret expires, if known.
+        pub secret_expires_at: Option<String>,
+        /// When the secret was stored.
+        pub secret_set_at: Option<String>,
+        /// The run whose end last changed consent or credentials; cleared when
+        /// someone records either (the console says why a start is blocked).
+        pub observed_run_id: Option<RunId>,
+        /// The provider's error code that run ended with.
+        pub observed_provider_code: Option<String>,
     }
 }
 
@@ -142,7 +168,9 @@ view_row! {
         /// When.
         pub at: String,
         /// `queued`, `claimed`, `heartbeat`, `released`, `cancel_requested`,
-        /// `succeeded`, `failed`, `timed_out` or `cancelled`.
+        /// `succeeded`, `failed`, `timed_out`, `cancelled`, or
+        /// `connection_updated` (its end changed the connection's consent or
+        /// credentials).
         pub step: String,
         /// Who: the worker, or the operator who asked.
         pub who: Option<String>,

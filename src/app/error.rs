@@ -70,6 +70,8 @@ impl From<ConnectionError> for AppError {
             | E::NotAnExecutionReason(_)
             | E::InvalidLease
             | E::CancelNotRequested => Self::Conflict(error.to_string()),
+            // What the worker reported does not fit the run.
+            E::Result(_) => Self::Invalid(error.to_string()),
             // Every connection and every proposed run gets a fresh id, and the
             // scope is built from the operation.
             E::AlreadyExists | E::ScopeMismatch | E::RunIdTaken => Self::unexpected(error),

@@ -4,7 +4,10 @@
 //!
 //! One module per use case, each an `impl Dispatcher` block: [`auth`],
 //! [`setup`], [`connections`], [`restore`], [`runs`], [`onboarding`],
-//! [`start`]; the clock and the error have modules of their own. The pure
+//! [`start`], and the reads ([`reads`]: runs, decisions, notifications,
+//! tenants, connections, the stream's changes), authorised once for both
+//! edges; the service's state is [`dispatcher`], the clock and the error have
+//! modules of their own. The pure
 //! decision itself is the domain's (`aggregates::connection`, "the gate").
 
 mod auth;
@@ -14,9 +17,12 @@ mod dispatcher;
 mod error;
 mod onboarding;
 mod principal;
+mod reads;
+mod records;
 mod restore;
 mod runs;
 mod setup;
+mod sign_in;
 mod start;
 mod token;
 
@@ -27,6 +33,8 @@ pub use dispatcher::{metadata, Dispatcher, CONSISTENCY_WAIT, SNAPSHOT_EVERY};
 pub use error::{cause_line, error_line, AppError};
 pub use onboarding::{next_bootstrap_step, OnboardingStep, StepState};
 pub use principal::{Principal, TokenDigest};
+pub use reads::{Changes, DecisionsQuery, RunDetail, RunsQuery};
 pub use runs::{ClaimedRun, Heartbeat};
 pub use setup::NewUser;
+pub use sign_in::{SignIn, SIGN_IN_LIFETIME};
 pub use start::{StartCommand, StartDecision};

@@ -1,8 +1,8 @@
 //! One decision as a flat record with stable field names: the shape of
 //! `audit replay --format jsonl` and of `audit export` (JSONL and CSV alike).
 //!
-//! The field names are a contract with auditors' tools (see the README's Audit
-//! section): add fields at the end, never rename or remove one.
+//! The field names are a contract with auditors' tools (see `docs/audit.md`):
+//! add fields at the end, never rename or remove one.
 
 use aggregates::audit::Check;
 use aggregates::catalog::{ReasonCode, Scope};

@@ -1,4 +1,8 @@
 //! The command line: `serve`, `migrate`, `projections rebuild`, `audit`.
+//!
+//! Why one file of about 700 lines: every subcommand's flags (clap derives)
+//! beside the code that runs them, so a flag and its effect are read together;
+//! the work itself lives in the layers below.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;

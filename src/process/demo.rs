@@ -12,6 +12,9 @@
 //! cancel from the console ends such a run as `cancelled` and frees its
 //! connection. Restarted without `--demo`, nobody heartbeats them and they
 //! time out (`operation.timed_out`) like any run whose worker went away.
+//!
+//! Why one file of about 700 lines: the demo is one story, tenant by tenant
+//! (each one shows one outcome or state), told in the order the banner prints it.
 
 use std::sync::Arc;
 use std::time::Duration;

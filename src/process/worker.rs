@@ -166,8 +166,8 @@ async fn execute(
     let end = loop {
         tokio::select! {
             result = &mut work => break match result {
-                Ok(()) => RunEnd::Succeeded,
-                Err(reason) => RunEnd::Failed { reason },
+                Ok(()) => RunEnd::succeeded(),
+                Err(reason) => RunEnd::failed(reason),
             },
             _ = beat.tick() => match dispatcher.heartbeat(run.run_id, worker_id, config.lease).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => break RunEnd::Cancelled,
@@ -195,7 +195,10 @@ async fn execute(
     let deadline = tokio::time::Instant::now() + config.lease;
     let mut pause = Duration::from_millis(100);
     loop {
-        match dispatcher.complete(run.run_id, worker_id, end).await {
+        match dispatcher
+            .complete(run.run_id, worker_id, end.clone())
+            .await
+        {
             Ok(_) => tracing::info!(?end, "run ended"),
             Err(AppError::Unavailable(error)) if tokio::time::Instant::now() + pause < deadline => {
                 tracing::warn!(error = %crate::app::error_line(&error), "could not record the run's end yet; retrying");
@@ -231,9 +234,7 @@ pub async fn run_reaper(
             }
         }
         // Housekeeping on the same round: keys past their 24 hours.
-        if let Err(error) =
-            crate::write::idempotency::prune(dispatcher.database(), dispatcher.now()).await
-        {
+        if let Err(error) = dispatcher.prune_idempotency_keys().await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "expired idempotency keys not pruned"

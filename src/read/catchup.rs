@@ -4,6 +4,10 @@
 //!
 //! cqrs-es's in-process `Query` dispatch is not used: it runs after the commit
 //! and a crash in between loses the update for good.
+//!
+//! Why one file of about 500 lines: the sequencer, the live loop and the
+//! rebuild share one exactly-once argument (checkpoint and rows in one
+//! transaction); read together, a change to one shows what it does to the others.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,6 +6,11 @@
 //!
 //! The SQL is portable; [`backend!`] compiles each function once per backend
 //! so that the same text serves PostgreSQL and SQLite connections.
+//!
+//! Why one file of about 650 lines: the PostgreSQL and SQLite writers sit
+//! side by side, driven by the same descriptor, so that what differs between
+//! the backends is seen at a glance; each section is one job (select, load,
+//! upsert, replace).
 
 use std::collections::BTreeMap;
 

@@ -302,22 +302,32 @@ where
     S: Send + Sync,
 {
     let Caller(principal) = Caller::from_request_parts(parts, state).await?;
-    let at_least = match parts.headers.get(GATE_POSITION) {
-        None => None,
-        Some(value) => Some(
+    let at_least = log_position(&parts.headers, GATE_POSITION, "Gate-Position")?;
+    Ok((principal, at_least))
+}
+
+/// The log position a request header names (`Gate-Position`, `Last-Event-ID`):
+/// `None` without the header, 400 for anything but a non-negative integer.
+pub fn log_position(
+    headers: &axum::http::HeaderMap,
+    name: &str,
+    shown_as: &str,
+) -> Result<Option<i64>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
             value
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .filter(|p| *p >= 0)
                 .ok_or_else(|| {
-                    ApiError::invalid(
-                        "`Gate-Position` must be a log position (a non-negative integer)",
-                    )
-                })?,
-        ),
-    };
-    Ok((principal, at_least))
+                    ApiError::invalid(format!(
+                        "`{shown_as}` must be a log position (a non-negative integer)"
+                    ))
+                })
+        })
+        .transpose()
 }
 
 /// The admin token holder; a user token gets 403.

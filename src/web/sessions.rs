@@ -30,10 +30,7 @@ pub async fn sessions(
     let written = session.written();
     if written > 0 {
         if let Some(principal) = session.principal() {
-            let applied = app.dispatcher.catchup().positions().slowest();
-            app.dispatcher
-                .sessions()
-                .wrote(&principal, written, applied);
+            app.dispatcher.remember_write(&principal, written);
         }
     }
     let position = if written > 0 { written } else { session.seen() };

@@ -18,7 +18,6 @@
 //! rather than allowed to grow the server's memory.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -32,8 +31,8 @@ use utoipa_axum::routes;
 use super::dto::{DecisionJson, RunListItem};
 use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
+use crate::app::Changes;
 use crate::app::{Dispatcher, TokenDigest};
-use crate::read::queries::{self, Visibility};
 use crate::web::state::AppState;
 
 /// Events buffered per connection before a slow consumer is dropped.
@@ -41,9 +40,6 @@ pub const STREAM_BUFFER: usize = 256;
 
 /// Log positions read per query while catching a stream up.
 const WINDOW: i64 = 1000;
-
-/// How often a stream on a hot standby looks for new positions.
-const STANDBY_POLL: Duration = Duration::from_millis(200);
 
 /// `GET /v1/stream`.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -100,19 +96,9 @@ pub(crate) async fn open(
     still_valid: StillValid,
     headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let after = match headers.get("last-event-id") {
-        Some(value) => {
-            let position = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "`Last-Event-ID` must be a log position (a non-negative integer)",
-                    )
-                })?;
-            let head = crate::write::store::log::head(app.dispatcher.database()).await?;
+    let after = match super::extract::log_position(headers, "last-event-id", "Last-Event-ID")? {
+        Some(position) => {
+            let head = app.dispatcher.log_head().await?;
             if position > head {
                 return Err(ApiError::invalid(format!(
                     "`Last-Event-ID` {position} is ahead of the log (at {head})"
@@ -120,16 +106,10 @@ pub(crate) async fn open(
             }
             position
         }
-        None => reached(&app.dispatcher).await?,
+        None => app.dispatcher.views_reached().await?,
     };
     let (events, receiver) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(follow(
-        app,
-        principal.visibility(),
-        still_valid,
-        after,
-        events,
-    ));
+    tokio::spawn(follow(app, principal.clone(), still_valid, after, events));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()
@@ -139,30 +119,22 @@ pub(crate) async fn open(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// The position the read side's views show now.
-async fn reached(dispatcher: &Dispatcher) -> anyhow::Result<i64> {
-    match dispatcher.standby() {
-        Some(standby) => standby.position().await,
-        None => Ok(dispatcher.catchup().positions().slowest()),
-    }
-}
-
 /// Sends the stream's events after `after` as the views advance, until the
 /// client goes away, falls [`STREAM_BUFFER`] events behind, its credential is
 /// no longer valid, or the database fails (the client resumes with
 /// `Last-Event-ID`).
 async fn follow(
     app: AppState,
-    visibility: Visibility,
+    principal: crate::app::Principal,
     still_valid: StillValid,
     mut after: i64,
     events: mpsc::Sender<Event>,
 ) {
-    let mut positions = app.dispatcher.catchup().subscribe();
+    let mut positions = app.dispatcher.subscribe_positions();
     loop {
         let reached = tokio::select! {
             () = events.closed() => return,
-            reached = advanced(&app.dispatcher, after, &mut positions) => reached,
+            reached = app.dispatcher.views_advanced(after, &mut positions) => reached,
         };
         let reached = match reached {
             Ok(reached) => reached,
@@ -180,7 +152,7 @@ async fn follow(
         }
         while after < reached {
             let up_to = reached.min(after.saturating_add(WINDOW));
-            let batch = match batch(&app.dispatcher, &visibility, after, up_to).await {
+            let batch = match batch(&app.dispatcher, &principal, after, up_to).await {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(
@@ -205,48 +177,18 @@ async fn follow(
     }
 }
 
-/// Waits until the read side's views show a position after `after`.
-async fn advanced(
-    dispatcher: &Dispatcher,
-    after: i64,
-    positions: &mut tokio::sync::watch::Receiver<crate::read::catchup::Positions>,
-) -> anyhow::Result<i64> {
-    loop {
-        match dispatcher.standby() {
-            Some(standby) => {
-                let reached = standby.position().await?;
-                if reached > after {
-                    return Ok(reached);
-                }
-                tokio::time::sleep(STANDBY_POLL).await;
-            }
-            None => {
-                let reached = positions.borrow_and_update().slowest();
-                if reached > after {
-                    return Ok(reached);
-                }
-                // The sender lives as long as the gate; if it ever went away,
-                // nothing would advance again.
-                if positions.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-}
-
 /// The events at positions in `(after, up_to]` the caller may see, in log order.
 async fn batch(
     dispatcher: &Dispatcher,
-    visibility: &Visibility,
+    principal: &crate::app::Principal,
     after: i64,
     up_to: i64,
 ) -> anyhow::Result<Vec<Event>> {
-    let views = dispatcher.reads();
-    let decisions = queries::decisions_between(views, visibility, after, up_to).await?;
-    let changes = queries::run_changes(views, after, up_to).await?;
-    let ids: Vec<_> = changes.iter().map(|(_, id)| *id).collect();
-    let runs = queries::visible_runs(views, visibility, &ids).await?;
+    let Changes {
+        decisions,
+        positions: changes,
+        runs,
+    } = dispatcher.changes(principal, after, up_to).await?;
     let mut events: Vec<(i64, Event)> = decisions
         .iter()
         .map(|decision| {

@@ -8,6 +8,10 @@
 //! It also seals every commit into the stream's tamper-evidence chain
 //! ([`crate::chain`]): it loads the events (not just the state) so it knows the
 //! stream head's hash, and adds the chain keys to the commit's metadata.
+//!
+//! Why one file of about 500 lines: load, decide, commit and the bounded
+//! retry on a conflict are one concurrency argument (the warm cache is kept
+//! honest by the optimistic append); split up, that argument would be scattered.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};

@@ -4,5 +4,6 @@
 
 pub mod executor;
 pub mod idempotency;
+pub mod sign_ins;
 pub mod snapshot;
 pub mod store;

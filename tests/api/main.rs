@@ -10,6 +10,7 @@ mod consistency;
 mod console;
 mod decoders;
 mod demo;
+mod feedback;
 mod hardening;
 mod idempotency;
 mod listener;

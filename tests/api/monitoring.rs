@@ -91,7 +91,7 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
             .unwrap()
             .unwrap();
         app.dispatcher
-            .complete(claimed.run_id, &worker("w1"), RunEnd::Succeeded)
+            .complete(claimed.run_id, &worker("w1"), RunEnd::succeeded())
             .await
             .unwrap();
     }
@@ -264,9 +264,7 @@ async fn notifications_go_to_the_initiator_only(backend: Backend) {
         .complete(
             claimed.run_id,
             &worker("w1"),
-            RunEnd::Failed {
-                reason: ReasonCode::Throttled,
-            },
+            RunEnd::failed(ReasonCode::Throttled),
         )
         .await
         .unwrap();

@@ -41,7 +41,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
         .await
         .unwrap();
     dispatcher
-        .complete(run.run_id, &worker("w1"), RunEnd::Succeeded)
+        .complete(run.run_id, &worker("w1"), RunEnd::succeeded())
         .await
         .unwrap();
     // failed by the worker.
@@ -56,9 +56,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
         .complete(
             run.run_id,
             &worker("w1"),
-            RunEnd::Failed {
-                reason: ReasonCode::Unreachable,
-            },
+            RunEnd::failed(ReasonCode::Unreachable),
         )
         .await
         .unwrap();

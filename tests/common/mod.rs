@@ -260,8 +260,8 @@ pub async fn set_json(database: &Database, row: &Row, column: &str, value: &Valu
 }
 
 /// Seals `rows` (one stream, in sequence order, the first following `prev`)
-/// into the stream chain as single-event commits: what a forger who knows the
-/// README does.
+/// into the stream chain as single-event commits: what a forger who knows
+/// `docs/chain.md` does.
 pub fn rechain(rows: &mut [Row], mut prev: String) {
     use dispatch_gate::chain;
     for row in rows {

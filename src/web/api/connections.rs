@@ -1,6 +1,6 @@
 //! Provider connection endpoints (`provider.manage`, or admin).
 
-use aggregates::catalog::{Action, CredentialStatus};
+use aggregates::catalog::CredentialStatus;
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::values::{DisplayName, ProviderName};
 use axum::extract::State;
@@ -12,7 +12,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::{ConnectionChange, ConnectionView};
-use crate::read::queries;
 use crate::web::dto::{ConnectionJson, ConnectionList};
 use crate::web::error::{ApiError, ErrorBody};
 use crate::web::extract::{
@@ -88,10 +87,10 @@ async fn list_connections(
     Reader(principal): Reader,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<axum::Json<ConnectionList>, ApiError> {
-    app.dispatcher
-        .authorize(&principal, tenant_id, Action::ViewConnections)
+    let (_, records) = app
+        .dispatcher
+        .tenant_connections(&principal, tenant_id)
         .await?;
-    let records = queries::tenant_connections(app.dispatcher.reads(), tenant_id).await?;
     Ok(axum::Json(ConnectionList {
         items: records.iter().map(ConnectionJson::from).collect(),
     }))
@@ -106,23 +105,7 @@ async fn get_connection(
     Reader(principal): Reader,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
-    // The view names the connection's tenant: no aggregate load to learn it.
-    let Some(record) = queries::connection(app.dispatcher.reads(), id).await? else {
-        return Err(app
-            .dispatcher
-            .hidden(&principal, Action::ViewConnections, "provider connection")
-            .await
-            .into());
-    };
-    let tenant_id = record.connection.tenant_id;
-    app.dispatcher
-        .authorize_as(
-            &principal,
-            tenant_id,
-            Action::ViewConnections,
-            "provider connection",
-        )
-        .await?;
+    let (_, record) = app.dispatcher.connection(&principal, id).await?;
     Ok(axum::Json(ConnectionJson::from(&record)))
 }
 

@@ -22,15 +22,7 @@ pub fn describe(api: &mut OpenApi) {
     );
     components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
     for (path, item) in api.paths.paths.iter_mut() {
-        for operation in [
-            item.get.as_mut(),
-            item.post.as_mut(),
-            item.put.as_mut(),
-            item.delete.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations_mut(item) {
             operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
             shared_errors(path, operation);
         }
@@ -299,4 +291,18 @@ fn describe_stream_events(json: &mut serde_json::Value) {
             "oneOf": [event("decision", "DecisionJson"), event("run", "RunListItem")]
         });
     }
+}
+
+/// Every operation of a path (the API serves GET, POST, PUT and DELETE).
+pub(super) fn operations_mut(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        item.get.as_mut(),
+        item.post.as_mut(),
+        item.put.as_mut(),
+        item.delete.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
 }

@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
 /// and with a read replica how far its views are behind. A standby that does
 /// not answer leaves the instance ready: writes go on, reads answer 503.
 async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> Response {
-    let head = crate::write::store::log::head(app.dispatcher.database()).await;
+    let head = app.dispatcher.log_head().await;
     if admin.is_err() {
         let ready = head.is_ok();
         let status = if ready {
@@ -41,7 +41,7 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
     }
     match head {
         Ok(head) => {
-            let positions = app.dispatcher.catchup().positions();
+            let positions = app.dispatcher.projection_positions();
             let mut body = json!({
                 "ready": true,
                 "status": "ready",
@@ -49,8 +49,8 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
                 "projections": positions.projections,
                 "lag": head - positions.slowest(),
             });
-            if let Some(standby) = app.dispatcher.standby() {
-                body["read_replica"] = match standby.status().await {
+            if let Some(status) = app.dispatcher.standby_status().await {
+                body["read_replica"] = match status {
                     Ok(status) => json!({
                         "status": "ready",
                         "position": status.position,
@@ -75,10 +75,8 @@ async fn ready(State(app): State<AppState>, admin: Result<Admin, ApiError>) -> R
 
 /// Prometheus text format; the admin token only.
 async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
-    let positions = app.dispatcher.catchup().positions();
-    let head = crate::write::store::log::head(app.dispatcher.database())
-        .await
-        .unwrap_or(positions.head);
+    let positions = app.dispatcher.projection_positions();
+    let head = app.dispatcher.log_head().await.unwrap_or(positions.head);
     let mut text = String::from(
         "# HELP dispatch_gate_log_head Highest numbered event in the log.\n\
          # TYPE dispatch_gate_log_head gauge\n",
@@ -101,17 +99,15 @@ async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
         "dispatch_gate_projection_lag {}\n",
         head - positions.slowest()
     ));
-    if let Some(standby) = app.dispatcher.standby() {
-        if let Ok(status) = standby.status().await {
-            text.push_str(
-                "# HELP dispatch_gate_read_replica_lag Events the read replica's views are behind the log head.\n\
-                 # TYPE dispatch_gate_read_replica_lag gauge\n",
-            );
-            text.push_str(&format!(
-                "dispatch_gate_read_replica_lag {}\n",
-                (head - status.position).max(0)
-            ));
-        }
+    if let Some(Ok(status)) = app.dispatcher.standby_status().await {
+        text.push_str(
+            "# HELP dispatch_gate_read_replica_lag Events the read replica's views are behind the log head.\n\
+             # TYPE dispatch_gate_read_replica_lag gauge\n",
+        );
+        text.push_str(&format!(
+            "dispatch_gate_read_replica_lag {}\n",
+            (head - status.position).max(0)
+        ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -74,15 +74,10 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |p| p.as_str());
     let fingerprint = idempotency::fingerprint(parts.method.as_str(), target, &body);
-    let database = app.dispatcher.database();
-    let claim = idempotency::claim(
-        database,
-        &principal,
-        &key,
-        &fingerprint,
-        app.dispatcher.now(),
-    )
-    .await;
+    let claim = app
+        .dispatcher
+        .claim_idempotency_key(&principal, &key, &fingerprint)
+        .await;
     let attempt = match claim {
         Ok(Claim::Owned(attempt)) => attempt,
         Ok(Claim::Replay(answer)) => return replay(&principal, answer),
@@ -140,7 +135,11 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
     };
     // The write stands either way; an answer not stored makes retries 409
     // (`lost`) once the lease runs out, never a second write.
-    if let Err(error) = idempotency::finish(database, &attempt, &key, &fingerprint, &answer).await {
+    if let Err(error) = app
+        .dispatcher
+        .finish_idempotent_attempt(&attempt, &key, &fingerprint, &answer)
+        .await
+    {
         tracing::error!(error = format!("{error:#}"), "idempotent answer not stored");
     }
     Response::from_parts(parts, Body::from(body))

@@ -138,15 +138,7 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
     for (path, item) in api.paths.paths.iter_mut() {
         // The description itself is served from memory.
         if path != "/v1/openapi.json" {
-            for operation in [
-                item.get.as_mut(),
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.delete.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in describe::operations_mut(item) {
                 operation
                     .responses
                     .responses
@@ -174,15 +166,7 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
                 reading(post);
             }
         }
-        for operation in [
-            item.get.as_mut(),
-            item.post.as_mut(),
-            item.put.as_mut(),
-            item.delete.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in describe::operations_mut(item) {
             for (status, response) in operation.responses.responses.iter_mut() {
                 if let (true, utoipa::openapi::RefOr::T(response)) =
                     (status.starts_with('2'), response)

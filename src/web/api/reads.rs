@@ -1,6 +1,6 @@
 //! Monitoring → Operations: runs, decisions and notifications, read from projections.
 
-use aggregates::catalog::{Action, OperationKind, Outcome, RunStatus};
+use aggregates::catalog::{OperationKind, Outcome, RunStatus};
 use aggregates::ids::{RunId, TenantId};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::read::queries::{self, RunFilter};
+use crate::app::{DecisionsQuery, RunsQuery};
 use crate::web::cursor::ListScope;
 use crate::web::dto::{
     reason, ActorJson, ConnectionRef, DecisionJson, ReasonJson, RunListItem, RunSummary,
@@ -125,22 +125,15 @@ async fn list_runs(
             query.tenant_id, status, operation
         ),
     );
-    let cursor_position = scope.open(query.cursor.as_deref())?;
-    if let Some(tenant) = query.tenant_id {
-        app.dispatcher
-            .authorize(&principal, TenantId(tenant), Action::ViewOperations)
-            .await?;
-    }
-    let filter = RunFilter {
-        visibility: principal.visibility(),
+    let runs = RunsQuery {
         tenant_id: query.tenant_id.map(TenantId),
         status,
         operation,
         connection_id: None,
         limit,
-        cursor: cursor_position,
+        after: scope.open(query.cursor.as_deref())?,
     };
-    let page = queries::runs(app.dispatcher.reads(), &filter).await?;
+    let page = app.dispatcher.runs(&principal, &runs).await?;
     Ok(axum::Json(RunList {
         items: page.items.iter().map(RunListItem::from).collect(),
         next_cursor: scope.seal(page.next_cursor),
@@ -209,23 +202,8 @@ async fn get_run(
     Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
-    let database = app.dispatcher.reads();
-    let Some(run) = queries::run(database, run_id).await? else {
-        return Err(app
-            .dispatcher
-            .hidden(&principal, Action::ViewOperations, "operation run")
-            .await
-            .into());
-    };
-    app.dispatcher
-        .authorize_as(
-            &principal,
-            run.tenant_id,
-            Action::ViewOperations,
-            "operation run",
-        )
-        .await?;
-    let decisions = queries::run_decisions(database, run.run_id).await?;
+    let crate::app::RunDetail { run, decisions, .. } =
+        app.dispatcher.run_detail(&principal, run_id).await?;
     Ok(axum::Json(RunDetail {
         id: run.run_id.0,
         tenant_id: run.tenant_id.0,
@@ -292,18 +270,15 @@ async fn tenant_decisions(
 ) -> Result<axum::Json<DecisionList>, ApiError> {
     let limit = parse_limit(query.limit)?;
     let scope = ListScope::new(&app, &principal, format!("decisions tenant={tenant_id}"));
-    let cursor_position = scope.open(query.cursor.as_deref())?;
-    app.dispatcher
-        .authorize(&principal, tenant_id, Action::ViewOperations)
-        .await?;
-    let page = queries::tenant_decisions(
-        app.dispatcher.reads(),
-        tenant_id,
-        (None, None),
+    let only = DecisionsQuery {
         limit,
-        cursor_position,
-    )
-    .await?;
+        after: scope.open(query.cursor.as_deref())?,
+        ..DecisionsQuery::default()
+    };
+    let (_, page) = app
+        .dispatcher
+        .tenant_decisions(&principal, tenant_id, only)
+        .await?;
     Ok(axum::Json(DecisionList {
         items: page.items.iter().map(DecisionJson::from).collect(),
         next_cursor: scope.seal(page.next_cursor),
@@ -365,16 +340,11 @@ async fn list_notifications(
 ) -> Result<axum::Json<NotificationList>, ApiError> {
     let limit = parse_limit(query.limit)?;
     let scope = ListScope::new(&app, &principal, "notifications".to_owned());
-    let cursor_position = scope.open(query.cursor.as_deref())?;
-    let recipient = principal.actor().id_string();
-    let page = queries::notifications(
-        app.dispatcher.reads(),
-        &recipient,
-        &principal.visibility(),
-        limit,
-        cursor_position,
-    )
-    .await?;
+    let after = scope.open(query.cursor.as_deref())?;
+    let page = app
+        .dispatcher
+        .notifications(&principal, limit, after)
+        .await?;
     Ok(axum::Json(NotificationList {
         items: page.items.iter().map(NotificationJson::from).collect(),
         next_cursor: scope.seal(page.next_cursor),

@@ -194,9 +194,9 @@ fn parse_end(body: &CompleteBody) -> Result<RunEnd, ApiError> {
         .map(parse_registry::<ReasonCode>)
         .transpose()?;
     match (body.status.as_str(), reason) {
-        ("succeeded", None) => Ok(RunEnd::Succeeded),
+        ("succeeded", None) => Ok(RunEnd::succeeded()),
         ("cancelled", None) => Ok(RunEnd::Cancelled),
-        ("failed", Some(reason)) if reason.is_execution_reason() => Ok(RunEnd::Failed { reason }),
+        ("failed", Some(reason)) if reason.is_execution_reason() => Ok(RunEnd::failed(reason)),
         ("failed", Some(reason)) => Err(ApiError::invalid(format!(
             "`{reason}` is a start-time reason; a run fails with an execution reason"
         ))),
@@ -223,12 +223,8 @@ async fn complete(
 ) -> Result<axum::Json<Completed>, ApiError> {
     let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
     let end = parse_end(&body)?;
+    let status = end.status();
     let operation = app.dispatcher.complete(run_id, &worker_id, end).await?;
-    let status = match end {
-        RunEnd::Succeeded => RunStatus::Succeeded,
-        RunEnd::Failed { .. } => RunStatus::Failed,
-        RunEnd::Cancelled => RunStatus::Cancelled,
-    };
     Ok(axum::Json(Completed {
         run: RunSummary::new(run_id, operation, status),
     }))

@@ -158,7 +158,7 @@ pub async fn sign_out(
 ) -> Result<Response, Page> {
     signed_form(&signed, &headers, &body, &[])?;
     if let Some(id) = session::cookie(&headers) {
-        session::sign_out(app.dispatcher.database(), &id).await?;
+        session::sign_out(&app.dispatcher, &id).await?;
     }
     let mut response = Redirect::to("/sign-in").into_response();
     response

@@ -11,136 +11,49 @@
 
 use std::time::Duration;
 
-use aggregates::Timestamp;
-use anyhow::Context;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use sqlx::Row;
-use uuid::Uuid;
 
 use super::page::{Page, SignedSlot};
 use super::signed::{Nav, Signed};
-use crate::app::{Dispatcher, Principal, TokenDigest};
+use crate::app::Dispatcher;
 use crate::web::state::AppState;
-use crate::write::store::on_pool;
-use crate::write::store::Database;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "dg_session";
 
-/// How long a session lasts after sign-in.
-pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
-
-/// 32 random bytes, hex.
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn millis(at: Timestamp) -> i64 {
-    at.timestamp_millis()
-}
+/// How long a session lives (the cookie's `Max-Age`).
+pub const LIFETIME: Duration = crate::app::SIGN_IN_LIFETIME;
 
 /// Signs in: a new session for a valid token. Returns the cookie's value and
-/// the principal, or `None` for a token that is not valid.
+/// the operator, or `None` for a token that is not valid.
 pub async fn sign_in(
     dispatcher: &Dispatcher,
     token: &str,
 ) -> Result<Option<(String, Signed)>, Page> {
-    let Some(principal) = dispatcher.authenticate(token).await? else {
-        return Ok(None);
-    };
-    let digest = TokenDigest::of(token);
-    let id = random_hex();
-    let csrf = random_hex();
-    let now = millis(dispatcher.now());
-    let expires = now.saturating_add(LIFETIME.as_millis() as i64);
-    let user_id = match &principal {
-        Principal::Admin => None,
-        Principal::User { id, .. } => Some(id.to_string()),
-    };
-    on_pool!(dispatcher.database(), |pool| {
-        // Expired sessions go as new ones come: the table holds live ones only.
-        sqlx::query("DELETE FROM console_sessions WHERE expires_ms <= $1")
-            .bind(now)
-            .execute(pool)
-            .await
-            .context("removing expired console sessions")?;
-        sqlx::query(
-            "INSERT INTO console_sessions (id_sha256, user_id, token_sha256, csrf, expires_ms)
-             VALUES ($1, $2, $3, $4, $5)",
+    Ok(dispatcher.sign_in(token).await?.map(|(id, s)| {
+        (
+            id,
+            Signed {
+                principal: s.principal,
+                csrf: s.csrf,
+            },
         )
-        .bind(sha256_hex(&id))
-        .bind(user_id)
-        .bind(hex::encode(digest.sha256))
-        .bind(&csrf)
-        .bind(expires)
-        .execute(pool)
-        .await
-        .context("storing a console session")
-        .map(|_| ())
-    })?;
-    Ok(Some((id, Signed { principal, csrf })))
+    }))
 }
 
 /// Ends the session with this cookie id (whatever state it is in).
-pub async fn sign_out(database: &Database, id: &str) -> Result<(), Page> {
-    on_pool!(database, |pool| sqlx::query(
-        "DELETE FROM console_sessions WHERE id_sha256 = $1"
-    )
-    .bind(sha256_hex(id))
-    .execute(pool)
-    .await
-    .map(|_| ())
-    .context("ending a console session"))?;
-    Ok(())
+pub async fn sign_out(dispatcher: &Dispatcher, id: &str) -> Result<(), Page> {
+    Ok(dispatcher.sign_out(id).await?)
 }
 
 /// The live session of this cookie id, its token checked again.
 async fn session(dispatcher: &Dispatcher, id: &str) -> Result<Option<Signed>, Page> {
-    let now = millis(dispatcher.now());
-    let row = on_pool!(dispatcher.database(), |pool| {
-        let row = sqlx::query(
-            "SELECT user_id, token_sha256, csrf FROM console_sessions
-             WHERE id_sha256 = $1 AND expires_ms > $2",
-        )
-        .bind(sha256_hex(id))
-        .bind(now)
-        .fetch_optional(pool)
-        .await
-        .context("reading a console session")?;
-        row.map(|row| -> anyhow::Result<_> {
-            Ok((
-                row.try_get::<Option<String>, _>("user_id")?,
-                row.try_get::<String, _>("token_sha256")?,
-                row.try_get::<String, _>("csrf")?,
-            ))
-        })
-        .transpose()
-    })?;
-    let Some((user_id, token_sha256, csrf)) = row else {
-        return Ok(None);
-    };
-    let sha256: [u8; 32] = hex::decode(&token_sha256)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .context("a console session's token digest is not 32 bytes of hex")?;
-    let user_id = user_id
-        .map(|id| Uuid::try_parse(&id))
-        .transpose()
-        .context("a console session's user id is not a UUID")?;
-    let principal = dispatcher
-        .authenticate_digest(&TokenDigest { user_id, sha256 })
-        .await?;
-    Ok(principal.map(|principal| Signed { principal, csrf }))
+    Ok(dispatcher.signed_in(id).await?.map(|s| Signed {
+        principal: s.principal,
+        csrf: s.csrf,
+    }))
 }
 
 /// Whether the session of this cookie id is still live, its token still valid

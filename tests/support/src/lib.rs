@@ -342,8 +342,9 @@ fn is_template_busy(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55006"))
 }
 
-/// `url` with its database (the path) replaced by `database`, keeping any query string.
-fn with_database(url: &str, database: &str) -> String {
+/// `url` with its database (the path) replaced by `database`, keeping any query string
+/// (the test harness and the bench's scratch databases both use it).
+pub fn with_database(url: &str, database: &str) -> String {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[authority_start..];
     let authority_end = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -598,8 +599,9 @@ fn start_throwaway_server_watched_by(pid: u32) -> ThrowawayServer {
 
 /// The directory holding `initdb`, `pg_ctl` and `pg_basebackup`: the first such on PATH,
 /// else the highest version under `/usr/lib/postgresql`, where Debian installs them off
-/// PATH (its wrappers on PATH cover only some of them).
-fn find_postgres_bin_dir() -> Option<PathBuf> {
+/// PATH (its wrappers on PATH cover only some of them). Public for tests that run
+/// PostgreSQL under another supervisor (`tests/failover.rs`, Patroni's `bin_dir`).
+pub fn find_postgres_bin_dir() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .filter(|dir| dir.is_absolute())
@@ -635,7 +637,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// `None` unless we run as root; then an account that may run PostgreSQL: `postgres` or
 /// `nobody` if they exist, else one created for the purpose.
-fn unprivileged_owner_if_root() -> Option<String> {
+pub fn unprivileged_owner_if_root() -> Option<String> {
     if id(&["-u"]) != Some(0) {
         return None;
     }
@@ -784,7 +786,8 @@ fn wait_until_accepting(url: &str, timeout: Duration) -> Result<(), String> {
     })
 }
 
-fn free_port() -> u16 {
+/// A loopback port free right now (for a server a test starts itself).
+pub fn free_port() -> u16 {
     // Port 0 makes the kernel pick a free port; another process could take it before the
     // server binds it, a race small enough for tests, and one that fails loudly.
     TcpListener::bind("127.0.0.1:0")

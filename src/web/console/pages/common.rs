@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 
 use aggregates::catalog::Action;
-use aggregates::ids::{ConnectionId, TenantId};
+use aggregates::ids::TenantId;
 use aggregates::tenant::Tenant;
 use uuid::Uuid;
 
-use crate::app::{allows, Principal};
-use crate::read::queries::{self, RunFilter};
+use crate::app::Principal;
 use crate::web::console::page::Page;
 use crate::web::console::signed::Signed;
 use crate::web::console::view::{self, Reason};
@@ -117,7 +116,7 @@ pub(crate) async fn tenant_names(
     app: &AppState,
     principal: &Principal,
 ) -> Result<Vec<projections::TenantRow>, Page> {
-    Ok(queries::tenants(app.dispatcher.reads(), &principal.visibility()).await?)
+    Ok(app.dispatcher.visible_tenants(principal).await?)
 }
 
 pub(crate) fn name_of(tenants: &[projections::TenantRow], id: TenantId) -> String {
@@ -225,33 +224,6 @@ pub(crate) fn tenant_name(tenant: &Tenant) -> String {
         .identity
         .as_ref()
         .map_or_else(String::new, |i| i.name.to_string())
-}
-
-/// The newest runs of a tenant (or of one of its connections) for a page
-/// beside its state; none when the operator may not view operations there.
-pub(crate) async fn latest_runs(
-    app: &AppState,
-    principal: &Principal,
-    tenant: &Tenant,
-    connection_id: Option<ConnectionId>,
-    limit: i64,
-) -> Result<Vec<projections::Run>, Page> {
-    let Some(identity) = tenant.identity.as_ref() else {
-        return Ok(Vec::new());
-    };
-    if !allows(principal, tenant, Action::ViewOperations) {
-        return Ok(Vec::new());
-    }
-    let filter = RunFilter {
-        visibility: principal.visibility(),
-        tenant_id: Some(identity.tenant_id),
-        status: None,
-        operation: None,
-        connection_id,
-        limit,
-        cursor: None,
-    };
-    Ok(queries::runs(app.dispatcher.reads(), &filter).await?.items)
 }
 
 #[cfg(test)]

@@ -10,8 +10,7 @@ use super::common::{
     choices, evidence_text, name_of, parse_id, run_row, settled, tenant_name, tenant_names, Choice,
     Params, RunRow, PAGE_SIZE,
 };
-use crate::app::allows;
-use crate::read::queries::{self, RunFilter};
+use crate::app::{allows, DecisionsQuery, RunDetail, RunsQuery};
 use crate::web::console::page::{html, Page};
 use crate::web::console::signed::Nav;
 use crate::web::console::signed::Signed;
@@ -68,25 +67,17 @@ pub async fn operations(
         principal,
         format!("console runs tenant={tenant:?} status={status:?} operation={operation:?} connection={connection:?}"),
     );
-    let cursor = scope.open(params.get("cursor"))?;
-    if let Some(tenant) = tenant {
-        app.dispatcher
-            .authorize(principal, tenant, Action::ViewOperations)
-            .await?;
-    }
-    settled(&app, &signed).await?;
-    let filter = RunFilter {
-        visibility: principal.visibility(),
+    let query = RunsQuery {
         tenant_id: tenant,
         status,
         operation,
         connection_id: connection,
         limit: PAGE_SIZE,
-        cursor,
+        after: scope.open(params.get("cursor"))?,
     };
-    let database = app.dispatcher.reads();
-    let page = queries::runs(database, &filter).await?;
-    let counted = queries::run_counts(database, &filter).await?;
+    settled(&app, &signed).await?;
+    let page = app.dispatcher.runs(principal, &query).await?;
+    let counted = app.dispatcher.run_counts(principal, &query).await?;
     let tenants = tenant_names(&app, principal).await?;
     let link = |status: Option<RunStatus>, cursor: Option<&str>| {
         let mut pairs = Vec::new();
@@ -264,25 +255,13 @@ pub async fn run(
     let principal = &signed.principal;
     let run_id = parse_id(&run_id, "operation run").map(RunId)?;
     settled(&app, &signed).await?;
-    let database = app.dispatcher.reads();
-    let Some(run) = queries::run(database, run_id).await? else {
-        return Err(app
-            .dispatcher
-            .hidden(principal, Action::ViewOperations, "operation run")
-            .await
-            .into());
-    };
-    let tenant = app
-        .dispatcher
-        .authorize_as(
-            principal,
-            run.tenant_id,
-            Action::ViewOperations,
-            "operation run",
-        )
-        .await?;
-    let decisions = queries::run_decisions(database, run_id).await?;
-    let timeline = queries::run_timeline(database, run_id).await?;
+    let detail = app.dispatcher.run_detail(principal, run_id).await?;
+    let timeline = app.dispatcher.run_timeline(&detail).await?;
+    let RunDetail {
+        run,
+        tenant,
+        decisions,
+    } = detail;
     let tenants = tenant_names(&app, principal).await?;
     let (headline, next_step) = run_meaning(&run);
     let heartbeats = timeline.iter().filter(|e| e.step == "heartbeat").count();
@@ -395,20 +374,17 @@ pub async fn decisions(
         principal,
         format!("console decisions tenant={tenant_id} outcome={outcome:?} operation={operation:?}"),
     );
-    let cursor = scope.open(params.get("cursor"))?;
-    let tenant = app
-        .dispatcher
-        .authorize(principal, tenant_id, Action::ViewOperations)
-        .await?;
+    let only = DecisionsQuery {
+        outcome,
+        operation,
+        limit: PAGE_SIZE,
+        after: scope.open(params.get("cursor"))?,
+    };
     settled(&app, &signed).await?;
-    let page = queries::tenant_decisions(
-        app.dispatcher.reads(),
-        tenant_id,
-        (outcome, operation),
-        PAGE_SIZE,
-        cursor,
-    )
-    .await?;
+    let (tenant, page) = app
+        .dispatcher
+        .tenant_decisions(principal, tenant_id, only)
+        .await?;
     let next = scope.seal(page.next_cursor).map(|c| {
         let mut url = format!(
             "/tenants/{tenant_id}/decisions?cursor={}",
@@ -489,17 +465,12 @@ pub async fn notifications(
     let principal = &signed.principal;
     let params = Params::parse(query.as_deref(), &["cursor"])?;
     let scope = ListScope::new(&app, principal, "console notifications".to_owned());
-    let cursor = scope.open(params.get("cursor"))?;
+    let after = scope.open(params.get("cursor"))?;
     settled(&app, &signed).await?;
-    let recipient = principal.actor().id_string();
-    let page = queries::notifications(
-        app.dispatcher.reads(),
-        &recipient,
-        &principal.visibility(),
-        PAGE_SIZE,
-        cursor,
-    )
-    .await?;
+    let page = app
+        .dispatcher
+        .notifications(principal, PAGE_SIZE, after)
+        .await?;
     let tenants = tenant_names(&app, principal).await?;
     html(&Notifications {
         nav: Nav::new(&signed, "notifications"),

@@ -1,23 +1,19 @@
 //! Tenants, a tenant's start surface and its provider connections.
 
 use aggregates::catalog::{Action, OperationKind};
-use aggregates::ids::ConnectionId;
+use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::tenant::Tenant;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::common::{
-    authorized_tenant, latest_runs, name_of, parse_id, run_row, settled, tenant_name, tenant_names,
-    RunRow,
-};
+use super::common::{name_of, parse_id, run_row, settled, tenant_name, tenant_names, RunRow};
 use crate::app::{allows, Principal};
 use crate::read::queries::{self};
 use crate::web::console::page::{html, Page};
 use crate::web::console::signed::Nav;
 use crate::web::console::signed::Signed;
 use crate::web::console::view;
-use crate::web::error::ApiError;
 use crate::web::state::AppState;
 
 /// A tenant in the list.
@@ -142,17 +138,18 @@ pub async fn tenant(
     Path(tenant_id): Path<String>,
 ) -> Result<Response, Page> {
     let principal = &signed.principal;
-    let (tenant_id, tenant) =
-        authorized_tenant(&app, principal, &tenant_id, Action::ViewConnections).await?;
+    let tenant_id = TenantId(parse_id(&tenant_id, "tenant")?);
     settled(&app, &signed).await?;
-    let database = app.dispatcher.reads();
-    let connections: Vec<ConnectionItem> = queries::tenant_connections(database, tenant_id)
-        .await?
-        .iter()
-        .map(connection_item)
-        .collect();
+    let (tenant, records) = app
+        .dispatcher
+        .tenant_connections(principal, tenant_id)
+        .await?;
+    let connections: Vec<ConnectionItem> = records.iter().map(connection_item).collect();
     let tenants = tenant_names(&app, principal).await?;
-    let recent = latest_runs(&app, principal, &tenant, None, 5).await?;
+    let recent = app
+        .dispatcher
+        .latest_runs(principal, &tenant, None, 5)
+        .await?;
     html(&TenantPage {
         nav: Nav::new(&signed, "tenants"),
         tenant_id: tenant_id.to_string(),
@@ -187,18 +184,14 @@ pub async fn connection(
 ) -> Result<Response, Page> {
     let principal = &signed.principal;
     let connection_id = ConnectionId(parse_id(&id, "provider connection")?);
-    let (_, tenant) = app
-        .dispatcher
-        .authorize_connection(principal, connection_id, Action::ViewConnections)
-        .await?;
     settled(&app, &signed).await?;
-    let database = app.dispatcher.reads();
-    let Some(record) = queries::connection(database, connection_id).await? else {
-        return Err(ApiError::not_found("provider connection").into());
-    };
+    let (tenant, record) = app.dispatcher.connection(principal, connection_id).await?;
     let tenant_id = record.connection.tenant_id;
     let tenants = tenant_names(&app, principal).await?;
-    let runs = latest_runs(&app, principal, &tenant, Some(connection_id), 10).await?;
+    let runs = app
+        .dispatcher
+        .latest_runs(principal, &tenant, Some(connection_id), 10)
+        .await?;
     html(&ConnectionPage {
         nav: Nav::new(&signed, "tenants"),
         c: connection_item(&record),
