@@ -9,7 +9,7 @@ use tower::ServiceExt;
 use dispatch_gate::write::store::Backend;
 
 use crate::helpers::TestApp;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 const ORIGIN: &str = "http://console.test";
 const HOST: &str = "console.test";

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     the_same_key_and_request_replays_the_first_answer_and_writes_nothing,
