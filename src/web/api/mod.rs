@@ -63,12 +63,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
-/// Operations that are not GETs but read the views first (session consistency).
-const READING_POSTS: &[&str] = &[
-    "/v1/tenants/{tenant_id}/onboarding/bootstrap",
-    "/v1/operations/{run_id}/cancel",
-];
-
 /// Documents session consistency on every operation, in one place: each
 /// answer may carry `Gate-Position`; each operation that reads the views takes
 /// a `Gate-Position` request header and can answer 503 `projection_lagging`;
@@ -161,10 +155,12 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
         if let Some(get) = item.get.as_mut() {
             reading(get);
         }
-        if READING_POSTS.contains(&path.as_str()) {
-            if let Some(post) = item.post.as_mut() {
-                reading(post);
-            }
+        if let Some(post) = item
+            .post
+            .as_mut()
+            .filter(|post| describe::declares(post, describe::READS_VIEWS))
+        {
+            reading(post);
         }
         for operation in describe::operations_mut(item) {
             for (status, response) in operation.responses.responses.iter_mut() {
@@ -203,11 +199,11 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
             "`idempotency_key_reused`: this `Idempotency-Key` was used for a different request.",
         ),
     ];
-    for (path, item) in api.paths.paths.iter_mut() {
+    for item in api.paths.paths.values_mut() {
         let Some(post) = item
             .post
             .as_mut()
-            .filter(|_| idempotency::ROUTES.contains(&path.as_str()))
+            .filter(|post| describe::declares(post, describe::IDEMPOTENT))
         else {
             continue;
         };
@@ -280,6 +276,7 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
 pub fn router(state: AppState, elsewhere: fn(&str) -> Option<Response>) -> Router {
     let (router, api) = routes();
     let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
+    let idempotent = Arc::new(idempotency::IdempotentRoutes::from_openapi(&api));
     let api = Arc::new(describe::served(&api));
     router
         .route(
@@ -294,7 +291,7 @@ pub fn router(state: AppState, elsewhere: fn(&str) -> Option<Response>) -> Route
             elsewhere(uri.path()).unwrap_or_else(|| ApiError::not_found("route").into_response())
         })
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), idempotent),
             idempotency::middleware,
         ))
         .layer(middleware::from_fn_with_state(

@@ -33,7 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Empty {}
 
 /// Onboarding: verifies the tenant's default provider connection (`provider.verify`).
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", tag = "onboarding",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", extensions(("x-idempotent" = json!(true))),
+    tag = "onboarding",
     params(("tenant_id" = Uuid, Path)), request_body = Empty,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),
@@ -61,7 +62,8 @@ async fn onboarding_verify(
 /// Admits the next bootstrap step (`inventory.sync` → `directory.groups.sync` →
 /// `directory.roles.sync`) through the gate on the default connection. Steps
 /// are admitted one per request; the others show as `follow_up`.
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/bootstrap", tag = "onboarding",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/bootstrap", extensions(("x-idempotent" = json!(true)), ("x-reads-views" = json!(true))),
+    tag = "onboarding",
     params(("tenant_id" = Uuid, Path)), request_body = Empty,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),

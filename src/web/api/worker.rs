@@ -70,7 +70,8 @@ pub struct ClaimedRunJson {
 /// Claims the oldest queued run; 204 when there is none. The execution-time
 /// gate runs first: runs whose provider went bad since the click fail with the
 /// start surface's reason, and the claim moves on.
-#[utoipa::path(post, path = "/v1/worker/claim", tag = "worker", request_body = ClaimBody,
+#[utoipa::path(post, path = "/v1/worker/claim", extensions(("x-idempotent" = json!(true))),
+    tag = "worker", request_body = ClaimBody,
     responses((status = 200, body = Claimed), (status = 204, description = "nothing to claim"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn claim(
