@@ -21,6 +21,7 @@
 //!   position, and what one request wrote and read (`Gate-Position`).
 //! - [`http`]: the JSON API; [`http::app`] is the whole router.
 //! - [`idempotency`]: `Idempotency-Key` — claims, committed markers, stored answers.
+//! - [`provider`]: adapters to the remote providers ([`provider::graph`]: Microsoft Graph).
 //! - [`worker`]: the built-in worker (a [`worker::Provider`] seam, simulated by
 //!   default) and the lease reaper.
 //! - [`audit`]: replaying, verifying and exporting the decision history.
@@ -40,6 +41,7 @@ pub mod executor;
 pub mod http;
 pub mod idempotency;
 pub mod logchain;
+pub mod provider;
 pub mod read;
 pub mod replica;
 pub mod server;
