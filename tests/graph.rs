@@ -326,6 +326,22 @@ async fn other_5xx_and_no_answer_are_unreachable() {
 }
 
 #[tokio::test]
+async fn a_tls_failure_is_unreachable() {
+    let (fake, _) = fake_and_client().await;
+    // The fake speaks plain HTTP: a TLS handshake with it fails.
+    let tls_base = fake.base_url().replace("http://", "https://");
+    let config = GraphConfig::new(&tls_base, &fake.authority_url()).unwrap();
+    let failure = GraphClient::new(config)
+        .unwrap()
+        .verify(&credentials())
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, ReasonCode::Unreachable);
+    assert_eq!(failure.http_status, None);
+    assert_no_secret(&failure);
+}
+
+#[tokio::test]
 async fn a_throttled_call_is_retried_after_retry_after_and_then_succeeds() {
     let (fake, client) = fake_and_client().await;
     let path = "/v1.0/deviceManagement/deviceCompliancePolicies";
@@ -392,6 +408,11 @@ async fn throttling_past_the_retry_budget_is_throttled_with_graphs_words() {
     let failure = client.verify(&credentials()).await.unwrap_err();
     assert_eq!(failure.reason, ReasonCode::Throttled);
     assert_eq!(failure.http_status, Some(503));
+    assert!(
+        failure.detail.contains("past the retry budget"),
+        "{}",
+        failure.detail
+    );
     assert_eq!(fake.graph_requests_for(path).len(), 1);
 }
 

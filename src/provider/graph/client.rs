@@ -285,7 +285,7 @@ impl GraphClient {
                 status,
                 answer.request_id.clone(),
                 &answer.body,
-                answer.retries,
+                answer.throttling.as_deref(),
             )
             .scrubbed(&[secret, token.bearer()]));
         }

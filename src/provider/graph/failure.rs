@@ -107,21 +107,27 @@ const AADSTS: [(u64, ReasonCode); 6] = [
 /// 4xx (`invalid_request`, `invalid_scope`, …) means our request was wrong →
 /// `internal.error`. 429/503 (after the retries) are `provider.throttled`,
 /// other 5xx `provider.unreachable`.
-pub(super) fn token_refusal(what: &str, status: u16, body: &[u8], retries: u32) -> GraphFailure {
+pub(super) fn token_refusal(
+    what: &str,
+    status: u16,
+    body: &[u8],
+    throttling: Option<&str>,
+) -> GraphFailure {
     let error = wire::token_error(body);
     let mapped = error
         .error_codes
         .iter()
         .find_map(|code| AADSTS.iter().find(|(known, _)| known == code))
         .map(|(_, reason)| *reason);
-    let reason = mapped.unwrap_or_else(|| match status {
+    let by_status = match status {
         429 | 503 => ReasonCode::Throttled,
         500..=599 => ReasonCode::Unreachable,
         _ => match error.error.as_deref() {
             Some("invalid_client" | "unauthorized_client") => ReasonCode::CredentialsInvalid,
             _ => ReasonCode::InternalError,
         },
-    });
+    };
+    let reason = mapped.unwrap_or(by_status);
     let said = error
         .error_description
         .as_deref()
@@ -129,7 +135,7 @@ pub(super) fn token_refusal(what: &str, status: u16, body: &[u8], retries: u32) 
         .map(one_line);
     GraphFailure {
         reason,
-        detail: describe(what, status, said, retries),
+        detail: describe(what, status, said, throttling),
         http_status: Some(status),
         provider_code: error
             .error_codes
@@ -151,7 +157,7 @@ pub(super) fn graph_refusal(
     status: u16,
     header_request_id: Option<String>,
     body: &[u8],
-    retries: u32,
+    throttling: Option<&str>,
 ) -> GraphFailure {
     let reason = match status {
         401 => ReasonCode::CredentialsInvalid,
@@ -171,7 +177,7 @@ pub(super) fn graph_refusal(
         .map(one_line);
     GraphFailure {
         reason,
-        detail: describe(what, status, said, retries),
+        detail: describe(what, status, said, throttling),
         http_status: Some(status),
         provider_code: error.and_then(|e| e.code).map(|code| one_line(&code)),
         request_id: header_request_id
@@ -210,14 +216,14 @@ pub(super) fn no_answer(what: &str, error: &reqwest::Error) -> GraphFailure {
     )
 }
 
-fn describe(what: &str, status: u16, said: Option<String>, retries: u32) -> String {
+fn describe(what: &str, status: u16, said: Option<String>, throttling: Option<&str>) -> String {
     let mut detail = format!("{what} answered {status}");
     if let Some(said) = said.filter(|s| !s.is_empty()) {
         detail.push_str(": ");
         detail.push_str(&said);
     }
-    if retries > 0 {
-        detail.push_str(&format!(" (after {retries} retries)"));
+    if let Some(throttling) = throttling {
+        detail.push_str(&format!(" ({throttling})"));
     }
     detail
 }
@@ -282,7 +288,7 @@ mod tests {
                 ReasonCode::CredentialsExpired,
             ),
         ] {
-            let failure = token_refusal("token", status, &aadsts(code, error), 0);
+            let failure = token_refusal("token", status, &aadsts(code, error), None);
             assert_eq!(failure.reason, reason, "AADSTS{code}");
             assert_eq!(
                 failure.provider_code.as_deref(),
@@ -296,14 +302,14 @@ mod tests {
 
     #[test]
     fn an_unnamed_token_refusal_is_read_from_its_oauth_error() {
-        let client = token_refusal("token", 401, &aadsts(50000, "invalid_client"), 0);
+        let client = token_refusal("token", 401, &aadsts(50000, "invalid_client"), None);
         assert_eq!(client.reason, ReasonCode::CredentialsInvalid);
-        let scope = token_refusal("token", 400, &aadsts(70011, "invalid_scope"), 0);
+        let scope = token_refusal("token", 400, &aadsts(70011, "invalid_scope"), None);
         assert_eq!(scope.reason, ReasonCode::InternalError);
-        let down = token_refusal("token", 500, b"<html>oops</html>", 0);
+        let down = token_refusal("token", 500, b"<html>oops</html>", None);
         assert_eq!(down.reason, ReasonCode::Unreachable);
         assert_eq!(down.provider_code, None);
-        let busy = token_refusal("token", 429, b"", 3);
+        let busy = token_refusal("token", 429, b"", Some("after 3 retries"));
         assert_eq!(busy.reason, ReasonCode::Throttled);
         assert!(busy.detail.contains("after 3 retries"), "{}", busy.detail);
     }
@@ -322,7 +328,7 @@ mod tests {
             (400, ReasonCode::InternalError),
             (404, ReasonCode::InternalError),
         ] {
-            let failure = graph_refusal("GET /v1.0/groups", status, None, body, 0);
+            let failure = graph_refusal("GET /v1.0/groups", status, None, body, None);
             assert_eq!(failure.reason, reason, "{status}");
             assert_eq!(
                 failure.provider_code.as_deref(),
@@ -330,7 +336,13 @@ mod tests {
             );
             assert_eq!(failure.request_id.as_deref(), Some("body-id"));
         }
-        let header_wins = graph_refusal("GET /v1.0/groups", 403, Some("header-id".into()), body, 0);
+        let header_wins = graph_refusal(
+            "GET /v1.0/groups",
+            403,
+            Some("header-id".into()),
+            body,
+            None,
+        );
         assert_eq!(header_wins.request_id.as_deref(), Some("header-id"));
         let display = header_wins.to_string();
         assert!(display.starts_with("provider.permission_denied: GET /v1.0/groups answered 403: Insufficient privileges."), "{display}");
@@ -344,7 +356,7 @@ mod tests {
     #[test]
     fn provider_text_is_scrubbed_of_secrets_and_cut_to_one_line() {
         let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: bad secret hunter2 given\r\nTrace ID: x","error_codes":[7000215]}"#;
-        let failure = token_refusal("token", 401, body, 0).scrubbed(&["hunter2", ""]);
+        let failure = token_refusal("token", 401, body, None).scrubbed(&["hunter2", ""]);
         assert!(!failure.to_string().contains("hunter2"));
         assert!(!format!("{failure:?}").contains("hunter2"));
         assert!(!failure.detail.contains("Trace ID"), "{}", failure.detail);

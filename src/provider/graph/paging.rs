@@ -240,7 +240,7 @@ impl GroupsDelta {
                     answer.status.as_u16(),
                     answer.request_id.clone(),
                     &answer.body,
-                    answer.retries,
+                    answer.throttling.as_deref(),
                 )
                 .scrubbed(&[self.credentials.client_secret.expose()]);
                 let resync = answer.status.as_u16() == 410

@@ -147,7 +147,7 @@ async fn request_token(
             &what,
             answer.status.as_u16(),
             &answer.body,
-            answer.retries,
+            answer.throttling.as_deref(),
         )
         .scrubbed(&[secret]));
     }

@@ -17,8 +17,8 @@ pub(super) struct Answer {
     /// Graph's `request-id` header.
     pub request_id: Option<String>,
     pub body: Vec<u8>,
-    /// How many throttled attempts came before this answer.
-    pub retries: u32,
+    /// How throttling went before this answer ("after 2 retries", …), if it did.
+    pub throttling: Option<String>,
 }
 
 impl Answer {
@@ -48,9 +48,9 @@ pub(super) async fn exchange(
             status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         );
-        let wait = throttled
-            .then(|| retry_after(&response).unwrap_or_else(|| backoff(retries)))
-            .filter(|wait| retries < budget.max_retries && waited + *wait <= budget.max_wait);
+        let asked = throttled.then(|| retry_after(&response).unwrap_or_else(|| backoff(retries)));
+        let wait =
+            asked.filter(|wait| retries < budget.max_retries && waited + *wait <= budget.max_wait);
         match wait {
             Some(wait) => {
                 // Drain the refusal so the connection can be reused.
@@ -66,6 +66,18 @@ pub(super) async fn exchange(
                 retries += 1;
             }
             None => {
+                let throttling = match asked {
+                    Some(asked) if retries == 0 && budget.max_retries > 0 => Some(format!(
+                        "waiting {} s is past the retry budget",
+                        asked.as_secs()
+                    )),
+                    Some(asked) if retries < budget.max_retries => Some(format!(
+                        "after {retries} retries; waiting {} s more is past the retry budget",
+                        asked.as_secs()
+                    )),
+                    _ if retries > 0 => Some(format!("after {retries} retries")),
+                    _ => None,
+                };
                 let request_id = header(&response, "request-id");
                 let body = read_body(what, response).await?;
                 tracing::debug!(what, status = status.as_u16(), retries, "answered");
@@ -73,7 +85,7 @@ pub(super) async fn exchange(
                     status,
                     request_id,
                     body,
-                    retries,
+                    throttling,
                 });
             }
         }

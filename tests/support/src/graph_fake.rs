@@ -19,6 +19,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
@@ -247,7 +248,11 @@ impl GraphFake {
         let foreign_app = Router::new()
             .fallback(foreign_request)
             .with_state(state.clone());
-        let serve = |listener, app: Router| {
+        let serve = |listener: tokio::net::TcpListener, app: Router| {
+            // No Nagle delay: a small answer goes out at once, as from Graph's front ends.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             })
@@ -733,7 +738,7 @@ async fn graph_request(
         .into_response();
     }
     if method == Method::GET && path == "/v1.0/groups/delta" {
-        return groups_delta(&mut state, &query);
+        return groups_delta(&state, &query);
     }
     if let Some(kind) = FakeKind::ALL.into_iter().find(|k| k.path() == path) {
         return match method {
@@ -861,7 +866,7 @@ fn list(state: &FakeState, kind: FakeKind, query: &BTreeMap<String, String>) -> 
 /// `@odata.nextLink`, the last one carrying `@odata.deltaLink`. A stale delta
 /// token is answered 410 Gone with `syncStateNotFound` ("Synchronization
 /// reset" on the overview page).
-fn groups_delta(state: &mut FakeState, query: &BTreeMap<String, String>) -> Response {
+fn groups_delta(state: &FakeState, query: &BTreeMap<String, String>) -> Response {
     // Full: `f-<offset>`; changes since version v: `d<v>-<offset>`.
     let (since, offset) = if let Some(skip) = query.get("$skiptoken") {
         let parsed = skip.strip_prefix("f-").map(|o| (None, o)).or_else(|| {
@@ -894,33 +899,45 @@ fn groups_delta(state: &mut FakeState, query: &BTreeMap<String, String>) -> Resp
         (None, 0)
     };
     let select = query.get("$select");
-    let mut changes: Vec<(String, Value)> = state.collections[&FakeKind::Group]
-        .iter()
-        .filter(|(_, s)| since.is_none_or(|v| s.version > v))
-        .map(|(id, s)| (id.clone(), project(&s.value, select)))
-        .collect();
-    if let Some(v) = since {
-        changes.extend(
-            state
-                .tombstones
-                .iter()
-                .filter(|(_, removed)| **removed > v)
-                .map(|(id, _)| {
-                    (
-                        id.clone(),
-                        json!({"id": id, "@removed": {"reason": "deleted"}}),
-                    )
-                }),
-        );
-    }
-    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    let groups = &state.collections[&FakeKind::Group];
     let size = state.page_size;
-    let value: Vec<Value> = changes
-        .iter()
-        .skip(offset)
-        .take(size)
-        .map(|(_, v)| v.clone())
-        .collect();
+    let (value, more): (Vec<Value>, bool) = match since {
+        // A full enumeration walks the directory in id order, only the page's slice.
+        None => (
+            groups
+                .values()
+                .skip(offset)
+                .take(size)
+                .map(|stored| project(&stored.value, select))
+                .collect(),
+            offset + size < groups.len(),
+        ),
+        Some(v) => {
+            let mut changes: Vec<(&str, Option<&Stored>)> = groups
+                .iter()
+                .filter(|(_, s)| s.version > v)
+                .map(|(id, s)| (id.as_str(), Some(s)))
+                .chain(
+                    state
+                        .tombstones
+                        .iter()
+                        .filter(|(_, removed)| **removed > v)
+                        .map(|(id, _)| (id.as_str(), None)),
+                )
+                .collect();
+            changes.sort_by(|a, b| a.0.cmp(b.0));
+            let value = changes
+                .iter()
+                .skip(offset)
+                .take(size)
+                .map(|(id, stored)| match stored {
+                    Some(stored) => project(&stored.value, select),
+                    None => json!({"id": id, "@removed": {"reason": "deleted"}}),
+                })
+                .collect();
+            (value, offset + size < changes.len())
+        }
+    };
     let mut page = json!({
         "@odata.context": format!("{}/v1.0/$metadata#groups", state.graph_origin),
         "value": value,
@@ -928,7 +945,7 @@ fn groups_delta(state: &mut FakeState, query: &BTreeMap<String, String>) -> Resp
     let path = "/v1.0/groups/delta";
     // Graph carries the query's options in its links (opaquely; here in the clear).
     let select = select.map(|s| format!("&$select={s}")).unwrap_or_default();
-    if offset + size < changes.len() {
+    if more {
         let skip = match since {
             None => format!("f-{}", offset + size),
             Some(v) => format!("d{v}-{}", offset + size),
