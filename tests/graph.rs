@@ -206,6 +206,16 @@ async fn one_token_serves_many_calls_until_shortly_before_it_expires() {
     assert_eq!(fake.tokens_issued(), 1);
     assert_eq!(fake.requests_to(Origin::Authority).len(), 1);
 
+    // An absurd lifetime is read without overflowing.
+    fake.set_token_lifetime(u64::MAX);
+    let other = AppCredentials {
+        client_id: "d7e8f9a0-0000-4000-8000-000000000001".into(),
+        ..credentials()
+    };
+    fake.accept_app(TENANT, &other.client_id, SECRET);
+    client.verify(&other).await.unwrap();
+    assert_eq!(fake.tokens_issued(), 2);
+
     // A token about to run out is not used: each call asks for a new one.
     fake.set_token_lifetime(0);
     let rotated = AppCredentials {
@@ -220,7 +230,7 @@ async fn one_token_serves_many_calls_until_shortly_before_it_expires() {
         .unwrap();
     assert_eq!(
         fake.tokens_issued(),
-        2,
+        3,
         "a rotated secret gets a token of its own"
     );
     client
@@ -228,7 +238,7 @@ async fn one_token_serves_many_calls_until_shortly_before_it_expires() {
         .collect_all()
         .await
         .unwrap();
-    assert_eq!(fake.tokens_issued(), 3, "an expiring token is renewed");
+    assert_eq!(fake.tokens_issued(), 4, "an expiring token is renewed");
 }
 
 #[tokio::test]
@@ -414,6 +424,22 @@ async fn throttling_past_the_retry_budget_is_throttled_with_graphs_words() {
         failure.detail
     );
     assert_eq!(fake.graph_requests_for(path).len(), 1);
+
+    // Any number is read without overflowing, also after a wait.
+    fake.inject(Fault::Throttle {
+        path: path.into(),
+        times: 1,
+        status: 429,
+        retry_after: Some(1),
+    });
+    fake.inject(Fault::Throttle {
+        path: path.into(),
+        times: 1,
+        status: 429,
+        retry_after: Some(u64::MAX),
+    });
+    let failure = client.verify(&credentials()).await.unwrap_err();
+    assert_eq!(failure.reason, ReasonCode::Throttled);
 }
 
 #[tokio::test]

@@ -22,6 +22,9 @@ const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// no call goes out with one that expires on the way.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 
+/// The longest a token is kept, whatever `expires_in` says (Entra's are about an hour).
+const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// A bearer token; prints as a redaction.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct AccessToken(String);
@@ -165,7 +168,7 @@ async fn request_token(
     match lifetime {
         Some(seconds) if bearer && !parsed.access_token.is_empty() => Ok((
             AccessToken(parsed.access_token),
-            Duration::from_secs(seconds),
+            Duration::from_secs(seconds).min(LONGEST_LIFETIME),
         )),
         _ => Err(GraphFailure::new(
             ReasonCode::InternalError,

@@ -49,8 +49,13 @@ pub(super) async fn exchange(
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         );
         let asked = throttled.then(|| retry_after(&response).unwrap_or_else(|| backoff(retries)));
-        let wait =
-            asked.filter(|wait| retries < budget.max_retries && waited + *wait <= budget.max_wait);
+        // Checked: a provider's `Retry-After` may be any number.
+        let wait = asked.filter(|wait| {
+            retries < budget.max_retries
+                && waited
+                    .checked_add(*wait)
+                    .is_some_and(|total| total <= budget.max_wait)
+        });
         match wait {
             Some(wait) => {
                 // Drain the refusal so the connection can be reused.
@@ -116,8 +121,9 @@ fn header(response: &Response, name: &str) -> Option<String> {
 
 /// Reads the body chunk by chunk, refusing one over [`MAX_BODY_BYTES`].
 async fn read_body(what: &str, mut response: Response) -> Result<Vec<u8>, GraphFailure> {
-    let expected = response.content_length().unwrap_or(0) as usize;
-    let mut body = Vec::with_capacity(expected.min(MAX_BODY_BYTES));
+    // The announced length is a hint only, never trusted for more than a page's worth.
+    let expected = response.content_length().unwrap_or(0).min(1 << 20) as usize;
+    let mut body = Vec::with_capacity(expected);
     while let Some(chunk) = response
         .chunk()
         .await
