@@ -8,15 +8,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = dispatch_gate::cli::Cli::parse();
-    match dispatch_gate::cli::run(cli).await {
+    let cli = dispatch_gate::process::cli::Cli::parse();
+    match dispatch_gate::process::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // One clear line (with its causes, each once), never a panic.
-            eprintln!("error: {}", dispatch_gate::cli::error_line(&error));
+            eprintln!("error: {}", dispatch_gate::process::cli::error_line(&error));
             // A usable-looking command line that is not (a short admin token) is a
             // usage error, like one clap refuses; everything else is a failure.
-            if error.is::<dispatch_gate::cli::UsageError>() {
+            if error.is::<dispatch_gate::process::cli::UsageError>() {
                 std::process::ExitCode::from(2)
             } else {
                 std::process::ExitCode::FAILURE

@@ -10,7 +10,7 @@ use std::process::Output;
 
 use common::{dispatcher, stderr, stdout};
 use dispatch_gate::audit::record::FIELDS;
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::write::store::{Backend, Database};
 use serde_json::Value;
 
 on_both_backends!(

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Output;
 
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::Value;
 use sha2::Digest;
 

@@ -20,8 +20,8 @@ use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
 use dispatch_gate::audit;
-use dispatch_gate::executor::Executor;
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::executor::Executor;
+use dispatch_gate::write::store::Backend;
 use proptest::prelude::*;
 use uuid::Uuid;
 

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{stderr, stdout};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::Value;
 
 on_both_backends!(
@@ -409,7 +409,7 @@ async fn writes_through_the_gate_are_sealed_into_the_log_chain(backend: Backend)
             .unwrap();
     }
     // PostgreSQL numbers (and seals) committed events in the sequencer.
-    dispatch_gate::logchain::seal_all(store.database())
+    dispatch_gate::write::store::seal_all(store.database())
         .await
         .unwrap();
     let (code, document) = store.verify_json(None);

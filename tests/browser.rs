@@ -855,14 +855,14 @@ async fn event_count(url: &str) -> i64 {
     // The demo worker keeps its held runs alive with lease extensions while
     // the test runs: those are the only events nobody in the test causes.
     const SQL: &str = "SELECT count(*) FROM events WHERE event_type <> 'RunLeaseExtended'";
-    let database = dispatch_gate::store::Database::open_existing(url, 1)
+    let database = dispatch_gate::write::store::Database::open_existing(url, 1)
         .await
         .unwrap();
     let count: i64 = match &database {
-        dispatch_gate::store::Database::Postgres(pool) => {
+        dispatch_gate::write::store::Database::Postgres(pool) => {
             sqlx::query_scalar(SQL).fetch_one(pool).await
         }
-        dispatch_gate::store::Database::Sqlite(pool) => {
+        dispatch_gate::write::store::Database::Sqlite(pool) => {
             sqlx::query_scalar(SQL).fetch_one(pool).await
         }
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
 
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::write::store::{Backend, Database};
 use serde_json::Value;
 
 on_both_backends!(
@@ -206,7 +206,7 @@ async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backe
             .await
             .unwrap();
     }
-    dispatch_gate::logchain::seal_all(&fresh.database)
+    dispatch_gate::write::store::seal_all(&fresh.database)
         .await
         .unwrap();
     assert_eq!(agree(&fresh).await, Problems::new());

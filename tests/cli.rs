@@ -226,7 +226,7 @@ fn projections_rebuild_reports_its_count() {
 
 fn event_count(url: &str) -> i64 {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let database = dispatch_gate::store::Database::open_existing(url, 1)
+        let database = dispatch_gate::write::store::Database::open_existing(url, 1)
             .await
             .unwrap();
         let count = database.count_events().await.unwrap();

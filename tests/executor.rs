@@ -14,9 +14,9 @@ use aggregates::connection::{
 };
 use aggregates::ids::{ConnectionId, DecisionId, RunId, TenantId};
 use aggregates::Actor;
-use dispatch_gate::executor::{CommandError, Executor};
-use dispatch_gate::snapshot::{self, SnapshotPolicy};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::executor::{CommandError, Executor};
+use dispatch_gate::write::snapshot::{self, SnapshotPolicy};
+use dispatch_gate::write::store::Backend;
 use uuid::Uuid;
 
 mod common;
@@ -365,11 +365,11 @@ macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
         }
         mod postgres {
             $(#[tokio::test]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
         }
     };
 }

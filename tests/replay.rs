@@ -28,8 +28,8 @@ use dispatch_gate::app::{
     Clock, ConnectionChange, Dispatcher, Principal, StartCommand, StartDecision,
 };
 use dispatch_gate::audit;
-use dispatch_gate::executor::Executor;
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::write::executor::Executor;
+use dispatch_gate::write::store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 
 /// Histories kept from before a version bump; the generator leaves them alone.

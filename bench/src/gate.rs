@@ -9,9 +9,9 @@
 
 use aggregates::connection::ProviderConnection;
 pub use dispatch_gate::app::{metadata, SNAPSHOT_EVERY};
-use dispatch_gate::executor::Executor;
-use dispatch_gate::snapshot::SnapshotPolicy;
-use dispatch_gate::store::Database;
+use dispatch_gate::write::executor::Executor;
+use dispatch_gate::write::snapshot::SnapshotPolicy;
+use dispatch_gate::write::store::Database;
 
 /// A connection executor of its own, as each `Dispatcher` (each `serve`
 /// process) has one: two of them on one database do not serialise each other.
@@ -62,9 +62,10 @@ mod tests {
             .await
             .unwrap();
         let id = connection.connection_id.to_string();
-        let snapshot = dispatch_gate::snapshot::read(&database, ProviderConnection::TYPE, &id)
-            .await
-            .unwrap();
+        let snapshot =
+            dispatch_gate::write::snapshot::read(&database, ProviderConnection::TYPE, &id)
+                .await
+                .unwrap();
         database.close().await;
         snapshot.map(|s| s.sequence)
     }

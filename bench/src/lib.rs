@@ -58,9 +58,9 @@ use sqlx::Row as _;
 use uuid::Uuid;
 
 use cpu::Cpu;
-use dispatch_gate::catchup::{Catchup, Failpoint};
-use dispatch_gate::executor::{CommandError, Executor};
-use dispatch_gate::store::Database;
+use dispatch_gate::read::catchup::{Catchup, Failpoint};
+use dispatch_gate::write::executor::{CommandError, Executor};
+use dispatch_gate::write::store::Database;
 use load::{drive, Measured};
 use scratch::Scratches;
 use seed::{Sink, Table, World};
@@ -428,7 +428,7 @@ async fn main_scenarios(
             for connection in &connections {
                 if let Some(snapshot) = connection.snapshot() {
                     let id = connection.connection_id.to_string();
-                    dispatch_gate::snapshot::write(
+                    dispatch_gate::write::snapshot::write(
                         database,
                         ProviderConnection::TYPE,
                         &id,
@@ -768,7 +768,10 @@ async fn sustained(
                 tick.tick().await;
                 let now = Instant::now();
                 if !*stopped.borrow() {
-                    pending.push_back((now, dispatch_gate::store::log::head(&database).await?));
+                    pending.push_back((
+                        now,
+                        dispatch_gate::write::store::log::head(&database).await?,
+                    ));
                 }
                 // As `serve` does after each local commit.
                 catchup.kick();
@@ -963,8 +966,8 @@ async fn log_scenarios(
         let mut folded = Duration::ZERO;
         let measured = timed(None, async {
             let started = Instant::now();
-            let applied = dispatch_gate::catchup::rebuild(database, |progress| {
-                if let dispatch_gate::catchup::Rebuilt::Read(_) = progress {
+            let applied = dispatch_gate::read::catchup::rebuild(database, |progress| {
+                if let dispatch_gate::read::catchup::Rebuilt::Read(_) = progress {
                     folded = started.elapsed();
                 }
             })

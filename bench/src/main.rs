@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dispatch_gate::telemetry::LogFormat;
+use dispatch_gate::process::telemetry::LogFormat;
 
 /// The allocator the `dispatch-gate` binary uses, so the in-process
 /// scenarios measure the gate as `serve` runs it.
@@ -25,12 +25,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    dispatch_gate::telemetry::init(cli.log_format);
+    dispatch_gate::process::telemetry::init(cli.log_format);
     match bench::run(cli.bench).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One clear line (with its causes, each once), never a panic.
-            eprintln!("error: {}", dispatch_gate::cli::error_line(&error));
+            eprintln!("error: {}", dispatch_gate::process::cli::error_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
-use dispatch_gate::store::{redact, Backend};
+use dispatch_gate::write::store::{redact, Backend};
 
 /// Where scratch databases are made.
 #[derive(Debug)]

@@ -20,8 +20,8 @@ use aggregates::{Actor, Timestamp};
 use anyhow::Context;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use dispatch_gate::snapshot::StoredSnapshot;
-use dispatch_gate::store::Database;
+use dispatch_gate::write::snapshot::StoredSnapshot;
+use dispatch_gate::write::store::Database;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -577,7 +577,7 @@ impl<'a> Sink<'a> {
     pub async fn new(database: &'a Database, table: Table) -> anyhow::Result<Self> {
         let next_position = match (database, table) {
             (Database::Postgres(_), Table::Events) => {
-                Some(dispatch_gate::store::log::head(database).await? + 1)
+                Some(dispatch_gate::write::store::log::head(database).await? + 1)
             }
             _ => None,
         };
@@ -695,7 +695,8 @@ mod tests {
         }
         sink.flush().await.unwrap();
         // What was written replays to the same state through the real store.
-        let executor = dispatch_gate::executor::Executor::<ProviderConnection>::new(&database);
+        let executor =
+            dispatch_gate::write::executor::Executor::<ProviderConnection>::new(&database);
         let connection = world.connection_with_history(42, &mut sink).await.unwrap();
         sink.flush().await.unwrap();
         let loaded = executor

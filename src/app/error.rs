@@ -13,7 +13,7 @@ use aggregates::registry::AlreadyExists;
 use aggregates::tenant::TenantError;
 use aggregates::user::UserError;
 
-use crate::executor::CommandError;
+use crate::write::executor::CommandError;
 
 /// Why a use case did not complete. Maps one to one onto HTTP errors.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub enum AppError {
         reached: i64,
     },
     /// The database cannot be reached or written right now; retrying later
-    /// may succeed (see [`crate::store::is_unavailable`]).
+    /// may succeed (see [`crate::write::store::is_unavailable`]).
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
     /// Something failed on our side. The error and its causes, as they were:
@@ -122,7 +122,7 @@ impl<E: Into<AppError> + std::error::Error> From<CommandError<E>> for AppError {
 
 impl From<anyhow::Error> for AppError {
     fn from(error: anyhow::Error) -> Self {
-        if crate::store::is_unavailable(error.as_ref()) {
+        if crate::write::store::is_unavailable(error.as_ref()) {
             Self::Unavailable(error)
         } else {
             Self::Internal(error)

@@ -38,12 +38,12 @@ use aggregates::tenant::Tenant;
 use aggregates::user::UserAccount;
 use aggregates::{Actor, Timestamp};
 
-use crate::catchup::Catchup;
-use crate::consistency::{self, Sessions};
-use crate::executor::{CommandError, Committed, Executor};
-use crate::replica::Standby;
-use crate::snapshot::SnapshotPolicy;
-use crate::store::Database;
+use crate::read::catchup::Catchup;
+use crate::read::consistency::{self, Sessions};
+use crate::read::replica::Standby;
+use crate::write::executor::{CommandError, Committed, Executor};
+use crate::write::snapshot::SnapshotPolicy;
+use crate::write::store::Database;
 
 /// All use cases of dispatch-gate.
 pub struct Dispatcher {
@@ -77,7 +77,7 @@ pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs
 
 /// The metadata recorded with a command: who, when, the server's request id,
 /// the client's own `X-Request-Id` (`client_request_id`) when it sent one, and
-/// the idempotency attempt of the request being served (see [`crate::idempotency`]).
+/// the idempotency attempt of the request being served (see [`crate::write::idempotency`]).
 pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
         ("actor".to_owned(), actor.id_string()),
@@ -86,8 +86,8 @@ pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashM
     if let Some(id) = request_id {
         metadata.insert("request_id".to_owned(), id.to_owned());
     }
-    if let Some(attempt) = crate::idempotency::current_attempt() {
-        metadata.insert(crate::idempotency::METADATA_KEY.to_owned(), attempt);
+    if let Some(attempt) = crate::write::idempotency::current_attempt() {
+        metadata.insert(crate::write::idempotency::METADATA_KEY.to_owned(), attempt);
     }
     if let Some(id) = consistency::client_request_id() {
         metadata.insert("client_request_id".to_owned(), id);
@@ -200,7 +200,7 @@ impl Dispatcher {
     /// Learns the log position of a commit's last event.
     async fn observe<A: cqrs_es::Aggregate>(&self, committed: &Committed<A>) {
         if let Some(last) = committed.events.last() {
-            match crate::store::log::position_of_committed(
+            match crate::write::store::log::position_of_committed(
                 &self.database,
                 A::TYPE,
                 &last.aggregate_id,
@@ -259,7 +259,7 @@ impl Dispatcher {
         let mut target = self.sessions.last(&key);
         if let Some(at_least) = at_least {
             if at_least > self.sessions.head() {
-                let head = crate::store::log::head(&self.database).await?;
+                let head = crate::write::store::log::head(&self.database).await?;
                 self.sessions.observe(head);
                 if at_least > head {
                     return Err(AppError::Invalid(format!(

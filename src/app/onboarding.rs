@@ -3,7 +3,7 @@
 use aggregates::catalog::{Action, OperationKind, RunStatus};
 use aggregates::ids::TenantId;
 
-use crate::store::Database;
+use crate::write::store::Database;
 use projections::Run as RunRecord;
 
 use super::auth::check;
@@ -77,7 +77,7 @@ impl Dispatcher {
         for operation in
             std::iter::once(OperationKind::ProviderVerify).chain(OperationKind::BOOTSTRAP_CHAIN)
         {
-            let run = crate::read::latest_run(views, tenant_id, operation).await?;
+            let run = crate::read::queries::latest_run(views, tenant_id, operation).await?;
             let state = match run.as_ref().map(|r| r.status) {
                 Some(RunStatus::Queued) => StepState::Queued,
                 Some(RunStatus::Running) => StepState::Running,

@@ -7,7 +7,7 @@ use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::values::WorkerId;
 use aggregates::{Actor, Timestamp};
 
-use crate::executor::Committed;
+use crate::write::executor::Committed;
 
 use super::{metadata, AppError, Dispatcher, Principal, CONSISTENCY_WAIT};
 
@@ -52,9 +52,9 @@ impl Dispatcher {
         if let Some(place) = self.places.lock().expect("places lock").get(&run_id) {
             return Ok(*place);
         }
-        let mut record = crate::read::run(&self.database, run_id).await?;
+        let mut record = crate::read::queries::run(&self.database, run_id).await?;
         if record.is_none() && self.views_at_head().await {
-            record = crate::read::run(&self.database, run_id).await?;
+            record = crate::read::queries::run(&self.database, run_id).await?;
         }
         let record = record.ok_or(AppError::NotFound("operation run"))?;
         Ok(RunPlace {
@@ -112,7 +112,7 @@ impl Dispatcher {
         self.views_at_head().await;
         let mut cursor = None;
         loop {
-            let page = crate::read::oldest_runs(
+            let page = crate::read::queries::oldest_runs(
                 &self.database,
                 aggregates::catalog::RunStatus::Queued,
                 cursor,
@@ -275,7 +275,7 @@ impl Dispatcher {
         self.views_at_head().await;
         let mut cursor = None;
         loop {
-            let page = crate::read::oldest_runs(
+            let page = crate::read::queries::oldest_runs(
                 &self.database,
                 aggregates::catalog::RunStatus::Running,
                 cursor,

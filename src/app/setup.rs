@@ -11,7 +11,7 @@ use aggregates::values::DisplayName;
 use aggregates::{Actor, Timestamp};
 use uuid::Uuid;
 
-use crate::executor::Committed;
+use crate::write::executor::Committed;
 
 use super::auth::{new_token, sha256};
 use super::{metadata, AppError, Dispatcher};

@@ -9,7 +9,7 @@ use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
 use uuid::Uuid;
 
-use crate::executor::CommandError;
+use crate::write::executor::CommandError;
 
 use super::runs::RunPlace;
 use super::{metadata, AppError, Dispatcher, Principal};

@@ -12,8 +12,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::rows::{LogEntry, StreamKey};
+use crate::chain::log as logchain;
 use crate::chain::GENESIS;
-use crate::logchain;
 
 /// The format marker of a heads document.
 pub const HEADS_FORMAT: &str = "dispatch-gate-heads/1";

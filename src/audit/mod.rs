@@ -28,8 +28,8 @@ use anyhow::Context;
 use cqrs_es::Aggregate;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::logchain;
-use crate::store::Database;
+use crate::chain::log as logchain;
+use crate::write::store::Database;
 use log::{AnchoredStreams, Heads, LogFinding};
 use record::DecisionRecord;
 use rows::StreamKey;

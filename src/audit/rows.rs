@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::store::Database;
+use crate::write::store::Database;
 
 /// One stream: an aggregate type and id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

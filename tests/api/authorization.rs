@@ -2,7 +2,7 @@
 //! unknown id), 403 for members without the capability.
 
 use axum::http::{Method, StatusCode};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};

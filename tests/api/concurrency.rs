@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use axum::http::StatusCode;
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::TestApp;

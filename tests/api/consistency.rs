@@ -28,7 +28,7 @@ fn position(response: &crate::helpers::Response) -> i64 {
 }
 
 async fn a_write_reports_its_position_and_the_writers_next_read_sees_it(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
@@ -67,7 +67,7 @@ async fn a_write_reports_its_position_and_the_writers_next_read_sees_it(
 }
 
 async fn a_writer_never_waits_and_its_read_behind_the_views_is_lagging_not_stale(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     // No projector runs: the views stay where they are until the test steps them.
     let app = TestApp::without_catchup(backend).await;
@@ -99,7 +99,7 @@ async fn a_writer_never_waits_and_its_read_behind_the_views_is_lagging_not_stale
     assert!(list.headers.contains_key("retry-after"));
     app.dispatcher
         .catchup()
-        .catch_up(dispatch_gate::catchup::Failpoint::Off)
+        .catch_up(dispatch_gate::read::catchup::Failpoint::Off)
         .await
         .unwrap();
     let list = app
@@ -110,13 +110,13 @@ async fn a_writer_never_waits_and_its_read_behind_the_views_is_lagging_not_stale
 }
 
 async fn another_principal_waits_only_for_the_position_its_client_echoes(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::without_catchup(backend).await;
     let f = app.fixture().await;
     app.dispatcher
         .catchup()
-        .catch_up(dispatch_gate::catchup::Failpoint::Off)
+        .catch_up(dispatch_gate::read::catchup::Failpoint::Off)
         .await
         .unwrap();
     let connection = format!("/v1/provider-connections/{}", f.connection);
@@ -149,7 +149,7 @@ async fn another_principal_waits_only_for_the_position_its_client_echoes(
     );
     app.dispatcher
         .catchup()
-        .catch_up(dispatch_gate::catchup::Failpoint::Off)
+        .catch_up(dispatch_gate::read::catchup::Failpoint::Off)
         .await
         .unwrap();
     let read = app
@@ -160,7 +160,7 @@ async fn another_principal_waits_only_for_the_position_its_client_echoes(
 }
 
 async fn a_gate_position_that_is_no_position_or_ahead_of_the_log_is_refused(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;

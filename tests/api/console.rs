@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use tower::ServiceExt;
 
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 
 use crate::helpers::TestApp;
 use crate::on_both_backends;

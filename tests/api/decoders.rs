@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use proptest::prelude::*;
 use serde_json::Value;
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use dispatch_gate::demo::{self, DemoError, DemoSummary};
-use dispatch_gate::store::Backend;
+use dispatch_gate::process::demo::{self, DemoError, DemoSummary};
+use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::write::store::{Backend, Database};
 use serde_json::{json, Value};
 
 use crate::helpers::{id, TestApp, ADMIN};

@@ -7,8 +7,8 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use dispatch_gate::app::{Clock, Dispatcher, SystemClock};
-use dispatch_gate::http::{app, AppState};
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::web::api::{app, AppState};
+use dispatch_gate::write::store::{Backend, Database};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -21,11 +21,11 @@ macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
         }
     };
 }

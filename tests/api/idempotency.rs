@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
 use dispatch_gate::app::{Dispatcher, ManualClock};
-use dispatch_gate::http::AppState;
-use dispatch_gate::idempotency::{self, Claim, IdempotencyKey};
-use dispatch_gate::store::Backend;
+use dispatch_gate::web::api::AppState;
+use dispatch_gate::write::idempotency::{self, Claim, IdempotencyKey};
+use dispatch_gate::write::store::Backend;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -97,7 +97,7 @@ async fn the_same_key_and_request_replays_the_first_answer_and_writes_nothing(ba
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.json());
     assert!(first
         .headers
-        .get(dispatch_gate::http::idempotency::REPLAYED)
+        .get(dispatch_gate::web::api::idempotency::REPLAYED)
         .is_none());
     let written = app.event_count().await;
 
@@ -380,7 +380,7 @@ async fn a_replay_survives_a_restart_and_holds_on_another_instance(backend: Back
     assert_eq!((there.status, &there.bytes), (first.status, &first.bytes));
     // A restart: a new process on the same database, nothing in memory.
     drop(other);
-    let restarted = dispatch_gate::http::app(AppState::new(Arc::new(Dispatcher::new(
+    let restarted = dispatch_gate::web::api::app(AppState::new(Arc::new(Dispatcher::new(
         app.database.clone(),
         Arc::new(dispatch_gate::app::SystemClock),
         Some(ADMIN),
@@ -469,10 +469,10 @@ async fn a_stored_answer_holding_a_token_is_unreadable_in_the_database(backend: 
 
     let sql = "SELECT body FROM idempotency_keys";
     let stored: Vec<Vec<u8>> = match &app.database {
-        dispatch_gate::store::Database::Postgres(pool) => {
+        dispatch_gate::write::store::Database::Postgres(pool) => {
             sqlx::query_scalar(sql).fetch_all(pool).await
         }
-        dispatch_gate::store::Database::Sqlite(pool) => {
+        dispatch_gate::write::store::Database::Sqlite(pool) => {
             sqlx::query_scalar(sql).fetch_all(pool).await
         }
     }
@@ -494,10 +494,10 @@ async fn a_stored_answer_holding_a_token_is_unreadable_in_the_database(backend: 
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
     match &app.database {
-        dispatch_gate::store::Database::Postgres(pool) => {
+        dispatch_gate::write::store::Database::Postgres(pool) => {
             sqlx::query_scalar(sql).fetch_one(pool).await
         }
-        dispatch_gate::store::Database::Sqlite(pool) => {
+        dispatch_gate::write::store::Database::Sqlite(pool) => {
             sqlx::query_scalar(sql).fetch_one(pool).await
         }
     }
@@ -506,8 +506,8 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[test]
 fn every_route_that_takes_a_key_describes_it_and_its_answers() {
-    let api = serde_json::to_value(dispatch_gate::http::openapi()).unwrap();
-    for route in dispatch_gate::http::idempotency::ROUTES {
+    let api = serde_json::to_value(dispatch_gate::web::api::openapi()).unwrap();
+    for route in dispatch_gate::web::api::idempotency::ROUTES {
         let post = &api["paths"][route]["post"];
         assert!(post.is_object(), "{route} is not a described POST");
         assert!(

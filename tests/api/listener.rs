@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dispatch_gate::server::{Application, Limits, Settings};
+use dispatch_gate::process::server::{Application, Limits, Settings};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
 use crate::helpers::{id, worker, TestApp, ADMIN};

@@ -2,7 +2,7 @@
 //! and `docs/api.md`, the reference in words, describes exactly the same endpoints.
 
 use axum::http::StatusCode;
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 
 use crate::helpers::TestApp;
 
@@ -187,7 +187,7 @@ async fn api_reference_and_openapi_describe_the_same_endpoints() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let markdown = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
     let mut sections = reference_sections(&markdown);
-    let api = serde_json::to_value(dispatch_gate::http::openapi()).unwrap();
+    let api = serde_json::to_value(dispatch_gate::web::api::openapi()).unwrap();
     let schemas = &api["components"]["schemas"];
 
     for (path, operations) in api["paths"].as_object().unwrap() {
@@ -261,7 +261,7 @@ async fn api_reference_and_openapi_describe_the_same_endpoints() {
 
 #[tokio::test]
 async fn session_consistency_is_described_on_every_read_and_every_answer() {
-    let api = dispatch_gate::http::openapi();
+    let api = dispatch_gate::web::api::openapi();
     let api = serde_json::to_value(&api).unwrap();
     for (path, item) in api["paths"].as_object().unwrap() {
         // The live stream follows the views as they move and waits for no position.

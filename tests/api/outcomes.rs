@@ -1,7 +1,7 @@
 //! The four outcomes on every start surface, with the contract's status and body.
 
 use axum::http::{Method, StatusCode};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};

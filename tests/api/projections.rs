@@ -6,8 +6,8 @@ use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
 use dispatch_gate::app::ConnectionChange;
-use dispatch_gate::catchup::{self, Failpoint};
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::read::catchup::{self, Failpoint};
+use dispatch_gate::write::store::{Backend, Database};
 use serde_json::json;
 
 use crate::helpers::{id, worker, Fixture, TestApp, ADMIN};

@@ -115,7 +115,7 @@ impl Subscription {
 }
 
 async fn each_decision_and_run_change_arrives_once_in_order_and_resumes_after_last_event_id(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
@@ -174,7 +174,7 @@ async fn each_decision_and_run_change_arrives_once_in_order_and_resumes_after_la
 }
 
 async fn a_user_sees_only_its_tenants_and_nothing_more_of_a_tenant_it_was_removed_from(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
@@ -220,7 +220,7 @@ async fn a_user_sees_only_its_tenants_and_nothing_more_of_a_tenant_it_was_remove
 }
 
 async fn a_stream_opened_with_a_token_that_is_then_revoked_ends_before_its_next_event(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
@@ -247,7 +247,7 @@ async fn a_stream_opened_with_a_token_that_is_then_revoked_ends_before_its_next_
 }
 
 async fn the_consoles_live_stream_ends_when_its_session_is_signed_out(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
@@ -267,9 +267,9 @@ async fn the_consoles_live_stream_ends_when_its_session_is_signed_out(
 }
 
 async fn a_consumer_that_falls_a_whole_buffer_behind_is_disconnected(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
-    use dispatch_gate::http::stream::STREAM_BUFFER;
+    use dispatch_gate::web::api::stream::STREAM_BUFFER;
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
     let mut stalled = Subscription::open(&app, ADMIN, None).await;
@@ -297,7 +297,7 @@ async fn a_consumer_that_falls_a_whole_buffer_behind_is_disconnected(
 }
 
 async fn a_last_event_id_that_is_not_a_log_position_is_a_400(
-    backend: dispatch_gate::store::Backend,
+    backend: dispatch_gate::write::store::Backend,
 ) {
     let app = TestApp::spawn(backend).await;
     for bad in ["-1", "abc", "99999999"] {

@@ -2,7 +2,7 @@
 //! token gets 401, and both are events on the user's stream.
 
 use axum::http::{Method, StatusCode};
-use dispatch_gate::store::Backend;
+use dispatch_gate::write::store::Backend;
 
 use crate::helpers::{TestApp, ADMIN};
 use crate::on_both_backends;
@@ -149,10 +149,10 @@ async fn user_events(app: &TestApp, user: &str) -> Vec<String> {
     let sql = "SELECT event_type FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1
                ORDER BY sequence";
     match &app.database {
-        dispatch_gate::store::Database::Postgres(pool) => {
+        dispatch_gate::write::store::Database::Postgres(pool) => {
             sqlx::query_scalar(sql).bind(user).fetch_all(pool).await
         }
-        dispatch_gate::store::Database::Sqlite(pool) => {
+        dispatch_gate::write::store::Database::Sqlite(pool) => {
             sqlx::query_scalar(sql).bind(user).fetch_all(pool).await
         }
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use dispatch_gate::app::ManualClock;
-use dispatch_gate::store::Backend;
-use dispatch_gate::worker::{run_workers, Provider, SimulatedProvider, WorkerConfig};
+use dispatch_gate::process::worker::{run_workers, Provider, SimulatedProvider, WorkerConfig};
+use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
 use crate::helpers::{call_router, id, Response, TestApp, ADMIN};

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use dispatch_gate::audit::rows;
-use dispatch_gate::store::{Backend, Database};
+use dispatch_gate::write::store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,11 +14,11 @@ macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Sqlite).await })*
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::store::Backend::Postgres).await })*
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
         }
     };
 }
@@ -134,7 +134,7 @@ const INSERT: &str = "INSERT INTO events \
 /// then numbers and seals them into the log chain as the gate's sequencer would.
 pub async fn load(database: &Database, rows: &[Row]) {
     insert(database, rows).await;
-    dispatch_gate::logchain::seal_all(database)
+    dispatch_gate::write::store::seal_all(database)
         .await
         .expect("seal the loaded rows");
 }
@@ -325,7 +325,7 @@ pub async fn rewrite_stream(
 
 /// Recomputes the log hash of every position from `from` on, as a forger would.
 pub async fn reseal_log(database: &Database, from: i64) {
-    use dispatch_gate::logchain;
+    use dispatch_gate::chain::log as logchain;
     let (entries, _) = rows::log(database).await.expect("log");
     let mut prev = entries
         .iter()

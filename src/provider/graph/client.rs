@@ -12,10 +12,8 @@ use super::config::{GraphConfig, RetryBudget};
 use super::credentials::AppCredentials;
 use super::failure::{self, GraphFailure};
 use super::objects::{GraphObject, ObjectKind};
-use super::paging::{DeltaLink, GroupsDelta, Pages};
 use super::token::TokenCache;
-use super::transport::{self, Answer};
-use super::wire;
+use super::transport::{self, read_page, unreadable, Answer};
 
 /// A Microsoft Graph client for app-only (client-credentials) calls. Cheap to
 /// clone; clones share the connection pool and the token cache.
@@ -135,23 +133,6 @@ impl GraphClient {
             organization_name,
             probed: ObjectKind::ALL.to_vec(),
         })
-    }
-
-    /// Every object of one collection, page by page (`@odata.nextLink` followed
-    /// to the end). Groups are listed in full; [`GraphClient::groups_delta`]
-    /// reads only their changes.
-    pub fn list(&self, credentials: &AppCredentials, kind: ObjectKind) -> Pages {
-        Pages::new(self.clone(), credentials.clone(), kind)
-    }
-
-    /// The groups delta enumeration: from `resume` (a stored
-    /// [`GroupsDelta::delta_link`]) only the changes since, else every group.
-    pub fn groups_delta(
-        &self,
-        credentials: &AppCredentials,
-        resume: Option<&DeltaLink>,
-    ) -> GroupsDelta {
-        GroupsDelta::new(self.clone(), credentials.clone(), resume)
     }
 
     /// `PATCH /v1.0/deviceManagement/{collection}/{id}` with `body` (a restore
@@ -315,16 +296,4 @@ fn writable(kind: ObjectKind, body: &Value) -> Result<(), GraphFailure> {
         ));
     }
     Ok(())
-}
-
-/// A page's body, read as Graph's paging shape.
-pub(super) fn read_page(what: &str, answer: &Answer) -> Result<wire::Page, GraphFailure> {
-    serde_json::from_slice(&answer.body).map_err(|_| unreadable(what))
-}
-
-fn unreadable(what: &str) -> GraphFailure {
-    GraphFailure::new(
-        ReasonCode::InternalError,
-        format!("{what} answered a body that is not Graph's documented shape"),
-    )
 }

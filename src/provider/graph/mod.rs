@@ -9,10 +9,11 @@
 //!   secret fingerprint) until shortly before it expires.
 //! - `transport`: one request with its time limits, `Retry-After` honoured on
 //!   429/503 within the [`RetryBudget`], a bounded body.
-//! - [`client`]: [`GraphClient`]: `verify`, `list`, `groups_delta`,
-//!   `patch_object`, `create_object`.
-//! - [`paging`]: [`Pages`] and [`GroupsDelta`], one page at a time; a next or
-//!   delta link off the configured base is never requested.
+//! - [`client`]: [`GraphClient`]: `verify`, `patch_object`, `create_object`,
+//!   and the one authenticated call they all make.
+//! - [`paging`]: `list` ([`Pages`]) and `groups_delta` ([`GroupsDelta`]), one
+//!   page at a time; a next or delta link off the configured base is never
+//!   requested.
 //! - `failure`: the one place answers become [`GraphFailure`]s with the
 //!   domain's reason codes. `wire`: Microsoft's JSON shapes, private here.
 //!

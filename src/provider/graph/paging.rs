@@ -6,10 +6,11 @@ use aggregates::catalog::ReasonCode;
 use reqwest::{Method, Url};
 use serde_json::Value;
 
-use super::client::{read_page, GraphClient};
+use super::client::GraphClient;
 use super::credentials::AppCredentials;
 use super::failure::{self, GraphFailure};
 use super::objects::{GraphObject, ObjectKind};
+use super::transport::read_page;
 
 /// The group properties a sync keeps (Graph's delta answers only what is selected).
 const GROUP_SELECT: &str = "$select=id,displayName,description,mail,mailEnabled,mailNickname,securityEnabled,groupTypes,visibility,createdDateTime";
@@ -43,6 +44,27 @@ fn follow(client: &GraphClient, what: &str, link: &str) -> Result<Url, GraphFail
         ));
     }
     Ok(url)
+}
+
+/// The paged reads, beside the types they return (so `client` does not import
+/// this module back).
+impl GraphClient {
+    /// Every object of one collection, page by page (`@odata.nextLink` followed
+    /// to the end). Groups are listed in full; [`GraphClient::groups_delta`]
+    /// reads only their changes.
+    pub fn list(&self, credentials: &AppCredentials, kind: ObjectKind) -> Pages {
+        Pages::new(self.clone(), credentials.clone(), kind)
+    }
+
+    /// The groups delta enumeration: from `resume` (a stored
+    /// [`GroupsDelta::delta_link`]) only the changes since, else every group.
+    pub fn groups_delta(
+        &self,
+        credentials: &AppCredentials,
+        resume: Option<&DeltaLink>,
+    ) -> GroupsDelta {
+        GroupsDelta::new(self.clone(), credentials.clone(), resume)
+    }
 }
 
 /// The pages of one collection, read one at a time. After an `Err` the

@@ -6,6 +6,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::config::RetryBudget;
 use super::failure::{self, GraphFailure};
+use super::wire;
 
 /// The largest answer body read: a page of Graph objects is far smaller, and a
 /// provider that sends more does not get to fill the worker's memory.
@@ -138,4 +139,17 @@ async fn read_body(what: &str, mut response: Response) -> Result<Vec<u8>, GraphF
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// A page's body, read as Graph's paging shape.
+pub(super) fn read_page(what: &str, answer: &Answer) -> Result<wire::Page, GraphFailure> {
+    serde_json::from_slice(&answer.body).map_err(|_| unreadable(what))
+}
+
+/// A 2xx answer whose body is not what Graph documents.
+pub(super) fn unreadable(what: &str) -> GraphFailure {
+    GraphFailure::new(
+        aggregates::catalog::ReasonCode::InternalError,
+        format!("{what} answered a body that is not Graph's documented shape"),
+    )
 }
