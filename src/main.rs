@@ -13,10 +13,10 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // One clear line (with its causes, each once), never a panic.
-            eprintln!("error: {}", dispatch_gate::process::cli::error_line(&error));
+            eprintln!("error: {}", dispatch_gate::app::error_line(&error));
             // A usable-looking command line that is not (a short admin token) is a
             // usage error, like one clap refuses; everything else is a failure.
-            if error.is::<dispatch_gate::process::cli::UsageError>() {
+            if error.is::<dispatch_gate::process::usage::UsageError>() {
                 std::process::ExitCode::from(2)
             } else {
                 std::process::ExitCode::FAILURE

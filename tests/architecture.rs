@@ -44,6 +44,8 @@ type Module = Vec<String>;
 struct Crate {
     /// Every module (files and inline modules) and the file it lives in.
     modules: BTreeMap<Module, PathBuf>,
+    /// Per module: the names its own items define.
+    definitions: BTreeMap<Module, BTreeSet<String>>,
     /// Per module: names it hands on with `pub use`, to the path they name.
     reexports: BTreeMap<Module, BTreeMap<String, Vec<String>>>,
     /// Per module: modules whose every name it hands on (`pub use x::*`).
@@ -182,8 +184,12 @@ impl Scan<'_> {
         (vec![path], at)
     }
 
-    /// Walks a token stream written in `scope`.
-    fn walk(&mut self, tokens: &[TokenTree], scope: &Module) {
+    /// Walks a token stream written in `scope`; `items` when the tokens are a
+    /// module's items (a file, or an inline module's body).
+    fn walk(&mut self, tokens: &[TokenTree], scope: &Module, items: bool) {
+        if items {
+            self.define(tokens, scope);
+        }
         // Inline and file modules declared here are in scope by name.
         for window in tokens.windows(2) {
             if is_ident(Some(&window[0]), "mod") {
@@ -213,7 +219,7 @@ impl Scan<'_> {
                         let mut inner = scope.clone();
                         inner.push(name.to_string());
                         let body: Vec<TokenTree> = body.stream().into_iter().collect();
-                        self.walk(&body, &inner);
+                        self.walk(&body, &inner, true);
                         at += 3;
                         continue;
                     }
@@ -257,7 +263,7 @@ impl Scan<'_> {
             match tree {
                 TokenTree::Group(group) => {
                     let inner: Vec<TokenTree> = group.stream().into_iter().collect();
-                    self.walk(&inner, scope);
+                    self.walk(&inner, scope, false);
                     at += 1;
                 }
                 TokenTree::Ident(ident) if is_path_sep(tokens, at + 1) => {
@@ -277,6 +283,31 @@ impl Scan<'_> {
                     }
                 }
                 _ => at += 1,
+            }
+        }
+    }
+
+    /// Records the names a module's items define: `fn`, `struct`, `enum`,
+    /// `union`, `trait`, `type`, `const`, `static`, `mod` and `macro_rules!`.
+    fn define(&mut self, tokens: &[TokenTree], scope: &Module) {
+        const KEYWORDS: &[&str] = &[
+            "fn", "struct", "enum", "union", "trait", "type", "const", "static", "mod",
+        ];
+        let names = self.krate.definitions.entry(scope.clone()).or_default();
+        for (at, tree) in tokens.iter().enumerate() {
+            let TokenTree::Ident(keyword) = tree else {
+                continue;
+            };
+            let keyword = keyword.to_string();
+            let name_at = if KEYWORDS.contains(&keyword.as_str()) {
+                at + 1
+            } else if keyword == "macro_rules" && is_punct(tokens.get(at + 1), '!') {
+                at + 2
+            } else {
+                continue;
+            };
+            if let Some(TokenTree::Ident(name)) = tokens.get(name_at) {
+                names.insert(name.to_string());
             }
         }
     }
@@ -329,7 +360,7 @@ impl Crate {
                 file_module: module.clone(),
                 children: BTreeMap::new(),
             };
-            scan.walk(&tokens, &module);
+            scan.walk(&tokens, &module, true);
         }
         krate
     }
@@ -341,28 +372,48 @@ impl Crate {
             known -= 1;
         }
         let module = path[..known].to_vec();
-        if depth < 16 {
-            if let Some(name) = path.get(known) {
-                if let Some(target) = self
-                    .reexports
-                    .get(&module)
-                    .and_then(|names| names.get(name))
-                {
-                    let mut onward = target.clone();
-                    onward.extend(path[known + 1..].iter().cloned());
-                    return self.resolve(&onward, depth + 1);
-                }
-                for glob in self.globs.get(&module).into_iter().flatten() {
-                    let mut onward = glob[..glob.len() - 1].to_vec();
-                    onward.extend(path[known..].iter().cloned());
-                    let found = self.resolve(&onward, depth + 1);
-                    if found.len() > glob.len() - 1 {
-                        return found;
-                    }
-                }
-            }
+        if let Some(found) = path
+            .get(known)
+            .and_then(|name| self.onward(&module, name, &path[known + 1..], depth))
+        {
+            return found;
         }
         self.file_module(&module)
+    }
+
+    /// Where `module`'s name `name` is defined, when `module` only hands it on.
+    fn onward(&self, module: &Module, name: &str, rest: &[String], depth: usize) -> Option<Module> {
+        if depth >= 16
+            || self
+                .definitions
+                .get(module)
+                .is_some_and(|names| names.contains(name))
+        {
+            return None;
+        }
+        if let Some(target) = self.reexports.get(module).and_then(|names| names.get(name)) {
+            let mut onward = target.clone();
+            onward.extend(rest.iter().cloned());
+            return Some(self.resolve(&onward, depth + 1));
+        }
+        self.globs
+            .get(module)
+            .into_iter()
+            .flatten()
+            .find_map(|glob| {
+                let from = glob[..glob.len() - 1].to_vec();
+                let handed_on = self
+                    .definitions
+                    .get(&from)
+                    .is_some_and(|names| names.contains(name))
+                    || self.onward(&from, name, rest, depth + 1).is_some();
+                handed_on.then(|| {
+                    let mut onward = from.clone();
+                    onward.push(name.to_owned());
+                    onward.extend(rest.iter().cloned());
+                    self.resolve(&onward, depth + 1)
+                })
+            })
     }
 
     /// The file an inline module lives in.

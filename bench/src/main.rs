@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One clear line (with its causes, each once), never a panic.
-            eprintln!("error: {}", dispatch_gate::process::cli::error_line(&error));
+            eprintln!("error: {}", dispatch_gate::app::error_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -3,83 +3,16 @@
 
 use aggregates::catalog::Action;
 use aggregates::connection::ProviderConnection;
-use aggregates::ids::{ConnectionId, TenantId, UserId};
+use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::tenant::Tenant;
-use aggregates::Actor;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::principal::{Principal, TokenDigest};
 use super::{AppError, Dispatcher};
-
-/// What identifies a bearer token without keeping it: its SHA-256 and, for a
-/// user token, the user id it names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenDigest {
-    /// The user a `dgu_<user id>_<secret>` token names; `None` otherwise.
-    pub user_id: Option<Uuid>,
-    /// SHA-256 of the whole token.
-    pub sha256: [u8; 32],
-}
-
-impl TokenDigest {
-    /// The digest of a token.
-    pub fn of(token: &str) -> Self {
-        Self {
-            user_id: token
-                .strip_prefix(TOKEN_PREFIX)
-                .and_then(|rest| rest.split_once('_'))
-                .and_then(|(id, _)| Uuid::try_parse(id).ok()),
-            sha256: sha256(token),
-        }
-    }
-}
-
-/// Who is calling, once the bearer token has been checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// The admin token: may call everything.
-    Admin,
-    /// A user: may act within its memberships.
-    User {
-        /// The user.
-        id: UserId,
-        /// Its name.
-        name: String,
-    },
-}
-
-impl Principal {
-    /// The actor recorded in events.
-    pub fn actor(&self) -> Actor {
-        match self {
-            Self::Admin => Actor::Admin,
-            Self::User { id, name } => Actor::User {
-                id: *id,
-                name: name.clone(),
-            },
-        }
-    }
-}
-
-pub(super) fn sha256(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
-}
 
 /// Compares two digests in time independent of where they differ.
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-const TOKEN_PREFIX: &str = "dgu_";
-
-/// A fresh bearer token for a user: `dgu_<user id>_<256 random bits>`.
-pub(super) fn new_token(user_id: UserId) -> String {
-    let secret: [u8; 32] = rand::random();
-    format!(
-        "{TOKEN_PREFIX}{}_{}",
-        user_id.0.simple(),
-        hex::encode(secret)
-    )
 }
 
 /// What an unknown user's token is compared against (no token hashes to it).

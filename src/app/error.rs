@@ -130,9 +130,55 @@ impl From<anyhow::Error> for AppError {
     }
 }
 
+/// An error and its causes on one line, each cause once: a cause whose text the
+/// message before it already ends with (`sqlx` repeats its IO error) is left out.
+pub fn error_line(error: &anyhow::Error) -> String {
+    cause_line(error.as_ref())
+}
+
+/// [`error_line`] for any error: the error and its `source()` chain.
+pub fn cause_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut previous = String::new();
+    for cause in anyhow::Chain::new(error) {
+        let text = cause.to_string();
+        if !previous.is_empty() && previous.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        previous = text;
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Like `sqlx::Error::Io`: its message ends with its source's.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn it_should_print_a_cause_its_error_already_ends_with_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(Repeats(refused)).context("cannot connect");
+        assert_eq!(
+            error_line(&error),
+            "cannot connect: error communicating with database: refused"
+        );
+    }
+
+    #[test]
+    fn it_should_keep_every_cause_that_adds_something() {
+        let error = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(error_line(&error), "top: middle: root");
+    }
+
 
     #[test]
     fn an_internal_error_keeps_its_cause_chain() {

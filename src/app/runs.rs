@@ -3,21 +3,14 @@
 
 use aggregates::catalog::{Action, OperationKind};
 use aggregates::connection::{ConnectionCommand, ConnectionEvent, ProviderConnection, RunEnd};
-use aggregates::ids::{ConnectionId, RunId, TenantId};
+use aggregates::ids::{ConnectionId, RunId};
 use aggregates::values::WorkerId;
 use aggregates::{Actor, Timestamp};
 
 use crate::write::executor::Committed;
 
+use super::dispatcher::RunPlace;
 use super::{metadata, AppError, Dispatcher, Principal, CONSISTENCY_WAIT};
-
-/// Where a run belongs: its connection, tenant and operation.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RunPlace {
-    pub(super) connection_id: ConnectionId,
-    pub(super) tenant_id: TenantId,
-    pub(super) operation: OperationKind,
-}
 
 /// Runs whose place is remembered before the cache starts again.
 const PLACES_REMEMBERED: usize = 100_000;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::write::executor::Committed;
 
-use super::auth::{new_token, sha256};
+use super::token::{new_token, sha256};
 use super::{metadata, AppError, Dispatcher};
 
 /// A freshly created user and its token (shown once, never stored).

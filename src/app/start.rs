@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::write::executor::CommandError;
 
-use super::runs::RunPlace;
+use super::dispatcher::RunPlace;
 use super::{metadata, AppError, Dispatcher, Principal};
 
 /// What the caller wants started.

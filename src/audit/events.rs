@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::record::{timestamp, DecisionRecord};
+use super::rows::EventInfo;
 use super::rows::{StoredEvent, StreamKey};
-use super::EventInfo;
 
 /// The field names of [`EventRecord`], in order: the CSV header.
 pub const FIELDS: [&str; 22] = [

@@ -212,7 +212,7 @@ impl DecisionRecord {
 
     /// Adds what the store says about the event itself; `flagged` when a
     /// check named it.
-    pub fn with_event(mut self, event: Option<&super::EventInfo>, flagged: bool) -> Self {
+    pub fn with_event(mut self, event: Option<&super::rows::EventInfo>, flagged: bool) -> Self {
         if let Some(event) = event {
             self.event_hash.clone_from(&event.event_hash);
             self.log_position = event.position;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 use sqlx::Row;
 
+use crate::chain::log as logchain;
 use crate::write::store::Database;
 
 /// One stream: an aggregate type and id.
@@ -215,4 +216,36 @@ pub async fn log(database: &Database) -> anyhow::Result<(Vec<LogEntry>, u64)> {
 
 fn json(text: String) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|_| text)
+}
+
+/// What the store says about one event besides its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventInfo {
+    /// Its log position, once numbered.
+    pub position: Option<i64>,
+    /// Its own hash in its stream's chain, when its metadata names one.
+    pub event_hash: Option<String>,
+    /// The client's `X-Request-Id`, as recorded in its metadata.
+    pub client_request_id: Option<String>,
+}
+
+impl EventInfo {
+    /// From a stored row.
+    pub fn of(row: &StoredEvent) -> Self {
+        let metadata = row.metadata.as_ref().ok();
+        let text = |key: &str| {
+            metadata
+                .and_then(|m| m.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        Self {
+            position: row.position,
+            event_hash: metadata
+                .map(|m| logchain::event_hash(row.sequence, m))
+                .filter(|hash| !hash.is_empty())
+                .map(str::to_owned),
+            client_request_id: text("client_request_id"),
+        }
+    }
 }

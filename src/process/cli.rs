@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::audit::{self, ExportFormat, ReplayFormat, VerifyFormat};
 use crate::process::server::{shutdown_signal, Application, BuiltInWorker, Settings};
 use crate::process::telemetry::{self, LogFormat};
+use crate::process::usage::UsageError;
 use crate::process::worker::SimulatedProvider;
 use crate::write::store::{redact, Backend, Database, DEFAULT_DATABASE_URL};
 
@@ -503,7 +504,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         read_database_url: args.read_database_url,
         lease: std::time::Duration::from_secs(args.lease_seconds),
         worker,
-        limits: crate::process::server::Limits {
+        limits: crate::web::serve::Limits {
             header_timeout: std::time::Duration::from_secs(args.header_timeout),
             body_timeout: std::time::Duration::from_secs(args.body_timeout),
             max_connections: args.max_connections as usize,
@@ -533,12 +534,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The shortest admin token `serve` accepts, in characters.
 pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
-
-/// A command line that parsed but cannot be used (exit code 2, like a parse error);
-/// nothing has been opened or written when it is returned.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub(crate) String);
 
 /// The admin token `serve` runs with.
 #[derive(Debug)]
@@ -586,30 +581,6 @@ impl AdminToken {
         }
         Ok(token)
     }
-}
-
-/// An error and its causes on one line, each cause once: a cause whose text the
-/// message before it already ends with (`sqlx` repeats its IO error) is left out.
-pub fn error_line(error: &anyhow::Error) -> String {
-    cause_line(error.as_ref())
-}
-
-/// [`error_line`] for any error: the error and its `source()` chain.
-pub fn cause_line(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = String::new();
-    let mut previous = String::new();
-    for cause in anyhow::Chain::new(error) {
-        let text = cause.to_string();
-        if !previous.is_empty() && previous.ends_with(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-        previous = text;
-    }
-    line
 }
 
 async fn rebuild(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -680,27 +651,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Like `sqlx::Error::Io`: its message ends with its source's.
-    #[derive(Debug, thiserror::Error)]
-    #[error("error communicating with database: {0}")]
-    struct Repeats(#[source] std::io::Error);
-
-    #[test]
-    fn it_should_print_a_cause_its_error_already_ends_with_once() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let error = anyhow::Error::new(Repeats(refused)).context("cannot connect");
-        assert_eq!(
-            error_line(&error),
-            "cannot connect: error communicating with database: refused"
-        );
-    }
-
-    #[test]
-    fn it_should_keep_every_cause_that_adds_something() {
-        let error = anyhow::anyhow!("root").context("middle").context("top");
-        assert_eq!(error_line(&error), "top: middle: root");
-    }
 
     #[test]
     fn it_should_refuse_an_admin_token_under_sixteen_characters() {

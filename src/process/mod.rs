@@ -7,4 +7,5 @@ pub mod cli;
 pub mod demo;
 pub mod server;
 pub mod telemetry;
+pub mod usage;
 pub mod worker;

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -11,7 +10,9 @@ use crate::app::{Dispatcher, SystemClock};
 use crate::process::demo::{self, DemoError, DemoSummary};
 use crate::process::worker::{run_reaper, run_workers, SimulatedProvider, WorkerConfig};
 use crate::read::replica::Standby;
-use crate::web::api::{app, AppState};
+use crate::web::app;
+use crate::web::serve::Limits;
+use crate::web::state::AppState;
 use crate::write::store::{redact, Database};
 
 /// What `serve` needs to start.
@@ -36,29 +37,6 @@ pub struct Settings {
     /// `--demo`: seed an empty store with the specification's prerequisites
     /// before serving (see [`crate::process::demo`]); a store holding data is refused.
     pub demo: bool,
-}
-
-/// Limits on slow and many clients.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// How long a request's head may take to arrive, counted from when the
-    /// server waits for it: on a kept-alive connection, from the previous
-    /// answer, so it is also how long an idle connection stays open.
-    pub header_timeout: Duration,
-    /// How long a request body may take to arrive in full (then 408).
-    pub body_timeout: Duration,
-    /// Connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: crate::web::api::DEFAULT_BODY_TIMEOUT,
-            max_connections: 1024,
-        }
-    }
 }
 
 /// The built-in worker's settings.
@@ -105,7 +83,7 @@ impl Application {
                     .await
                     .map_err(|error| match error {
                         DemoError::NotEmpty { .. } => {
-                            anyhow::Error::new(crate::process::cli::UsageError(error.to_string()))
+                            anyhow::Error::new(crate::process::usage::UsageError(error.to_string()))
                         }
                         other => anyhow::Error::new(other),
                     })?;
@@ -188,17 +166,13 @@ impl Application {
         let address = self.local_addr()?;
         tracing::info!(%address, "listening");
         tracing::info!(console = %format!("http://{address}/"), "operator console: open it in a browser and sign in with a token");
-        let served = crate::web::api::serve::serve(
-            self.listener,
-            app(self.state),
-            self.limits,
-            async move {
+        let served =
+            crate::web::serve::serve(self.listener, app(self.state), self.limits, async move {
                 shutdown.await;
                 let _ = stop.send(true);
-            },
-        )
-        .await
-        .context("serving HTTP");
+            })
+            .await
+            .context("serving HTTP");
         for task in background {
             let _ = task.await;
         }

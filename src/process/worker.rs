@@ -138,7 +138,7 @@ async fn worker_slot(
             Ok(None) => config.idle_poll,
             Err(error) => {
                 failures += 1;
-                tracing::warn!(error = %crate::process::cli::cause_line(&error), "claim failed");
+                tracing::warn!(error = %crate::app::cause_line(&error), "claim failed");
                 config.idle_poll * 2u32.pow(failures.min(5))
             }
         };
@@ -174,17 +174,17 @@ async fn execute(
                 Ok(_) => {}
                 // The lease still runs: keep working, beat again on the next tick.
                 Err(AppError::Unavailable(error)) => {
-                    tracing::warn!(error = %crate::process::cli::error_line(&error), "heartbeat failed; the database is unavailable");
+                    tracing::warn!(error = %crate::app::error_line(&error), "heartbeat failed; the database is unavailable");
                 }
                 Err(error) => {
-                    tracing::warn!(error = %crate::process::cli::cause_line(&error), "lost the run's lease; abandoning it");
+                    tracing::warn!(error = %crate::app::cause_line(&error), "lost the run's lease; abandoning it");
                     return;
                 }
             },
             () = stopped(shutdown) => {
                 match dispatcher.release(run.run_id, worker_id).await {
                     Ok(()) => tracing::info!("released the run on shutdown"),
-                    Err(error) => tracing::warn!(error = %crate::process::cli::cause_line(&error), "could not release the run"),
+                    Err(error) => tracing::warn!(error = %crate::app::cause_line(&error), "could not release the run"),
                 }
                 return;
             }
@@ -198,7 +198,7 @@ async fn execute(
         match dispatcher.complete(run.run_id, worker_id, end).await {
             Ok(_) => tracing::info!(?end, "run ended"),
             Err(AppError::Unavailable(error)) if tokio::time::Instant::now() + pause < deadline => {
-                tracing::warn!(error = %crate::process::cli::error_line(&error), "could not record the run's end yet; retrying");
+                tracing::warn!(error = %crate::app::error_line(&error), "could not record the run's end yet; retrying");
                 tokio::select! {
                     () = stopped(shutdown) => return,
                     () = tokio::time::sleep(pause) => {},
@@ -208,7 +208,7 @@ async fn execute(
             }
             Err(AppError::Conflict(reason)) => tracing::warn!(%reason, "completion refused"),
             Err(error) => {
-                tracing::error!(error = %crate::process::cli::cause_line(&error), "could not complete the run")
+                tracing::error!(error = %crate::app::cause_line(&error), "could not complete the run")
             }
         }
         return;
@@ -227,7 +227,7 @@ pub async fn run_reaper(
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "failed runs whose lease expired"),
             Err(error) => {
-                tracing::warn!(error = %crate::process::cli::cause_line(&error), "reaper failed")
+                tracing::warn!(error = %crate::app::cause_line(&error), "reaper failed")
             }
         }
         // Housekeeping on the same round: keys past their 24 hours.

@@ -23,14 +23,6 @@ pub enum Visibility {
 }
 
 impl Visibility {
-    /// What `principal` may see.
-    pub fn of(principal: &crate::app::Principal) -> Self {
-        match principal {
-            crate::app::Principal::Admin => Self::All,
-            crate::app::Principal::User { id, .. } => Self::MemberOf(*id),
-        }
-    }
-
     fn user(&self) -> Option<String> {
         match self {
             Self::All => None,

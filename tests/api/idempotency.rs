@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
 use dispatch_gate::app::{Dispatcher, ManualClock};
-use dispatch_gate::web::api::AppState;
+use dispatch_gate::web::state::AppState;
 use dispatch_gate::write::idempotency::{self, Claim, IdempotencyKey};
 use dispatch_gate::write::store::Backend;
 use http_body_util::BodyExt;
@@ -380,7 +380,7 @@ async fn a_replay_survives_a_restart_and_holds_on_another_instance(backend: Back
     assert_eq!((there.status, &there.bytes), (first.status, &first.bytes));
     // A restart: a new process on the same database, nothing in memory.
     drop(other);
-    let restarted = dispatch_gate::web::api::app(AppState::new(Arc::new(Dispatcher::new(
+    let restarted = dispatch_gate::web::app(AppState::new(Arc::new(Dispatcher::new(
         app.database.clone(),
         Arc::new(dispatch_gate::app::SystemClock),
         Some(ADMIN),

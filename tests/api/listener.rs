@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use dispatch_gate::process::server::{Application, Limits, Settings};
+use dispatch_gate::process::server::{Application, Settings};
+use dispatch_gate::web::serve::Limits;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

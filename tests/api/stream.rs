@@ -269,7 +269,7 @@ async fn the_consoles_live_stream_ends_when_its_session_is_signed_out(
 async fn a_consumer_that_falls_a_whole_buffer_behind_is_disconnected(
     backend: dispatch_gate::write::store::Backend,
 ) {
-    use dispatch_gate::web::api::stream::STREAM_BUFFER;
+    use dispatch_gate::web::stream::STREAM_BUFFER;
     let app = TestApp::spawn(backend).await;
     let f = app.fixture().await;
     let mut stalled = Subscription::open(&app, ADMIN, None).await;

@@ -11,12 +11,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{ConnectionJson, ConnectionList};
-use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_registry, parse_value, plain, Caller, Json, Path, Reader, RequestId};
-use super::AppState;
 use crate::app::{ConnectionChange, ConnectionView};
 use crate::read::queries;
+use crate::web::dto::{ConnectionJson, ConnectionList};
+use crate::web::error::{ApiError, ErrorBody};
+use crate::web::extract::{
+    parse_registry, parse_value, plain, Caller, Json, Path, Reader, RequestId,
+};
+use crate::web::state::AppState;
 
 /// The connection routes.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -7,9 +7,9 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
-use super::error::ApiError;
-use super::extract::Admin;
-use super::AppState;
+use crate::web::error::ApiError;
+use crate::web::extract::Admin;
+use crate::web::state::AppState;
 
 /// `/healthz` (no token), `/readyz` (the detail with the admin token only),
 /// `/metrics` (admin token), outside `/v1`. Positions and lag are kept from

@@ -7,9 +7,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
-use super::extract::Caller;
-use super::{AppState, BODY_LIMIT_BYTES};
+use crate::web::error::ApiError;
+use crate::web::extract::Caller;
+use crate::web::state::{AppState, BODY_LIMIT_BYTES};
 use crate::write::idempotency::{self, Answer, Claim, IdempotencyKey};
 
 /// The routes (as registered) that take `Idempotency-Key`: every POST that

@@ -1,28 +1,21 @@
 //! The HTTP API: `app(state)` is the whole router, so tests call it with `oneshot`.
 
 pub mod connections;
-pub mod cursor;
 pub mod describe;
-pub mod dto;
-pub mod edge;
-pub mod error;
-pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod onboarding;
 pub mod reads;
 pub mod schema;
-pub mod serve;
 pub mod setup;
 pub mod starts;
-pub mod stream;
 pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,39 +24,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::Dispatcher;
-use error::ApiError;
-
-/// The largest request body accepted; larger bodies get 413.
-pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The use cases.
-    pub dispatcher: Arc<Dispatcher>,
-    /// How long a worker holds a run between heartbeats.
-    pub lease: Duration,
-    /// How long a request body may take to arrive in full (then 408).
-    pub body_timeout: Duration,
-}
-
-/// The default lease of a claimed run.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-
-/// The default time a request body may take to arrive in full.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl AppState {
-    /// State with the default lease.
-    pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
-        Self {
-            dispatcher,
-            lease: DEFAULT_LEASE,
-            body_timeout: DEFAULT_BODY_TIMEOUT,
-        }
-    }
-}
+use crate::web::error::{self, ApiError};
+use crate::web::state::{AppState, BODY_LIMIT_BYTES};
+use crate::web::{edge, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -326,13 +289,10 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The whole application: routes, OpenAPI, request ids, tracing, body limit, JSON errors.
-pub fn app(state: AppState) -> Router {
-    crate::web::console::router(state.clone()).merge(api(state))
-}
-
-/// The JSON API with its layers (the console has its own).
-fn api(state: AppState) -> Router {
+/// The JSON API with its layers (the console has its own). A path no API route
+/// serves is answered by `elsewhere` when it has an answer (the console's 404
+/// page for the console's paths), else by the API's JSON 404.
+pub fn router(state: AppState, elsewhere: fn(&str) -> Option<Response>) -> Router {
     let (router, api) = routes();
     let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
     let api = Arc::new(describe::served(&api));
@@ -345,13 +305,8 @@ fn api(state: AppState) -> Router {
             }),
         )
         .merge(health::router())
-        .fallback(|uri: axum::http::Uri| async move {
-            // A console path no console route serves gets the console's 404 page.
-            if crate::web::console::owns(uri.path()) {
-                crate::web::console::not_found()
-            } else {
-                ApiError::not_found("route").into_response()
-            }
+        .fallback(move |uri: axum::http::Uri| async move {
+            elsewhere(uri.path()).unwrap_or_else(|| ApiError::not_found("route").into_response())
         })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -361,7 +316,10 @@ fn api(state: AppState) -> Router {
             parameters,
             edge::known_query_parameters,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), sessions))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::sessions::sessions,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(json_errors))
@@ -433,41 +391,6 @@ fn is_json(response: &Response) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-}
-
-/// Session consistency around each request: what the request wrote is
-/// remembered for its principal (the next read waits for it) and reported as
-/// `Gate-Position`; a read reports the position of the views it saw.
-pub(crate) async fn sessions(
-    axum::extract::State(app): axum::extract::State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let client = request
-        .extensions()
-        .get::<edge::ClientRequestId>()
-        .map(|id| id.0.clone());
-    let session = Arc::new(crate::read::consistency::Request::with_client_request_id(
-        client,
-    ));
-    let mut response = crate::read::consistency::serve(session.clone(), next.run(request)).await;
-    let written = session.written();
-    if written > 0 {
-        if let Some(principal) = session.principal() {
-            let applied = app.dispatcher.catchup().positions().slowest();
-            app.dispatcher
-                .sessions()
-                .wrote(&principal, written, applied);
-        }
-    }
-    let position = if written > 0 { written } else { session.seen() };
-    if position > 0 {
-        response.headers_mut().insert(
-            HeaderName::from_static(extract::GATE_POSITION),
-            HeaderValue::from(position),
-        );
-    }
-    response
 }
 
 /// Gives error responses produced outside our handlers (405, a 413 from a raw

@@ -11,12 +11,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{ReasonJson, RunSummary, StartResult};
-use super::error::{ApiError, ErrorBody};
-use super::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
 use super::starts::run_start;
-use super::AppState;
 use crate::app::StartCommand;
+use crate::web::dto::{ReasonJson, RunSummary, StartResult};
+use crate::web::error::{ApiError, ErrorBody};
+use crate::web::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
+use crate::web::state::AppState;
 
 /// The onboarding routes.
 pub fn router() -> OpenApiRouter<AppState> {

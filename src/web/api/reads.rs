@@ -1,6 +1,6 @@
 //! Monitoring → Operations: runs, decisions and notifications, read from projections.
 
-use aggregates::catalog::{Action, OperationKind, Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{Action, OperationKind, Outcome, RunStatus};
 use aggregates::ids::{RunId, TenantId};
 use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
@@ -12,15 +12,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{ConnectionRef, ReasonJson, RunSummary};
-use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_registry, Path, Reader};
-use super::AppState;
-use crate::app::Principal;
-use crate::read::queries::{self, RunFilter, Visibility};
-use projections::{
-    Decision as DecisionRecord, Notification as NotificationRecord, Run as RunRecord,
+use crate::read::queries::{self, RunFilter};
+use crate::web::cursor::ListScope;
+use crate::web::dto::{
+    reason, ActorJson, ConnectionRef, DecisionJson, ReasonJson, RunListItem, RunSummary,
 };
+use crate::web::error::{ApiError, ErrorBody};
+use crate::web::extract::{parse_registry, Path, Reader};
+use crate::web::state::AppState;
+use projections::Notification as NotificationRecord;
 
 /// The read routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -48,7 +48,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             .map_err(|rejection| {
                 ApiError::invalid(format!(
                     "invalid query: {}",
-                    super::extract::plain(
+                    crate::web::extract::plain(
                         rejection
                             .body_text()
                             .trim_start_matches("Failed to deserialize query string: ")
@@ -65,119 +65,6 @@ fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         Some(_) => Err(ApiError::invalid(format!(
             "`limit` must be between 1 and {MAX_LIMIT}"
         ))),
-    }
-}
-
-/// One list with its filters, as seen by one principal: the scope a cursor
-/// is valid in (see [`super::cursor`]).
-pub(crate) struct ListScope<'a> {
-    app: &'a AppState,
-    list: String,
-    principal: String,
-}
-
-impl<'a> ListScope<'a> {
-    pub(crate) fn new(app: &'a AppState, principal: &Principal, list: String) -> Self {
-        Self {
-            app,
-            list,
-            principal: principal.actor().id_string(),
-        }
-    }
-
-    /// The position a client's cursor carries; 400 for any other cursor.
-    pub(crate) fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-        cursor
-            .map(|c| {
-                super::cursor::open(
-                    self.app.dispatcher.cursor_key(),
-                    &self.list,
-                    &self.principal,
-                    c,
-                )
-            })
-            .transpose()
-    }
-
-    /// The cursor of the next page.
-    pub(crate) fn seal(&self, position: Option<i64>) -> Option<String> {
-        position.map(|p| {
-            super::cursor::seal(
-                self.app.dispatcher.cursor_key(),
-                &self.list,
-                &self.principal,
-                p,
-            )
-        })
-    }
-}
-
-/// What a principal's lists show: everything for the admin, a user's current
-/// memberships otherwise (checked at read time).
-fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
-    code.map(ReasonJson::from)
-}
-
-/// `{id, name}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ActorJson {
-    /// A user id, or `admin`.
-    pub id: String,
-    /// The name at the time.
-    pub name: String,
-}
-
-impl ActorJson {
-    fn new(id: &str, name: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-}
-
-/// A run in a list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RunListItem {
-    /// The run.
-    pub id: Uuid,
-    /// Its tenant.
-    pub tenant_id: Uuid,
-    /// Its operation.
-    pub operation: String,
-    /// Its status.
-    pub status: String,
-    /// The connection chosen at click time.
-    pub provider_connection: ConnectionRef,
-    /// Who started it.
-    pub initiator: ActorJson,
-    /// When it was queued.
-    pub queued_at: String,
-    /// When it finished.
-    pub finished_at: Option<String>,
-    /// Why it failed (null unless failed).
-    pub reason: Option<ReasonJson>,
-    /// Its detail.
-    pub url: String,
-}
-
-impl From<&RunRecord> for RunListItem {
-    fn from(r: &RunRecord) -> Self {
-        Self {
-            id: r.run_id.0,
-            tenant_id: r.tenant_id.0,
-            operation: r.operation.as_str().to_owned(),
-            status: r.status.as_str().to_owned(),
-            provider_connection: ConnectionRef {
-                id: r.connection_id.0,
-                display_name: r.connection_name.clone(),
-            },
-            initiator: ActorJson::new(&r.initiator_id, &r.initiator_name),
-            queued_at: r.queued_at.clone(),
-            finished_at: r.finished_at.clone(),
-            reason: reason(r.reason_code),
-            url: format!("/v1/operations/{}", r.run_id),
-        }
     }
 }
 
@@ -244,7 +131,7 @@ async fn list_runs(
             .await?;
     }
     let filter = RunFilter {
-        visibility: Visibility::of(&principal),
+        visibility: principal.visibility(),
         tenant_id: query.tenant_id.map(TenantId),
         status,
         operation,
@@ -367,52 +254,6 @@ async fn get_run(
     }))
 }
 
-/// A start decision in the tenant's log.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DecisionJson {
-    /// The decision.
-    pub decision_id: Uuid,
-    /// When.
-    pub at: String,
-    /// Who clicked.
-    pub actor: ActorJson,
-    /// The operation asked for.
-    pub operation: String,
-    /// `accepted`, `deduped`, `scope_busy` or `blocked`.
-    pub outcome: String,
-    /// The reason (null for accepted).
-    pub reason: Option<ReasonJson>,
-    /// The run returned (null for blocked).
-    pub run_id: Option<Uuid>,
-    /// The connection decided on (null when none could be resolved).
-    pub provider_connection_id: Option<Uuid>,
-    /// The HTTP request id of the start.
-    pub request_id: Option<String>,
-    /// What the gate saw: connection state and the run holding it.
-    pub evidence: serde_json::Value,
-}
-
-impl From<&DecisionRecord> for DecisionJson {
-    fn from(d: &DecisionRecord) -> Self {
-        Self {
-            decision_id: d.decision_id.0,
-            at: d.at.clone(),
-            actor: ActorJson::new(&d.actor_id, &d.actor_name),
-            operation: d.operation.as_str().to_owned(),
-            outcome: d.outcome.as_str().to_owned(),
-            reason: reason(d.reason_code),
-            run_id: d.run_id.map(|r| r.0),
-            provider_connection_id: d.connection_id.map(|c| c.0),
-            request_id: d.request_id.clone(),
-            evidence: d
-                .evidence
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// A page of decisions.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionList {
@@ -524,7 +365,7 @@ async fn list_notifications(
     let page = queries::notifications(
         app.dispatcher.reads(),
         &recipient,
-        &Visibility::of(&principal),
+        &principal.visibility(),
         limit,
         cursor_position,
     )

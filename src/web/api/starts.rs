@@ -12,11 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::{present_start, RunSummary, StartResult};
-use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId};
-use super::AppState;
 use crate::app::StartCommand;
+use crate::web::dto::{present_start, RunSummary, StartResult};
+use crate::web::error::{ApiError, ErrorBody};
+use crate::web::extract::{
+    parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId,
+};
+use crate::web::state::AppState;
 
 /// The start routes.
 pub fn router() -> OpenApiRouter<AppState> {

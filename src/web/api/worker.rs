@@ -13,10 +13,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::dto::RunSummary;
-use super::error::{ApiError, ErrorBody};
-use super::extract::{parse_registry, parse_value, Admin, Json, Path};
-use super::AppState;
+use crate::web::dto::RunSummary;
+use crate::web::error::{ApiError, ErrorBody};
+use crate::web::extract::{parse_registry, parse_value, Admin, Json, Path};
+use crate::web::state::AppState;
 
 /// The worker routes.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -13,14 +13,15 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use super::page::{html, Page};
 use super::pages::{parse_id, Params};
-use super::session::{self, Signed};
-use super::view::{Nav, Started};
-use super::{html, Page};
+use super::session;
+use super::signed::{Nav, Signed};
+use super::view::Started;
 use crate::app::{ConnectionChange, StartCommand, StartDecision};
-use crate::web::api::dto::present_start;
-use crate::web::api::error::ApiError;
-use crate::web::api::AppState;
+use crate::web::dto::present_start;
+use crate::web::error::ApiError;
+use crate::web::state::AppState;
 
 fn forbidden(message: &str) -> Page {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into()
@@ -209,7 +210,7 @@ pub async fn start(
         &body,
         &["operation", "connection", "from"],
     )?;
-    let operation: OperationKind = crate::web::api::extract::parse_registry(
+    let operation: OperationKind = crate::web::extract::parse_registry(
         params
             .get("operation")
             .ok_or_else(|| Page::from(ApiError::invalid("choose an operation to start")))?,
@@ -276,7 +277,7 @@ pub async fn connection(
         "enable" => Some(ConnectionChange::Enabled(true)),
         "disable" => Some(ConnectionChange::Enabled(false)),
         "credentials" => {
-            let status: CredentialStatus = crate::web::api::extract::parse_registry(
+            let status: CredentialStatus = crate::web::extract::parse_registry(
                 params
                     .get("credentials")
                     .ok_or_else(|| Page::from(ApiError::invalid("choose a credential status")))?,
@@ -329,7 +330,7 @@ pub async fn prepare_restore(
 ) -> Result<Response, Page> {
     let tenant_id = TenantId(parse_id(&tenant_id, "tenant")?);
     let params = signed_form(&signed, &headers, &body, &["backup_ref"])?;
-    let backup_ref = crate::web::api::extract::parse_value(
+    let backup_ref = crate::web::extract::parse_value(
         "backup_ref",
         params.get("backup_ref").unwrap_or(""),
         aggregates::values::BackupRef::parse,
@@ -439,13 +440,13 @@ pub async fn live(
     // `Signed` found a live session, so the request carries its cookie.
     let id = super::session::cookie(&headers).ok_or(Page::SignIn(None))?;
     let dispatcher = app.dispatcher.clone();
-    let still_valid: crate::web::api::stream::StillValid = Box::new(move || {
+    let still_valid: crate::web::stream::StillValid = Box::new(move || {
         let dispatcher = dispatcher.clone();
         let id = id.clone();
         Box::pin(async move { super::session::still_signed(&dispatcher, &id).await })
     });
     Ok(
-        crate::web::api::stream::open(app, &signed.principal, still_valid, &headers)
+        crate::web::stream::open(app, &signed.principal, still_valid, &headers)
             .await?
             .into_response(),
     )

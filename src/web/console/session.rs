@@ -21,9 +21,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::Page;
+use super::page::{Page, SignedSlot};
+use super::signed::{Nav, Signed};
 use crate::app::{Dispatcher, Principal, TokenDigest};
-use crate::web::api::AppState;
+use crate::web::state::AppState;
 use crate::write::store::on_pool;
 use crate::write::store::Database;
 
@@ -32,25 +33,6 @@ pub const COOKIE: &str = "dg_session";
 
 /// How long a session lasts after sign-in.
 pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
-
-/// A signed-in operator: who, and the CSRF token their forms carry.
-#[derive(Debug, Clone)]
-pub struct Signed {
-    /// Who.
-    pub principal: Principal,
-    /// The session's CSRF token (in every form as `csrf`).
-    pub csrf: String,
-}
-
-impl Signed {
-    /// The name shown in the header.
-    pub fn name(&self) -> &str {
-        match &self.principal {
-            Principal::Admin => "admin",
-            Principal::User { name, .. } => name,
-        }
-    }
-}
 
 /// 32 random bytes, hex.
 fn random_hex() -> String {
@@ -217,8 +199,8 @@ impl FromRequestParts<AppState> for Signed {
             });
         };
         crate::read::consistency::authenticated(&signed.principal.actor().id_string());
-        if let Some(slot) = parts.extensions.get::<super::SignedSlot>() {
-            slot.fill(super::view::Nav::new(&signed, ""));
+        if let Some(slot) = parts.extensions.get::<SignedSlot>() {
+            slot.fill(Nav::new(&signed, ""));
         }
         Ok(signed)
     }

@@ -3,34 +3,7 @@
 
 use aggregates::catalog::{Outcome, ReasonCode, RunStatus};
 
-use super::session::Signed;
-use crate::web::api::dto::StartResult;
-
-/// The header of every page: who is signed in, and the sign-out form's token.
-#[derive(Debug, Clone)]
-pub struct Nav {
-    /// The operator's name.
-    pub name: String,
-    /// The session's CSRF token.
-    pub csrf: String,
-    /// The page the header marks as current.
-    pub current: &'static str,
-    /// The log position the page's views showed (0: unknown): live updates
-    /// follow from there, so nothing between rendering and connecting is missed.
-    pub position: i64,
-}
-
-impl Nav {
-    /// The header for a signed-in operator on `current`.
-    pub fn new(signed: &Signed, current: &'static str) -> Option<Self> {
-        Some(Self {
-            name: signed.name().to_owned(),
-            csrf: signed.csrf.clone(),
-            current,
-            position: crate::read::consistency::seen_so_far(),
-        })
-    }
-}
+use crate::web::dto::StartResult;
 
 /// An outcome in one word (shown with its colour, never colour alone).
 pub fn outcome_word(outcome: &str) -> &'static str {

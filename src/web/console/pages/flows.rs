@@ -6,12 +6,13 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::{authorized_tenant, parse_id, settled, tenant_name};
+use super::common::{authorized_tenant, parse_id, settled, tenant_name};
 use crate::app::allows;
-use crate::web::api::AppState;
-use crate::web::console::session::Signed;
-use crate::web::console::view::{Nav, Reason};
-use crate::web::console::{html, Page};
+use crate::web::console::page::{html, Page};
+use crate::web::console::signed::Nav;
+use crate::web::console::signed::Signed;
+use crate::web::console::view::Reason;
+use crate::web::state::AppState;
 
 /// An onboarding step.
 pub struct StepItem {

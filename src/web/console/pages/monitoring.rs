@@ -6,17 +6,18 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 
-use super::{
+use super::common::{
     choices, evidence_text, name_of, parse_id, run_row, settled, tenant_name, tenant_names, Choice,
     Params, RunRow, PAGE_SIZE,
 };
 use crate::app::allows;
-use crate::read::queries::{self, RunFilter, Visibility};
-use crate::web::api::reads::ListScope;
-use crate::web::api::AppState;
-use crate::web::console::session::Signed;
-use crate::web::console::view::{self, Nav, Reason};
-use crate::web::console::{html, Page};
+use crate::read::queries::{self, RunFilter};
+use crate::web::console::page::{html, Page};
+use crate::web::console::signed::Nav;
+use crate::web::console::signed::Signed;
+use crate::web::console::view::{self, Reason};
+use crate::web::cursor::ListScope;
+use crate::web::state::AppState;
 
 /// A count beside the run list, linking to its filter.
 pub struct Count {
@@ -75,7 +76,7 @@ pub async fn operations(
     }
     settled(&app, &signed).await?;
     let filter = RunFilter {
-        visibility: Visibility::of(principal),
+        visibility: principal.visibility(),
         tenant_id: tenant,
         status,
         operation,
@@ -494,7 +495,7 @@ pub async fn notifications(
     let page = queries::notifications(
         app.dispatcher.reads(),
         &recipient,
-        &Visibility::of(principal),
+        &principal.visibility(),
         PAGE_SIZE,
         cursor,
     )

@@ -7,17 +7,18 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::{
+use super::common::{
     authorized_tenant, latest_runs, name_of, parse_id, run_row, settled, tenant_name, tenant_names,
     RunRow,
 };
 use crate::app::{allows, Principal};
 use crate::read::queries::{self};
-use crate::web::api::error::ApiError;
-use crate::web::api::AppState;
-use crate::web::console::session::Signed;
-use crate::web::console::view::{self, Nav};
-use crate::web::console::{html, Page};
+use crate::web::console::page::{html, Page};
+use crate::web::console::signed::Nav;
+use crate::web::console::signed::Signed;
+use crate::web::console::view;
+use crate::web::error::ApiError;
+use crate::web::state::AppState;
 
 /// A tenant in the list.
 pub struct TenantItem {

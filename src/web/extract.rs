@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::AppState;
 use crate::app::Principal;
+use crate::web::state::AppState;
 
 /// A JSON object body. Anything else (an array, a scalar, `null`, bad JSON,
 /// wrong types, unknown fields) is a 400 in plain words, too large is a 413, a

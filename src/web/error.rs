@@ -132,7 +132,7 @@ impl From<AppError> for ApiError {
             },
             AppError::Unavailable(error) => {
                 // Logged once, here, and as a warning: it passes by itself.
-                tracing::warn!(error = %crate::process::cli::error_line(&error), "database unavailable");
+                tracing::warn!(error = %crate::app::error_line(&error), "database unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

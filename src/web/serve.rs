@@ -6,6 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -17,10 +18,32 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::error::{ErrorBody, ErrorDetail};
-use crate::process::server::Limits;
 
 /// The largest request head (request line and headers) read; larger is a 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Limits on slow and many clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a request's head may take to arrive, counted from when the
+    /// server waits for it: on a kept-alive connection, from the previous
+    /// answer, so it is also how long an idle connection stays open.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive in full (then 408).
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: super::state::DEFAULT_BODY_TIMEOUT,
+            max_connections: 1024,
+        }
+    }
+}
 
 /// Serves `app` until `shutdown` resolves, then lets open requests finish.
 /// At most `limits.max_connections` connections are served at once: the next

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::{ConnectionView, StartDecision};
+use projections::{Decision as DecisionRecord, Run as RunRecord};
 
 /// `{id}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -231,4 +232,119 @@ impl From<&crate::read::queries::ConnectionRecord> for ConnectionJson {
 pub struct ConnectionList {
     /// The connections.
     pub items: Vec<ConnectionJson>,
+}
+
+/// The reason of a run or decision, in the API's words.
+pub fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
+    code.map(ReasonJson::from)
+}
+
+/// `{id, name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorJson {
+    /// A user id, or `admin`.
+    pub id: String,
+    /// The name at the time.
+    pub name: String,
+}
+
+impl ActorJson {
+    /// From the id and the name at the time.
+    pub fn new(id: &str, name: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// A run in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunListItem {
+    /// The run.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// Its operation.
+    pub operation: String,
+    /// Its status.
+    pub status: String,
+    /// The connection chosen at click time.
+    pub provider_connection: ConnectionRef,
+    /// Who started it.
+    pub initiator: ActorJson,
+    /// When it was queued.
+    pub queued_at: String,
+    /// When it finished.
+    pub finished_at: Option<String>,
+    /// Why it failed (null unless failed).
+    pub reason: Option<ReasonJson>,
+    /// Its detail.
+    pub url: String,
+}
+
+impl From<&RunRecord> for RunListItem {
+    fn from(r: &RunRecord) -> Self {
+        Self {
+            id: r.run_id.0,
+            tenant_id: r.tenant_id.0,
+            operation: r.operation.as_str().to_owned(),
+            status: r.status.as_str().to_owned(),
+            provider_connection: ConnectionRef {
+                id: r.connection_id.0,
+                display_name: r.connection_name.clone(),
+            },
+            initiator: ActorJson::new(&r.initiator_id, &r.initiator_name),
+            queued_at: r.queued_at.clone(),
+            finished_at: r.finished_at.clone(),
+            reason: reason(r.reason_code),
+            url: format!("/v1/operations/{}", r.run_id),
+        }
+    }
+}
+
+/// A start decision in the tenant's log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionJson {
+    /// The decision.
+    pub decision_id: Uuid,
+    /// When.
+    pub at: String,
+    /// Who clicked.
+    pub actor: ActorJson,
+    /// The operation asked for.
+    pub operation: String,
+    /// `accepted`, `deduped`, `scope_busy` or `blocked`.
+    pub outcome: String,
+    /// The reason (null for accepted).
+    pub reason: Option<ReasonJson>,
+    /// The run returned (null for blocked).
+    pub run_id: Option<Uuid>,
+    /// The connection decided on (null when none could be resolved).
+    pub provider_connection_id: Option<Uuid>,
+    /// The HTTP request id of the start.
+    pub request_id: Option<String>,
+    /// What the gate saw: connection state and the run holding it.
+    pub evidence: serde_json::Value,
+}
+
+impl From<&DecisionRecord> for DecisionJson {
+    fn from(d: &DecisionRecord) -> Self {
+        Self {
+            decision_id: d.decision_id.0,
+            at: d.at.clone(),
+            actor: ActorJson::new(&d.actor_id, &d.actor_name),
+            operation: d.operation.as_str().to_owned(),
+            outcome: d.outcome.as_str().to_owned(),
+            reason: reason(d.reason_code),
+            run_id: d.run_id.map(|r| r.0),
+            provider_connection_id: d.connection_id.map(|c| c.0),
+            request_id: d.request_id.clone(),
+            evidence: d
+                .evidence
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok())
+                .unwrap_or_default(),
+        }
+    }
 }

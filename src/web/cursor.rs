@@ -7,6 +7,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::error::ApiError;
+use super::state::AppState;
+use crate::app::Principal;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -92,6 +94,50 @@ pub fn open(key: &[u8; 32], list: &str, principal: &str, cursor: &str) -> Result
         return Err(refused());
     }
     Ok(position)
+}
+
+/// One list with its filters, as seen by one principal: the scope a cursor
+/// is valid in (see [`crate::web::cursor`]).
+pub(crate) struct ListScope<'a> {
+    app: &'a AppState,
+    list: String,
+    principal: String,
+}
+
+impl<'a> ListScope<'a> {
+    pub(crate) fn new(app: &'a AppState, principal: &Principal, list: String) -> Self {
+        Self {
+            app,
+            list,
+            principal: principal.actor().id_string(),
+        }
+    }
+
+    /// The position a client's cursor carries; 400 for any other cursor.
+    pub(crate) fn open(&self, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+        cursor
+            .map(|c| {
+                crate::web::cursor::open(
+                    self.app.dispatcher.cursor_key(),
+                    &self.list,
+                    &self.principal,
+                    c,
+                )
+            })
+            .transpose()
+    }
+
+    /// The cursor of the next page.
+    pub(crate) fn seal(&self, position: Option<i64>) -> Option<String> {
+        position.map(|p| {
+            crate::web::cursor::seal(
+                self.app.dispatcher.cursor_key(),
+                &self.list,
+                &self.principal,
+                p,
+            )
+        })
+    }
 }
 
 #[cfg(test)]

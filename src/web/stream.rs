@@ -29,12 +29,12 @@ use tokio::sync::mpsc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::dto::{DecisionJson, RunListItem};
 use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
-use super::reads::{DecisionJson, RunListItem};
-use super::AppState;
 use crate::app::{Dispatcher, TokenDigest};
 use crate::read::queries::{self, Visibility};
+use crate::web::state::AppState;
 
 /// Events buffered per connection before a slow consumer is dropped.
 pub const STREAM_BUFFER: usize = 256;
@@ -125,7 +125,7 @@ pub(crate) async fn open(
     let (events, receiver) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(follow(
         app,
-        Visibility::of(principal),
+        principal.visibility(),
         still_valid,
         after,
         events,
