@@ -4,7 +4,7 @@
 //!
 //! One module per use case, each an `impl Dispatcher` block: [`auth`],
 //! [`setup`], [`connections`], [`restore`], [`runs`], [`onboarding`],
-//! [`start`], and the reads ([`reads`]: runs, decisions, notifications,
+//! [`start`], [`secrets`] (provider secrets in custody), and the reads ([`reads`]: runs, decisions, notifications,
 //! tenants, connections, the stream's changes), authorised once for both
 //! edges; the service's state is [`dispatcher`], the clock and the error have
 //! modules of their own. The pure
@@ -21,6 +21,7 @@ mod reads;
 mod records;
 mod restore;
 mod runs;
+mod secrets;
 mod setup;
 mod sign_in;
 mod start;
@@ -35,6 +36,7 @@ pub use onboarding::{next_bootstrap_step, OnboardingStep, StepState};
 pub use principal::{Principal, TokenDigest};
 pub use reads::{Changes, DecisionsQuery, RunDetail, RunsQuery};
 pub use runs::{ClaimedRun, Heartbeat};
+pub use secrets::{NewSecret, UnsealError, UnsealedCredentials, NO_SEALING_KEY};
 pub use setup::NewUser;
 pub use sign_in::{SignIn, SIGN_IN_LIFETIME};
 pub use start::{StartCommand, StartDecision};

@@ -262,6 +262,12 @@ pub struct ServeArgs {
     /// already holds data is refused (exit code 2) and nothing is written.
     #[arg(long)]
     demo: bool,
+    /// A file holding the key provider secrets are sealed under: 64 hex digits (32
+    /// random bytes, e.g. `openssl rand -hex 32`; a trailing newline is ignored). On the
+    /// embedded SQLite default without it, a key file is created beside the database
+    /// file (mode 600) on first use; on PostgreSQL without it, storing a secret is refused.
+    #[arg(long, env = "GATE_SECRETS_KEY_FILE", value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command line.
@@ -490,6 +496,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .into());
         }
     }
+    let secrets_key = args
+        .secrets_key_file
+        .as_deref()
+        .map(crate::write::secrets::SealingKey::load)
+        .transpose()
+        .map_err(|error| UsageError(error.to_string()))?;
     if args.no_worker {
         tracing::info!("built-in worker disabled (--no-worker)");
     }
@@ -514,6 +526,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections as usize,
         },
         demo: args.demo,
+        secrets_key,
     };
     let application = Application::build(&settings).await?;
     if admin_token.generated {

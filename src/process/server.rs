@@ -13,6 +13,7 @@ use crate::read::replica::Standby;
 use crate::web::app;
 use crate::web::serve::Limits;
 use crate::web::state::AppState;
+use crate::write::secrets::{default_key_path, SealingKey};
 use crate::write::store::{redact, Database};
 
 /// What `serve` needs to start.
@@ -37,6 +38,9 @@ pub struct Settings {
     /// `--demo`: seed an empty store with the specification's prerequisites
     /// before serving (see [`crate::process::demo`]); a store holding data is refused.
     pub demo: bool,
+    /// The key provider secrets are sealed under (`--secrets-key-file`); without
+    /// one, an embedded SQLite database gets a key file beside it.
+    pub secrets_key: Option<SealingKey>,
 }
 
 /// The built-in worker's settings.
@@ -68,6 +72,9 @@ impl Application {
             Arc::new(SystemClock),
             Some(settings.admin_token.as_str()),
         );
+        if let Some(key) = secrets_key(settings)? {
+            dispatcher = dispatcher.with_secrets_key(key);
+        }
         if let Some(url) = &settings.read_database_url {
             let standby = Standby::connect(url, settings.max_connections).await?;
             tracing::info!(read_replica = %redact(url), "reads served from the read replica");
@@ -179,6 +186,28 @@ impl Application {
         database.close().await;
         served
     }
+}
+
+/// The sealing key: the one given, else (embedded SQLite only) the one kept
+/// beside the database file, created on first use. PostgreSQL gets none
+/// unless given: a key created on one host would not open on the next.
+fn secrets_key(settings: &Settings) -> anyhow::Result<Option<SealingKey>> {
+    if let Some(key) = &settings.secrets_key {
+        return Ok(Some(key.clone()));
+    }
+    let Some(path) = default_key_path(&settings.database_url) else {
+        tracing::warn!(
+            "no --secrets-key-file: storing a provider secret is refused until the server \
+             is started with one"
+        );
+        return Ok(None);
+    };
+    let (key, created) = SealingKey::load_or_create(&path)
+        .map_err(|error| crate::process::usage::UsageError(error.to_string()))?;
+    if created {
+        tracing::info!(path = %path.display(), "created the secrets key file (mode 600); keep it with the database");
+    }
+    Ok(Some(key))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

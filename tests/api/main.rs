@@ -18,6 +18,7 @@ mod monitoring;
 mod openapi;
 mod outcomes;
 mod projections;
+mod secrets;
 mod stream;
 mod tokens;
 mod worker;

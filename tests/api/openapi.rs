@@ -22,6 +22,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/provider-connections/{id}/credentials"),
     ("post", "/v1/provider-connections/{id}/enable"),
     ("post", "/v1/provider-connections/{id}/disable"),
+    ("put", "/v1/provider-connections/{id}/secret"),
+    ("delete", "/v1/provider-connections/{id}/secret"),
     ("put", "/v1/tenants/{tenant_id}/default-connection"),
     ("post", "/v1/tenants/{tenant_id}/operations"),
     ("post", "/v1/provider-connections/{id}/operations"),

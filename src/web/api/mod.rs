@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod onboarding;
 pub mod reads;
 pub mod schema;
+pub mod secrets;
 pub mod setup;
 pub mod starts;
 pub mod worker;
@@ -44,6 +45,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(setup::router())
         .merge(connections::router())
+        .merge(secrets::router())
         .merge(starts::router())
         .merge(reads::router())
         .merge(worker::router())
