@@ -15,6 +15,7 @@ mod clock;
 mod connections;
 mod dispatcher;
 mod error;
+mod inventory;
 mod onboarding;
 mod principal;
 mod reads;

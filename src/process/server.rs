@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use crate::app::{Dispatcher, SystemClock};
 use crate::process::demo::{self, DemoError, DemoSummary};
 use crate::process::worker::{run_reaper, run_workers, SimulatedProvider, WorkerConfig};
+use crate::provider::graph::{GraphClient, GraphConfig};
+use crate::provider::graph_runs::GraphRuns;
+use crate::provider::Provider;
 use crate::read::replica::Standby;
 use crate::web::app;
 use crate::web::serve::Limits;
@@ -48,8 +51,17 @@ pub struct Settings {
 pub struct BuiltInWorker {
     /// Runs executed at once.
     pub concurrency: usize,
-    /// The simulated provider.
-    pub provider: SimulatedProvider,
+    /// What it executes runs with.
+    pub provider: WorkerProvider,
+}
+
+/// The built-in worker's provider (`serve --provider`).
+#[derive(Debug, Clone)]
+pub enum WorkerProvider {
+    /// Pretends, for demos.
+    Simulated(SimulatedProvider),
+    /// Microsoft Graph at the configured roots.
+    Graph(GraphConfig),
 }
 
 /// A built, not yet running, server.
@@ -156,6 +168,14 @@ impl Application {
             )));
         }
         if let Some(worker) = self.worker.clone() {
+            let provider: Arc<dyn Provider> = match worker.provider {
+                WorkerProvider::Simulated(simulated) => Arc::new(simulated),
+                WorkerProvider::Graph(config) => {
+                    tracing::info!(graph = %config.base_url, authority = %config.authority_url, "runs execute through Microsoft Graph");
+                    let client = GraphClient::new(config).context("building the Graph client")?;
+                    Arc::new(GraphRuns::new(dispatcher.clone(), client))
+                }
+            };
             tracing::info!(concurrency = worker.concurrency, "built-in worker started");
             let config = WorkerConfig {
                 concurrency: worker.concurrency,
@@ -165,7 +185,7 @@ impl Application {
             };
             background.push(tokio::spawn(run_workers(
                 dispatcher.clone(),
-                Arc::new(worker.provider),
+                provider,
                 config,
                 stopped.clone(),
             )));
