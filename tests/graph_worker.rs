@@ -161,6 +161,45 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
             }})
         );
 
+        // What the syncs found, through the API: newest change first, paged, by kind.
+        let (status, configs) = server.call(
+            "GET",
+            &format!("/v1/tenants/{tenant}/inventory?kind=device_configuration&limit=2"),
+            None,
+        );
+        assert_eq!(status, 200, "{configs}");
+        assert_eq!(configs["items"].as_array().unwrap().len(), 2);
+        assert_eq!(configs["items"][0]["kind"], "device_configuration");
+        assert_eq!(configs["items"][0]["first_seen_run"], inventory["id"]);
+        let cursor = configs["next_cursor"].as_str().expect("a second page");
+        let (_, rest) = server.call(
+            "GET",
+            &format!("/v1/tenants/{tenant}/inventory?kind=device_configuration&limit=2&cursor={cursor}"),
+            None,
+        );
+        assert_eq!(rest["items"].as_array().unwrap().len(), 1, "{rest}");
+        assert!(rest["next_cursor"].is_null());
+        let (_, groups) = server.call(
+            "GET",
+            &format!("/v1/tenants/{tenant}/inventory?kind=group&limit=200"),
+            None,
+        );
+        let removed: Vec<&Value> = groups["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| !g["removed_at"].is_null())
+            .collect();
+        assert_eq!(removed.len(), 1, "{groups}");
+        assert_eq!(removed[0]["external_id"], "group-00007");
+        assert_eq!(removed[0]["last_seen_run"], second["id"]);
+        let (status, bad) = server.call(
+            "GET",
+            &format!("/v1/tenants/{tenant}/inventory?kind=users"),
+            None,
+        );
+        assert_eq!(status, 400, "{bad}");
+
         // The feedback loop: the next secret has expired at Microsoft.
         fake.accept_app(DIRECTORY, CLIENT_ID, ROTATED);
         fake.fail_tokens_with(Some(7000222));

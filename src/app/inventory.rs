@@ -6,10 +6,53 @@ use aggregates::execution::ItemCounts;
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::values::ContentHash;
 
-use super::{AppError, Dispatcher};
-use crate::write::provider_data::{self, Coverage, ObjectRow};
+use aggregates::catalog::Action;
+
+use super::{AppError, Dispatcher, Principal};
+use crate::write::provider_data::{self, Coverage, InventoryRow, ObjectRow};
+
+/// One page of a tenant's inventory.
+#[derive(Debug, Clone)]
+pub struct InventoryPage {
+    /// The rows, newest change first.
+    pub items: Vec<InventoryRow>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<i64>,
+}
 
 impl Dispatcher {
+    /// What the syncs found in a tenant (`operations.view`), newest change
+    /// first, `limit` rows from `offset`.
+    pub async fn inventory(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+        kind: Option<ItemKind>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<InventoryPage, AppError> {
+        self.authorize(principal, tenant_id, Action::ViewOperations)
+            .await?;
+        // One more than asked: whether a next page exists, without a count.
+        let mut items =
+            provider_data::inventory(&self.database, tenant_id, kind, offset, limit + 1).await?;
+        let next = (items.len() as i64 > limit).then_some(offset + limit);
+        items.truncate(usize::try_from(limit).unwrap_or_default());
+        Ok(InventoryPage { items, next })
+    }
+
+    /// Per kind, how many objects a tenant holds and how many the syncs
+    /// found gone (`operations.view`): the console's panel.
+    pub async fn inventory_summary(
+        &self,
+        principal: &Principal,
+        tenant_id: TenantId,
+    ) -> Result<Vec<(String, i64, i64)>, AppError> {
+        self.authorize(principal, tenant_id, Action::ViewOperations)
+            .await?;
+        Ok(provider_data::inventory_summary(&self.database, tenant_id).await?)
+    }
+
     /// The tenant a connection belongs to (for the worker, which knows runs by
     /// their connection).
     pub async fn connection_tenant(

@@ -33,6 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use connections::{ConnectionChange, ConnectionView};
 pub use dispatcher::{metadata, Dispatcher, CONSISTENCY_WAIT, SNAPSHOT_EVERY};
 pub use error::{cause_line, error_line, AppError};
+pub use inventory::InventoryPage;
 pub use onboarding::{next_bootstrap_step, OnboardingStep, StepState};
 pub use principal::{Principal, TokenDigest};
 pub use reads::{Changes, DecisionsQuery, RunDetail, RunsQuery};

@@ -254,29 +254,24 @@ pub struct InventoryRow {
     pub changed_at: String,
 }
 
-/// A page of a tenant's inventory, newest change first, after `after`
-/// (`changed_at`, kind, external id of the last row of the page before).
+/// Up to `limit` rows of a tenant's inventory from `offset`, newest change
+/// first (ties in kind and id order, so pages do not overlap while nothing changes).
 pub async fn inventory(
     database: &Database,
     tenant_id: TenantId,
     kind: Option<ItemKind>,
-    after: Option<(String, String, String)>,
-    limit: u32,
+    offset: i64,
+    limit: i64,
 ) -> anyhow::Result<Vec<InventoryRow>> {
-    let (at, after_kind, after_id) = after.unwrap_or_default();
     let sql = "SELECT kind, external_id, display_name, modified_at, first_seen_run, \
                last_seen_run, removed_at, changed_at FROM provider_objects \
                WHERE tenant_id = $1 AND ($2 = '' OR kind = $2) \
-               AND ($3 = '' OR changed_at < $3 OR (changed_at = $3 AND (kind > $4 \
-               OR (kind = $4 AND external_id > $5)))) \
-               ORDER BY changed_at DESC, kind, external_id LIMIT $6";
+               ORDER BY changed_at DESC, kind, external_id LIMIT $3 OFFSET $4";
     Ok(on_pool!(database, |pool| sqlx::query_as(sql)
         .bind(tenant_id.to_string())
         .bind(kind.map(ItemKind::as_str).unwrap_or_default())
-        .bind(&at)
-        .bind(&after_kind)
-        .bind(&after_id)
-        .bind(i64::from(limit))
+        .bind(limit)
+        .bind(offset)
         .fetch_all(pool)
         .await
         .context("reading a tenant's inventory")?))

@@ -33,6 +33,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/operations"),
     ("get", "/v1/operations/{run_id}"),
     ("get", "/v1/tenants/{tenant_id}/decisions"),
+    ("get", "/v1/tenants/{tenant_id}/inventory"),
     ("get", "/v1/notifications"),
     ("get", "/v1/stream"),
     ("post", "/v1/operations/{run_id}/cancel"),

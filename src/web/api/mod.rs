@@ -4,6 +4,7 @@ pub mod connections;
 pub mod describe;
 pub mod health;
 pub mod idempotency;
+pub mod inventory;
 pub mod onboarding;
 pub mod reads;
 pub mod schema;
@@ -46,6 +47,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(setup::router())
         .merge(connections::router())
         .merge(secrets::router())
+        .merge(inventory::router())
         .merge(starts::router())
         .merge(reads::router())
         .merge(worker::router())
