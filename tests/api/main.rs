@@ -13,6 +13,7 @@ mod demo;
 mod feedback;
 mod hardening;
 mod idempotency;
+mod inventory;
 mod listener;
 mod monitoring;
 mod openapi;
