@@ -299,3 +299,19 @@ fn a_malformed_key_file_is_a_usage_error() {
     // Refused before anything was opened: the key file is all there is.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// A Graph root that is not an http(s) URL is refused at start, like any bad
+/// flag (exit 2), before anything is created.
+#[test]
+fn a_bad_graph_url_is_a_usage_error() {
+    let (dir, url) = testkit::fresh_sqlite_url();
+    let output = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .args(["--graph-base-url", "ftp://graph.example"])
+        .env("GATE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--graph-base-url"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
