@@ -15,6 +15,8 @@
 //!   standby, session positions.
 //! - [`app`]: the application layer, [`app::Dispatcher`]: every use case.
 //! - [`audit`]: replaying, verifying and exporting the decision history.
+//! - [`provider`]: adapters to the remote providers the built-in worker acts on
+//!   ([`provider::graph`]: Microsoft Graph).
 //! - [`web`]: the JSON API and the operator console.
 //! - [`process`]: the command line, the server, the built-in worker, the demo,
 //!   telemetry.
@@ -24,6 +26,7 @@ pub mod app;
 pub mod audit;
 pub mod chain;
 pub mod process;
+pub mod provider;
 pub mod read;
 pub mod web;
 pub mod write;

@@ -53,6 +53,7 @@ fn bad_arguments_are_refused_by_the_parser() {
         vec!["serve", "--listen", "not-an-address"],
         vec!["serve", "--db-pool", "0"],
         vec!["serve", "--log-format", "xml"],
+        vec!["serve", "--provider", "aws"],
         vec!["fly"],
     ] {
         let out = dispatcher().args(&args).output().unwrap();

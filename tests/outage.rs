@@ -58,7 +58,14 @@ fn a_postgres_outage_answers_503_unavailable_and_the_service_recovers_by_itself(
     serve::migrate(server.url());
     let dispatcher = Serve::start_with(
         server.url(),
-        &["--sim-latency-ms", "5..20", "--sim-failure-rate", "0"],
+        &[
+            "--provider",
+            "simulated",
+            "--sim-latency-ms",
+            "5..20",
+            "--sim-failure-rate",
+            "0",
+        ],
     );
     let tenant = serve::usable_tenant(&dispatcher, &serve::workspace(&dispatcher), "Contoso");
     let user = dispatcher.post("/v1/admin/users", json!({"name": "Olivia"}));

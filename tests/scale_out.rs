@@ -186,6 +186,8 @@ async fn three_instances_with_workers_survive_a_rolling_restart_under_load() {
     let args = [
         "--read-database-url",
         standby.url(),
+        "--provider",
+        "simulated",
         "--sim-latency-ms",
         "5..40",
         "--sim-failure-rate",

@@ -657,6 +657,8 @@ pub struct ProviderConnection {
     pub credentials: CredentialStatus,
     /// The client secret's metadata, if one is stored.
     pub secret: Option<SecretMetadata>,
+    /// When that secret was stored (the answers show it beside the metadata).
+    pub secret_set_at: Option<Timestamp>,
     /// The one run that holds the connection. The gate keeps this at most one.
     pub active: Option<ActiveRun>,
     /// The most recent runs that ended, and how (at most [`ENDED_KEPT`], oldest
@@ -681,7 +683,7 @@ pub struct ConnectionIdentity {
 impl ProviderConnection {
     /// The shape of this state in snapshots: change it whenever the state's
     /// fields change, so that older snapshots are ignored and rebuilt.
-    pub const SNAPSHOT_VERSION: &'static str = "provider-connection/2";
+    pub const SNAPSHOT_VERSION: &'static str = "provider-connection/3";
 
     /// The credentials' status at `at`: as recorded, except that valid
     /// credentials whose stored secret has expired by then are `expired`.
@@ -1148,8 +1150,14 @@ pub fn evolve(state: &mut ProviderConnection, event: ConnectionEvent) {
         E::ConsentGranted { .. } => state.consent = Consent::Granted,
         E::ConsentRevoked { .. } => state.consent = Consent::Missing,
         E::CredentialsStatusChanged { status, .. } => state.credentials = status,
-        E::SecretStored { secret, .. } => state.secret = Some(secret),
-        E::SecretRemoved { .. } => state.secret = None,
+        E::SecretStored { secret, at, .. } => {
+            state.secret = Some(secret);
+            state.secret_set_at = Some(at);
+        }
+        E::SecretRemoved { .. } => {
+            state.secret = None;
+            state.secret_set_at = None;
+        }
         E::ProviderStateObserved {
             consent,
             credentials,

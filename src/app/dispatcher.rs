@@ -55,6 +55,8 @@ pub struct Dispatcher {
     pub(super) restores: Executor<Registered<RestoreRun>>,
     pub(super) tenants: Executor<Tenant>,
     pub(super) connections: Executor<ProviderConnection>,
+    /// The key provider secrets are sealed under; `None`: storing one is refused.
+    pub(super) secrets_key: Option<crate::write::secrets::SealingKey>,
 }
 
 /// Events between two snapshots of a tenant or a connection.
@@ -109,6 +111,7 @@ impl Dispatcher {
             standby: None,
             sessions: Sessions::default(),
             places: Mutex::new(HashMap::new()),
+            secrets_key: None,
             database,
         }
     }

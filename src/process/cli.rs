@@ -15,10 +15,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::audit::{self, ExportFormat, ReplayFormat, VerifyFormat};
+use crate::process::server::WorkerProvider;
 use crate::process::server::{shutdown_signal, Application, BuiltInWorker, Settings};
 use crate::process::telemetry::{self, LogFormat};
 use crate::process::usage::UsageError;
 use crate::process::worker::SimulatedProvider;
+use crate::provider::graph::GraphConfig;
 use crate::write::store::{redact, Backend, Database, DEFAULT_DATABASE_URL};
 
 /// One dispatch gate for provider-backed operations.
@@ -262,6 +264,40 @@ pub struct ServeArgs {
     /// already holds data is refused (exit code 2) and nothing is written.
     #[arg(long)]
     demo: bool,
+    /// A file holding the key provider secrets are sealed under: 64 hex digits (32
+    /// random bytes, e.g. `openssl rand -hex 32`; a trailing newline is ignored). On the
+    /// embedded SQLite default without it, a key file is created beside the database
+    /// file (mode 600) on first use; on PostgreSQL without it, storing a secret is refused.
+    #[arg(long, env = "GATE_SECRETS_KEY_FILE", value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// What the built-in worker executes runs with: `graph` (Microsoft Graph, with each
+    /// connection's stored secret) or `simulated`. Default `graph`; `--demo` implies
+    /// `simulated` unless this is given.
+    #[arg(long, env = "GATE_PROVIDER", value_enum)]
+    provider: Option<ProviderChoice>,
+    /// Microsoft Graph's root (`http://` accepted, for fakes and air-gapped setups).
+    #[arg(
+        long,
+        env = "GATE_GRAPH_BASE_URL",
+        default_value = "https://graph.microsoft.com"
+    )]
+    graph_base_url: String,
+    /// The token authority's root.
+    #[arg(
+        long,
+        env = "GATE_GRAPH_AUTHORITY_URL",
+        default_value = "https://login.microsoftonline.com"
+    )]
+    graph_authority_url: String,
+}
+
+/// `serve --provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderChoice {
+    /// Microsoft Graph.
+    Graph,
+    /// The simulated provider (random latency and failures).
+    Simulated,
 }
 
 /// Runs the parsed command line.
@@ -490,15 +526,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .into());
         }
     }
+    let secrets_key = args
+        .secrets_key_file
+        .as_deref()
+        .map(crate::write::secrets::SealingKey::load)
+        .transpose()
+        .map_err(|error| UsageError(error.to_string()))?;
     if args.no_worker {
         tracing::info!("built-in worker disabled (--no-worker)");
     }
-    let worker = (!args.no_worker).then(|| BuiltInWorker {
-        concurrency: usize::from(args.worker_concurrency),
-        provider: SimulatedProvider {
+    let choice = args.provider.unwrap_or(if args.demo {
+        ProviderChoice::Simulated
+    } else {
+        ProviderChoice::Graph
+    });
+    let provider = match choice {
+        ProviderChoice::Simulated => WorkerProvider::Simulated(SimulatedProvider {
             latency: args.sim_latency_ms,
             failure_rate: args.sim_failure_rate,
-        },
+        }),
+        ProviderChoice::Graph => WorkerProvider::Graph(
+            GraphConfig::new(&args.graph_base_url, &args.graph_authority_url)
+                .map_err(|error| UsageError(error.to_string()))?,
+        ),
+    };
+    let worker = (!args.no_worker).then(|| BuiltInWorker {
+        concurrency: usize::from(args.worker_concurrency),
+        provider,
     });
     let settings = Settings {
         database_url: args.database.database_url,
@@ -514,6 +568,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections as usize,
         },
         demo: args.demo,
+        secrets_key,
     };
     let application = Application::build(&settings).await?;
     if admin_token.generated {

@@ -9,10 +9,14 @@ use tokio::net::TcpListener;
 use crate::app::{Dispatcher, SystemClock};
 use crate::process::demo::{self, DemoError, DemoSummary};
 use crate::process::worker::{run_reaper, run_workers, SimulatedProvider, WorkerConfig};
+use crate::provider::graph::{GraphClient, GraphConfig};
+use crate::provider::graph_runs::GraphRuns;
+use crate::provider::Provider;
 use crate::read::replica::Standby;
 use crate::web::app;
 use crate::web::serve::Limits;
 use crate::web::state::AppState;
+use crate::write::secrets::{default_key_path, SealingKey};
 use crate::write::store::{redact, Database};
 
 /// What `serve` needs to start.
@@ -37,6 +41,9 @@ pub struct Settings {
     /// `--demo`: seed an empty store with the specification's prerequisites
     /// before serving (see [`crate::process::demo`]); a store holding data is refused.
     pub demo: bool,
+    /// The key provider secrets are sealed under (`--secrets-key-file`); without
+    /// one, an embedded SQLite database gets a key file beside it.
+    pub secrets_key: Option<SealingKey>,
 }
 
 /// The built-in worker's settings.
@@ -44,8 +51,17 @@ pub struct Settings {
 pub struct BuiltInWorker {
     /// Runs executed at once.
     pub concurrency: usize,
-    /// The simulated provider.
-    pub provider: SimulatedProvider,
+    /// What it executes runs with.
+    pub provider: WorkerProvider,
+}
+
+/// The built-in worker's provider (`serve --provider`).
+#[derive(Debug, Clone)]
+pub enum WorkerProvider {
+    /// Pretends, for demos.
+    Simulated(SimulatedProvider),
+    /// Microsoft Graph at the configured roots.
+    Graph(GraphConfig),
 }
 
 /// A built, not yet running, server.
@@ -68,6 +84,9 @@ impl Application {
             Arc::new(SystemClock),
             Some(settings.admin_token.as_str()),
         );
+        if let Some(key) = secrets_key(settings)? {
+            dispatcher = dispatcher.with_secrets_key(key);
+        }
         if let Some(url) = &settings.read_database_url {
             let standby = Standby::connect(url, settings.max_connections).await?;
             tracing::info!(read_replica = %redact(url), "reads served from the read replica");
@@ -149,6 +168,14 @@ impl Application {
             )));
         }
         if let Some(worker) = self.worker.clone() {
+            let provider: Arc<dyn Provider> = match worker.provider {
+                WorkerProvider::Simulated(simulated) => Arc::new(simulated),
+                WorkerProvider::Graph(config) => {
+                    tracing::info!(graph = %config.base_url, authority = %config.authority_url, "runs execute through Microsoft Graph");
+                    let client = GraphClient::new(config).context("building the Graph client")?;
+                    Arc::new(GraphRuns::new(dispatcher.clone(), client))
+                }
+            };
             tracing::info!(concurrency = worker.concurrency, "built-in worker started");
             let config = WorkerConfig {
                 concurrency: worker.concurrency,
@@ -158,7 +185,7 @@ impl Application {
             };
             background.push(tokio::spawn(run_workers(
                 dispatcher.clone(),
-                Arc::new(worker.provider),
+                provider,
                 config,
                 stopped.clone(),
             )));
@@ -179,6 +206,28 @@ impl Application {
         database.close().await;
         served
     }
+}
+
+/// The sealing key: the one given, else (embedded SQLite only) the one kept
+/// beside the database file, created on first use. PostgreSQL gets none
+/// unless given: a key created on one host would not open on the next.
+fn secrets_key(settings: &Settings) -> anyhow::Result<Option<SealingKey>> {
+    if let Some(key) = &settings.secrets_key {
+        return Ok(Some(key.clone()));
+    }
+    let Some(path) = default_key_path(&settings.database_url) else {
+        tracing::warn!(
+            "no --secrets-key-file: storing a provider secret is refused until the server \
+             is started with one"
+        );
+        return Ok(None);
+    };
+    let (key, created) = SealingKey::load_or_create(&path)
+        .map_err(|error| crate::process::usage::UsageError(error.to_string()))?;
+    if created {
+        tracing::info!(path = %path.display(), "created the secrets key file (mode 600); keep it with the database");
+    }
+    Ok(Some(key))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -16,12 +16,7 @@ use tokio::sync::watch;
 
 use crate::app::{AppError, ClaimedRun, Dispatcher};
 
-/// The seam to a real provider client: executes one run's work.
-#[async_trait::async_trait]
-pub trait Provider: Send + Sync + 'static {
-    /// Does the work; a failure is a reason from the taxonomy.
-    async fn execute(&self, run: &ClaimedRun) -> Result<(), ReasonCode>;
-}
+pub use crate::provider::Provider;
 
 /// A provider that pretends: it waits a random time and fails a given share
 /// of runs with a transient or access reason, so a demo looks real.
@@ -43,7 +38,7 @@ const SIMULATED_FAILURES: [ReasonCode; 4] = [
 
 #[async_trait::async_trait]
 impl Provider for SimulatedProvider {
-    async fn execute(&self, _run: &ClaimedRun) -> Result<(), ReasonCode> {
+    async fn execute(&self, _run: &ClaimedRun) -> RunEnd {
         let (latency, fails, failure) = {
             let mut rng = rand::rng();
             let (low, high) = (*self.latency.start(), *self.latency.end());
@@ -61,9 +56,9 @@ impl Provider for SimulatedProvider {
         };
         tokio::time::sleep(latency).await;
         if fails {
-            Err(failure)
+            RunEnd::failed(failure)
         } else {
-            Ok(())
+            RunEnd::succeeded()
         }
     }
 }
@@ -165,10 +160,7 @@ async fn execute(
     beat.tick().await;
     let end = loop {
         tokio::select! {
-            result = &mut work => break match result {
-                Ok(()) => RunEnd::succeeded(),
-                Err(reason) => RunEnd::failed(reason),
-            },
+            end = &mut work => break end,
             _ = beat.tick() => match dispatcher.heartbeat(run.run_id, worker_id, config.lease).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => break RunEnd::Cancelled,
                 Ok(_) => {}

@@ -193,6 +193,23 @@ pub struct ConnectionJson {
     pub credentials: CredentialStatus,
     /// The run holding the connection, if any.
     pub active_run: Option<RunSummary>,
+    /// The stored client secret's metadata (never the secret), or null.
+    pub secret: Option<SecretJson>,
+}
+
+/// What an answer shows of a stored client secret: never the secret itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretJson {
+    /// The app registration's application (client) id.
+    pub client_id: Uuid,
+    /// The Entra tenant it signs in to.
+    pub directory_tenant_id: String,
+    /// The first 16 hex digits of the secret's SHA-256.
+    pub fingerprint: String,
+    /// When the secret expires (RFC 3339), or null if unknown.
+    pub expires_at: Option<String>,
+    /// When it was stored (RFC 3339).
+    pub set_at: String,
 }
 
 impl ConnectionJson {
@@ -216,6 +233,18 @@ impl ConnectionJson {
                 };
                 RunSummary::new(run.run_id, run.operation, status)
             }),
+            secret: view.state.secret.as_ref().map(|secret| SecretJson {
+                client_id: secret.client_id.0,
+                directory_tenant_id: secret.directory_tenant_id.to_string(),
+                fingerprint: secret.fingerprint.to_string(),
+                expires_at: secret.expires_at.as_ref().map(projections::time),
+                set_at: view
+                    .state
+                    .secret_set_at
+                    .as_ref()
+                    .map(projections::time)
+                    .unwrap_or_default(),
+            }),
         })
     }
 }
@@ -235,6 +264,22 @@ impl From<&crate::read::queries::ConnectionRecord> for ConnectionJson {
             active_run: record
                 .active
                 .map(|(id, operation, status)| RunSummary::new(id, operation, status)),
+            secret: match (
+                c.secret_client_id,
+                &c.secret_directory_tenant_id,
+                &c.secret_fingerprint,
+            ) {
+                (Some(client_id), Some(directory_tenant_id), Some(fingerprint)) => {
+                    Some(SecretJson {
+                        client_id: client_id.0,
+                        directory_tenant_id: directory_tenant_id.clone(),
+                        fingerprint: fingerprint.clone(),
+                        expires_at: c.secret_expires_at.clone(),
+                        set_at: c.secret_set_at.clone().unwrap_or_default(),
+                    })
+                }
+                _ => None,
+            },
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::Router;
 use dispatch_gate::app::{Clock, Dispatcher, SystemClock};
 use dispatch_gate::web::app;
 use dispatch_gate::web::state::AppState;
+use dispatch_gate::write::secrets::SealingKey;
 use dispatch_gate::write::store::{Backend, Database};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -52,7 +53,12 @@ impl TestApp {
         };
         let database = Database::connect(&url, 20).await.expect("connect");
         database.migrate().await.expect("migrate");
-        let dispatcher = Arc::new(Dispatcher::new(database.clone(), clock, Some(ADMIN)));
+        // Every test app can keep secrets, on either backend (`serve` refuses
+        // on PostgreSQL without a key; `secrets.rs` tests that on its own).
+        let dispatcher = Arc::new(
+            Dispatcher::new(database.clone(), clock, Some(ADMIN))
+                .with_secrets_key(SealingKey::generate()),
+        );
         let router = app(AppState::new(dispatcher.clone()));
         Self {
             router,

@@ -24,6 +24,7 @@ async fn serve(limits: Limits) -> (std::net::SocketAddr, tempfile::TempDir) {
         worker: None,
         limits,
         demo: false,
+        secrets_key: None,
     };
     let application = Application::build(&settings).await.expect("build");
     let address = application.local_addr().unwrap();

@@ -447,7 +447,7 @@ impl Provider for Stuck {
     async fn execute(
         &self,
         _run: &dispatch_gate::app::ClaimedRun,
-    ) -> Result<(), aggregates::catalog::ReasonCode> {
+    ) -> aggregates::connection::RunEnd {
         std::future::pending().await
     }
 }

@@ -4,9 +4,11 @@ pub mod connections;
 pub mod describe;
 pub mod health;
 pub mod idempotency;
+pub mod inventory;
 pub mod onboarding;
 pub mod reads;
 pub mod schema;
+pub mod secrets;
 pub mod setup;
 pub mod starts;
 pub mod worker;
@@ -44,6 +46,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(setup::router())
         .merge(connections::router())
+        .merge(secrets::router())
+        .merge(inventory::router())
         .merge(starts::router())
         .merge(reads::router())
         .merge(worker::router())

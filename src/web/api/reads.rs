@@ -190,6 +190,25 @@ pub struct RunDetail {
     pub joined_attempts: usize,
     /// Every decision that returned this run, oldest first.
     pub decisions: Vec<RunDecision>,
+    /// What a succeeded run did: null, or for a sync
+    /// `{"items": {"<kind>": {total, added, changed, removed}}}`.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// The SHA-256 of the snapshot a succeeded sync left beside the log.
+    pub snapshot_hash: Option<String>,
+    /// What the provider said when the run failed: null, or `{code, request_id, message}`.
+    pub provider_failure: Option<ProviderFailureJson>,
+}
+
+/// The provider's own words on a failed run, for the operator and the auditor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderFailureJson {
+    /// The provider's error code (`AADSTS7000222`, `Authorization_RequestDenied`).
+    pub code: Option<String>,
+    /// The provider's request id, for a support case.
+    pub request_id: Option<String>,
+    /// The provider's error text, shortened.
+    pub message: Option<String>,
 }
 
 /// One run, with the decisions that touched it.
@@ -234,6 +253,21 @@ async fn get_run(
                 outcome: d.outcome,
             })
             .collect(),
+        result: run
+            .result
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .context("presenting a run's result")?,
+        snapshot_hash: run.snapshot_hash.clone(),
+        provider_failure: (run.provider_code.is_some()
+            || run.provider_request_id.is_some()
+            || run.provider_message.is_some())
+        .then(|| ProviderFailureJson {
+            code: run.provider_code.clone(),
+            request_id: run.provider_request_id.clone(),
+            message: run.provider_message.clone(),
+        }),
     }))
 }
 

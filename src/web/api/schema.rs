@@ -169,3 +169,51 @@ pub fn complete_body() -> RefOr<Schema> {
         .build();
     RefOr::T(Schema::OneOf(one_of))
 }
+
+/// An Entra tenant: a UUID, or a domain name whose last label starts with a
+/// letter (the server also takes a top label with a letter further in).
+pub fn directory_tenant() -> Object {
+    const LABEL: &str = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    const TOP: &str = "[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    const UUID: &str =
+        "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}";
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(3))
+        .max_length(Some(253))
+        .pattern(Some(format!("^({UUID}|({LABEL}\\.)+{TOP})$")))
+        .build()
+}
+
+/// A UUID in its usual hyphenated form.
+pub fn uuid() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Uuid,
+        )))
+        .build()
+}
+
+/// A client secret: 1–1024 visible ASCII characters (no spaces).
+pub fn client_secret() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(1024))
+        .pattern(Some("^[!-~]+$"))
+        .build()
+}
+
+/// An RFC 3339 instant, or null.
+pub fn optional_instant() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::DateTime,
+        )))
+        .build()
+}

@@ -19,8 +19,12 @@
 //! - A test that needs a server of its own — to stop it and start it again, or to stream
 //!   it to a hot standby ([`ThrowawayServer::start_standby`]) — starts one with
 //!   [`start_throwaway_server`].
+//! - [`graph_fake`]: a fake of Microsoft's token endpoint and Microsoft Graph on
+//!   loopback, speaking the documented shapes, with injectable failures.
 
 #![forbid(unsafe_code)]
+
+pub mod graph_fake;
 
 /// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL
 /// (the one definition every suite uses; it expands in the calling test crate,

@@ -188,6 +188,50 @@ struct RunPage {
     started_at: Option<String>,
     finished_at: Option<String>,
     worker: Option<String>,
+    counts: Vec<KindCounts>,
+    snapshot_hash: Option<String>,
+    provider_said: Option<String>,
+}
+
+/// What a succeeded sync found of one kind.
+struct KindCounts {
+    kind: &'static str,
+    total: u64,
+    added: u64,
+    changed: u64,
+    removed: u64,
+}
+
+/// A sync's counts per kind; empty for any other result.
+fn kind_counts(result: Option<&aggregates::execution::RunResult>) -> Vec<KindCounts> {
+    match result {
+        Some(aggregates::execution::RunResult::Items(items)) => items
+            .iter()
+            .map(|(kind, c)| KindCounts {
+                kind: kind.as_str(),
+                total: c.total,
+                added: c.added,
+                changed: c.changed,
+                removed: c.removed,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What the provider said when the run failed, on one line.
+fn provider_words(run: &projections::Run) -> Option<String> {
+    let parts: Vec<String> = [
+        run.provider_code.as_ref().map(|c| format!("code {c}")),
+        run.provider_request_id
+            .as_ref()
+            .map(|id| format!("request id {id}")),
+        run.provider_message.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 fn step_words(entry: &projections::TimelineEntry) -> (&'static str, String) {
@@ -319,6 +363,9 @@ pub async fn run(
         started_at: run.started_at.as_deref().map(view::when),
         finished_at: run.finished_at.as_deref().map(view::when),
         worker: run.worker_id.clone(),
+        counts: kind_counts(run.result.as_ref()),
+        snapshot_hash: run.snapshot_hash.clone(),
+        provider_said: provider_words(&run),
         run: run_row(&run, &tenants),
     };
     html(&page)

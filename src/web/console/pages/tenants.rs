@@ -129,6 +129,76 @@ struct TenantPage {
     can_restore: bool,
     can_onboard: bool,
     runs: Vec<RunRow>,
+    synced: Vec<SyncedKind>,
+}
+
+/// One kind of provider object in the tenant's inventory panel.
+struct SyncedKind {
+    kind: &'static str,
+    present: i64,
+    removed: i64,
+    /// The last succeeded sync that counted it: its page, when, and its counts.
+    last_url: Option<String>,
+    last_at: String,
+    last_counts: String,
+}
+
+/// Per kind: what the tenant holds, and the last succeeded sync of it with
+/// what it changed. Empty until a sync succeeded.
+async fn synced_kinds(
+    app: &AppState,
+    principal: &crate::app::Principal,
+    tenant_id: TenantId,
+) -> Result<Vec<SyncedKind>, crate::app::AppError> {
+    use aggregates::catalog::{ItemKind, RunStatus};
+    use aggregates::execution::RunResult;
+    let summary = app
+        .dispatcher
+        .inventory_summary(principal, tenant_id)
+        .await?;
+    let mut kinds = Vec::new();
+    for kind in ItemKind::ALL {
+        let (present, removed) = summary
+            .iter()
+            .find(|(k, _, _)| k == kind.as_str())
+            .map_or((0, 0), |(_, p, r)| (*p, *r));
+        let query = crate::app::RunsQuery {
+            tenant_id: Some(tenant_id),
+            status: Some(RunStatus::Succeeded),
+            operation: Some(kind.found_by()),
+            connection_id: None,
+            limit: 1,
+            after: None,
+        };
+        let last = app.dispatcher.runs(principal, &query).await?.items.pop();
+        let counts = last.as_ref().and_then(|run| match &run.result {
+            Some(RunResult::Items(items)) => items.get(kind).copied(),
+            _ => None,
+        });
+        if last.is_none() && present == 0 && removed == 0 {
+            continue;
+        }
+        kinds.push(SyncedKind {
+            kind: kind.as_str(),
+            present,
+            removed,
+            last_url: last
+                .as_ref()
+                .map(|run| format!("/operations/{}", run.run_id)),
+            last_at: last
+                .as_ref()
+                .and_then(|run| run.finished_at.as_deref())
+                .map(crate::web::console::view::when)
+                .unwrap_or_default(),
+            last_counts: counts.map_or_else(String::new, |c| {
+                format!(
+                    "+{} added, {} changed, −{} removed",
+                    c.added, c.changed, c.removed
+                )
+            }),
+        });
+    }
+    Ok(kinds)
 }
 
 /// A tenant: its connections and the start surface.
@@ -160,6 +230,7 @@ pub async fn tenant(
         can_restore: allows(principal, &tenant, Action::PrepareRestore),
         can_onboard: allows(principal, &tenant, Action::ViewOperations),
         runs: recent.iter().map(|r| run_row(r, &tenants)).collect(),
+        synced: synced_kinds(&app, principal, tenant_id).await?,
     })
 }
 
