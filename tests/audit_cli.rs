@@ -2,11 +2,11 @@
 //! histories verify; edited, deleted, reordered and corrupt rows are caught and
 //! named by stream and sequence; bad input is one clear error, never a panic.
 
-#[macro_use]
 mod common;
 
 use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::process::Output;
+use testkit::on_both_backends;
 
 use common::{dispatcher, stderr, stdout};
 use dispatch_gate::audit::record::FIELDS;

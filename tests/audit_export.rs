@@ -3,10 +3,10 @@
 //! only decisions; filters; a manifest with a digest; spreadsheet-safe CSV;
 //! fixed-width times; dates as bounds.
 
-#[macro_use]
 mod common;
 
 use std::process::Output;
+use testkit::on_both_backends;
 
 use dispatch_gate::write::store::Backend;
 use serde_json::Value;

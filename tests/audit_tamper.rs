@@ -5,10 +5,10 @@
 //! The store is the `dedupe` corpus: connection events at positions 1–8,
 //! tenant 9–12, user 13, workspace 14 (the corpus lists streams in that order).
 
-#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
+use testkit::on_both_backends;
 
 use common::{stderr, stdout};
 use dispatch_gate::write::store::Backend;

@@ -466,6 +466,47 @@ async fn manual_pass(url: &str, test: &str) {
     assert_eq!(address.fragment(), None, "the token leaves the address bar");
     assert!(browser.text().await.contains("press Sign in"));
     browser.look("sign-in-link").await;
+
+    // Another user's link opened while this page shows /sign-in changes only the
+    // URL's fragment: the browser does not load the page again (the marker set here
+    // survives), and the field takes the new token all the same.
+    browser
+        .js("document.documentElement.dataset.sameDocument = 'yes'; return true;")
+        .await;
+    browser.goto_url(&demo.sign_in_link("Robin")).await;
+    browser
+        .until(
+            "the second link fills its token",
+            &format!(
+                "document.getElementById('token').value === {}",
+                json!(demo.readonly)
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.documentElement.dataset.sameDocument || null")
+            .await,
+        json!("yes"),
+        "the second link reloaded the page; the fragment change went unheard"
+    );
+    let address = browser.client.current_url().await.unwrap();
+    assert_eq!(
+        address.fragment(),
+        None,
+        "the second token leaves the address bar"
+    );
+    browser.look("sign-in-link-again").await;
+    browser.goto_url(&link).await;
+    browser
+        .until(
+            "Dana's link fills her token again",
+            &format!(
+                "document.getElementById('token').value === {}",
+                json!(demo.operator)
+            ),
+        )
+        .await;
     browser.click("Sign in").await;
     assert_eq!(browser.path().await, "/operations");
     assert!(browser.text().await.contains("Signed in as Dana"));

@@ -3,12 +3,12 @@
 //! corpus history and on a store written through the gate, clean and tampered,
 //! on both backends.
 
-#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
+use testkit::on_both_backends;
 
 use dispatch_gate::write::store::{Backend, Database};
 use serde_json::Value;

@@ -7,6 +7,7 @@
 
 use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::HashMap;
+use testkit::on_both_backends;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope};
 use aggregates::connection::{
@@ -357,20 +358,6 @@ async fn a_decision_hands_back_what_the_committed_attempt_decided(backend: Backe
         CommandError::Rejected(ConnectionError::WrongTenant)
     ));
     assert_eq!(ours.load(&id).await.unwrap(), committed.state);
-}
-
-/// Runs each named test function once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::ActorKind;
 use crate::ids::UserId;
 
 /// The instant an event happened. Commands carry it; the domain never reads a clock.
@@ -36,6 +37,15 @@ impl Actor {
         }
     }
 
+    /// Which kind of actor this is.
+    pub fn kind(&self) -> ActorKind {
+        match self {
+            Self::Admin => ActorKind::Admin,
+            Self::User { .. } => ActorKind::User,
+            Self::System => ActorKind::System,
+        }
+    }
+
     /// A display name.
     pub fn display_name(&self) -> &str {
         match self {
@@ -51,6 +61,52 @@ impl fmt::Display for Actor {
         match self {
             Self::User { id, name } => write!(f, "{name} ({id})"),
             other => f.write_str(other.display_name()),
+        }
+    }
+}
+
+impl ActorKind {
+    /// The kind of the actor an [`Actor::id_string`] names (read models keep only that):
+    /// `admin` and `system` are reserved, anything else is a user id.
+    pub fn of_id(id: &str) -> Self {
+        match id {
+            "admin" => Self::Admin,
+            "system" => Self::System,
+            _ => Self::User,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_kind_of_actor() -> [Actor; 3] {
+        let user = Actor::User {
+            id: UserId(uuid::Uuid::nil()),
+            name: "Dana".to_owned(),
+        };
+        [Actor::Admin, user, Actor::System]
+    }
+
+    #[test]
+    fn the_kind_of_an_actor_is_read_back_from_its_id_string() {
+        for actor in every_kind_of_actor() {
+            assert_eq!(
+                ActorKind::of_id(&actor.id_string()),
+                actor.kind(),
+                "{actor}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_actor_is_stored_under_the_wire_name_of_its_kind() {
+        let kinds: Vec<ActorKind> = every_kind_of_actor().iter().map(Actor::kind).collect();
+        assert_eq!(kinds, ActorKind::ALL);
+        for actor in every_kind_of_actor() {
+            let stored = serde_json::to_value(&actor).unwrap();
+            assert_eq!(stored["kind"], actor.kind().as_str(), "{actor}");
         }
     }
 }

@@ -117,6 +117,18 @@ impl OperationKind {
 }
 
 string_enum!(
+    /// The kind of thing an operation's scope names: a [`Scope`]'s `kind` as stored.
+    ScopeKind, "scope kind" {
+        /// The provider connection itself.
+        Connection => "connection",
+        /// The tenant.
+        Tenant => "tenant",
+        /// One restore run.
+        RestoreRun => "restore_run",
+    }
+);
+
+string_enum!(
     /// A kind of provider object a sync counts (and keeps outside the log).
     ItemKind, "item kind" {
         /// A directory group (`directory.groups.sync`).
@@ -141,17 +153,6 @@ impl ItemKind {
     }
 }
 
-/// The kind of thing an operation's scope names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopeKind {
-    /// The provider connection itself.
-    Connection,
-    /// The tenant.
-    Tenant,
-    /// One restore run.
-    RestoreRun,
-}
-
 /// The dedupe key beside the operation: what the operation works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
@@ -162,6 +163,26 @@ pub enum Scope {
     Tenant(TenantId),
     /// A restore run.
     RestoreRun(RestoreRunId),
+}
+
+impl Scope {
+    /// What kind of thing the scope names (its stored `kind`).
+    pub fn kind(self) -> ScopeKind {
+        match self {
+            Self::Connection(_) => ScopeKind::Connection,
+            Self::Tenant(_) => ScopeKind::Tenant,
+            Self::RestoreRun(_) => ScopeKind::RestoreRun,
+        }
+    }
+
+    /// The id of the thing the scope names.
+    pub fn id(self) -> uuid::Uuid {
+        match self {
+            Self::Connection(id) => id.0,
+            Self::Tenant(id) => id.0,
+            Self::RestoreRun(id) => id.0,
+        }
+    }
 }
 
 string_enum!(
@@ -428,6 +449,18 @@ string_enum!(
 );
 
 string_enum!(
+    /// Who did something: the kind of an [`Actor`](crate::actor::Actor).
+    ActorKind, "actor kind" {
+        /// The holder of the admin token.
+        Admin => "admin",
+        /// A user with a bearer token.
+        User => "user",
+        /// dispatch-gate itself.
+        System => "system",
+    }
+);
+
+string_enum!(
     /// The four outcomes of a start.
     Outcome, "outcome" {
         /// A new queued run.
@@ -476,5 +509,27 @@ impl Default for Consent {
 impl Default for CredentialStatus {
     fn default() -> Self {
         Self::Missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_is_stored_under_the_wire_name_of_its_kind() {
+        let id = uuid::Uuid::nil();
+        let scopes = [
+            Scope::Connection(ConnectionId(id)),
+            Scope::Tenant(TenantId(id)),
+            Scope::RestoreRun(RestoreRunId(id)),
+        ];
+        for scope in scopes {
+            let stored = serde_json::to_value(scope).unwrap();
+            assert_eq!(stored["kind"], scope.kind().as_str(), "{scope:?}");
+            assert_eq!(stored["id"], scope.id().to_string());
+        }
+        let kinds: Vec<ScopeKind> = scopes.iter().map(|s| s.kind()).collect();
+        assert_eq!(kinds, ScopeKind::ALL);
     }
 }

@@ -28,6 +28,16 @@ pub enum StepState {
 }
 
 impl StepState {
+    /// Every state, in declaration order.
+    pub const ALL: &'static [StepState] = &[
+        Self::Pending,
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::FollowUp,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +48,13 @@ impl StepState {
             Self::Failed => "failed",
             Self::FollowUp => "follow_up",
         }
+    }
+}
+
+// Serialized as its wire name, so the one list above is all there is.
+impl serde::Serialize for StepState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

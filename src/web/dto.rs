@@ -1,6 +1,9 @@
 //! The JSON shapes of the API, and the one start-result presenter.
 
-use aggregates::catalog::{OperationKind, Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{
+    ActorKind, Consent, CredentialStatus, OperationKind, Outcome, ProblemClass, ReasonCode,
+    RunStatus,
+};
 use aggregates::connection::Verdict;
 use aggregates::ids::RunId;
 use axum::http::StatusCode;
@@ -8,6 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::evidence::EvidenceJson;
+use super::vocabulary;
 use crate::app::{ConnectionView, StartDecision};
 use projections::{Decision as DecisionRecord, Run as RunRecord};
 
@@ -22,9 +27,11 @@ pub struct Created {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReasonJson {
     /// e.g. `provider.consent.missing`.
-    pub code: &'static str,
+    #[schema(value_type = vocabulary::ReasonCode)]
+    pub code: ReasonCode,
     /// `configuration`, `access`, `concurrency`, `transient` or `internal`.
-    pub problem_class: &'static str,
+    #[schema(value_type = vocabulary::ProblemClass)]
+    pub problem_class: ProblemClass,
     /// What is wrong.
     pub message: &'static str,
     /// What to do next.
@@ -35,8 +42,8 @@ impl From<ReasonCode> for ReasonJson {
     fn from(code: ReasonCode) -> Self {
         let text = code.text();
         Self {
-            code: code.as_str(),
-            problem_class: text.problem_class.as_str(),
+            code,
+            problem_class: text.problem_class,
             message: text.message,
             next_step: text.next_step,
         }
@@ -49,9 +56,11 @@ pub struct RunSummary {
     /// The run's id.
     pub id: Uuid,
     /// Its operation.
-    pub operation: &'static str,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// Its status.
-    pub status: &'static str,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// Its Monitoring → Operations detail.
     pub url: String,
 }
@@ -61,8 +70,8 @@ impl RunSummary {
     pub fn new(id: RunId, operation: OperationKind, status: RunStatus) -> Self {
         Self {
             id: id.0,
-            operation: operation.as_str(),
-            status: status.as_str(),
+            operation,
+            status,
             url: format!("/v1/operations/{id}"),
         }
     }
@@ -81,7 +90,8 @@ pub struct ConnectionRef {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StartResult {
     /// `accepted`, `deduped`, `scope_busy` or `blocked`.
-    pub outcome: &'static str,
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
     /// One sentence an operator reads in under ten seconds.
     pub headline: String,
     /// Null only for `accepted`.
@@ -129,7 +139,7 @@ pub fn present_start(decision: &StartDecision) -> (StatusCode, StartResult) {
             let headline = match decision.verdict.outcome() {
                 Outcome::Deduped => format!(
                     "{label} is already {} on {conn_name}; follow that run.",
-                    existing.as_ref().map_or("active", |r| r.status)
+                    existing.as_ref().map_or("active", |r| r.status.as_str())
                 ),
                 Outcome::ScopeBusy => format!(
                     "{label} was not started: {conn_name} is busy with {}.",
@@ -147,7 +157,7 @@ pub fn present_start(decision: &StartDecision) -> (StatusCode, StartResult) {
     (
         outcome_status(outcome),
         StartResult {
-            outcome: outcome.as_str(),
+            outcome,
             headline,
             reason: decision.verdict.reason().map(ReasonJson::from),
             run,
@@ -176,9 +186,11 @@ pub struct ConnectionJson {
     /// Enabled.
     pub enabled: bool,
     /// `granted` or `missing`.
-    pub consent: &'static str,
+    #[schema(value_type = vocabulary::Consent)]
+    pub consent: Consent,
     /// `valid`, `missing`, `invalid` or `expired`.
-    pub credentials: &'static str,
+    #[schema(value_type = vocabulary::CredentialStatus)]
+    pub credentials: CredentialStatus,
     /// The run holding the connection, if any.
     pub active_run: Option<RunSummary>,
     /// The stored client secret's metadata (never the secret), or null.
@@ -211,8 +223,8 @@ impl ConnectionJson {
             provider: identity.provider.to_string(),
             is_default: view.is_default,
             enabled: view.state.enabled,
-            consent: view.state.consent.as_str(),
-            credentials: view.state.credentials.as_str(),
+            consent: view.state.consent,
+            credentials: view.state.credentials,
             active_run: view.state.active.as_ref().map(|run| {
                 let status = if run.holder.is_some() {
                     RunStatus::Running
@@ -247,8 +259,8 @@ impl From<&crate::read::queries::ConnectionRecord> for ConnectionJson {
             provider: c.provider.clone(),
             is_default: c.is_default,
             enabled: c.enabled,
-            consent: c.consent.as_str(),
-            credentials: c.credentials.as_str(),
+            consent: c.consent,
+            credentials: c.credentials,
             active_run: record
                 .active
                 .map(|(id, operation, status)| RunSummary::new(id, operation, status)),
@@ -287,7 +299,10 @@ pub fn reason(code: Option<ReasonCode>) -> Option<ReasonJson> {
 /// `{id, name}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActorJson {
-    /// A user id, or `admin`.
+    /// `admin`, `user` or `system`.
+    #[schema(value_type = vocabulary::ActorKind)]
+    pub kind: ActorKind,
+    /// A user id, `admin` or `system`.
     pub id: String,
     /// The name at the time.
     pub name: String,
@@ -297,6 +312,7 @@ impl ActorJson {
     /// From the id and the name at the time.
     pub fn new(id: &str, name: &str) -> Self {
         Self {
+            kind: ActorKind::of_id(id),
             id: id.to_owned(),
             name: name.to_owned(),
         }
@@ -311,9 +327,11 @@ pub struct RunListItem {
     /// Its tenant.
     pub tenant_id: Uuid,
     /// Its operation.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// Its status.
-    pub status: String,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// The connection chosen at click time.
     pub provider_connection: ConnectionRef,
     /// Who started it.
@@ -333,8 +351,8 @@ impl From<&RunRecord> for RunListItem {
         Self {
             id: r.run_id.0,
             tenant_id: r.tenant_id.0,
-            operation: r.operation.as_str().to_owned(),
-            status: r.status.as_str().to_owned(),
+            operation: r.operation,
+            status: r.status,
             provider_connection: ConnectionRef {
                 id: r.connection_id.0,
                 display_name: r.connection_name.clone(),
@@ -358,9 +376,11 @@ pub struct DecisionJson {
     /// Who clicked.
     pub actor: ActorJson,
     /// The operation asked for.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// `accepted`, `deduped`, `scope_busy` or `blocked`.
-    pub outcome: String,
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
     /// The reason (null for accepted).
     pub reason: Option<ReasonJson>,
     /// The run returned (null for blocked).
@@ -369,8 +389,9 @@ pub struct DecisionJson {
     pub provider_connection_id: Option<Uuid>,
     /// The HTTP request id of the start.
     pub request_id: Option<String>,
-    /// What the gate saw: connection state and the run holding it.
-    pub evidence: serde_json::Value,
+    /// What the gate saw: connection state and the run holding it (null when no
+    /// connection could be resolved).
+    pub evidence: Option<EvidenceJson>,
 }
 
 impl From<&DecisionRecord> for DecisionJson {
@@ -379,17 +400,13 @@ impl From<&DecisionRecord> for DecisionJson {
             decision_id: d.decision_id.0,
             at: d.at.clone(),
             actor: ActorJson::new(&d.actor_id, &d.actor_name),
-            operation: d.operation.as_str().to_owned(),
-            outcome: d.outcome.as_str().to_owned(),
+            operation: d.operation,
+            outcome: d.outcome,
             reason: reason(d.reason_code),
             run_id: d.run_id.map(|r| r.0),
             provider_connection_id: d.connection_id.map(|c| c.0),
             request_id: d.request_id.clone(),
-            evidence: d
-                .evidence
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok())
-                .unwrap_or_default(),
+            evidence: EvidenceJson::from_stored(d.evidence.as_deref()),
         }
     }
 }

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// The request header a client may set to correlate its own logs.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -226,7 +226,7 @@ fn checked(request: &mut Request) -> Result<(), ApiError> {
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as `Content-Type: application/json`",
         ));
     }

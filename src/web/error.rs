@@ -6,13 +6,14 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use super::error_code::ErrorCode;
 use crate::app::AppError;
 
 /// An error answer (not a decision: decisions are StartResults).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     lag: Option<Lag>,
 }
@@ -28,7 +29,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code.
-    pub code: &'static str,
+    #[schema(value_type = super::vocabulary::ErrorCode)]
+    pub code: ErrorCode,
     /// A plain-words explanation.
     pub message: String,
     /// With `projection_lagging`: how far the read models are behind.
@@ -49,7 +51,7 @@ pub struct Lag {
 
 impl ApiError {
     /// An error with an explicit status and code.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -60,14 +62,14 @@ impl ApiError {
 
     /// 400: malformed or invalid input.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
     /// 401: missing or unknown token.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid `Authorization: Bearer <token>` header is required",
         )
     }
@@ -76,7 +78,7 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("{what} not found"),
         )
     }
@@ -87,7 +89,7 @@ impl ApiError {
     }
 
     /// The error code (`not_found`, `forbidden`, …).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 
@@ -109,10 +111,12 @@ impl From<AppError> for ApiError {
             AppError::NotFound(what) => Self::not_found(what),
             AppError::Forbidden(capability) => Self::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("this action needs the `{capability}` capability"),
             ),
-            AppError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            AppError::Conflict(message) => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
+            }
             AppError::Invalid(message) => Self::invalid(message),
             AppError::Lagging { target, reached } => Self {
                 lag: Some(Lag {
@@ -122,7 +126,7 @@ impl From<AppError> for ApiError {
                 }),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "projection_lagging",
+                    ErrorCode::ProjectionLagging,
                     format!(
                         "the read models have not caught up with log position {target} yet \
                          ({} events behind); retry shortly",
@@ -135,7 +139,7 @@ impl From<AppError> for ApiError {
                 tracing::warn!(error = %crate::app::error_line(&error), "database unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the database is unavailable right now (unreachable, read-only or full); retry shortly",
                 )
             }
@@ -145,7 +149,7 @@ impl From<AppError> for ApiError {
                 tracing::error!(error = format!("{error:#}"), "request failed");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; the server log has the details",
                 )
             }

@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::app::Principal;
 use crate::web::state::AppState;
 
@@ -69,14 +69,14 @@ where
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "the request body is larger than the limit",
             ))
         }
         Ok(Err(_)) => Err(ApiError::invalid("the request body could not be read")),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the request body did not arrive in time",
         )),
     }
@@ -345,7 +345,7 @@ where
             Principal::Admin => Ok(Self),
             Principal::User { .. } => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "this endpoint needs the admin token",
             )),
         }

@@ -11,11 +11,14 @@ pub mod cursor;
 pub mod dto;
 pub mod edge;
 pub mod error;
+pub mod error_code;
+pub mod evidence;
 pub mod extract;
 pub mod serve;
 pub mod sessions;
 pub mod state;
 pub mod stream;
+pub mod vocabulary;
 
 use axum::Router;
 

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::error::{ErrorBody, ErrorDetail};
+use super::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// The largest request head (request line and headers) read; larger is a 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -122,17 +122,23 @@ pub fn with_json_body(head: &[u8]) -> Option<Vec<u8>> {
     let head_only = text.ends_with("\r\n\r\n") && text.matches("\r\n\r\n").count() == 1;
     let (code, message) = match rest.get(..3)? {
         "400" => (
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the request could not be read as HTTP/1.1",
         ),
-        "408" => ("request_timeout", "the request did not arrive in time"),
+        "408" => (
+            ErrorCode::RequestTimeout,
+            "the request did not arrive in time",
+        ),
         "413" => (
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than the limit",
         ),
-        "414" => ("uri_too_long", "the request's URI is longer than the limit"),
+        "414" => (
+            ErrorCode::UriTooLong,
+            "the request's URI is longer than the limit",
+        ),
         "431" => (
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request's headers are larger than the limit (16 KiB)",
         ),
         _ => return None,

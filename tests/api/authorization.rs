@@ -6,7 +6,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_missing_or_unknown_token_is_401,

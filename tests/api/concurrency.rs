@@ -8,7 +8,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::TestApp;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     fifty_simultaneous_starts_give_one_run_and_fifty_decisions,

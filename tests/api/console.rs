@@ -9,7 +9,7 @@ use tower::ServiceExt;
 use dispatch_gate::write::store::Backend;
 
 use crate::helpers::TestApp;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 const ORIGIN: &str = "http://console.test";
 const HOST: &str = "console.test";
@@ -241,6 +241,26 @@ async fn a_non_member_sees_not_found_and_a_readonly_member_no_start_button(backe
     assert_eq!(
         foreign.body, missing.body,
         "a foreign tenant reads exactly as a missing one"
+    );
+    // The API's words ("tenant not found") as a page's sentence.
+    assert!(
+        missing
+            .body
+            .contains("<p class=\"lead\">Tenant not found.</p>"),
+        "{}",
+        missing.body
+    );
+    let unknown = get(&app, "/operations?limit=0", &cookie).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    let lead = unknown
+        .body
+        .split("<p class=\"lead\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .expect("the error's message");
+    assert!(
+        lead.starts_with("Unknown query parameter") && lead.ends_with('.'),
+        "{lead}"
     );
     let operator_page = get(&app, &format!("/tenants/{}", f.tenant), &cookie).await;
     assert!(

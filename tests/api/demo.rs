@@ -10,7 +10,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     the_usable_tenant_accepts_a_start_and_executes_its_restore_run,

@@ -8,7 +8,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
 use crate::helpers::{id, TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_run_failed_on_consent_or_credentials_blocks_the_next_start_with_its_code,

@@ -8,7 +8,7 @@ use dispatch_gate::write::store::{Backend, Database};
 use serde_json::{json, Value};
 
 use crate::helpers::{id, TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_client_request_id_is_recorded_beside_the_servers_own,

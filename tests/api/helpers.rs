@@ -17,21 +17,6 @@ use tower::ServiceExt;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
-/// Runs each named test function once per backend.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
-        }
-    };
-}
-
 pub struct TestApp {
     pub router: Router,
     pub dispatcher: Arc<Dispatcher>,

@@ -15,7 +15,7 @@ use testkit::graph_fake::GraphFake;
 
 use crate::console::{get, sign_in};
 use crate::helpers::{worker, TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const SECRET: &str = "inventory~Test.secret_0123456789";

@@ -22,4 +22,5 @@ mod projections;
 mod secrets;
 mod stream;
 mod tokens;
+mod vocabulary;
 mod worker;

@@ -10,7 +10,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
 use crate::helpers::{id, worker, TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_started_run_is_visible_on_the_next_request_with_its_decisions,

@@ -5,7 +5,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     an_accepted_start_returns_202_and_a_queued_run,

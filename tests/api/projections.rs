@@ -11,7 +11,7 @@ use dispatch_gate::write::store::{Backend, Database};
 use serde_json::json;
 
 use crate::helpers::{id, worker, Fixture, TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_projector_stopped_before_its_checkpoint_catches_up_with_nothing_lost_or_doubled,

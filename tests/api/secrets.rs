@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 const SECRET: &str = "Qx8~kD2.s3cr3t-Value_for~Tests.0123456789";
 const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";

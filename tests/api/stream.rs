@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use dispatch_gate::write::store::Backend;
 
 use crate::helpers::{TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_new_token_replaces_the_old_one_at_once_on_every_instance,

@@ -12,7 +12,7 @@ use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
 use crate::helpers::{call_router, id, Response, TestApp, ADMIN};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     racing_workers_never_claim_a_run_twice_and_lose_none,

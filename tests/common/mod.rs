@@ -9,20 +9,6 @@ use dispatch_gate::write::store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
-        }
-    };
-}
-
 /// Runs the binary; a panic is a defect whatever the exit code.
 pub fn dispatcher(args: &[&str]) -> std::process::Output {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))

@@ -53,7 +53,8 @@ pub struct CreateConnection {
 }
 
 /// Creates a provider connection: enabled, consent missing, credentials missing.
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/provider-connections", tag = "provider connections",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/provider-connections", extensions(("x-idempotent" = json!(true))),
+    tag = "provider connections",
     params(("tenant_id" = Uuid, Path)), request_body = CreateConnection,
     responses((status = 201, body = ConnectionJson), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -306,3 +306,23 @@ pub(super) fn operations_mut(
     .into_iter()
     .flatten()
 }
+
+/// A POST that takes `Idempotency-Key` declares `extensions(("x-idempotent" =
+/// json!(true)))` in its `#[utoipa::path]`: the fact stands beside the route, and
+/// the middleware and the description both read it from there.
+pub const IDEMPOTENT: &str = "x-idempotent";
+
+/// A POST that reads the views before it writes (session consistency: it waits
+/// for the caller's last write and can answer 503 `projection_lagging`)
+/// declares `extensions(("x-reads-views" = json!(true)))`.
+pub const READS_VIEWS: &str = "x-reads-views";
+
+/// Whether an operation declares `fact` (one of the extensions above).
+pub fn declares(operation: &utoipa::openapi::path::Operation, fact: &str) -> bool {
+    operation
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get(fact))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+}

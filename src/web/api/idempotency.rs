@@ -7,29 +7,41 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::web::error::ApiError;
+use crate::web::error::{ApiError, ErrorCode};
 use crate::web::extract::Caller;
 use crate::web::state::{AppState, BODY_LIMIT_BYTES};
 use crate::write::idempotency::{self, Answer, Claim, IdempotencyKey};
 
-/// The routes (as registered) that take `Idempotency-Key`: every POST that
-/// creates something or starts work. The other POSTs (consent, credentials,
-/// enable, disable, cancel, heartbeat, complete) change a state that a retry
-/// finds already changed, and ignore the header.
-pub const ROUTES: &[&str] = &[
-    "/v1/admin/workspaces",
-    "/v1/admin/tenants",
-    "/v1/admin/users",
-    "/v1/admin/users/{user_id}/token",
-    "/v1/tenants/{tenant_id}/provider-connections",
-    "/v1/tenants/{tenant_id}/operations",
-    "/v1/provider-connections/{id}/operations",
-    "/v1/tenants/{tenant_id}/restore-runs",
-    "/v1/restore-runs/{id}/execute",
-    "/v1/tenants/{tenant_id}/onboarding/verify",
-    "/v1/tenants/{tenant_id}/onboarding/bootstrap",
-    "/v1/worker/claim",
-];
+/// The POST routes (as registered) that take `Idempotency-Key`: those whose
+/// `#[utoipa::path]` declares `x-idempotent` (every POST that creates something
+/// or starts work). The other POSTs (consent, credentials, enable, disable,
+/// cancel, heartbeat, complete) change a state that a retry finds already
+/// changed, and ignore the header.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotentRoutes(std::collections::HashSet<String>);
+
+impl IdempotentRoutes {
+    /// The routes that declare the fact in the description.
+    pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> Self {
+        Self(
+            api.paths
+                .paths
+                .iter()
+                .filter(|(_, item)| {
+                    item.post.as_ref().is_some_and(|post| {
+                        super::describe::declares(post, super::describe::IDEMPOTENT)
+                    })
+                })
+                .map(|(path, _)| path.clone())
+                .collect(),
+        )
+    }
+
+    /// Whether a POST to this route takes `Idempotency-Key`.
+    pub fn contains(&self, route: &str) -> bool {
+        self.0.contains(route)
+    }
+}
 
 /// The response header that marks a replayed answer.
 pub const REPLAYED: &str = "idempotent-replayed";
@@ -37,12 +49,16 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// Claims the request's key, runs it under its attempt and stores its answer;
 /// or answers for it (replay, 409, 422). Requests without the header, or to
 /// other routes, pass through untouched.
-pub async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn middleware(
+    State((app, routes)): State<(AppState, std::sync::Arc<IdempotentRoutes>)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let applies = request.method() == axum::http::Method::POST
         && request
             .extensions()
             .get::<MatchedPath>()
-            .is_some_and(|path| ROUTES.contains(&path.as_str()));
+            .is_some_and(|path| routes.contains(path.as_str()));
     let Some(value) = request
         .headers()
         .get(idempotency::HEADER)
@@ -64,7 +80,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT_BYTES).await else {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than the limit",
         )
         .into_response();
@@ -84,7 +100,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         Ok(Claim::Reused) => {
             return ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this `Idempotency-Key` was used for a different request (another path or \
                  body); use a new key for a new request",
             )
@@ -98,8 +114,12 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             } else {
                 "a request with this `Idempotency-Key` is still being processed; retry shortly"
             };
-            return ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", message)
-                .into_response();
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::IdempotencyKeyInUse,
+                message,
+            )
+            .into_response();
         }
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -113,7 +133,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             tracing::error!(%error, "reading an answer to store it");
             return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error; the server log has the details",
             )
             .into_response();

@@ -26,9 +26,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::web::error::{self, ApiError};
+use crate::web::error::{self, ApiError, ErrorCode};
 use crate::web::state::{AppState, BODY_LIMIT_BYTES};
-use crate::web::{edge, stream};
+use crate::web::{edge, stream, vocabulary};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,6 +55,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(stream::router())
         .split_for_parts();
     let (router, mut api) = routes;
+    vocabulary::register(&mut api);
     document_consistency(&mut api);
     document_idempotency(&mut api);
     describe::describe(&mut api);
@@ -65,12 +66,6 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
-
-/// Operations that are not GETs but read the views first (session consistency).
-const READING_POSTS: &[&str] = &[
-    "/v1/tenants/{tenant_id}/onboarding/bootstrap",
-    "/v1/operations/{run_id}/cancel",
-];
 
 /// Documents session consistency on every operation, in one place: each
 /// answer may carry `Gate-Position`; each operation that reads the views takes
@@ -164,10 +159,12 @@ fn document_consistency(api: &mut utoipa::openapi::OpenApi) {
         if let Some(get) = item.get.as_mut() {
             reading(get);
         }
-        if READING_POSTS.contains(&path.as_str()) {
-            if let Some(post) = item.post.as_mut() {
-                reading(post);
-            }
+        if let Some(post) = item
+            .post
+            .as_mut()
+            .filter(|post| describe::declares(post, describe::READS_VIEWS))
+        {
+            reading(post);
         }
         for operation in describe::operations_mut(item) {
             for (status, response) in operation.responses.responses.iter_mut() {
@@ -206,11 +203,11 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
             "`idempotency_key_reused`: this `Idempotency-Key` was used for a different request.",
         ),
     ];
-    for (path, item) in api.paths.paths.iter_mut() {
+    for item in api.paths.paths.values_mut() {
         let Some(post) = item
             .post
             .as_mut()
-            .filter(|_| idempotency::ROUTES.contains(&path.as_str()))
+            .filter(|post| describe::declares(post, describe::IDEMPOTENT))
         else {
             continue;
         };
@@ -283,6 +280,7 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
 pub fn router(state: AppState, elsewhere: fn(&str) -> Option<Response>) -> Router {
     let (router, api) = routes();
     let parameters = Arc::new(edge::QueryParameters::from_openapi(&api));
+    let idempotent = Arc::new(idempotency::IdempotentRoutes::from_openapi(&api));
     let api = Arc::new(describe::served(&api));
     router
         .route(
@@ -297,7 +295,7 @@ pub fn router(state: AppState, elsewhere: fn(&str) -> Option<Response>) -> Route
             elsewhere(uri.path()).unwrap_or_else(|| ApiError::not_found("route").into_response())
         })
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), idempotent),
             idempotency::middleware,
         ))
         .layer(middleware::from_fn_with_state(
@@ -360,7 +358,7 @@ async fn json_newline(request: Request, next: Next) -> Response {
             tracing::error!(%error, "reading a JSON response body");
             return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error; the server log has the details",
             )
             .into_response();
@@ -390,17 +388,23 @@ async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this path"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this path",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than the limit",
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as `Content-Type: application/json`",
         ),
-        s if s.is_client_error() => ("invalid_request", "the request could not be read"),
-        _ => ("internal", "internal error; the server log has the details"),
+        s if s.is_client_error() => (ErrorCode::InvalidRequest, "the request could not be read"),
+        _ => (
+            ErrorCode::Internal,
+            "internal error; the server log has the details",
+        ),
     };
     let mut replaced = ApiError::new(status, code, message).into_response();
     if let Some(allow) = response.headers().get(header::ALLOW) {

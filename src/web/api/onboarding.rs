@@ -12,11 +12,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::starts::run_start;
-use crate::app::StartCommand;
+use crate::app::{StartCommand, StepState};
 use crate::web::dto::{ReasonJson, RunSummary, StartResult};
-use crate::web::error::{ApiError, ErrorBody};
+use crate::web::error::{ApiError, ErrorBody, ErrorCode};
 use crate::web::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
 use crate::web::state::AppState;
+use crate::web::vocabulary;
 
 /// The onboarding routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,7 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Empty {}
 
 /// Onboarding: verifies the tenant's default provider connection (`provider.verify`).
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", tag = "onboarding",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", extensions(("x-idempotent" = json!(true))),
+    tag = "onboarding",
     params(("tenant_id" = Uuid, Path)), request_body = Empty,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),
@@ -60,7 +62,8 @@ async fn onboarding_verify(
 /// Admits the next bootstrap step (`inventory.sync` → `directory.groups.sync` →
 /// `directory.roles.sync`) through the gate on the default connection. Steps
 /// are admitted one per request; the others show as `follow_up`.
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/bootstrap", tag = "onboarding",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/bootstrap", extensions(("x-idempotent" = json!(true)), ("x-reads-views" = json!(true))),
+    tag = "onboarding",
     params(("tenant_id" = Uuid, Path)), request_body = Empty,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),
@@ -82,7 +85,7 @@ async fn bootstrap(
         Some(decision) => Ok(super::starts::present(&decision)),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "bootstrap_complete",
+            ErrorCode::BootstrapComplete,
             "every bootstrap step has succeeded; there is nothing to admit",
         )),
     }
@@ -92,9 +95,11 @@ async fn bootstrap(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StepJson {
     /// The step's operation.
-    pub operation: &'static str,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// `pending`, `queued`, `running`, `succeeded`, `failed` or `follow_up`.
-    pub state: &'static str,
+    #[schema(value_type = vocabulary::StepState)]
+    pub state: StepState,
     /// Its latest run.
     pub run: Option<RunSummary>,
     /// Why its latest run failed.
@@ -109,7 +114,8 @@ pub struct OnboardingJson {
     /// Verification, then the bootstrap chain in order.
     pub steps: Vec<StepJson>,
     /// The step the next bootstrap request would admit (null when all succeeded).
-    pub next_bootstrap_step: Option<&'static str>,
+    #[schema(value_type = Option<vocabulary::OperationKind>)]
+    pub next_bootstrap_step: Option<OperationKind>,
 }
 
 /// The onboarding steps with their state.
@@ -125,15 +131,15 @@ async fn onboarding(
         .authorize(&principal, tenant_id, Action::ViewOperations)
         .await?;
     let steps = app.dispatcher.onboarding(tenant_id).await?;
-    let next = crate::app::next_bootstrap_step(&steps).map(|s| s.operation.as_str());
+    let next = crate::app::next_bootstrap_step(&steps).map(|s| s.operation);
     Ok(axum::Json(OnboardingJson {
         tenant_id: tenant_id.0,
         next_bootstrap_step: next,
         steps: steps
             .iter()
             .map(|step| StepJson {
-                operation: step.operation.as_str(),
-                state: step.state.as_str(),
+                operation: step.operation,
+                state: step.state,
                 run: step
                     .run
                     .as_ref()

@@ -2,7 +2,6 @@
 
 use aggregates::catalog::{OperationKind, Outcome, RunStatus};
 use aggregates::ids::{RunId, TenantId};
-use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -18,8 +17,10 @@ use crate::web::dto::{
     reason, ActorJson, ConnectionRef, DecisionJson, ReasonJson, RunListItem, RunSummary,
 };
 use crate::web::error::{ApiError, ErrorBody};
+use crate::web::evidence::ScopeJson;
 use crate::web::extract::{parse_registry, Path, Reader};
 use crate::web::state::AppState;
+use crate::web::vocabulary;
 use projections::Notification as NotificationRecord;
 
 /// The read routes.
@@ -149,9 +150,11 @@ pub struct RunDecision {
     /// Who clicked.
     pub actor: ActorJson,
     /// The operation asked for.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// `accepted`, `deduped` or `scope_busy`.
-    pub outcome: String,
+    #[schema(value_type = vocabulary::Outcome)]
+    pub outcome: Outcome,
 }
 
 /// A run's detail.
@@ -162,11 +165,13 @@ pub struct RunDetail {
     /// Its tenant.
     pub tenant_id: Uuid,
     /// Its operation.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// Its scope `{kind, id}`.
-    pub scope: serde_json::Value,
+    pub scope: ScopeJson,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// The connection chosen at click time.
     pub provider_connection: ConnectionRef,
     /// Who started it.
@@ -191,15 +196,15 @@ pub struct RunDetail {
     pub result: Option<serde_json::Value>,
     /// The SHA-256 of the snapshot a succeeded sync left beside the log.
     pub snapshot_hash: Option<String>,
-    /// What the provider said when the run failed: null, or `{code, request_id, message}`.
+    /// What the provider said when the run failed: null, or `{provider_code, request_id, message}`.
     pub provider_failure: Option<ProviderFailureJson>,
 }
 
 /// The provider's own words on a failed run, for the operator and the auditor.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderFailureJson {
-    /// The provider's error code (`AADSTS7000222`, `Authorization_RequestDenied`).
-    pub code: Option<String>,
+    /// The provider's own error code (`AADSTS7000222`, `Authorization_RequestDenied`).
+    pub provider_code: Option<String>,
     /// The provider's request id, for a support case.
     pub request_id: Option<String>,
     /// The provider's error text, shortened.
@@ -221,9 +226,9 @@ async fn get_run(
     Ok(axum::Json(RunDetail {
         id: run.run_id.0,
         tenant_id: run.tenant_id.0,
-        operation: run.operation.as_str().to_owned(),
-        scope: serde_json::to_value(run.scope).context("presenting a scope")?,
-        status: run.status.as_str().to_owned(),
+        operation: run.operation,
+        scope: ScopeJson::from(run.scope),
+        status: run.status,
         provider_connection: ConnectionRef {
             id: run.connection_id.0,
             display_name: run.connection_name.clone(),
@@ -244,8 +249,8 @@ async fn get_run(
                 decision_id: d.decision_id.0,
                 at: d.at.clone(),
                 actor: ActorJson::new(&d.actor_id, &d.actor_name),
-                operation: d.operation.as_str().to_owned(),
-                outcome: d.outcome.as_str().to_owned(),
+                operation: d.operation,
+                outcome: d.outcome,
             })
             .collect(),
         result: run
@@ -253,13 +258,13 @@ async fn get_run(
             .as_ref()
             .map(serde_json::to_value)
             .transpose()
-            .context("presenting a run's result")?,
+            .map_err(|e| anyhow::anyhow!("presenting a run's result: {e}"))?,
         snapshot_hash: run.snapshot_hash.clone(),
         provider_failure: (run.provider_code.is_some()
             || run.provider_request_id.is_some()
             || run.provider_message.is_some())
         .then(|| ProviderFailureJson {
-            code: run.provider_code.clone(),
+            provider_code: run.provider_code.clone(),
             request_id: run.provider_request_id.clone(),
             message: run.provider_message.clone(),
         }),

@@ -1,24 +1,19 @@
-//! OpenAPI schemas of request fields, written once from the registries and the
-//! parsers' own limits, so that every request the description calls valid is
-//! one the server accepts (a generated client can trust it).
+//! OpenAPI schemas of request fields, written once from the registries (as
+//! references to the [`vocabulary`] enums) and the parsers' own limits, so that
+//! every request the description calls valid is one the server accepts (a
+//! generated client can trust it).
 
-use aggregates::catalog::{
-    Capability, CredentialStatus, OperationKind, ReasonCode, Role, RunStatus,
-};
+use aggregates::catalog::RunStatus;
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Schema, Type,
 };
-use utoipa::openapi::RefOr;
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::ToSchema;
+
+use crate::web::vocabulary;
 
 /// Characters a name may not contain (Rust's `char::is_control`: C0, DEL, C1).
 const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
-
-fn names<'a>(values: impl IntoIterator<Item = &'a str>) -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values.into_iter().map(str::to_owned)))
-        .build()
-}
 
 /// A name as the domain's values accept it (`aggregates::values`): 1–`max` characters, not only
 /// white space, no control characters.
@@ -56,30 +51,30 @@ pub fn provider() -> Object {
         .build()
 }
 
+/// A reference to a vocabulary's named enum (see [`vocabulary`]).
+fn reference<T: ToSchema>() -> Ref {
+    Ref::from_schema_name(T::name())
+}
+
 /// Every covered operation.
-pub fn operation() -> Object {
-    names(OperationKind::ALL.iter().map(|o| o.as_str()))
+pub fn operation() -> Ref {
+    reference::<vocabulary::OperationKind>()
 }
 
 /// The operations a tenant or connection surface starts (`restore.execute`
 /// starts from its restore run).
-pub fn startable_operation() -> Object {
-    names(
-        OperationKind::ALL
-            .iter()
-            .filter(|o| **o != OperationKind::RestoreExecute)
-            .map(|o| o.as_str()),
-    )
+pub fn startable_operation() -> Ref {
+    reference::<vocabulary::StartableOperation>()
 }
 
 /// A member's role.
-pub fn role() -> Object {
-    names(Role::ALL.iter().map(|r| r.as_str()))
+pub fn role() -> Ref {
+    reference::<vocabulary::Role>()
 }
 
 /// A list of capabilities, or null (the role's set).
 pub fn capabilities() -> RefOr<Schema> {
-    nullable_array(names(Capability::ALL.iter().map(|c| c.as_str())))
+    nullable_array(reference::<vocabulary::Capability>())
 }
 
 /// A list of operations, or null (any operation).
@@ -87,7 +82,7 @@ pub fn operation_list() -> RefOr<Schema> {
     nullable_array(operation())
 }
 
-fn nullable_array(items: Object) -> RefOr<Schema> {
+fn nullable_array(items: Ref) -> RefOr<Schema> {
     RefOr::T(Schema::OneOf(
         OneOfBuilder::new()
             .item(ArrayBuilder::new().items(items))
@@ -97,46 +92,76 @@ fn nullable_array(items: Object) -> RefOr<Schema> {
 }
 
 /// A credential status.
-pub fn credential_status() -> Object {
-    names(CredentialStatus::ALL.iter().map(|c| c.as_str()))
+pub fn credential_status() -> Ref {
+    reference::<vocabulary::CredentialStatus>()
 }
 
 /// A run status.
-pub fn run_status() -> Object {
-    names(RunStatus::ALL.iter().map(|s| s.as_str()))
+pub fn run_status() -> Ref {
+    reference::<vocabulary::RunStatus>()
 }
 
 /// The reasons a run can fail with at execution time.
-pub fn execution_reason() -> Object {
-    names(
-        ReasonCode::ALL
-            .iter()
-            .filter(|r| r.is_execution_reason())
-            .map(|r| r.as_str()),
+pub fn execution_reason() -> Ref {
+    reference::<vocabulary::ExecutionReasonCode>()
+}
+
+/// The name of [`complete_without_reason`] among the components.
+pub const COMPLETE_WITHOUT_REASON: &str = "CompleteWithoutReason";
+
+/// The name of [`complete_as_failed`] among the components.
+pub const COMPLETE_AS_FAILED: &str = "CompleteAsFailed";
+
+fn complete_branch(
+    statuses: &[RunStatus],
+    reason: Option<Ref>,
+    description: &str,
+) -> RefOr<Schema> {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property("worker_id", name100())
+        .required("worker_id")
+        .property(
+            "status",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(statuses.iter().map(|s| s.as_str()))),
+        )
+        .required("status")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    if let Some(reason) = reason {
+        object = object
+            .property("reason_code", reason)
+            .required("reason_code");
+    }
+    object.build().into()
+}
+
+/// A run that ended `succeeded`, or `cancelled` after a cancel request: no reason.
+pub fn complete_without_reason() -> RefOr<Schema> {
+    complete_branch(
+        &[RunStatus::Succeeded, RunStatus::Cancelled],
+        None,
+        "The run succeeded, or stopped after a cancel request (`cancelled`).",
     )
 }
 
-/// `POST /v1/worker/runs/{run_id}/complete`: `succeeded` or `cancelled`
-/// without a reason, or `failed` with an execution reason.
+/// A run that `failed`, with an execution reason.
+pub fn complete_as_failed() -> RefOr<Schema> {
+    complete_branch(
+        &[RunStatus::Failed],
+        Some(execution_reason()),
+        "The run failed, for an execution reason.",
+    )
+}
+
+/// `POST /v1/worker/runs/{run_id}/complete`: one of the two named branches, so a
+/// generated client has a type for each.
 pub fn complete_body() -> RefOr<Schema> {
-    let end = |statuses: &[&str], reason: Option<Object>| {
-        let mut object = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("worker_id", name100())
-            .required("worker_id")
-            .property("status", names(statuses.iter().copied()))
-            .required("status")
-            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-        if let Some(reason) = reason {
-            object = object
-                .property("reason_code", reason)
-                .required("reason_code");
-        }
-        object.build()
-    };
     let one_of = OneOfBuilder::new()
-        .item(end(&["succeeded", "cancelled"], None))
-        .item(end(&["failed"], Some(execution_reason())))
+        .item(Ref::from_schema_name(COMPLETE_WITHOUT_REASON))
+        .item(Ref::from_schema_name(COMPLETE_AS_FAILED))
         .description(Some(
             "How the run ended: `succeeded`, `cancelled` (only after a cancel request), or \
              `failed` with an execution `reason_code`.",

@@ -38,7 +38,8 @@ pub struct NameBody {
 }
 
 /// Creates a workspace.
-#[utoipa::path(post, path = "/v1/admin/workspaces", tag = "setup", request_body = NameBody,
+#[utoipa::path(post, path = "/v1/admin/workspaces", extensions(("x-idempotent" = json!(true))),
+    tag = "setup", request_body = NameBody,
     responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_workspace(
     State(app): State<AppState>,
@@ -62,7 +63,8 @@ pub struct CreateTenant {
 }
 
 /// Creates a tenant in a workspace.
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "setup", request_body = CreateTenant,
+#[utoipa::path(post, path = "/v1/admin/tenants", extensions(("x-idempotent" = json!(true))),
+    tag = "setup", request_body = CreateTenant,
     responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_tenant(
     State(app): State<AppState>,
@@ -87,7 +89,8 @@ pub struct UserCreated {
 }
 
 /// Creates a user and its bearer token.
-#[utoipa::path(post, path = "/v1/admin/users", tag = "setup", request_body = NameBody,
+#[utoipa::path(post, path = "/v1/admin/users", extensions(("x-idempotent" = json!(true))),
+    tag = "setup", request_body = NameBody,
     responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody)))]
 async fn create_user(
     State(app): State<AppState>,
@@ -114,7 +117,8 @@ pub struct TokenIssued {
 }
 
 /// Issues a user a new token; the old one is invalid at once.
-#[utoipa::path(post, path = "/v1/admin/users/{user_id}/token", tag = "setup",
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/token", extensions(("x-idempotent" = json!(true))),
+    tag = "setup",
     params(("user_id" = Uuid, Path)),
     responses((status = 200, body = TokenIssued), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::app::StartCommand;
 use crate::web::dto::{present_start, RunSummary, StartResult};
-use crate::web::error::{ApiError, ErrorBody};
+use crate::web::error::{ApiError, ErrorBody, ErrorCode};
 use crate::web::extract::{
     parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId,
 };
@@ -53,7 +53,8 @@ pub struct TenantStart {
 }
 
 /// Starts an operation on a tenant (on the named connection, or the default).
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/operations", tag = "starts",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/operations", extensions(("x-idempotent" = json!(true))),
+    tag = "starts",
     params(("tenant_id" = Uuid, Path)), request_body = TenantStart,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),
@@ -90,7 +91,8 @@ pub struct ConnectionStart {
 }
 
 /// Starts an operation on a named provider connection.
-#[utoipa::path(post, path = "/v1/provider-connections/{id}/operations", tag = "starts",
+#[utoipa::path(post, path = "/v1/provider-connections/{id}/operations", extensions(("x-idempotent" = json!(true))),
+    tag = "starts",
     params(("id" = Uuid, Path)), request_body = ConnectionStart,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),
@@ -144,7 +146,8 @@ pub struct PreviewJson {
 }
 
 /// Prepares a restore run: a preview, no provider work yet.
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/restore-runs", tag = "starts",
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/restore-runs", extensions(("x-idempotent" = json!(true))),
+    tag = "starts",
     params(("tenant_id" = Uuid, Path)), request_body = PrepareRestore,
     responses((status = 201, body = RestorePrepared), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -183,7 +186,8 @@ pub struct ExecuteRestore {
 }
 
 /// Executes a prepared restore through the gate, on the tenant's default connection.
-#[utoipa::path(post, path = "/v1/restore-runs/{id}/execute", tag = "starts",
+#[utoipa::path(post, path = "/v1/restore-runs/{id}/execute", extensions(("x-idempotent" = json!(true))),
+    tag = "starts",
     params(("id" = Uuid, Path)), request_body = ExecuteRestore,
     responses((status = 202, body = StartResult, description = "accepted"),
         (status = 200, body = StartResult, description = "deduped"),
@@ -201,7 +205,7 @@ async fn execute_restore(
     if !body.confirm {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "confirmation_required",
+            ErrorCode::ConfirmationRequired,
             "a restore overwrites the tenant's objects: read the preview, then send {\"confirm\": true}",
         ));
     }
@@ -228,7 +232,8 @@ pub struct CancelResult {
 
 /// Cancels a queued run, or asks a running one to stop (the start capability
 /// of the run's operation).
-#[utoipa::path(post, path = "/v1/operations/{run_id}/cancel", tag = "starts",
+#[utoipa::path(post, path = "/v1/operations/{run_id}/cancel", extensions(("x-reads-views" = json!(true))),
+    tag = "starts",
     params(("run_id" = Uuid, Path)),
     responses((status = 200, body = CancelResult), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the run has already ended")))]

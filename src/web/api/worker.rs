@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,6 +19,7 @@ use crate::web::dto::RunSummary;
 use crate::web::error::{ApiError, ErrorBody};
 use crate::web::extract::{parse_registry, parse_value, Admin, Json, Path};
 use crate::web::state::AppState;
+use crate::web::vocabulary;
 
 /// The worker routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,11 +56,13 @@ pub struct ClaimedRunJson {
     /// The run.
     pub id: Uuid,
     /// Its operation.
-    pub operation: String,
+    #[schema(value_type = vocabulary::OperationKind)]
+    pub operation: OperationKind,
     /// The connection to use.
     pub provider_connection_id: Uuid,
     /// `running`.
-    pub status: &'static str,
+    #[schema(value_type = vocabulary::RunStatus)]
+    pub status: RunStatus,
     /// Its detail.
     pub url: String,
 }
@@ -65,7 +70,8 @@ pub struct ClaimedRunJson {
 /// Claims the oldest queued run; 204 when there is none. The execution-time
 /// gate runs first: runs whose provider went bad since the click fail with the
 /// start surface's reason, and the claim moves on.
-#[utoipa::path(post, path = "/v1/worker/claim", tag = "worker", request_body = ClaimBody,
+#[utoipa::path(post, path = "/v1/worker/claim", extensions(("x-idempotent" = json!(true))),
+    tag = "worker", request_body = ClaimBody,
     responses((status = 200, body = Claimed), (status = 204, description = "nothing to claim"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn claim(
@@ -92,9 +98,9 @@ async fn claim(
         Some(run) => axum::Json(Claimed {
             run: ClaimedRunJson {
                 id: run.run_id.0,
-                operation: run.operation.as_str().to_owned(),
+                operation: run.operation,
                 provider_connection_id: run.connection_id.0,
-                status: RunStatus::Running.as_str(),
+                status: RunStatus::Running,
                 url: format!("/v1/operations/{}", run.run_id),
             },
             lease_expires_at: projections::time(&run.lease_expires_at),
@@ -157,12 +163,23 @@ pub struct CompleteBody {
 
 // Described by hand: which `status` takes a `reason_code` is part of the shape.
 impl utoipa::PartialSchema for CompleteBody {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    fn schema() -> RefOr<Schema> {
         super::schema::complete_body()
     }
 }
 
-impl ToSchema for CompleteBody {}
+impl ToSchema for CompleteBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            super::schema::COMPLETE_WITHOUT_REASON.to_owned(),
+            super::schema::complete_without_reason(),
+        ));
+        schemas.push((
+            super::schema::COMPLETE_AS_FAILED.to_owned(),
+            super::schema::complete_as_failed(),
+        ));
+    }
+}
 
 /// The run after completion.
 #[derive(Debug, Serialize, ToSchema)]

@@ -20,11 +20,11 @@ use super::signed::{Nav, Signed};
 use super::view::Started;
 use crate::app::{ConnectionChange, StartCommand, StartDecision};
 use crate::web::dto::present_start;
-use crate::web::error::ApiError;
+use crate::web::error::{ApiError, ErrorCode};
 use crate::web::state::AppState;
 
 fn forbidden(message: &str) -> Page {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into()
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message).into()
 }
 
 /// A form post's fields: `application/x-www-form-urlencoded` only, from this
@@ -46,7 +46,7 @@ fn form(headers: &HeaderMap, body: &[u8], known: &[&str]) -> Result<Params, Page
     if !urlencoded && !body.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the form as `application/x-www-form-urlencoded`",
         )
         .into());
@@ -356,7 +356,7 @@ pub async fn execute_restore(
     if params.get("confirm") != Some("yes") {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "confirmation_required",
+            ErrorCode::ConfirmationRequired,
             "a restore overwrites the tenant's objects: read the preview, tick the confirmation, \
              then execute. Nothing was queued.",
         )
@@ -408,7 +408,7 @@ pub async fn onboarding(
                 None => {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        "bootstrap_complete",
+                        ErrorCode::BootstrapComplete,
                         "every bootstrap step has succeeded; there is nothing to admit",
                     )
                     .into())

@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use super::signed::Nav;
 use super::view;
 use crate::app::AppError;
-use crate::web::error::ApiError;
+use crate::web::error::{ApiError, ErrorCode};
 
 /// Who a request turned out to be signed in as, filled by the [`super::signed::Signed`]
 /// extractor, so that an error page shows the same header as every other page.
@@ -35,7 +35,7 @@ impl SignedSlot {
 struct Shown {
     title: &'static str,
     message: String,
-    code: String,
+    code: ErrorCode,
 }
 
 /// Error pages of a signed-in operator carry the navigation and the sign-out
@@ -55,7 +55,7 @@ pub async fn error_header(mut request: Request, next: Next) -> Response {
         parts.status,
         shown.title,
         &shown.message,
-        &shown.code,
+        shown.code,
         Some(nav),
         back,
     )
@@ -160,7 +160,7 @@ impl IntoResponse for Page {
                 StatusCode::UNAUTHORIZED,
                 "Sign in again",
                 "Your session has ended (signed out, expired, or its token was revoked). Sign in again.",
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 None,
                 None,
             ),
@@ -176,7 +176,7 @@ impl IntoResponse for Page {
                 page.extensions_mut().insert(Shown {
                     title,
                     message: error.message().to_owned(),
-                    code: error.code().to_owned(),
+                    code: error.code(),
                 });
                 page
             }
@@ -188,20 +188,15 @@ fn error_page(
     status: StatusCode,
     title: &str,
     message: &str,
-    code: &str,
+    code: ErrorCode,
     nav: Option<Nav>,
     back: Option<String>,
 ) -> Response {
-    // The API's words start in lower case, to follow a colon; a page's sentence does not.
-    let mut chars = message.chars();
-    let message = chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect::<String>())
-        .unwrap_or_default();
+    let message = sentence(message);
     let page = ErrorPage {
         title,
         message: &message,
-        code,
+        code: code.as_str(),
         nav,
         back,
     };
@@ -214,6 +209,22 @@ fn error_page(
     }
 }
 
+/// The API's words as a sentence on a page: they start in lower case and end
+/// without a full stop, to follow a colon in a log line or a client's message;
+/// a page's sentence starts with a capital and ends with a full stop.
+fn sentence(message: &str) -> String {
+    let message = message.trim_end();
+    let mut chars = message.chars();
+    let mut sentence = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+        .unwrap_or_default();
+    if !sentence.is_empty() && !sentence.ends_with(['.', '!', '?']) {
+        sentence.push('.');
+    }
+    sentence
+}
+
 /// A rendered page.
 pub fn html(template: &impl Template) -> Result<Response, Page> {
     template
@@ -224,7 +235,22 @@ pub fn html(template: &impl Template) -> Result<Response, Page> {
 
 #[cfg(test)]
 mod tests {
-    use super::owns;
+    use super::{owns, sentence};
+
+    #[test]
+    fn an_api_message_on_a_page_is_a_sentence() {
+        assert_eq!(
+            sentence("`limit` must be between 1 and 200"),
+            "`limit` must be between 1 and 200."
+        );
+        assert_eq!(
+            sentence("operation run not found"),
+            "Operation run not found."
+        );
+        assert_eq!(sentence("Nothing was queued."), "Nothing was queued.");
+        assert_eq!(sentence("retry shortly? "), "Retry shortly?");
+        assert_eq!(sentence(""), "");
+    }
 
     #[test]
     fn the_console_owns_its_paths_and_nothing_of_the_api() {

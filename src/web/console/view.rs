@@ -82,21 +82,21 @@ pub struct Started {
 
 impl From<&StartResult> for Started {
     fn from(result: &StartResult) -> Self {
-        let outcome: Outcome = result.outcome.parse().unwrap_or(Outcome::Blocked);
+        let outcome = result.outcome;
         Self {
-            outcome: result.outcome,
-            word: outcome_word(result.outcome),
+            outcome: outcome.as_str(),
+            word: outcome_word(outcome.as_str()),
             meaning: outcome_meaning(outcome),
             headline: result.headline.clone(),
             reason: result.reason.as_ref().map(|r| Reason {
-                code: r.code,
+                code: r.code.as_str(),
                 message: r.message,
                 next_step: r.next_step,
             }),
             run: result
                 .run
                 .as_ref()
-                .map(|run| (format!("/operations/{}", run.id), run.status)),
+                .map(|run| (format!("/operations/{}", run.id), run.status.as_str())),
             connection: result
                 .provider_connection
                 .as_ref()

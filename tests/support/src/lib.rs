@@ -26,6 +26,23 @@
 
 pub mod graph_fake;
 
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL
+/// (the one definition every suite uses; it expands in the calling test crate,
+/// where `dispatch_gate` is the crate under test).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(dispatch_gate::write::store::Backend::Postgres).await })*
+        }
+    };
+}
+
 use std::cell::RefCell;
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -6,6 +6,8 @@
 // 3. Sign-in links (/sign-in#token=…, printed by serve --demo): the token is
 //    in the fragment, which browsers never send to the server; it fills the
 //    token field, leaves the address bar, and the operator presses Sign in.
+//    Also when the link is opened on a /sign-in page already shown (another
+//    user's link pasted into the address bar changes only the fragment).
 "use strict";
 
 (function live() {
@@ -86,14 +88,21 @@ function bindConfirms(root) {
 }
 bindConfirms(document);
 
-(function signInLink() {
+(function signInLinks() {
   const field = document.getElementById("token");
-  const match = /^#token=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
-  if (!field || !match) return;
-  field.value = match[1];
-  history.replaceState(null, "", window.location.pathname + window.location.search);
-  const note = document.getElementById("link-note");
-  if (note) note.hidden = false;
-  const submit = field.form && field.form.querySelector("button[type=submit]");
-  if (submit) submit.focus();
+  if (!field) return;
+  function take() {
+    const match = /^#token=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+    if (!match) return;
+    field.value = match[1];
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+    const note = document.getElementById("link-note");
+    if (note) note.hidden = false;
+    const submit = field.form && field.form.querySelector("button[type=submit]");
+    if (submit) submit.focus();
+  }
+  take();
+  // A link opened while this page already shows /sign-in changes only the
+  // fragment: the browser does not load the page again, it fires hashchange.
+  window.addEventListener("hashchange", take);
 })();
