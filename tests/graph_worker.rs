@@ -207,7 +207,7 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
         let failed = run(&server, &tenant, "provider.verify");
         assert_eq!(failed["status"], "failed", "{failed}");
         assert_eq!(failed["reason"]["code"], "provider.credentials.expired");
-        assert_eq!(failed["provider_failure"]["code"], "AADSTS7000222", "{failed}");
+        assert_eq!(failed["provider_failure"]["provider_code"], "AADSTS7000222", "{failed}");
         let (status, blocked) = server.call(
             "POST",
             &format!("/v1/tenants/{tenant}/operations"),

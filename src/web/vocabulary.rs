@@ -146,6 +146,8 @@ vocabulary! {
     ActorKind = wire(domain::ActorKind::ALL, domain::ActorKind::as_str);
     /// What a run's dedupe scope names.
     ScopeKind = wire(domain::ScopeKind::ALL, domain::ScopeKind::as_str);
+    /// A kind of provider object the syncs find.
+    ItemKind = wire(domain::ItemKind::ALL, domain::ItemKind::as_str);
     /// A stable, machine-readable error code (`error.code`); the message beside it is
     /// for people.
     ErrorCode = wire(ErrorCodes::ALL, ErrorCodes::as_str),

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use aggregates::catalog::{
-    ActorKind, Capability, Consent, CredentialStatus, OperationKind, Outcome, ProblemClass,
-    ReasonCode, Role, RunStatus, ScopeKind,
+    ActorKind, Capability, Consent, CredentialStatus, ItemKind, OperationKind, Outcome,
+    ProblemClass, ReasonCode, Role, RunStatus, ScopeKind,
 };
 use dispatch_gate::app::StepState;
 use dispatch_gate::web::error::ErrorCode;
@@ -61,6 +61,7 @@ fn domain() -> Vec<(&'static str, Vec<&'static str>)> {
         ("StepState", wire(StepState::ALL, StepState::as_str)),
         ("ActorKind", wire(ActorKind::ALL, ActorKind::as_str)),
         ("ScopeKind", wire(ScopeKind::ALL, ScopeKind::as_str)),
+        ("ItemKind", wire(ItemKind::ALL, ItemKind::as_str)),
         ("ErrorCode", wire(ErrorCode::ALL, ErrorCode::as_str)),
     ]
 }
@@ -150,6 +151,20 @@ fn every_schema(api: &Value, visit: &mut impl FnMut(&str, &Value)) {
 
 /// String fields that are free text, names, times or tokens, never a closed vocabulary.
 const FREE_TEXT: &[&str] = &[
+    "GET /v1/tenants/{tenant_id}/inventory ?cursor",
+    "InventoryItem.display_name",
+    "InventoryItem.external_id",
+    "InventoryItem.modified_at",
+    "InventoryItem.removed_at",
+    "InventoryList.next_cursor",
+    "ProviderFailureJson.message",
+    "ProviderFailureJson.provider_code",
+    "ProviderFailureJson.request_id",
+    "RunDetail.snapshot_hash",
+    "SecretJson.directory_tenant_id",
+    "SecretJson.expires_at",
+    "SecretJson.fingerprint",
+    "SecretJson.set_at",
     "ActorJson.id",
     "ActorJson.name",
     "Claimed.lease_expires_at",
@@ -247,7 +262,7 @@ fn every_vocabulary_field_refers_to_its_enum() {
             "consent" => &["Consent"],
             "credentials" => &["CredentialStatus"],
             "state" => &["StepState"],
-            "kind" => &["ActorKind", "ScopeKind"],
+            "kind" => &["ActorKind", "ScopeKind", "ItemKind"],
             "role" => &["Role"],
             "capabilities" => &["Capability"],
             _ => return,

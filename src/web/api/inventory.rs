@@ -49,7 +49,8 @@ fn kind_schema() -> utoipa::openapi::schema::Object {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InventoryItem {
     /// `group`, `role_definition`, `device_configuration` or `compliance_policy`.
-    pub kind: String,
+    #[schema(value_type = crate::web::vocabulary::ItemKind)]
+    pub kind: ItemKind,
     /// The provider's id.
     pub external_id: String,
     /// Display name, if known.
@@ -114,7 +115,9 @@ async fn tenant_inventory(
             Ok(InventoryItem {
                 first_seen_run: run(&row.first_seen_run)?,
                 last_seen_run: run(&row.last_seen_run)?,
-                kind: row.kind,
+                kind: row.kind.parse().map_err(|_| {
+                    anyhow::anyhow!("a stored object kind `{}` is not a kind", row.kind)
+                })?,
                 external_id: row.external_id,
                 display_name: row.display_name,
                 modified_at: row.modified_at,

@@ -197,15 +197,15 @@ pub struct RunDetail {
     pub result: Option<serde_json::Value>,
     /// The SHA-256 of the snapshot a succeeded sync left beside the log.
     pub snapshot_hash: Option<String>,
-    /// What the provider said when the run failed: null, or `{code, request_id, message}`.
+    /// What the provider said when the run failed: null, or `{provider_code, request_id, message}`.
     pub provider_failure: Option<ProviderFailureJson>,
 }
 
 /// The provider's own words on a failed run, for the operator and the auditor.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderFailureJson {
-    /// The provider's error code (`AADSTS7000222`, `Authorization_RequestDenied`).
-    pub code: Option<String>,
+    /// The provider's own error code (`AADSTS7000222`, `Authorization_RequestDenied`).
+    pub provider_code: Option<String>,
     /// The provider's request id, for a support case.
     pub request_id: Option<String>,
     /// The provider's error text, shortened.
@@ -259,13 +259,13 @@ async fn get_run(
             .as_ref()
             .map(serde_json::to_value)
             .transpose()
-            .context("presenting a run's result")?,
+            .map_err(|e| anyhow::anyhow!("presenting a run's result: {e}"))?,
         snapshot_hash: run.snapshot_hash.clone(),
         provider_failure: (run.provider_code.is_some()
             || run.provider_request_id.is_some()
             || run.provider_message.is_some())
         .then(|| ProviderFailureJson {
-            code: run.provider_code.clone(),
+            provider_code: run.provider_code.clone(),
             request_id: run.provider_request_id.clone(),
             message: run.provider_message.clone(),
         }),
