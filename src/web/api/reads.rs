@@ -2,7 +2,6 @@
 
 use aggregates::catalog::{OperationKind, Outcome, RunStatus};
 use aggregates::ids::{RunId, TenantId};
-use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
