@@ -63,6 +63,8 @@ fn axe_source() -> String {
 
 /// What `serve --demo` printed: its users' tokens and the ids behind its links.
 struct Demo {
+    /// The sealing key's file, kept as long as the demo serves.
+    _secrets_key: tempfile::TempPath,
     banner: String,
     base: String,
     operator: String,
@@ -71,7 +73,7 @@ struct Demo {
 }
 
 impl Demo {
-    fn parse(banner: String) -> Self {
+    fn parse(banner: String, secrets_key: tempfile::TempPath) -> Self {
         let base = banner
             .lines()
             .find_map(|line| line.strip_prefix("Console: "))
@@ -86,6 +88,7 @@ impl Demo {
         let [operator, readonly, other_user] = <[String; 3]>::try_from(tokens)
             .unwrap_or_else(|_| panic!("three tokens expected in:\n{banner}"));
         Self {
+            _secrets_key: secrets_key,
             banner,
             base,
             operator,
@@ -355,8 +358,15 @@ fn xpath_literal(text: &str) -> String {
 
 /// A demo on `url` and a browser signed out, for the test named `test`.
 async fn demo(url: &str, test: &str) -> (Serve, Demo, Browser) {
-    let (dispatcher, banner) = Serve::start_demo(url, &["--no-worker"]);
-    let demo = Demo::parse(banner);
+    // A sealing key of its own, so secrets can be stored on PostgreSQL too.
+    let key = tempfile::NamedTempFile::new()
+        .expect("a key file")
+        .into_temp_path();
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).expect("the key");
+    let key_flag = key.to_str().expect("a UTF-8 temp path").to_owned();
+    let (dispatcher, banner) =
+        Serve::start_demo(url, &["--no-worker", "--secrets-key-file", &key_flag]);
+    let demo = Demo::parse(banner, key);
     let browser = Browser::open(&demo.base, test).await;
     (dispatcher, demo, browser)
 }
@@ -572,7 +582,28 @@ async fn manual_pass(url: &str, test: &str) {
 
     // 2. A connection surface: an explicit start on Fabrikam's usable connection.
     let explicit = demo.link("connection \"Fabrikam Graph");
+    // Its secret handed over through the API: the page shows its metadata only.
+    let secret = "browser-test-secret-not-to-be-shown";
+    let (status, stored) = dispatcher.call(
+        "PUT",
+        &format!(
+            "/v1/provider-connections/{}/secret",
+            explicit.trim_start_matches("/connections/")
+        ),
+        Some(json!({
+            "directory_tenant_id": "fabrikam.onmicrosoft.com",
+            "client_id": "11111111-2222-3333-4444-555555555555",
+            "client_secret": secret,
+            "expires_at": "2099-01-01T00:00:00Z",
+        })),
+    );
+    assert_eq!(status, 200, "{stored}");
     browser.goto(&explicit).await;
+    let page = browser.text().await;
+    assert!(
+        page.contains(stored["secret"]["fingerprint"].as_str().unwrap()) && !page.contains(secret),
+        "{page}"
+    );
     browser.look("connection").await;
     browser.click("Start Directory roles sync").await;
     assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");

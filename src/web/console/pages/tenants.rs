@@ -69,6 +69,12 @@ pub struct ConnectionItem {
     pub holder: Option<(String, &'static str, &'static str)>,
     /// Whether a start can pass the gate's provider checks now.
     pub usable: bool,
+    /// The stored secret, as its metadata (never the secret): client id,
+    /// directory tenant, fingerprint, expiry, when it was set.
+    pub secret: Option<(String, String, String, String, String)>,
+    /// What a run taught the gate about this connection: the run's page and the
+    /// provider's code (empty when it gave none).
+    pub learned: Option<(String, String)>,
 }
 
 fn connection_item(record: &queries::ConnectionRecord) -> ConnectionItem {
@@ -93,6 +99,28 @@ fn connection_item(record: &queries::ConnectionRecord) -> ConnectionItem {
         usable: c.enabled
             && c.consent == Consent::Granted
             && c.credentials == CredentialStatus::Valid,
+        secret: c.secret_fingerprint.as_ref().map(|fingerprint| {
+            (
+                c.secret_client_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                c.secret_directory_tenant_id.clone().unwrap_or_default(),
+                fingerprint.clone(),
+                c.secret_expires_at
+                    .as_deref()
+                    .map_or_else(|| "never".to_owned(), view::when),
+                c.secret_set_at
+                    .as_deref()
+                    .map(view::when)
+                    .unwrap_or_default(),
+            )
+        }),
+        learned: c.observed_run_id.map(|run_id| {
+            (
+                format!("/operations/{run_id}"),
+                c.observed_provider_code.clone().unwrap_or_default(),
+            )
+        }),
     }
 }
 
