@@ -598,6 +598,17 @@ async fn manual_pass(url: &str, test: &str) {
         })),
     );
     assert_eq!(status, 200, "{stored}");
+    // The admin's own read waits for its write, so this instance's views hold the
+    // secret before the operator's page is rendered (consistency is per session).
+    let (status, _) = dispatcher.call(
+        "GET",
+        &format!(
+            "/v1/provider-connections/{}",
+            explicit.trim_start_matches("/connections/")
+        ),
+        None,
+    );
+    assert_eq!(status, 200);
     browser.goto(&explicit).await;
     let page = browser.text().await;
     assert!(
