@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use testkit::on_both_backends;
 
 use common::{stderr, stdout};
+use dispatch_gate::app::RequestContext;
 use dispatch_gate::write::store::Backend;
 use serde_json::Value;
 
@@ -403,7 +404,7 @@ async fn writes_through_the_gate_are_sealed_into_the_log_chain(backend: Backend)
                 connection: None,
                 restore_run: None,
                 principal: Principal::Admin,
-                request_id: None,
+                context: RequestContext::NONE,
             })
             .await
             .unwrap();

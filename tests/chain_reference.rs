@@ -174,7 +174,7 @@ async fn the_reference_verifier_agrees_on_every_corpus_history(backend: Backend)
 
 async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backend: Backend) {
     use aggregates::catalog::OperationKind;
-    use dispatch_gate::app::{Dispatcher, Principal, StartCommand, SystemClock};
+    use dispatch_gate::app::{Dispatcher, Principal, RequestContext, StartCommand, SystemClock};
 
     let rows: Vec<common::Row> = common::read_jsonl(
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/dedupe.jsonl").as_ref(),
@@ -201,7 +201,10 @@ async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backe
                 connection: None,
                 restore_run: None,
                 principal: Principal::Admin,
-                request_id: Some("req-1".to_owned()),
+                context: RequestContext {
+                    request_id: Some("req-1".to_owned()),
+                    ..RequestContext::NONE
+                },
             })
             .await
             .unwrap();

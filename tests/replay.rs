@@ -26,7 +26,7 @@ use aggregates::{Actor, Timestamp};
 use chrono::{DateTime, Duration};
 use common::Row;
 use dispatch_gate::app::{
-    Clock, ConnectionChange, Dispatcher, Principal, StartCommand, StartDecision,
+    Clock, ConnectionChange, Dispatcher, Principal, RequestContext, StartCommand, StartDecision,
 };
 use dispatch_gate::audit;
 use dispatch_gate::write::executor::Executor;
@@ -159,7 +159,7 @@ async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: B
             connection: None,
             restore_run: None,
             principal: Principal::Admin,
-            request_id: None,
+            context: RequestContext::NONE,
         })
         .await
         .unwrap();
@@ -316,19 +316,32 @@ impl Scene {
         let clock = SteppingClock::new();
         let dispatcher = Arc::new(Dispatcher::new(database.clone(), clock.clone(), None));
         let workspace = dispatcher
-            .create_workspace(DisplayName::parse("Acme").unwrap())
+            .create_workspace(DisplayName::parse("Acme").unwrap(), &RequestContext::NONE)
             .await
             .unwrap();
         let tenant = dispatcher
-            .create_tenant(workspace, DisplayName::parse("Contoso").unwrap())
+            .create_tenant(
+                workspace,
+                DisplayName::parse("Contoso").unwrap(),
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
         let user = dispatcher
-            .create_user(DisplayName::parse("Olivia Operator").unwrap())
+            .create_user(
+                DisplayName::parse("Olivia Operator").unwrap(),
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
         dispatcher
-            .set_member(tenant, user.id, aggregates::catalog::Role::Owner, None)
+            .set_member(
+                tenant,
+                user.id,
+                aggregates::catalog::Role::Owner,
+                None,
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
         Self {
@@ -355,6 +368,7 @@ impl Scene {
                 DisplayName::parse(name).unwrap(),
                 ProviderName::parse("microsoft_graph").unwrap(),
                 make_default,
+                &RequestContext::NONE,
             )
             .await
             .unwrap();
@@ -363,7 +377,7 @@ impl Scene {
 
     async fn change(&self, connection: ConnectionId, change: ConnectionChange) {
         self.dispatcher
-            .change_connection(&self.operator, connection, change, None)
+            .change_connection(&self.operator, connection, change, &RequestContext::NONE)
             .await
             .unwrap();
     }
@@ -384,7 +398,10 @@ impl Scene {
             connection,
             restore_run: None,
             principal: self.operator.clone(),
-            request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
+            context: RequestContext {
+                request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
+                ..RequestContext::NONE
+            },
         }
     }
 
@@ -605,6 +622,7 @@ async fn restore_run() -> Scene {
                 &scene.operator,
                 scene.tenant,
                 BackupRef::parse(backup).unwrap(),
+                &RequestContext::NONE,
             )
             .await
             .unwrap();

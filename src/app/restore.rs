@@ -6,7 +6,7 @@ use aggregates::registry::{Registered, RestoreRun};
 use aggregates::values::BackupRef;
 use uuid::Uuid;
 
-use super::{metadata, AppError, Dispatcher, Principal};
+use super::{AppError, Dispatcher, Principal, RequestContext};
 
 impl Dispatcher {
     /// Prepares a restore run: a preview, no provider work yet.
@@ -15,6 +15,7 @@ impl Dispatcher {
         principal: &Principal,
         tenant_id: TenantId,
         backup_ref: BackupRef,
+        context: &RequestContext,
     ) -> Result<RestoreRun, AppError> {
         self.authorize(principal, tenant_id, Action::PrepareRestore)
             .await?;
@@ -27,7 +28,7 @@ impl Dispatcher {
                 &self.restores,
                 &id.to_string(),
                 record,
-                metadata(&actor, None, at),
+                context.metadata(&actor, at),
             )
             .await?;
         committed

@@ -12,7 +12,7 @@ use aggregates::secret::SecretMetadata;
 use aggregates::values::DirectoryTenantId;
 use aggregates::Timestamp;
 
-use super::{metadata, AppError, ConnectionView, Dispatcher, Principal};
+use super::{AppError, ConnectionView, Dispatcher, Principal, RequestContext};
 use crate::write::secrets::{self, SealingKey, SecretText};
 
 /// Why storing a secret is refused without a sealing key (PostgreSQL: the
@@ -82,7 +82,7 @@ impl Dispatcher {
         principal: &Principal,
         connection_id: ConnectionId,
         secret: NewSecret,
-        request_id: Option<&str>,
+        context: &RequestContext,
     ) -> Result<ConnectionView, AppError> {
         let (before, tenant) = self
             .authorize_connection(principal, connection_id, Action::ManageProviderConnections)
@@ -116,7 +116,7 @@ impl Dispatcher {
                 &self.connections,
                 &connection_id.to_string(),
                 command,
-                metadata(&actor, request_id, at),
+                context.metadata(&actor, at),
             )
             .await?;
         // Only the secret this one replaced: a rotation racing this one keeps
@@ -135,7 +135,7 @@ impl Dispatcher {
         &self,
         principal: &Principal,
         connection_id: ConnectionId,
-        request_id: Option<&str>,
+        context: &RequestContext,
     ) -> Result<ConnectionView, AppError> {
         let (_, tenant) = self
             .authorize_connection(principal, connection_id, Action::ManageProviderConnections)
@@ -150,7 +150,7 @@ impl Dispatcher {
                     actor: actor.clone(),
                     at,
                 },
-                metadata(&actor, request_id, at),
+                context.metadata(&actor, at),
             )
             .await?;
         secrets::discard(&self.database, connection_id, None).await?;
