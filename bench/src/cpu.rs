@@ -1,9 +1,27 @@
 //! CPU time spent during a scenario, from `/proc`: this process (the clients,
-//! the gate, and SQLite, which runs in-process), the `serve` child, and every
-//! `postgres` process on the machine. On a 2-core machine this says whether
-//! a figure is bound by CPU rather than by fsync or locks.
+//! the gate, and SQLite, which runs in-process), the `serve` child, and the
+//! PostgreSQL backends serving this run's scratch databases. On a 2-core
+//! machine this says whether a figure is bound by CPU rather than by fsync or
+//! locks.
+//!
+//! Backends are told apart by their process title (`postgres: … <user>
+//! <database> <client> <state>`, PostgreSQL's default `update_process_title`):
+//! other clients of a shared server, and the server's own background
+//! processes (WAL writer, checkpointer), are not counted.
 
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The scratch databases whose backends are counted.
+static DATABASES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Counts the backends of `database` from now on.
+pub fn watch_database(database: &str) {
+    DATABASES
+        .lock()
+        .expect("databases lock")
+        .push(database.to_owned());
+}
 
 /// `/proc/<pid>/stat` counts in USER_HZ, which Linux fixes at 100 per second.
 const TICK: Duration = Duration::from_millis(10);
@@ -15,8 +33,7 @@ pub struct Cpu {
     pub bench: Duration,
     /// The `serve` child, when there is one.
     pub serve: Option<Duration>,
-    /// Every process named `postgres` (the server and its backends, also those
-    /// serving other clients of the same server).
+    /// The PostgreSQL backends connected to this run's scratch databases.
     pub postgres: Duration,
 }
 
@@ -55,6 +72,10 @@ fn process(pid: &str) -> Option<Duration> {
 }
 
 fn postgres() -> Duration {
+    let databases = DATABASES.lock().expect("databases lock").clone();
+    if databases.is_empty() {
+        return Duration::ZERO;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Duration::ZERO;
     };
@@ -67,6 +88,15 @@ fn postgres() -> Duration {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .filter(|pid| {
+            // The title replaces the command line; words are space-separated.
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|title| {
+                let title = String::from_utf8_lossy(&title);
+                title
+                    .split(|c: char| c.is_whitespace() || c == '\0')
+                    .any(|word| databases.iter().any(|d| d == word))
+            })
         })
         .filter_map(|pid| process(&pid))
         .sum()

@@ -40,6 +40,7 @@ mod http;
 mod load;
 mod scratch;
 mod seed;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -288,7 +289,7 @@ async fn bench(
             database.close().await;
             header_done = true;
         }
-        http_spread(plan, gate, &url, scratches.dir(), &mut report).await?;
+        http_spread(plan, gate, &url, scratches.dir(), &sample, &mut report).await?;
     }
     if plan.runs(Scenario::Catchup) || plan.runs(Scenario::Rebuild) {
         let url = scratches.create("log").await?;
@@ -883,19 +884,24 @@ async fn history_starts(
     Ok((pass(true).await?, pass(false).await?))
 }
 
-/// The spread load through `serve` in a child process, on its own database.
+/// The spread load through `serve` in a child process, on its own database;
+/// then, on PostgreSQL, the statement budget of the same load ([`budget`]).
 async fn http_spread(
     plan: &Plan,
     gate: &std::path::Path,
     url: &str,
     dir: &std::path::Path,
+    sample: &Arc<Sample>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let admin = format!("dga_{}", hex::encode(rand::random::<[u8; 16]>()));
     let serve = http::Serve::start(gate, url, plan.pool, &admin, dir).await?;
+    let mut tenants_by_clients = BTreeMap::new();
+    let mut token = None;
     let result = async {
         let setup = http::Api::new(serve.base.clone(), 8);
         let operator = Arc::new(http::operator(&setup, &admin).await?);
+        token = Some(operator.token.clone());
         for &clients in &plan.clients {
             let count = spread_streams(plan.ops, clients);
             eprintln!("bench: creating {count} tenants through the admin API");
@@ -919,16 +925,111 @@ async fn http_spread(
             .await
             .context("setting up tenants through the admin API")?;
             let tenants = Arc::new(tenants.lock().expect("tenant slots").clone());
+            tenants_by_clients.insert(clients, tenants.clone());
             let api = http::Api::new(serve.base.clone(), clients);
-            let token: Arc<str> = operator.token.clone().into();
-            let run = drive(clients, plan.ops, move |turn| {
-                let (api, token) = (api.clone(), token.clone());
-                let tenant = tenants[turn.own_target(clients, tenants.len())].clone();
-                async move { http::start(&api, &token, &tenant).await }
-            });
+            let run = http_starts(&api, &operator.token, clients, plan.ops, tenants);
             let measured = timed(Some(serve.pid()), run).await?;
             let rss = serve.peak_rss()?;
             report.add_http(clients, measured, rss);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    serve.stop().await;
+    result?;
+    match (url.starts_with("postgres"), token) {
+        (true, Some(token)) => {
+            let http = BudgetServe {
+                gate,
+                url,
+                dir,
+                admin: &admin,
+                token: &token,
+            };
+            budget(plan, &http, &tenants_by_clients, sample, report).await
+        }
+        _ => {
+            report.budget_not_counted();
+            Ok(())
+        }
+    }
+}
+
+/// `ops` starts by `clients` clients, each on tenants of its own.
+fn http_starts(
+    api: &http::Api,
+    token: &str,
+    clients: usize,
+    ops: usize,
+    tenants: Arc<Vec<String>>,
+) -> impl std::future::Future<Output = anyhow::Result<Measured>> {
+    let (api, token): (_, Arc<str>) = (api.clone(), token.into());
+    drive(clients, ops, move |turn| {
+        let (api, token) = (api.clone(), token.clone());
+        let tenant = tenants[turn.own_target(clients, tenants.len())].clone();
+        async move { http::start(&api, &token, &tenant).await }
+    })
+}
+
+/// What the budget pass needs of the http scenario.
+struct BudgetServe<'a> {
+    gate: &'a std::path::Path,
+    url: &'a str,
+    dir: &'a std::path::Path,
+    admin: &'a str,
+    token: &'a str,
+}
+
+/// Operations per budget pass, at most: counts, not times, so a few hundred
+/// give exact averages.
+const BUDGET_OPS: usize = 400;
+
+/// The statement budget (PostgreSQL): the floor's inserts, then the same
+/// starts as `http-spread` through a second `serve`, each through a proxy
+/// that counts round trips, statements and transactions on the wire
+/// ([`wire`]). Caches are warmed first (one start per tenant) and not counted.
+async fn budget(
+    plan: &Plan,
+    http: &BudgetServe<'_>,
+    tenants_by_clients: &BTreeMap<usize, Arc<Vec<String>>>,
+    sample: &Arc<Sample>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(http.url)
+        .context("reading the scratch database URL")?;
+    let proxy = wire::Proxy::start(&options).await?;
+    let proxied = proxy.url(http.url);
+    let ops = plan.ops.min(BUDGET_OPS);
+    // The floor, on a table of its own in this database.
+    let database = Database::connect(&proxied, plan.pool).await?;
+    let floor_pass = async {
+        sqlx::query("CREATE TABLE IF NOT EXISTS bench_floor (LIKE events INCLUDING ALL)")
+            .execute(match &database {
+                Database::Postgres(pool) => pool,
+                Database::Sqlite(_) => unreachable!("the budget is counted on PostgreSQL"),
+            })
+            .await
+            .context("creating bench_floor for the budget")?;
+        floor(&database, 1, 20, sample).await?;
+        proxy.counter().take();
+        floor(&database, 1, ops, sample).await?;
+        anyhow::Ok(proxy.counter().take())
+    }
+    .await;
+    database.close().await;
+    report.add_budget("floor", 1, ops, &floor_pass?);
+    let serve = http::Serve::start(http.gate, &proxied, plan.pool, http.admin, http.dir).await?;
+    let result = async {
+        for (&clients, tenants) in tenants_by_clients {
+            let api = http::Api::new(serve.base.clone(), clients);
+            let warm = tenants.len();
+            http_starts(&api, http.token, clients, warm, tenants.clone())
+                .await
+                .context("warming the budget's serve")?;
+            proxy.counter().take();
+            http_starts(&api, http.token, clients, ops, tenants.clone()).await?;
+            report.add_budget("http-spread", clients, ops, &proxy.counter().take());
         }
         anyhow::Ok(())
     }
@@ -1009,11 +1110,17 @@ struct Report {
     floor: BTreeMap<usize, Measured>,
     naive: BTreeMap<usize, Measured>,
     spread: BTreeMap<usize, Measured>,
+    /// The CPU each gate-spread run took.
+    spread_cpu: BTreeMap<usize, Cpu>,
     /// Per history length: the cold decisions, then the warm ones.
     history: [Vec<(usize, Measured)>; 2],
     rebuild: Option<Measured>,
     catchup: Option<Measured>,
-    http: BTreeMap<usize, (Measured, Option<f64>)>,
+    http: BTreeMap<usize, (Measured, Option<f64>, Cpu)>,
+    /// The statement budget per operation of `http-spread`, by client count.
+    budget: BTreeMap<usize, wire::Side>,
+    /// Whether the budget's heading was printed.
+    budget_heading: bool,
     sustained_lag_p99: Option<Duration>,
     peak_rss: Option<u64>,
     backend: String,
@@ -1136,6 +1243,7 @@ impl Report {
                     &timed,
                     &self.versus(clients, m, true),
                 );
+                self.spread_cpu.insert(clients, timed.1);
                 self.spread.insert(clients, timed.0);
             }
             Kind::Hot => self.print("gate-hot", clients, &timed, &self.versus(clients, m, true)),
@@ -1214,7 +1322,50 @@ impl Report {
         note.push_str(&format!("serve peak RSS {:.1} MiB", mib(rss)));
         self.print("http-spread", clients, &timed, &note);
         self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(rss));
-        self.http.insert(clients, (timed.0, serve_per_op));
+        self.http.insert(clients, (timed.0, serve_per_op, timed.1));
+    }
+
+    /// One line of the statement budget, per operation: the request path's
+    /// round trips and transactions, the projector's beside them, and the
+    /// statements the request path ran.
+    fn add_budget(&mut self, name: &str, clients: usize, ops: usize, counted: &wire::Counted) {
+        if !self.budget_heading {
+            println!();
+            println!(
+                "statement budget per operation, counted on the wire by a proxy in a pass of \
+                 its own ({ops} operations, caches warm; request path | the projector beside it):"
+            );
+            self.budget_heading = true;
+        }
+        let per = |n: u64| n as f64 / ops.max(1) as f64;
+        let (r, p) = (counted.request, counted.projector);
+        println!(
+            "budget {name:<14} {clients:>3} clients: {:.2} round trips ({:.2} reads), {:.2} transactions ({:.2} writing) | projector {:.2} round trips, {:.2} transactions",
+            per(r.round_trips),
+            per(r.read_round_trips),
+            per(r.transactions),
+            per(r.writing_transactions),
+            per(p.round_trips),
+            per(p.transactions),
+        );
+        let mut statements: Vec<(&String, &u64)> = counted.statements.iter().collect();
+        statements.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (text, count) in statements.into_iter().filter(|(_, n)| per(**n) >= 0.005) {
+            let shown: String = text.chars().take(110).collect();
+            let more = if text.chars().count() > 110 { "…" } else { "" };
+            println!("    {:>6.2}  {shown}{more}", per(*count));
+        }
+        if name == "http-spread" {
+            self.budget.insert(clients, r);
+        }
+    }
+
+    /// Says why SQLite has no statement budget.
+    fn budget_not_counted(&self) {
+        println!();
+        println!(
+            "statement budget: not counted on SQLite (in the serve process: no round trips; see BENCHMARKS.md)"
+        );
     }
 
     fn add_sustained(&mut self, run: Sustained) {
@@ -1320,7 +1471,58 @@ impl Report {
                 );
             }
         }
-        if let (Some((h, serve)), Some(f)) = (self.http.get(&c), self.floor.get(&c)) {
+        if let (Some((h, _, cpu)), Some(s), Some(spread_cpu)) = (
+            self.http.get(&c),
+            self.spread.get(&c),
+            self.spread_cpu.get(&c),
+        ) {
+            if self.postgres {
+                let per_op = |d: Duration, m: &Measured| d.as_secs_f64() / m.ops.max(1) as f64;
+                judge(
+                    format!("PostgreSQL CPU per HTTP start ≤ 1.5× gate-spread's at {c} clients"),
+                    per_op(cpu.postgres, h) / per_op(spread_cpu.postgres, s).max(1e-9),
+                    1.5,
+                    false,
+                    "×",
+                );
+            }
+        }
+        if let Some(side) = self.budget.get(&c) {
+            let per = |n: u64| n as f64 / BUDGET_OPS.min(plan.ops).max(1) as f64;
+            judge(
+                format!("http-spread read round trips ≤ 1 per start at {c} clients (request path)"),
+                per(side.read_round_trips),
+                1.0,
+                false,
+                "",
+            );
+            judge(
+                format!("http-spread writing transactions ≤ 1 per start at {c} clients (request path)"),
+                per(side.writing_transactions),
+                1.0,
+                false,
+                "",
+            );
+        }
+        if let Some((h, _, _)) = self.http.get(&1) {
+            if let (Some(p50), Some(p99)) = (p50(h), p99(h)) {
+                judge(
+                    "http-spread p50 ≤ 1 ms at 1 client".to_owned(),
+                    p50.as_secs_f64() * 1000.0,
+                    1.0,
+                    false,
+                    " ms",
+                );
+                judge(
+                    "http-spread p99 ≤ 2 ms at 1 client".to_owned(),
+                    p99.as_secs_f64() * 1000.0,
+                    2.0,
+                    false,
+                    " ms",
+                );
+            }
+        }
+        if let (Some((h, serve, _)), Some(f)) = (self.http.get(&c), self.floor.get(&c)) {
             judge(
                 format!("http-spread ≥ 0.5× floor at {c} clients"),
                 h.throughput() / f.throughput(),
@@ -1339,9 +1541,9 @@ impl Report {
             }
             if let Some(per_op) = serve {
                 judge(
-                    format!("serve cpu ≤ 500 µs per HTTP start at {c} clients"),
+                    format!("serve cpu ≤ 250 µs per HTTP start at {c} clients"),
                     *per_op,
-                    500.0,
+                    250.0,
                     false,
                     " µs",
                 );
@@ -1377,7 +1579,7 @@ impl Report {
         if !lines.is_empty() {
             println!();
             println!(
-                "targets (issues 6 and 10) judged on this run ({}, pool {}):",
+                "targets (issues 6, 10 and 27) judged on this run ({}, pool {}):",
                 self.backend, plan.pool
             );
             for line in lines {

@@ -100,6 +100,7 @@ impl Scratches {
                     .with_context(|| format!("creating the scratch database {name}"))?;
                 admin.close().await.ok();
                 eprintln!("bench: scratch database {name} ({label})");
+                crate::cpu::watch_database(&name);
                 self.created.push(name.clone());
                 Ok(testkit::with_database(url, &name))
             }

@@ -146,7 +146,7 @@ impl Dispatcher {
         A::Command: Clone,
     {
         let committed = executor.execute(id, command, metadata).await?;
-        self.observe(&committed).await;
+        self.observe(&committed);
         Ok(committed)
     }
 
@@ -164,35 +164,18 @@ impl Dispatcher {
         A::Command: Clone,
     {
         let (committed, output) = executor.decide(id, decide, metadata).await?;
-        self.observe(&committed).await;
+        self.observe(&committed);
         Ok((committed, output))
     }
 
-    /// Learns the log position of a commit's last event.
-    pub(super) async fn observe<A: cqrs_es::Aggregate>(&self, committed: &Committed<A>) {
-        if let Some(last) = committed.events.last() {
-            match crate::write::store::log::position_of_committed(
-                &self.database,
-                A::TYPE,
-                &last.aggregate_id,
-                last.sequence,
-            )
-            .await
-            {
-                Ok(position) => {
-                    self.sessions.observe(position);
-                    consistency::wrote(position);
-                    self.catchup.kick();
-                }
-                // The write stands; only its position is unknown, so the
-                // next read of its principal may not see it.
-                Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
-                    aggregate = A::TYPE,
-                    id = last.aggregate_id,
-                    "a committed write has no log position yet"
-                ),
-            }
+    /// Records the log position of a commit's last event (the append returns
+    /// it): the request being served reports it, its principal's next read
+    /// waits for it, and the projector is told there is work.
+    pub(super) fn observe<A: cqrs_es::Aggregate>(&self, committed: &Committed<A>) {
+        if let Some(position) = committed.position {
+            self.sessions.observe(position);
+            consistency::wrote(position);
+            self.catchup.kick();
         }
     }
 

@@ -117,6 +117,9 @@ impl<E: Into<AppError> + std::error::Error> From<CommandError<E>> for AppError {
             CommandError::Conflict { attempts } => Self::Internal(anyhow::anyhow!(
                 "the stream kept changing; gave up after {attempts} attempts"
             )),
+            CommandError::Stale => Self::Internal(anyhow::anyhow!(
+                "the streams a decision read kept changing"
+            )),
             CommandError::Store(error) => error.into(),
         }
     }

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::read::views::checkpoints;
 use crate::read::views::{BatchViews, ReplaceViews};
-use crate::write::store::log::{head, sequence_all_postgres};
+use crate::write::store::log::{head, numbered_head, sequence_all_postgres};
 use crate::write::store::{on_pool, Database};
 
 /// Reads an event row (either backend) as a [`RecordedEvent`].
@@ -224,13 +224,11 @@ impl Catchup {
         }
     }
 
-    /// Numbers new events and brings every projection to the head.
+    /// Brings every projection to the head (numbering events first, if any
+    /// were inserted without a position).
     pub async fn catch_up(&self, failpoint: Failpoint) -> anyhow::Result<Positions> {
-        if let Database::Postgres(pool) = &self.database {
-            sequence_all_postgres(pool).await?;
-        }
         let mut positions = Positions {
-            head: head(&self.database).await?,
+            head: numbered_head(&self.database).await?,
             projections: checkpoints(&self.database).await?,
         };
         // Caught up: read only. A batch would rewrite every checkpoint row

@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope};
 use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::chain;
 use crate::write::snapshot::{self, SnapshotPolicy, StoredSnapshot};
+use crate::write::store::append::{append, AppendError, Guard, NewEvent};
 use crate::write::store::{Database, EventStoreOf};
 
 /// How many times a conflicting append is re-decided before giving up.
@@ -46,6 +46,10 @@ pub enum CommandError<E: std::error::Error> {
         /// Attempts made.
         attempts: u32,
     },
+    /// A stream guarding the commit ([`Guard`]) had moved on: nothing was
+    /// written, and the caller decides again on fresh state.
+    #[error("a stream the decision read has moved on")]
+    Stale,
     /// The store failed.
     #[error("event store failure")]
     Store(#[source] anyhow::Error),
@@ -60,6 +64,8 @@ pub struct Committed<A: Aggregate> {
     pub state: A,
     /// The stream's sequence after the events.
     pub sequence: usize,
+    /// The log position of the last event (`None` when nothing was committed).
+    pub position: Option<i64>,
 }
 
 /// A stream's state as this process last committed or loaded it.
@@ -196,7 +202,7 @@ where
                 decided.map(|()| (aggregate, events, ()))
             }
         };
-        let (committed, ()) = self.commit_decision(id, metadata, decide).await?;
+        let (committed, ()) = self.commit_decision(id, metadata, decide, &[]).await?;
         Ok(committed)
     }
 
@@ -211,6 +217,21 @@ where
         decide: impl Fn(&A) -> Result<(Vec<A::Event>, T), A::Error>,
         metadata: HashMap<String, String>,
     ) -> Result<(Committed<A>, T), CommandError<A::Error>> {
+        self.decide_guarded(id, decide, metadata, &[]).await
+    }
+
+    /// [`Executor::decide`] on state read from other streams too (`guards`):
+    /// the commit is written only if none of them moved past the sequence the
+    /// decision saw, else [`CommandError::Stale`] and nothing is written. A
+    /// refusal or a no-op writes nothing, so it proves nothing: it comes back
+    /// as decided, and the caller checks its reads before answering with it.
+    pub async fn decide_guarded<T>(
+        &self,
+        id: &str,
+        decide: impl Fn(&A) -> Result<(Vec<A::Event>, T), A::Error>,
+        metadata: HashMap<String, String>,
+        guards: &[Guard],
+    ) -> Result<(Committed<A>, T), CommandError<A::Error>> {
         let decide = |mut aggregate: A| {
             std::future::ready(decide(&aggregate).map(|(events, output)| {
                 for event in &events {
@@ -219,7 +240,7 @@ where
                 (aggregate, events, output)
             }))
         };
-        self.commit_decision(id, metadata, decide).await
+        self.commit_decision(id, metadata, decide, guards).await
     }
 
     /// Load, decide, commit: the one commit path of both entry points.
@@ -233,6 +254,7 @@ where
         id: &str,
         metadata: HashMap<String, String>,
         decide: impl Fn(A) -> F,
+        guards: &[Guard],
     ) -> Result<(Committed<A>, T), CommandError<A::Error>>
     where
         F: std::future::Future<Output = Result<(A, Vec<A::Event>, T), A::Error>>,
@@ -274,10 +296,11 @@ where
                     events: vec![],
                     state: aggregate,
                     sequence,
+                    position: None,
                 };
                 return Ok((committed, output));
             }
-            let sealed = seal::<A>(
+            let (serialized, sealed) = seal::<A>(
                 id,
                 current.sequence,
                 &events,
@@ -285,18 +308,32 @@ where
                 &current.head,
             )?;
             let head = chain::sealed_head(&sealed).to_owned();
-            // In event-store mode cqrs-es reads only the id and the sequence
-            // of the context (the aggregate is for its snapshot modes).
-            let context = EventStoreAggregateContext {
-                aggregate_id: id.to_owned(),
-                aggregate: A::default(),
-                current_sequence: current.sequence,
-                current_snapshot: None,
-            };
-            match self.store.commit(events, context, sealed).await {
-                Ok(events) => {
-                    let last = events.last().expect("events were committed");
-                    let sequence = last.sequence;
+            let stored_metadata = serde_json::to_value(&sealed).expect("a map of strings");
+            let appended = append(
+                &self.database,
+                A::TYPE,
+                id,
+                current.sequence,
+                &serialized,
+                &stored_metadata,
+                guards,
+            )
+            .await;
+            match appended {
+                Ok(positions) => {
+                    // What cqrs-es's commit would have handed back: the events
+                    // as decided, each with the commit's metadata.
+                    let events: Vec<EventEnvelope<A>> = events
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, payload)| EventEnvelope {
+                            aggregate_id: id.to_owned(),
+                            sequence: current.sequence + 1 + i,
+                            payload,
+                            metadata: sealed.clone(),
+                        })
+                        .collect();
+                    let sequence = current.sequence + events.len();
                     let committed = Warm {
                         state: aggregate.clone(),
                         sequence,
@@ -309,15 +346,21 @@ where
                         events,
                         state: aggregate,
                         sequence,
+                        position: positions.last().copied(),
                     };
                     return Ok((committed, output));
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(AppendError::Conflict) => {
                     tracing::debug!(attempt, "conflicting append; re-loading and re-deciding");
                     let jitter = rand::rng().random_range(0..=(1u64 << attempt.min(6)));
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                Err(other) => return Err(store_error(other)),
+                Err(AppendError::Stale) => {
+                    // The stream itself did not move: keep its state warm.
+                    self.keep_warm(id, current);
+                    return Err(CommandError::Stale);
+                }
+                Err(AppendError::Store(error)) => return Err(CommandError::Store(error)),
             }
         }
         Err(CommandError::Conflict {
@@ -489,13 +532,16 @@ fn chain_head(sequence: usize, metadata: &serde_json::Value) -> String {
 /// records the hash of each of its events as a list, and each event finds its
 /// own by its sequence (see [`crate::chain`]): every event of a multi-event
 /// commit is hashed and checked on its own, none shares another's hash.
+///
+/// Each event is serialized once, here: the chain hashes the payload and the
+/// append stores it.
 fn seal<A: Aggregate>(
     id: &str,
     loaded_at: usize,
     events: &[A::Event],
     metadata: HashMap<String, String>,
     head: &str,
-) -> Result<HashMap<String, String>, CommandError<A::Error>> {
+) -> Result<(Vec<NewEvent>, HashMap<String, String>), CommandError<A::Error>> {
     let serialized = events
         .iter()
         .map(|event| {
@@ -505,14 +551,23 @@ fn seal<A: Aggregate>(
             Ok((event.event_type(), event.event_version(), payload))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(chain::seal(
+    let sealed = chain::seal(
         A::TYPE,
         id,
         loaded_at as u64 + 1,
         &serialized,
         metadata,
         head,
-    ))
+    );
+    let serialized = serialized
+        .into_iter()
+        .map(|(event_type, event_version, payload)| NewEvent {
+            event_type,
+            event_version,
+            payload,
+        })
+        .collect();
+    Ok((serialized, sealed))
 }
 
 fn store_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {

@@ -308,8 +308,11 @@ async fn health_and_readiness_report_projection_lag(backend: Backend) {
     assert!(ready.body["projections"]["runs"].as_i64().unwrap() > 0);
 }
 
-/// PostgreSQL: a transaction that wrote its event first but commits last is
-/// numbered after the events that committed before it, and never skipped.
+/// PostgreSQL: a transaction that wrote its event first and is slow to commit
+/// is never skipped. An event takes its position at insert, under the
+/// sequencer's lock held until its transaction ends, so a writer after it
+/// waits for that commit instead of committing first: the projector passes
+/// nothing meanwhile, and afterwards the log's order is the commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_committing_out_of_order_is_not_skipped() {
     let app = TestApp::without_catchup(Backend::Postgres).await;
@@ -331,11 +334,6 @@ async fn a_transaction_committing_out_of_order_is_not_skipped() {
     sqlx::query("INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                  VALUES ('Tenant', $1, $2, 'MemberSet', '1.0', $3, '{}')")
         .bind(&f.tenant).bind(sequence).bind(&payload).execute(&mut *slow).await.unwrap();
-    // Meanwhile a fast writer commits, and the projections move past it.
-    let started = app.start(&f.operator, &f.tenant, "inventory.sync").await;
-    assert_eq!(started.status, StatusCode::ACCEPTED);
-    let before = catchup.catch_up(Failpoint::Off).await.unwrap();
-    assert_eq!(before.slowest(), before.head);
     let members = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM view_members WHERE user_id = $1")
             .bind(user)
@@ -343,16 +341,48 @@ async fn a_transaction_committing_out_of_order_is_not_skipped() {
             .await
             .unwrap()
     };
-    assert_eq!(members(pool.clone()).await, 0, "not committed yet");
-    slow.commit().await.unwrap();
+    // Meanwhile a fast writer starts an operation: it waits for the slow
+    // one, and the projections pass nothing while it does.
+    let fast = app.start(&f.operator, &f.tenant, "inventory.sync");
+    let slow_then_projector = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the fast writer never waited");
+            tokio::task::yield_now().await;
+        }
+        let before = catchup.catch_up(Failpoint::Off).await.unwrap();
+        assert_eq!(before.slowest(), before.head);
+        assert_eq!(members(pool.clone()).await, 0, "not committed yet");
+        slow.commit().await.unwrap();
+        before
+    };
+    let (started, before) = tokio::join!(fast, slow_then_projector);
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
     let after = catchup.catch_up(Failpoint::Off).await.unwrap();
     let position: i64 = sqlx::query_scalar("SELECT position FROM events WHERE aggregate_type = 'Tenant' AND aggregate_id = $1 AND sequence = $2")
         .bind(&f.tenant).bind(sequence).fetch_one(pool).await.unwrap();
+    let decided: i64 = sqlx::query_scalar(
+        "SELECT MAX(position) FROM events WHERE aggregate_type = 'ProviderConnection'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
     assert!(
-        position > before.head,
-        "numbered after everything that committed before it"
+        before.head < position && position < decided,
+        "numbered in commit order: the slow commit ({position}) before the fast one ({decided}), \
+         both after everything the projector had passed ({})",
+        before.head
     );
-    assert_eq!(after.slowest(), position);
+    assert_eq!(after.slowest(), decided);
     assert_eq!(
         members(pool.clone()).await,
         1,

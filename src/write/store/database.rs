@@ -3,13 +3,12 @@
 //! Both are used in event-store mode only: cqrs-es 0.5.0's snapshot and
 //! aggregate-store modes corrupt state (see `shared/notes/cqrs-es-0.5.md`).
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use aggregates::upcast::upcasters;
 use anyhow::Context;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -38,6 +37,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://dispatch-gate.db";
 /// How long a PostgreSQL request waits for a connection: while the server is
 /// down, requests answer 503 `unavailable` after this, instead of hanging.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pooled PostgreSQL connection idle at least this long is pinged before it
+/// is handed out (and replaced if the ping fails); one used more recently is
+/// handed out as it is. sqlx's default pings before every use: a round trip
+/// per statement on the request path. A connection the server dropped within
+/// this window fails its statement instead (503 `unavailable`), and the pool
+/// closes it; after an outage every connection has been idle longer than this.
+pub const PING_IF_IDLE: Duration = Duration::from_secs(1);
 
 /// A connected database, either backend.
 #[derive(Clone, Debug)]
@@ -182,6 +189,15 @@ impl Database {
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .test_before_acquire(false)
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_IF_IDLE {
+                                sqlx::Connection::ping(connection).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot connect to PostgreSQL at `{shown}`"))?;
@@ -283,17 +299,15 @@ impl Database {
     }
 }
 
-/// A cqrs-es event store on either backend. cqrs-es's `EventStore` is not
-/// object safe, so the two concrete stores sit behind this enum.
+/// A cqrs-es event store on either backend, for reading streams (commits go
+/// through [`super::append`]). cqrs-es's `EventStore` is not object safe, so
+/// the two concrete stores sit behind this enum.
 pub enum EventStoreOf<A: Aggregate> {
     /// PostgreSQL.
     Postgres(PersistedEventStore<PostgresEventRepository, A>),
     /// SQLite.
     Sqlite(PersistedEventStore<SealingSqliteRepository, A>),
 }
-
-/// What a commit appends after: the stream and the sequence it was loaded at.
-pub type Loaded<A> = EventStoreAggregateContext<A>;
 
 impl<A: Aggregate> EventStoreOf<A> {
     /// Reads the events of one aggregate in sequence order.
@@ -304,20 +318,6 @@ impl<A: Aggregate> EventStoreOf<A> {
         match self {
             Self::Postgres(store) => store.load_events(id).await,
             Self::Sqlite(store) => store.load_events(id).await,
-        }
-    }
-
-    /// Appends events after the loaded sequence; a concurrent append gives
-    /// `AggregateConflict`.
-    pub async fn commit(
-        &self,
-        events: Vec<A::Event>,
-        context: Loaded<A>,
-        metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        match self {
-            Self::Postgres(store) => store.commit(events, context, metadata).await,
-            Self::Sqlite(store) => store.commit(events, context, metadata).await,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The log's commit order: positions given to committed events (on
-//! PostgreSQL by the sequencer, `dg_sequence` / `dg_position` in SQL; on
-//! SQLite by the insert), and the head they reach.
+//! The log's commit order: positions given to events as they are inserted
+//! ([`super::append`]; on PostgreSQL by the insert trigger, under the
+//! sequencer's lock), the sequencer that numbers rows inserted unnumbered
+//! before that (`dg_sequence`), and the head they reach.
 
 use anyhow::Context;
 
@@ -15,22 +16,26 @@ pub async fn head(database: &Database) -> anyhow::Result<i64> {
         .context("reading the log head"))
 }
 
-/// The position of one event, if it has one yet.
-async fn position_of(
-    database: &Database,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: usize,
-) -> anyhow::Result<Option<i64>> {
-    let sql = "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-    on_pool!(database, |pool| sqlx::query_scalar::<_, Option<i64>>(sql)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(sequence as i64)
-        .fetch_optional(pool)
-        .await
-        .map(Option::flatten)
-        .context("reading an event's position"))
+/// The log head, once every committed event has a position: on PostgreSQL,
+/// rows inserted unnumbered (before positions were given at insert, by a
+/// binary of that time still running) are numbered first. One read when there
+/// are none, which is always once every writer gives positions at insert.
+pub async fn numbered_head(database: &Database) -> anyhow::Result<i64> {
+    let Database::Postgres(pool) = database else {
+        return head(database).await;
+    };
+    let (top, unnumbered): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(position), 0) FROM events), \
+                EXISTS (SELECT 1 FROM events WHERE position IS NULL)",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the log head")?;
+    if !unnumbered {
+        return Ok(top);
+    }
+    sequence_all_postgres(pool).await?;
+    head(database).await
 }
 
 /// Events numbered per sequencer transaction.
@@ -55,30 +60,4 @@ async fn sequence_postgres(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
         .await
         .context("numbering events")?;
     Ok(numbered as u64)
-}
-
-/// The log position of a committed event. On PostgreSQL the event is
-/// numbered first if the sequencer has not numbered it yet (`dg_position`),
-/// so a write learns its position in one round trip.
-pub async fn position_of_committed(
-    database: &Database,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: usize,
-) -> anyhow::Result<i64> {
-    let position: Option<i64> = match database {
-        Database::Postgres(pool) => sqlx::query_scalar("SELECT dg_position($1, $2, $3)")
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence as i64)
-            .fetch_one(pool)
-            .await
-            .context("numbering a committed event")?,
-        Database::Sqlite(_) => {
-            position_of(database, aggregate_type, aggregate_id, sequence).await?
-        }
-    };
-    position.with_context(|| {
-        format!("the committed event {aggregate_type}/{aggregate_id} #{sequence} has no position")
-    })
 }

@@ -1,7 +1,9 @@
 //! Storage backends: PostgreSQL through postgres-es, SQLite through sqlite-es
-//! ([`database`]); the global log's order and heads ([`log`]); the log chain's
-//! seal on SQLite ([`sealing`]).
+//! ([`database`]); appending a commit with its log positions ([`append`]); the
+//! global log's order and heads ([`log`]); the log chain's seal on SQLite
+//! ([`sealing`]).
 
+pub mod append;
 mod database;
 pub mod log;
 pub mod sealing;
