@@ -1,7 +1,7 @@
 -- An event takes its log position and its log-chain seal in the transaction
--- that inserts it, so that one write transaction appends the event and hands
--- back its position (`INSERT … RETURNING position`): no second, numbering
--- transaction per write (issue 27).
+-- that inserts it, so that one write hands back its position: no second,
+-- numbering transaction per write, and no rewrite of every row by the
+-- sequencer (issue 27).
 --
 -- Commit order is kept the way the sequencer kept it (20261127000002): one
 -- numbering at a time, under the same advisory lock. The lock is taken in
@@ -9,10 +9,10 @@
 -- releases a transaction's locks only after its commit is visible; so the
 -- next writer numbers after a row it can see, and a reader following
 -- `position > checkpoint` can never be passed by a late commit: a transaction
--- that holds a lower position commits before any higher one is given. The
--- price: commits that append events follow one another (no two share a WAL
--- flush), and a transaction must not hold an event insert open (BENCHMARKS.md,
--- docs/consistency.md). The gate's own writes are one statement each.
+-- that holds a lower position commits before any higher one is given. So an
+-- event insert must not be held open (docs/consistency.md); the gate's own
+-- appends go through `dg_append` below, which holds the lock only while the
+-- server inserts.
 --
 -- The seal is the one `dg_sequence` gives (20261202300001): chained on from
 -- the hash of the highest position, read after the lock is held. Each
@@ -59,3 +59,51 @@ CREATE TRIGGER events_take_their_position
 EXECUTE FUNCTION dg_number_at_insert();
 
 SELECT dg_sequence(1000000000, false);
+
+-- The gate's append: a commit's events (arrays, one per column, in sequence
+-- order, all with the commit's metadata), unless a guarding stream has an
+-- event past the sequence the decision read (then nothing is written and
+-- `positions` is NULL). Returns the events' positions.
+--
+-- Called on its own (`CALL`, one round trip), it runs two transactions. The
+-- first inserts the events, numbered and sealed by the trigger above, and
+-- commits without waiting for its WAL flush: the numbering lock is released as
+-- soon as the commit is visible, never held across a flush, so concurrent
+-- appends are numbered one after another but flushed together. The second
+-- writes a transactional WAL record and commits as the session is configured
+-- (durably by default, to the synchronous standby with synchronous
+-- replication): its commit waits for all WAL before it, the first
+-- transaction's included. So the positions are durable before the call
+-- returns, as `dg_position` made them (20261207260002); a crash in between
+-- loses the first transaction with everything after it, and its caller got no
+-- answer. (`dg_sequence`'s relaxed numbering rests on the same argument.)
+CREATE PROCEDURE dg_append(
+    stream_type text, stream_id text,
+    sequences bigint[], event_types text[], event_versions text[], payloads text[],
+    commit_metadata text,
+    guard_types text[], guard_ids text[], guard_sequences bigint[],
+    INOUT positions bigint[] DEFAULT NULL)
+LANGUAGE plpgsql AS
+$$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    WITH appended AS (
+        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                            payload, metadata)
+        SELECT stream_type, stream_id, e.sequence, e.event_type, e.event_version,
+               CAST(e.payload AS jsonb), CAST(commit_metadata AS jsonb)
+        FROM unnest(sequences, event_types, event_versions, payloads) WITH ORDINALITY
+            AS e(sequence, event_type, event_version, payload, n)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM unnest(guard_types, guard_ids, guard_sequences) AS g(t, id, s)
+            JOIN events x ON x.aggregate_type = g.t AND x.aggregate_id = g.id AND x.sequence = g.s + 1)
+        ORDER BY e.n
+        RETURNING sequence, position)
+    SELECT array_agg(position ORDER BY sequence) INTO positions FROM appended;
+    IF positions IS NULL THEN
+        RETURN;
+    END IF;
+    COMMIT;
+    PERFORM pg_logical_emit_message(true, 'dispatch-gate', 'position');
+END
+$$;

@@ -2,11 +2,12 @@
 //! positions, so a command learns where its events stand in the log without a
 //! second statement (issue 27).
 //!
-//! On PostgreSQL the append is a single `INSERT … RETURNING position`, run on
-//! its own (PostgreSQL's implicit transaction: one round trip, committed at
-//! once); the insert triggers check that each event follows its stream's last
-//! one, and give it its position and log-chain seal under the sequencer's
-//! lock (migration `20261214270001_positions_at_insert.sql`). On SQLite the
+//! On PostgreSQL the append is one call of the procedure `dg_append` (one
+//! round trip): its insert triggers check that each event follows its
+//! stream's last one, and give it its position and log-chain seal under the
+//! sequencer's lock, which is held only while the server inserts; the call
+//! returns once the events are durable (migration
+//! `20261214270001_positions_at_insert.sql` says how). On SQLite the
 //! append holds the one write lock (`BEGIN IMMEDIATE`), reads the highest
 //! position and its seal once, and inserts each event numbered and sealed.
 //!
@@ -16,7 +17,6 @@
 //! same statement. A warm cache is then proven fresh by the write itself, and
 //! needs no read before it.
 
-use anyhow::Context;
 use serde_json::Value;
 
 use super::sealing::seal_sqlite;
@@ -60,20 +60,11 @@ pub enum AppendError {
     Store(#[source] anyhow::Error),
 }
 
-/// PostgreSQL's append: the rows from arrays (one bound array per column),
-/// inserted in order unless a guard's stream has an event past its sequence.
-const APPEND_POSTGRES: &str = "\
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT $1, $2, e.sequence, e.event_type, e.event_version, CAST(e.payload AS jsonb), CAST($6 AS jsonb)
-FROM unnest($3::bigint[], $4::text[], $5::text[], $7::text[]) WITH ORDINALITY
-    AS e(sequence, event_type, event_version, payload, n)
-WHERE NOT EXISTS (
-    SELECT 1 FROM unnest($8::text[], $9::text[], $10::bigint[]) AS g(aggregate_type, aggregate_id, sequence)
-    JOIN events x ON x.aggregate_type = g.aggregate_type
-                 AND x.aggregate_id = g.aggregate_id
-                 AND x.sequence = g.sequence + 1)
-ORDER BY e.n
-RETURNING sequence, position";
+/// PostgreSQL's append: `dg_append` (migration
+/// `20261214270001_positions_at_insert.sql`) inserts the events, numbered and
+/// sealed, unless a guard's stream moved, and returns once they are durable.
+const APPEND_POSTGRES: &str =
+    "CALL dg_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)";
 
 /// Appends `events` to the stream `aggregate_type`/`aggregate_id` after
 /// `loaded_at`, all with `metadata`, unless a guard's stream moved. Returns
@@ -95,34 +86,29 @@ pub async fn append(
             let sequences: Vec<i64> = (1..=events.len())
                 .map(|i| (loaded_at + i) as i64)
                 .collect();
-            let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(APPEND_POSTGRES)
+            let positions: Option<Vec<i64>> = sqlx::query_scalar(APPEND_POSTGRES)
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(&sequences)
                 .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
                 .bind(events.iter().map(|e| e.event_version.as_str()).collect::<Vec<_>>())
-                .bind(metadata.to_string())
                 .bind(events.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
+                .bind(metadata.to_string())
                 .bind(guards.iter().map(|g| g.aggregate_type).collect::<Vec<_>>())
                 .bind(guards.iter().map(|g| g.aggregate_id.as_str()).collect::<Vec<_>>())
                 .bind(guards.iter().map(|g| g.sequence as i64).collect::<Vec<_>>())
-                .fetch_all(pool)
+                .fetch_one(pool)
                 .await
                 .map_err(append_error)?;
-            if rows.is_empty() {
+            let Some(positions) = positions else {
                 return Err(AppendError::Stale);
-            }
-            let mut positions = Vec::with_capacity(rows.len());
-            for sequence in sequences {
-                let position = rows
-                    .iter()
-                    .find(|(s, _)| *s == sequence)
-                    .and_then(|(_, p)| *p)
-                    .with_context(|| {
-                        format!("event {aggregate_type}/{aggregate_id} #{sequence} got no position")
-                    })
-                    .map_err(AppendError::Store)?;
-                positions.push(position);
+            };
+            if positions.len() != events.len() {
+                return Err(AppendError::Store(anyhow::anyhow!(
+                    "{} events of {aggregate_type}/{aggregate_id} appended, {} positions returned",
+                    events.len(),
+                    positions.len()
+                )));
             }
             Ok(positions)
         }
