@@ -1352,7 +1352,11 @@ impl Report {
         statements.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (text, count) in statements.into_iter().filter(|(_, n)| per(**n) >= 0.005) {
             let shown: String = text.chars().take(110).collect();
-            let more = if text.chars().count() > 110 { "…" } else { "" };
+            let more = if text.chars().count() > 110 {
+                "…"
+            } else {
+                ""
+            };
             println!("    {:>6.2}  {shown}{more}", per(*count));
         }
         if name == "http-spread" {
@@ -1497,7 +1501,9 @@ impl Report {
                 "",
             );
             judge(
-                format!("http-spread writing transactions ≤ 1 per start at {c} clients (request path)"),
+                format!(
+                    "http-spread writing transactions ≤ 1 per start at {c} clients (request path)"
+                ),
                 per(side.writing_transactions),
                 1.0,
                 false,

@@ -27,9 +27,14 @@ const GSSENC_REQUEST: u32 = 80_877_104;
 /// running beside it in the same pool (its batches, checkpoints and the log
 /// head it reads). Told apart by the tables and functions only it uses.
 fn is_projector(statement: &str) -> bool {
-    ["projection_checkpoints", "dg_sequence(", "MAX(position)", "view_"]
-        .iter()
-        .any(|mark| statement.contains(mark))
+    [
+        "projection_checkpoints",
+        "dg_sequence(",
+        "MAX(position)",
+        "view_",
+    ]
+    .iter()
+    .any(|mark| statement.contains(mark))
 }
 
 /// Whether a statement (outside a transaction block) only reads: a `SELECT`
@@ -37,9 +42,15 @@ fn is_projector(statement: &str) -> bool {
 fn is_read(statement: &str) -> bool {
     let upper = statement.trim_start().to_ascii_uppercase();
     (upper.starts_with("SELECT") || upper.starts_with("SHOW"))
-        && !["DG_POSITION(", "DG_SEQUENCE(", "INSERT ", "UPDATE ", "DELETE "]
-            .iter()
-            .any(|mark| upper.contains(mark))
+        && ![
+            "DG_POSITION(",
+            "DG_SEQUENCE(",
+            "INSERT ",
+            "UPDATE ",
+            "DELETE ",
+        ]
+        .iter()
+        .any(|mark| upper.contains(mark))
 }
 
 /// Counts for one side (the request path, or the projector).
@@ -183,7 +194,10 @@ async fn relay(mut client: TcpStream, upstream: &Upstream, counter: Counter) -> 
     client.set_nodelay(true).ok();
     // The startup packet: answer a TLS or GSS request with "no" ourselves.
     let startup = loop {
-        let length = client.read_u32().await.context("reading a startup packet")? as usize;
+        let length = client
+            .read_u32()
+            .await
+            .context("reading a startup packet")? as usize;
         anyhow::ensure!(
             (8..=10_000).contains(&length),
             "startup packet of {length} bytes"
@@ -228,7 +242,8 @@ where
     server.write_all(&startup).await?;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = tokio::io::split(server);
-    let down = tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+    let down =
+        tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
     let mut session = Session::default();
     let mut header = [0u8; 5];
     loop {
@@ -427,7 +442,10 @@ mod tests {
     #[test]
     fn a_select_on_its_own_is_a_read_round_trip_and_a_numbering_call_is_a_write() {
         let counted = run(&[
-            message(b'P', &["s1", "SELECT COALESCE(MAX(sequence), 0) FROM events"]),
+            message(
+                b'P',
+                &["s1", "SELECT COALESCE(MAX(sequence), 0) FROM events"],
+            ),
             message(b'B', &["", "s1"]),
             message(b'E', &["", ""]),
             message(b'S', &[]),
@@ -446,7 +464,10 @@ mod tests {
     fn the_projectors_block_is_counted_on_its_own_side() {
         let counted = run(&[
             message(b'Q', &["BEGIN"]),
-            message(b'P', &["s1", "INSERT INTO projection_checkpoints VALUES ($1)"]),
+            message(
+                b'P',
+                &["s1", "INSERT INTO projection_checkpoints VALUES ($1)"],
+            ),
             message(b'B', &["", "s1"]),
             message(b'E', &["", ""]),
             message(b'S', &[]),
@@ -461,7 +482,10 @@ mod tests {
     #[test]
     fn the_proxy_url_keeps_the_credentials_and_database_and_turns_tls_off() {
         assert_eq!(
-            through("postgres://app:pw@db.example:6432/gate?sslmode=require&application_name=x", 7000),
+            through(
+                "postgres://app:pw@db.example:6432/gate?sslmode=require&application_name=x",
+                7000
+            ),
             "postgres://app:pw@127.0.0.1:7000/gate?application_name=x&sslmode=disable"
         );
         assert_eq!(

@@ -5,7 +5,11 @@ use aggregates::catalog::Action;
 use aggregates::connection::ProviderConnection;
 use aggregates::ids::{ConnectionId, TenantId};
 use aggregates::tenant::Tenant;
+use aggregates::user::UserAccount;
+use cqrs_es::Aggregate;
 use uuid::Uuid;
+
+use crate::write::store::append::Guard;
 
 use super::principal::{Principal, TokenDigest};
 use super::{AppError, Dispatcher};
@@ -35,6 +39,58 @@ pub(super) fn check(
     Ok(())
 }
 
+/// A caller authenticated on a view of its account ([`Dispatcher::authenticate_claimed`]).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Who the token names.
+    pub principal: Principal,
+    /// The account's stream at the sequence the token was checked on (`None`
+    /// for the admin, whose token is configuration).
+    pub user: Option<Guard>,
+    /// Whether that view was read from the store just now.
+    pub fresh: bool,
+}
+
+impl Claimed {
+    fn admin() -> Self {
+        Self {
+            principal: Principal::Admin,
+            user: None,
+            fresh: true,
+        }
+    }
+}
+
+fn account_guard(id: String, sequence: usize) -> Guard {
+    Guard {
+        aggregate_type: UserAccount::TYPE,
+        aggregate_id: id,
+        sequence,
+    }
+}
+
+/// The principal a user token names, if it is the account's current token. A
+/// revoked account has no token, and an unknown user none either: both are
+/// compared against a dummy digest, so that they cost what a known user with
+/// a wrong secret costs.
+fn claim(account: &UserAccount, token: &TokenDigest) -> Option<Principal> {
+    let stored: [u8; 32] = account
+        .token_sha256
+        .as_ref()
+        .and_then(|current| hex::decode(current).ok())
+        .and_then(|bytes| bytes.try_into().ok())
+        .unwrap_or(DUMMY_DIGEST);
+    let matches = digests_equal(&stored, &token.sha256);
+    account
+        .user
+        .as_ref()
+        .filter(|_| matches && account.token_sha256.is_some())
+        .map(|user| Principal::User {
+            id: user.user_id,
+            name: user.name.as_str().to_owned(),
+        })
+}
+
 /// Whether the principal may take the action in this tenant (a member with
 /// the capability, or the admin): what the console shows buttons for.
 pub fn allows(principal: &Principal, tenant: &Tenant, action: Action) -> bool {
@@ -54,34 +110,60 @@ impl Dispatcher {
         &self,
         token: &TokenDigest,
     ) -> Result<Option<Principal>, AppError> {
-        let digest = token.sha256;
-        if self
-            .admin_token_sha256
-            .is_some_and(|admin| digests_equal(&admin, &digest))
-        {
-            return Ok(Some(Principal::Admin));
+        Ok(self.authenticate_fresh(token).await?.map(|c| c.principal))
+    }
+
+    /// [`Dispatcher::authenticate_digest`], with the account's stream as read.
+    pub(super) async fn authenticate_fresh(
+        &self,
+        token: &TokenDigest,
+    ) -> Result<Option<Claimed>, AppError> {
+        if self.is_admin(token) {
+            return Ok(Some(Claimed::admin()));
         }
         let Some(user_id) = token.user_id else {
             return Ok(None);
         };
-        // A revoked account has no token, and an unknown user none either: both
-        // are compared against a dummy digest, so that they cost what a known
-        // user with a wrong secret costs.
-        let account = self.users.load(&user_id.to_string()).await?;
-        let stored: [u8; 32] = account
-            .token_sha256
-            .as_ref()
-            .and_then(|current| hex::decode(current).ok())
-            .and_then(|bytes| bytes.try_into().ok())
-            .unwrap_or(DUMMY_DIGEST);
-        let matches = digests_equal(&stored, &digest);
-        Ok(account
-            .user
-            .filter(|_| matches && account.token_sha256.is_some())
-            .map(|user| Principal::User {
-                id: user.user_id,
-                name: user.name.into_string(),
-            }))
+        let id = user_id.to_string();
+        let (account, sequence) = self.users.load_at(&id).await?;
+        Ok(claim(&account, token).map(|principal| Claimed {
+            principal,
+            user: Some(account_guard(id, sequence)),
+            fresh: true,
+        }))
+    }
+
+    /// Checks a token against this instance's last view of the account,
+    /// without a read when it has one: the claim must be proven fresh before
+    /// anything is answered on it (a write guarded by [`Claimed::user`]). A
+    /// token refused on that view is checked again on fresh state, so a
+    /// refusal is never stale.
+    pub async fn authenticate_claimed(
+        &self,
+        token: &TokenDigest,
+    ) -> Result<Option<Claimed>, AppError> {
+        if self.is_admin(token) {
+            return Ok(Some(Claimed::admin()));
+        }
+        let Some(user_id) = token.user_id else {
+            return Ok(None);
+        };
+        let id = user_id.to_string();
+        if let Some((account, sequence)) = self.users.cached(&id) {
+            if let Some(principal) = claim(&account, token) {
+                return Ok(Some(Claimed {
+                    principal,
+                    user: Some(account_guard(id, sequence)),
+                    fresh: false,
+                }));
+            }
+        }
+        self.authenticate_fresh(token).await
+    }
+
+    fn is_admin(&self, token: &TokenDigest) -> bool {
+        self.admin_token_sha256
+            .is_some_and(|admin| digests_equal(&admin, &token.sha256))
     }
 
     /// Loads a tenant the principal may see, and checks the action's capability.

@@ -21,6 +21,7 @@ use crate::read::consistency::{self, Sessions};
 use crate::read::replica::Standby;
 use crate::write::executor::{CommandError, Committed, Executor};
 use crate::write::snapshot::SnapshotPolicy;
+use crate::write::store::append::Guard;
 use crate::write::store::Database;
 use aggregates::catalog::OperationKind;
 use aggregates::ids::{ConnectionId, TenantId};
@@ -145,25 +146,47 @@ impl Dispatcher {
         A: cqrs_es::Aggregate<Services = ()> + Clone,
         A::Command: Clone,
     {
-        let committed = executor.execute(id, command, metadata).await?;
+        self.run_guarded(executor, id, command, metadata, &[]).await
+    }
+
+    /// [`Dispatcher::run`], written only if no stream of `guards` moved
+    /// (see [`Executor::decide_guarded`]).
+    pub(super) async fn run_guarded<A>(
+        &self,
+        executor: &Executor<A>,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+        guards: &[Guard],
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: cqrs_es::Aggregate<Services = ()> + Clone,
+        A::Command: Clone,
+    {
+        let committed = executor
+            .execute_guarded(id, command, metadata, guards)
+            .await?;
         self.observe(&committed);
         Ok(committed)
     }
 
-    /// [`Dispatcher::run`] for a pure decision that also returns what it
-    /// decided (see [`Executor::decide`]).
+    /// [`Dispatcher::run_guarded`] for a pure decision that also returns what
+    /// it decided (see [`Executor::decide_guarded`]).
     pub(super) async fn run_decision<A, T>(
         &self,
         executor: &Executor<A>,
         id: &str,
         decide: impl Fn(&A) -> Result<(Vec<A::Event>, T), A::Error>,
         metadata: HashMap<String, String>,
+        guards: &[Guard],
     ) -> Result<(Committed<A>, T), CommandError<A::Error>>
     where
         A: cqrs_es::Aggregate<Services = ()> + Clone,
         A::Command: Clone,
     {
-        let (committed, output) = executor.decide(id, decide, metadata).await?;
+        let (committed, output) = executor
+            .decide_guarded(id, decide, metadata, guards)
+            .await?;
         self.observe(&committed);
         Ok((committed, output))
     }

@@ -18,6 +18,9 @@ use crate::write::executor::CommandError;
 /// Why a use case did not complete. Maps one to one onto HTTP errors.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The caller's token is not (or no longer) valid.
+    #[error("unauthenticated")]
+    Unauthenticated,
     /// The thing does not exist, or the caller may not know it does.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -117,9 +120,9 @@ impl<E: Into<AppError> + std::error::Error> From<CommandError<E>> for AppError {
             CommandError::Conflict { attempts } => Self::Internal(anyhow::anyhow!(
                 "the stream kept changing; gave up after {attempts} attempts"
             )),
-            CommandError::Stale => Self::Internal(anyhow::anyhow!(
-                "the streams a decision read kept changing"
-            )),
+            CommandError::Stale => {
+                Self::Internal(anyhow::anyhow!("the streams a decision read kept changing"))
+            }
             CommandError::Store(error) => error.into(),
         }
     }

@@ -29,7 +29,7 @@ mod sign_in;
 mod start;
 mod token;
 
-pub use auth::allows;
+pub use auth::{allows, Claimed};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connections::{ConnectionChange, ConnectionView};
 pub use context::RequestContext;

@@ -1,5 +1,12 @@
 //! Starting an operation: resolve the connection, let the gate decide, record
 //! the decision whatever it is.
+//!
+//! The API's starts ([`Dispatcher::start_claimed`]) read nothing before they
+//! write when this instance's caches are warm: the caller's account and the
+//! tenant are taken as last seen, and the decision's append is guarded by both
+//! streams ([`Guard`]): it is written only if neither moved, else nothing is
+//! written and the start is decided again on fresh state. A refusal writes
+//! nothing, so it proves nothing: it is only ever answered on fresh state.
 
 use aggregates::catalog::{Action, OperationKind, ReasonCode, Scope, ScopeKind};
 use aggregates::connection::{
@@ -9,10 +16,19 @@ use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
 use uuid::Uuid;
 
-use crate::write::executor::CommandError;
+use cqrs_es::Aggregate;
 
+use crate::write::executor::CommandError;
+use crate::write::store::append::Guard;
+
+use super::auth::Claimed;
 use super::dispatcher::RunPlace;
-use super::{AppError, Dispatcher, Principal, RequestContext};
+use super::{AppError, Dispatcher, Principal, RequestContext, TokenDigest};
+
+/// Decisions a claimed start makes on fresh state after its guards failed,
+/// before it gives up (each failure means another writer moved the account or
+/// the tenant in between).
+const FRESH_ATTEMPTS: usize = 3;
 
 /// What the caller wants started.
 #[derive(Debug, Clone)]
@@ -65,6 +81,73 @@ impl Dispatcher {
         self.start_authorized(tenant, command).await
     }
 
+    /// [`Dispatcher::start`] for a caller authenticated on this instance's
+    /// last view of its account ([`Dispatcher::authenticate_claimed`]): the
+    /// tenant is taken as last seen too, and the decision is recorded only if
+    /// neither stream moved since (no read before the write when both are
+    /// warm). Otherwise, and before any refusal is answered, the caller is
+    /// authenticated again and the start decided on fresh state. `token` is
+    /// the caller's, for that: a token revoked meanwhile is
+    /// [`AppError::Unauthenticated`].
+    #[tracing::instrument(
+        name = "start",
+        skip_all,
+        fields(tenant = %command.tenant_id, operation = %command.operation, connection = tracing::field::Empty, outcome = tracing::field::Empty)
+    )]
+    pub async fn start_claimed(
+        &self,
+        token: &TokenDigest,
+        claimed: Claimed,
+        mut command: StartCommand,
+    ) -> Result<StartDecision, AppError> {
+        let action = Action::StartOperation(command.operation);
+        let tenant_id = command.tenant_id.to_string();
+        let mut claimed = claimed;
+        let mut reread = false;
+        for _ in 0..=FRESH_ATTEMPTS {
+            command.principal = claimed.principal.clone();
+            self.membership_checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ((tenant, sequence), tenant_fresh) = match self.tenants.cached(&tenant_id) {
+                Some(cached) if !reread => (cached, false),
+                _ => (self.tenants.load_at(&tenant_id).await?, true),
+            };
+            let fresh = claimed.fresh && tenant_fresh;
+            let mut guards = vec![Guard {
+                aggregate_type: Tenant::TYPE,
+                aggregate_id: tenant_id.clone(),
+                sequence,
+            }];
+            guards.extend(claimed.user.clone());
+            let outcome = match authorized(&claimed.principal, &tenant, action) {
+                Ok(()) => self.decide_start(tenant, command.clone(), &guards).await,
+                Err(refusal) => Err(refusal),
+            };
+            match outcome {
+                Ok(Some(decision)) => return Ok(decision),
+                // What only fresh state may answer: a refusal, or guards that
+                // failed. Failures of the store are answered as they are.
+                Ok(None)
+                | Err(
+                    AppError::NotFound(_)
+                    | AppError::Forbidden(_)
+                    | AppError::Invalid(_)
+                    | AppError::Conflict(_),
+                ) if !fresh => {}
+                Ok(None) => {}
+                Err(error) => return Err(error),
+            }
+            reread = true;
+            claimed = self
+                .authenticate_fresh(token)
+                .await?
+                .ok_or(AppError::Unauthenticated)?;
+        }
+        Err(AppError::Internal(anyhow::anyhow!(
+            "the caller's account or the tenant kept changing"
+        )))
+    }
+
     /// Starts an operation on a named connection: the connection's tenant is
     /// authorised once (a connection the principal may not see is not found).
     pub async fn start_on_connection(
@@ -99,6 +182,26 @@ impl Dispatcher {
         tenant: Tenant,
         command: StartCommand,
     ) -> Result<StartDecision, AppError> {
+        self.decide_start(tenant, command, &[])
+            .await?
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("an unguarded start was stale")))
+    }
+
+    /// Decides and records a start on `tenant`, authorised for it; the record
+    /// is written only if no stream of `guards` moved (`Ok(None)` otherwise:
+    /// nothing was written).
+    async fn decide_start(
+        &self,
+        tenant: Tenant,
+        command: StartCommand,
+        guards: &[Guard],
+    ) -> Result<Option<StartDecision>, AppError> {
+        // A record on the tenant's own stream is guarded by its append.
+        let others: Vec<Guard> = guards
+            .iter()
+            .filter(|g| g.aggregate_type != Tenant::TYPE)
+            .cloned()
+            .collect();
         let scope_kind = command.operation.scope_kind();
         if (scope_kind == ScopeKind::RestoreRun) != command.restore_run.is_some() {
             return Err(AppError::Invalid(format!(
@@ -137,17 +240,18 @@ impl Dispatcher {
                             request_id: command.context.request_id.clone(),
                         };
                         match self
-                            .run(
+                            .run_guarded(
                                 &self.tenants,
                                 &command.tenant_id.to_string(),
                                 TenantCommand::RecordStartWithoutDefault(request),
                                 command.context.metadata(&actor, at),
+                                &others,
                             )
                             .await
                         {
                             Ok(committed) => {
                                 tracing::Span::current().record("outcome", "blocked");
-                                return Ok(StartDecision {
+                                return Ok(Some(StartDecision {
                                     decision_id,
                                     operation: command.operation,
                                     verdict: Verdict::Rejected(Rejection::Blocked {
@@ -158,8 +262,9 @@ impl Dispatcher {
                                         format!("Tenant/{}", command.tenant_id),
                                         committed.sequence,
                                     ),
-                                });
+                                }));
                             }
+                            Err(CommandError::Stale) => return Ok(None),
                             Err(CommandError::Rejected(TenantError::HasDefault(_))) => {
                                 tenant = self.tenants.load(&command.tenant_id.to_string()).await?;
                                 continue;
@@ -189,14 +294,19 @@ impl Dispatcher {
                 request_id: command.context.request_id.clone(),
                 resolved_via,
             };
-            let (committed, StartDecided { verdict, evidence }) = self
+            let decided = self
                 .run_decision(
                     &self.connections,
                     &connection_id.to_string(),
                     |connection| record_start(connection, request.clone()),
                     command.context.metadata(&actor, at),
+                    guards,
                 )
-                .await?;
+                .await;
+            let (committed, StartDecided { verdict, evidence }) = match decided {
+                Err(CommandError::Stale) => return Ok(None),
+                other => other?,
+            };
             tracing::Span::current().record("outcome", verdict.outcome().as_str());
             if let Verdict::Accepted { run_id } = verdict {
                 self.place(
@@ -208,7 +318,7 @@ impl Dispatcher {
                     },
                 );
             }
-            return Ok(StartDecision {
+            return Ok(Some(StartDecision {
                 decision_id,
                 operation: command.operation,
                 verdict,
@@ -217,10 +327,19 @@ impl Dispatcher {
                     format!("ProviderConnection/{connection_id}"),
                     committed.sequence,
                 ),
-            });
+            }));
         }
         Err(AppError::Internal(anyhow::anyhow!(
             "the tenant's default connection kept changing"
         )))
     }
+}
+
+/// Whether the principal may take `action` in the tenant as given (see
+/// [`super::auth::check`]); a tenant that does not exist is not found.
+fn authorized(principal: &Principal, tenant: &Tenant, action: Action) -> Result<(), AppError> {
+    if tenant.identity.is_none() {
+        return Err(AppError::NotFound("tenant"));
+    }
+    super::auth::check(principal, tenant, action)
 }

@@ -108,6 +108,7 @@ impl From<anyhow::Error> for ApiError {
 impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
         match error {
+            AppError::Unauthenticated => Self::unauthorized(),
             AppError::NotFound(what) => Self::not_found(what),
             AppError::Forbidden(capability) => Self::new(
                 StatusCode::FORBIDDEN,

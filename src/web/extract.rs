@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorCode};
-use crate::app::Principal;
+use crate::app::{Claimed, Principal, TokenDigest};
 use crate::web::state::AppState;
 
 /// A JSON object body. Anything else (an array, a scalar, `null`, bad JSON,
@@ -238,6 +238,39 @@ where
             Some(principal) => {
                 crate::read::consistency::authenticated(&principal.actor().id_string());
                 Ok(Self(principal))
+            }
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// The caller of a start, authenticated on this instance's last view of its
+/// account, without a read when it has one
+/// ([`crate::app::Dispatcher::authenticate_claimed`]): the start proves that
+/// view fresh before it answers (a refused token was checked on fresh state
+/// already). Only for use cases that take a [`Claimed`] and the token's digest.
+pub struct Claimant(pub TokenDigest, pub Claimed);
+
+impl<S> FromRequestParts<S> for Claimant
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let app = AppState::from_ref(state);
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(ApiError::unauthorized)?;
+        let digest = TokenDigest::of(token);
+        match app.dispatcher.authenticate_claimed(&digest).await? {
+            Some(claimed) => {
+                crate::read::consistency::authenticated(&claimed.principal.actor().id_string());
+                Ok(Self(digest, claimed))
             }
             None => Err(ApiError::unauthorized()),
         }

@@ -166,23 +166,32 @@ where
     /// since (one index lookup, so reads see other processes' writes);
     /// otherwise the stream is loaded and kept warm.
     pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
-        let cached = {
-            let cache = self.warm.lock().expect("warm lock");
-            cache.get(id).map(|w| (w.state.clone(), w.sequence))
-        };
-        if let Some((state, sequence)) = cached {
+        Ok(self.load_at(id).await?.0)
+    }
+
+    /// [`Executor::load`], with the stream's sequence (0: no events).
+    pub async fn load_at(&self, id: &str) -> Result<(A, usize), CommandError<A::Error>> {
+        if let Some((state, sequence)) = self.cached(id) {
             if !self.stream_moved(id, sequence).await? {
-                return Ok(state);
+                return Ok((state, sequence));
             }
         }
         let loaded = self.load_cold(id).await?;
-        let state = loaded.state.clone();
+        let at = (loaded.state.clone(), loaded.sequence);
         // A stream that does not exist is not kept: anyone could fill the
         // cache with ids that name nothing.
         if loaded.sequence > 0 {
             self.keep_warm_if_newer(id, loaded);
         }
-        Ok(state)
+        Ok(at)
+    }
+
+    /// The state and sequence this process last committed or loaded for the
+    /// stream, without asking the store: possibly stale. A caller deciding
+    /// on it guards its commit with them (see [`Executor::decide_guarded`]).
+    pub fn cached(&self, id: &str) -> Option<(A, usize)> {
+        let cache = self.warm.lock().expect("warm lock");
+        cache.get(id).map(|w| (w.state.clone(), w.sequence))
     }
 
     /// Decides `command` on the current state and appends its events. On a
@@ -193,6 +202,18 @@ where
         command: A::Command,
         metadata: HashMap<String, String>,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        self.execute_guarded(id, command, metadata, &[]).await
+    }
+
+    /// [`Executor::execute`] on state read from other streams too: see
+    /// [`Executor::decide_guarded`].
+    pub async fn execute_guarded(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+        guards: &[Guard],
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
         let decide = |mut aggregate: A| {
             let command = command.clone();
             async move {
@@ -202,7 +223,7 @@ where
                 decided.map(|()| (aggregate, events, ()))
             }
         };
-        let (committed, ()) = self.commit_decision(id, metadata, decide, &[]).await?;
+        let (committed, ()) = self.commit_decision(id, metadata, decide, guards).await?;
         Ok(committed)
     }
 

@@ -15,6 +15,8 @@ on_both_backends!(
     explicit_capabilities_replace_the_roles_set,
     a_user_token_cannot_call_admin_endpoints,
     a_removed_member_loses_access,
+    a_member_removed_through_another_instance_is_not_found_there_and_nothing_is_written,
+    a_member_added_through_another_instance_may_start_there_at_once,
     a_connection_of_another_tenant_cannot_be_named,
 );
 
@@ -233,6 +235,72 @@ async fn a_removed_member_loses_access(backend: Backend) {
             .status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// The second instance saw the member in the tenant (a start made it warm);
+/// the removal through the first moves the tenant's stream, which guards the
+/// second instance's next write.
+async fn a_member_removed_through_another_instance_is_not_found_there_and_nothing_is_written(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let other = app.second_process();
+    let (user, token) = app.member(&f.tenant, "owner", None).await;
+    let start = format!("/v1/tenants/{}/operations", f.tenant);
+    let r = crate::helpers::call_router(
+        other.clone(),
+        &start,
+        &token,
+        json!({"operation": "inventory.sync"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let path = format!("/v1/admin/tenants/{}/members/{user}", f.tenant);
+    let r = app.call(Method::DELETE, &path, Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let before = app.event_count().await;
+    let r = crate::helpers::call_router(
+        other,
+        &start,
+        &token,
+        json!({"operation": "directory.groups.sync"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(app.event_count().await, before, "nothing written");
+}
+
+/// A refusal is only answered on fresh state: the second instance's view of
+/// the tenant predates the new member, and does not refuse them.
+async fn a_member_added_through_another_instance_may_start_there_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let other = app.second_process();
+    let start = format!("/v1/tenants/{}/operations", f.tenant);
+    let r = crate::helpers::call_router(
+        other.clone(),
+        &start,
+        &f.operator,
+        json!({"operation": "inventory.sync"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let (_, token) = app.member(&f.tenant, "operator", None).await;
+    let r = crate::helpers::call_router(
+        other,
+        &start,
+        &token,
+        json!({"operation": "directory.groups.sync"}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "scope_busy, decided: {}",
+        r.body
+    );
+    assert_eq!(r.body["outcome"], "scope_busy", "{}", r.body);
 }
 
 async fn a_connection_of_another_tenant_cannot_be_named(backend: Backend) {

@@ -356,7 +356,10 @@ async fn a_transaction_committing_out_of_order_is_not_skipped() {
             if waiting > 0 {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "the fast writer never waited");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fast writer never waited"
+            );
             tokio::task::yield_now().await;
         }
         let before = catchup.catch_up(Failpoint::Off).await.unwrap();

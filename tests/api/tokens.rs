@@ -10,6 +10,7 @@ use testkit::on_both_backends;
 on_both_backends!(
     a_new_token_replaces_the_old_one_at_once_on_every_instance,
     a_revoked_token_gets_401_until_a_new_one_is_issued,
+    a_start_on_another_instance_with_a_token_revoked_there_is_401_and_writes_nothing,
     token_changes_of_unknown_users_and_by_users_are_refused_and_write_nothing,
 );
 
@@ -48,6 +49,30 @@ async fn a_new_token_replaces_the_old_one_at_once_on_every_instance(backend: Bac
         user_events(&app, &user).await,
         ["UserCreated", "UserTokenIssued"]
     );
+}
+
+/// A start reads nothing before it writes when the instance has seen the
+/// caller's account and the tenant: the account's stream guards the write.
+async fn a_start_on_another_instance_with_a_token_revoked_there_is_401_and_writes_nothing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let other = app.second_process();
+    let (user, token) = app.member(&f.tenant, "operator", None).await;
+    let start = format!("/v1/tenants/{}/operations", f.tenant);
+    let body = serde_json::json!({"operation": "inventory.sync"});
+    // The second instance has started with the token (its caches are warm).
+    let r = crate::helpers::call_router(other.clone(), &start, &token, body.clone()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let path = format!("/v1/admin/users/{user}/token");
+    let r = app.call(Method::DELETE, &path, Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let before = app.event_count().await;
+    let r = crate::helpers::call_router(other, &start, &token, body).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "unauthorized");
+    assert_eq!(app.event_count().await, before, "nothing written");
 }
 
 async fn a_revoked_token_gets_401_until_a_new_one_is_issued(backend: Backend) {

@@ -16,7 +16,9 @@ use crate::app::StartCommand;
 use crate::web::dto::{present_start, RunSummary, StartResult};
 use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody, ErrorCode};
-use crate::web::extract::{parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary};
+use crate::web::extract::{
+    parse_registry, parse_value, Caller, Claimant, Json, Path, ReaderOnPrimary,
+};
 use crate::web::state::AppState;
 
 /// The start routes.
@@ -69,7 +71,7 @@ pub struct TenantStart {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_on_tenant(
     State(app): State<AppState>,
-    Caller(principal): Caller,
+    Claimant(token, claimed): Claimant,
     Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<TenantStart>,
@@ -80,10 +82,14 @@ async fn start_on_tenant(
         operation,
         connection: body.provider_connection_id.map(ConnectionId),
         restore_run: None,
-        principal,
+        principal: claimed.principal.clone(),
         context,
     };
-    run_start(&app, command).await
+    let decision = app
+        .dispatcher
+        .start_claimed(&token, claimed, command)
+        .await?;
+    Ok(present(&decision))
 }
 
 /// `{operation}`.

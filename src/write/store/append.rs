@@ -63,8 +63,7 @@ pub enum AppendError {
 /// PostgreSQL's append: `dg_append` (migration
 /// `20261214270001_positions_at_insert.sql`) inserts the events, numbered and
 /// sealed, unless a guard's stream moved, and returns once they are durable.
-const APPEND_POSTGRES: &str =
-    "CALL dg_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)";
+const APPEND_POSTGRES: &str = "CALL dg_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)";
 
 /// Appends `events` to the stream `aggregate_type`/`aggregate_id` after
 /// `loaded_at`, all with `metadata`, unless a guard's stream moved. Returns
@@ -83,19 +82,37 @@ pub async fn append(
     }
     match database {
         Database::Postgres(pool) => {
-            let sequences: Vec<i64> = (1..=events.len())
-                .map(|i| (loaded_at + i) as i64)
-                .collect();
+            let sequences: Vec<i64> = (1..=events.len()).map(|i| (loaded_at + i) as i64).collect();
             let positions: Option<Vec<i64>> = sqlx::query_scalar(APPEND_POSTGRES)
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(&sequences)
-                .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.event_version.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.event_type.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.event_version.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.payload.to_string())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(metadata.to_string())
                 .bind(guards.iter().map(|g| g.aggregate_type).collect::<Vec<_>>())
-                .bind(guards.iter().map(|g| g.aggregate_id.as_str()).collect::<Vec<_>>())
+                .bind(
+                    guards
+                        .iter()
+                        .map(|g| g.aggregate_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(guards.iter().map(|g| g.sequence as i64).collect::<Vec<_>>())
                 .fetch_one(pool)
                 .await
