@@ -1340,13 +1340,15 @@ impl Report {
         let per = |n: u64| n as f64 / ops.max(1) as f64;
         let (r, p) = (counted.request, counted.projector);
         println!(
-            "budget {name:<14} {clients:>3} clients: {:.2} round trips ({:.2} reads), {:.2} transactions ({:.2} writing) | projector {:.2} round trips, {:.2} transactions",
+            "budget {name:<14} {clients:>3} clients: {:.2} round trips ({:.2} reads), {:.2} transactions ({:.2} writing), {:.2} prepared | projector {:.2} round trips, {:.2} transactions, {:.2} prepared",
             per(r.round_trips),
             per(r.read_round_trips),
             per(r.transactions),
             per(r.writing_transactions),
+            per(r.prepares),
             per(p.round_trips),
             per(p.transactions),
+            per(p.prepares),
         );
         let mut statements: Vec<(&String, &u64)> = counted.statements.iter().collect();
         statements.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

@@ -64,6 +64,10 @@ pub struct Side {
     pub transactions: u64,
     /// Transactions that wrote something.
     pub writing_transactions: u64,
+    /// Statements prepared (`Parse`): each is parsed and planned by the
+    /// server; the driver caches them per connection, so a steady load
+    /// prepares nothing unless its statement texts keep changing.
+    pub prepares: u64,
 }
 
 /// What the proxy counted since the last [`Counter::take`].
@@ -318,7 +322,10 @@ impl Session {
             b'P' => {
                 let (name, rest) = cstring(body);
                 let (query, _) = cstring(rest);
-                self.prepared.insert(name, collapse(&query));
+                let query = collapse(&query);
+                let mut counted = counter.0.lock().expect("counter lock");
+                side(&mut counted, is_projector(&query)).prepares += 1;
+                self.prepared.insert(name, query);
             }
             b'B' => {
                 let (_portal, rest) = cstring(body);
@@ -434,6 +441,7 @@ mod tests {
                 read_round_trips: 0,
                 transactions: 1,
                 writing_transactions: 1,
+                prepares: 1,
             }
         );
         assert_eq!(counted.statements["INSERT INTO events VALUES ($1)"], 1);

@@ -65,10 +65,20 @@ fn undecodable(table: &Table) -> impl Fn(projections::RowError) -> anyhow::Error
 }
 
 macro_rules! backend {
-    ($module:ident, $db:ty, $row:ty, $connection:ty, write with $write:path) => {
+    ($module:ident, $db:ty, $row:ty, $connection:ty, write with $write:path, select with $select:path) => {
         pub(crate) mod $module {
             use super::*;
             use sqlx::Row as _;
+
+            /// Typed rows of `R` whose `column` is one of `keys`.
+            pub(crate) async fn select_in<R: ViewRow>(
+                connection: &mut $connection,
+                column: &str,
+                keys: &[Cell<'_>],
+            ) -> anyhow::Result<Vec<R>> {
+                let found = $select(connection, &R::TABLE, column, keys).await?;
+                found.iter().map(decode::<R>).collect()
+            }
 
             /// The values of a stored row, by the kinds of `kinds`, from column `from`.
             pub(crate) fn values(
@@ -106,33 +116,6 @@ macro_rules! backend {
                     Cell::Bool(value) => values.push_bind(*value),
                     Cell::Int(value) => values.push_bind(*value),
                 };
-            }
-
-            /// Typed rows of `R` whose `column` is one of `keys`.
-            pub(crate) async fn select_in<R: ViewRow>(
-                connection: &mut $connection,
-                column: &str,
-                keys: &[Cell<'_>],
-            ) -> anyhow::Result<Vec<R>> {
-                let mut rows = Vec::new();
-                for chunk in keys.chunks(PARAMETERS_PER_STATEMENT) {
-                    let mut query = sqlx::QueryBuilder::<$db>::new(select_from(&R::TABLE, None));
-                    query.push(format!(" WHERE {column} IN ("));
-                    let mut list = query.separated(", ");
-                    for key in chunk {
-                        bind(&mut list, key);
-                    }
-                    query.push(")");
-                    let found = query
-                        .build()
-                        .fetch_all(&mut *connection)
-                        .await
-                        .with_context(|| format!("loading rows of {}", R::TABLE.name))?;
-                    for row in &found {
-                        rows.push(decode::<R>(row)?);
-                    }
-                }
-                Ok(rows)
             }
 
             /// Loads what a partial fold missed into `views`.
@@ -202,8 +185,66 @@ macro_rules! backend {
     };
 }
 
-backend!(pg, sqlx::Postgres, sqlx::postgres::PgRow, sqlx::PgConnection, write with super::unnest_rows);
-backend!(lite, sqlx::Sqlite, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection, write with super::values_rows);
+backend!(pg, sqlx::Postgres, sqlx::postgres::PgRow, sqlx::PgConnection,
+    write with super::unnest_rows, select with super::select_any);
+backend!(lite, sqlx::Sqlite, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection,
+    write with super::values_rows, select with super::select_listed);
+
+/// PostgreSQL: the rows whose `column` (a text key) is one of `keys`, in one
+/// statement whose text does not depend on how many keys there are (`= ANY`),
+/// so the server plans it once per connection; an `IN` list of one
+/// parameter per key was a new statement, prepared and planned, for every
+/// batch size.
+async fn select_any(
+    connection: &mut sqlx::PgConnection,
+    table: &Table,
+    column: &str,
+    keys: &[Cell<'_>],
+) -> anyhow::Result<Vec<sqlx::postgres::PgRow>> {
+    let texts: Vec<Option<&str>> = keys
+        .iter()
+        .map(|key| match key {
+            Cell::Text(text) => Ok(text.as_deref()),
+            other => Err(anyhow::anyhow!(
+                "{}.{column} is keyed by text, not {other:?}",
+                table.name
+            )),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let sql = format!("{} WHERE {column} = ANY($1)", select_from(table, None));
+    sqlx::query(&sql)
+        .bind(texts)
+        .fetch_all(&mut *connection)
+        .await
+        .with_context(|| format!("loading rows of {}", table.name))
+}
+
+/// SQLite: the rows whose `column` is one of `keys`, an `IN` list per chunk.
+async fn select_listed(
+    connection: &mut sqlx::SqliteConnection,
+    table: &Table,
+    column: &str,
+    keys: &[Cell<'_>],
+) -> anyhow::Result<Vec<sqlx::sqlite::SqliteRow>> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(PARAMETERS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(select_from(table, None));
+        query.push(format!(" WHERE {column} IN ("));
+        let mut list = query.separated(", ");
+        for key in chunk {
+            lite::bind(&mut list, key);
+        }
+        query.push(")");
+        rows.extend(
+            query
+                .build()
+                .fetch_all(&mut *connection)
+                .await
+                .with_context(|| format!("loading rows of {}", table.name))?,
+        );
+    }
+    Ok(rows)
+}
 
 /// SQLite: writes rows with multi-row `VALUES` statements (PostgreSQL writes
 /// through [`unnest_rows`]), reporting rows written.
