@@ -4,34 +4,49 @@
 -- sequencer (issue 27).
 --
 -- Commit order is kept the way the sequencer kept it (20261127000002): one
--- numbering at a time, under the same advisory lock. The lock is taken in
--- this trigger and held until the inserting transaction ends, and PostgreSQL
--- releases a transaction's locks only after its commit is visible; so the
--- next writer numbers after a row it can see, and a reader following
--- `position > checkpoint` can never be passed by a late commit: a transaction
--- that holds a lower position commits before any higher one is given. So an
--- event insert must not be held open (docs/consistency.md); the gate's own
--- appends go through `dg_append` below, which holds the lock only while the
--- server inserts.
+-- numbering at a time, under the same advisory lock. The lock is taken by the
+-- insert trigger and held until the inserting transaction ends, and
+-- PostgreSQL releases a transaction's locks only after its commit is visible;
+-- so the next writer numbers after a row it can see, and a reader following
+-- `position > checkpoint` is never passed by a late commit: a transaction that
+-- holds a lower position commits before any higher one is given. So an event
+-- insert must not be held open (docs/consistency.md); the gate's own appends
+-- go through `dg_append` below, which holds the lock only while the server
+-- inserts.
 --
 -- The seal is the one `dg_sequence` gives (20261202300001): chained on from
--- the hash of the highest position, read after the lock is held. Each
--- statement of this (volatile) function sees what committed before it
--- started, and the rows its own transaction inserted before, so a commit of
--- several events chains them in insert order. It refuses to run outside READ
+-- the hash of the highest position, read once the lock is held. Each statement
+-- of the (volatile) trigger function sees what committed before it started,
+-- and the rows its own transaction inserted before, so a commit of several
+-- events chains them in insert order. It refuses to run outside READ
 -- COMMITTED, as the sequencer does.
 --
 -- Rows inserted with a position (the bench's bulk seeding) keep it and get no
--- seal here. Rows inserted before this migration, and not yet numbered, are
--- numbered by `dg_sequence` as before (it takes the same lock); this
--- migration numbers those already committed.
-CREATE FUNCTION dg_number_at_insert() RETURNS trigger
+-- seal here. Rows inserted unnumbered before this migration are numbered by
+-- `dg_sequence` as before (it takes the same lock): those already committed
+-- right here, any later by the catch-up loop (a running binary of before).
+--
+-- One trigger does both jobs of an insert: the stream check of
+-- 20261207260001 (an event follows its stream's last one; `unique_violation`
+-- otherwise, which reads as a concurrent append), first, then the numbering.
+-- It replaces `events_follow_their_stream`: one trigger call per row, not two.
+CREATE FUNCTION dg_take_place() RETURNS trigger
 LANGUAGE plpgsql AS
 $$
 DECLARE
     top_position bigint;
     top_hash text;
 BEGIN
+    IF NEW.sequence > 1 AND NOT EXISTS (
+        SELECT 1 FROM events
+        WHERE aggregate_type = NEW.aggregate_type
+          AND aggregate_id = NEW.aggregate_id
+          AND sequence = NEW.sequence - 1
+    ) THEN
+        RAISE EXCEPTION 'event % of %/% does not follow its stream''s last event',
+            NEW.sequence, NEW.aggregate_type, NEW.aggregate_id
+            USING ERRCODE = 'unique_violation';
+    END IF;
     IF NEW.position IS NOT NULL THEN
         RETURN NEW;
     END IF;
@@ -54,21 +69,22 @@ BEGIN
 END
 $$;
 
--- BEFORE triggers fire in name order: the stream check of 20261207260001
--- (`events_follow_their_stream`) refuses a gap before this one takes the lock.
-CREATE TRIGGER events_take_their_position
+DROP TRIGGER events_follow_their_stream ON events;
+DROP FUNCTION dg_follows_stream();
+
+CREATE TRIGGER events_take_their_place
     BEFORE INSERT ON events
     FOR EACH ROW
-EXECUTE FUNCTION dg_number_at_insert();
+EXECUTE FUNCTION dg_take_place();
 
 SELECT dg_sequence(1000000000, false);
 
 -- The gate's append: a commit's events (arrays, one per column, in sequence
 -- order, all with the commit's metadata), unless a guarding stream has an
 -- event past the sequence the decision read (then nothing is written and
--- `positions` is NULL). Returns the events' positions. (Guards are checked in
--- a statement of their own: a stream that moves after it is ordered after
--- this append, as if it had moved a moment later.)
+-- `positions` is NULL). Returns the events' positions. (Guards are checked
+-- before the insert: a stream that moves after its check is ordered after this
+-- append, as if it had moved a moment later.)
 --
 -- Called on its own (`CALL`, one round trip), it runs two transactions. The
 -- first inserts the events, numbered and sealed by the trigger above, and
@@ -82,6 +98,11 @@ SELECT dg_sequence(1000000000, false);
 -- returns, as `dg_position` made them (20261207260002); a crash in between
 -- loses the first transaction with everything after it, and its caller got no
 -- answer. (`dg_sequence`'s relaxed numbering rests on the same argument.)
+--
+-- Its statements, and the trigger's, run on generic plans (primary-key and
+-- position lookups): their shapes never change, and PostgreSQL would
+-- otherwise plan some of them again on every call when a custom plan looks
+-- cheaper.
 CREATE PROCEDURE dg_append(
     stream_type text, stream_id text,
     sequences bigint[], event_types text[], event_versions text[], payloads text[],
@@ -94,13 +115,17 @@ DECLARE
     metadata_json jsonb := CAST(commit_metadata AS jsonb);
     numbered bigint;
 BEGIN
-    IF cardinality(guard_types) > 0 AND EXISTS (
-        SELECT 1 FROM unnest(guard_types, guard_ids, guard_sequences) AS g(t, id, s)
-        JOIN events x ON x.aggregate_type = g.t AND x.aggregate_id = g.id AND x.sequence = g.s + 1)
-    THEN
-        RETURN;
-    END IF;
-    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM set_config('plan_cache_mode', 'force_generic_plan', true),
+            set_config('synchronous_commit', 'off', true);
+    FOR i IN 1 .. coalesce(cardinality(guard_types), 0) LOOP
+        IF EXISTS (
+            SELECT 1 FROM events
+            WHERE aggregate_type = guard_types[i] AND aggregate_id = guard_ids[i]
+              AND sequence = guard_sequences[i] + 1)
+        THEN
+            RETURN;
+        END IF;
+    END LOOP;
     positions := '{}';
     -- One statement per event, in order: each trigger sees the ones before.
     FOR i IN 1 .. cardinality(sequences) LOOP
