@@ -1023,10 +1023,17 @@ async fn budget(
     let result = async {
         for (&clients, tenants) in tenants_by_clients {
             let api = http::Api::new(serve.base.clone(), clients);
-            let warm = tenants.len();
-            http_starts(&api, http.token, clients, warm, tenants.clone())
-                .await
-                .context("warming the budget's serve")?;
+            // Every tenant once (clients take turns as they come free, so
+            // their own targets would not cover each exactly once).
+            let (warm_api, token, all): (_, Arc<str>, _) =
+                (api.clone(), http.token.into(), tenants.clone());
+            drive(clients, tenants.len(), move |turn| {
+                let (api, token, tenant) =
+                    (warm_api.clone(), token.clone(), all[turn.index].clone());
+                async move { http::start(&api, &token, &tenant).await }
+            })
+            .await
+            .context("warming the budget's serve")?;
             proxy.counter().take();
             http_starts(&api, http.token, clients, ops, tenants.clone()).await?;
             report.add_budget("http-spread", clients, ops, &proxy.counter().take());

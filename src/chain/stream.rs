@@ -83,62 +83,95 @@ pub struct Link {
 }
 
 /// The hex SHA-256 of an event's content chained to `prev`.
+///
+/// The document is written straight into one buffer, its top-level keys in
+/// their sorted order, without building it as a JSON value first: this runs
+/// for every event written and every event verified.
 pub fn hash(content: &Content<'_>, prev: &str) -> String {
-    let metadata: Map<String, Value> = content
+    let mut text = Vec::with_capacity(1024);
+    let field = |name: &str, text: &mut Vec<u8>| {
+        text.push(if text.is_empty() { b'{' } else { b',' });
+        write_string(name, text);
+        text.push(b':');
+    };
+    // Keys in byte order: aggregate_id, aggregate_type, event_type,
+    // event_version, format, metadata, payload, prev, sequence.
+    field("aggregate_id", &mut text);
+    write_string(content.aggregate_id, &mut text);
+    field("aggregate_type", &mut text);
+    write_string(content.aggregate_type, &mut text);
+    field("event_type", &mut text);
+    write_string(content.event_type, &mut text);
+    field("event_version", &mut text);
+    write_string(content.event_version, &mut text);
+    field("format", &mut text);
+    write_string(FORMAT, &mut text);
+    field("metadata", &mut text);
+    // Without the chain's own keys; metadata that is not an object hashes as `{}`.
+    let kept: Vec<(&String, &Value)> = content
         .metadata
         .as_object()
         .map(|map| {
             map.iter()
                 .filter(|(key, _)| !key.starts_with("chain."))
-                .map(|(key, value)| (key.clone(), value.clone()))
                 .collect()
         })
         .unwrap_or_default();
-    let document = json!({
-        "format": FORMAT,
-        "aggregate_type": content.aggregate_type,
-        "aggregate_id": content.aggregate_id,
-        "sequence": content.sequence,
-        "event_type": content.event_type,
-        "event_version": content.event_version,
-        "payload": content.payload,
-        "metadata": metadata,
-        "prev": prev,
-    });
-    let mut text = String::new();
-    write_canonical(&document, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
+    write_entries(kept, &mut text);
+    field("payload", &mut text);
+    write_canonical_bytes(content.payload, &mut text);
+    field("prev", &mut text);
+    write_string(prev, &mut text);
+    field("sequence", &mut text);
+    text.extend_from_slice(content.sequence.to_string().as_bytes());
+    text.push(b'}');
+    hex::encode(Sha256::digest(&text))
 }
 
 /// Writes `value` as canonical JSON: keys sorted, no whitespace.
 pub fn write_canonical(value: &Value, out: &mut String) {
+    let mut bytes = Vec::new();
+    write_canonical_bytes(value, &mut bytes);
+    out.push_str(&String::from_utf8_lossy(&bytes));
+}
+
+/// [`write_canonical`] into bytes (always UTF-8: JSON text of a value).
+fn write_canonical_bytes(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(value, out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_entries(map.iter().collect(), out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(item, out);
+                write_canonical_bytes(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        // serde_json's compact form, as `Value`'s `Display` writes it.
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing JSON into memory"),
     }
+}
+
+/// An object of these entries, keys sorted by their bytes.
+fn write_entries(mut entries: Vec<(&String, &Value)>, out: &mut Vec<u8>) {
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_canonical_bytes(value, out);
+    }
+    out.push(b'}');
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, text).expect("writing JSON into memory");
 }
 
 /// The metadata to commit with a batch of events: the caller's metadata plus
@@ -235,6 +268,98 @@ mod tests {
             "1.0".to_owned(),
             json!({"E": {"n": n, "a": [1, "x"]}}),
         )
+    }
+
+    /// The hash as it was first written: the document built as a JSON value,
+    /// then written canonically, a string per key and scalar.
+    fn hash_as_first_written(content: &Content<'_>, prev: &str) -> String {
+        fn canonical(value: &Value, out: &mut String) {
+            match value {
+                Value::Object(map) => {
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_by(|a, b| a.0.cmp(b.0));
+                    out.push('{');
+                    for (i, (key, value)) in entries.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Value::String(key.clone()).to_string());
+                        out.push(':');
+                        canonical(value, out);
+                    }
+                    out.push('}');
+                }
+                Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        canonical(item, out);
+                    }
+                    out.push(']');
+                }
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+        let metadata: Map<String, Value> = content
+            .metadata
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .filter(|(key, _)| !key.starts_with("chain."))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let document = json!({
+            "format": FORMAT,
+            "aggregate_type": content.aggregate_type,
+            "aggregate_id": content.aggregate_id,
+            "sequence": content.sequence,
+            "event_type": content.event_type,
+            "event_version": content.event_version,
+            "payload": content.payload,
+            "metadata": metadata,
+            "prev": prev,
+        });
+        let mut text = String::new();
+        canonical(&document, &mut text);
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    #[test]
+    fn the_hash_is_the_one_first_written_for_any_content() {
+        let payloads = [
+            json!({"OperationAccepted": {"run": "r\"1\u{1}", "n": -3, "f": 1.5, "big": 18446744073709551615u64,
+                "nested": {"z": [null, true, {"b": "é", "a": "\u{2028}"}], "a": {}}}}),
+            json!("a string payload"),
+            json!([]),
+            json!(null),
+        ];
+        let metadatas = [
+            json!({"actor": "admin", "at": "2026-01-01T00:00:00Z", "chain.prev": "x", "chain.first": "1", "ü": "tab\t"}),
+            json!({}),
+            json!("not an object"),
+        ];
+        for payload in &payloads {
+            for metadata in &metadatas {
+                let content = Content {
+                    aggregate_type: "ProviderConnection",
+                    aggregate_id: "id \"quoted\"",
+                    sequence: 42,
+                    event_type: "OperationAccepted",
+                    event_version: "2.0",
+                    payload,
+                    metadata,
+                };
+                assert_eq!(
+                    hash(&content, GENESIS),
+                    hash_as_first_written(&content, GENESIS),
+                    "{payload} {metadata}"
+                );
+            }
+        }
     }
 
     #[test]
