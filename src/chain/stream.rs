@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Metadata key: the hash of the event before the commit.
@@ -255,6 +255,8 @@ fn is_hash(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Map};
+
     use super::*;
 
     fn sealed(events: &[(String, String, Value)]) -> Value {

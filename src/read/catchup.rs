@@ -56,8 +56,11 @@ const FAILING_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the loop waits after a local commit before it catches up, so
 /// that commits arriving together are applied in one batch. A waiting reader
-/// cuts it short.
-const LINGER: Duration = Duration::from_millis(5);
+/// cuts it short, so a read never waits for it; what it delays is the views
+/// nobody is waiting for (and the live stream) by at most this much. A pass
+/// costs about ten round trips whatever it applies: at 5 ms, one operator
+/// clicking paid for a pass every three or four starts (BENCHMARKS.md).
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Folds a batch into the view rows it touches: folds with what is loaded,
 /// loads what the fold missed, and folds again from the loaded rows, until
@@ -227,10 +230,7 @@ impl Catchup {
     /// Brings every projection to the head (numbering events first, if any
     /// were inserted without a position).
     pub async fn catch_up(&self, failpoint: Failpoint) -> anyhow::Result<Positions> {
-        let mut positions = Positions {
-            head: numbered_head(&self.database).await?,
-            projections: checkpoints(&self.database).await?,
-        };
+        let mut positions = where_things_stand(&self.database).await?;
         // Caught up: read only. A batch would rewrite every checkpoint row
         // even when it applies nothing, so an idle process would keep writing.
         let complete = PROJECTIONS
@@ -288,6 +288,42 @@ impl Catchup {
     }
 }
 
+/// The log head (once every committed event is numbered) and each
+/// projection's checkpoint; on PostgreSQL in one round trip while nothing is
+/// left unnumbered, which is always once every writer numbers at insert.
+async fn where_things_stand(database: &Database) -> anyhow::Result<Positions> {
+    let Database::Postgres(pool) = database else {
+        return Ok(Positions {
+            head: numbered_head(database).await?,
+            projections: checkpoints(database).await?,
+        });
+    };
+    let (head, unnumbered, names, at): (i64, bool, Vec<String>, Vec<i64>) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(position), 0) FROM events), \
+                EXISTS (SELECT 1 FROM events WHERE position IS NULL), \
+                ARRAY(SELECT name FROM projection_checkpoints ORDER BY name), \
+                ARRAY(SELECT position FROM projection_checkpoints ORDER BY name)",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the log head and the checkpoints")?;
+    let head = if unnumbered {
+        numbered_head(database).await?
+    } else {
+        head
+    };
+    let projections = PROJECTIONS
+        .iter()
+        .filter_map(|p| {
+            names
+                .iter()
+                .position(|name| name == p.name)
+                .map(|i| (p.name, at[i]))
+        })
+        .collect();
+    Ok(Positions { head, projections })
+}
+
 /// Runs a closure when dropped (also when the future owning it is dropped).
 fn scopeguard(on_drop: impl FnOnce()) -> impl Drop {
     struct Guard<F: FnOnce()>(Option<F>);
@@ -314,13 +350,14 @@ async fn project_batch(
     failpoint: Failpoint,
 ) -> anyhow::Result<(usize, BTreeMap<&'static str, i64>)> {
     on_pool!(database, |pool| {
-        let mut tx = pool.begin().await.context("starting a projection batch")?;
-        if matches!(database, Database::Postgres(_)) {
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
+        let mut tx = if matches!(database, Database::Postgres(_)) {
+            // One round trip for both.
+            pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
                 .await
-                .context("relaxing the projection commit")?;
+        } else {
+            pool.begin().await
         }
+        .context("starting a projection batch")?;
         // A write that returns the checkpoints: it takes their row locks
         // (PostgreSQL) or the write lock (SQLite) before anything is read, so
         // two processes never apply the same batch. Rows in one order, always.
