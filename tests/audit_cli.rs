@@ -492,6 +492,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
                     at,
                     request_id: None,
                     resolved_via: ConnectionChoice::TenantDefault,
+                    restore: None,
                 }));
             }
             if round == 0 {

@@ -90,6 +90,7 @@ fn command(step: &Step, state: &ProviderConnection, n: i64) -> Option<Connection
             at,
             request_id: None,
             resolved_via: ConnectionChoice::TenantDefault,
+            restore: None,
         }),
         Step::Consent(granted) => ConnectionCommand::SetConsent { granted, actor, at },
         Step::Credentials(status) => ConnectionCommand::SetCredentials { status, actor, at },

@@ -50,6 +50,7 @@ fn start_request(connection: ConnectionId, operation: OperationKind) -> StartReq
         at: chrono::Utc::now(),
         request_id: None,
         resolved_via: ConnectionChoice::Explicit,
+        restore: None,
     }
 }
 

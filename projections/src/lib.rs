@@ -226,7 +226,7 @@ fn ended(event: &ConnectionEvent) -> Option<(RunId, RunStatus, Option<ReasonCode
 }
 
 /// What a run's end reported: a succeeded run's result, a failed run's
-/// provider failure.
+/// provider failure and (a restore's) what it did before failing.
 fn record_report(run: &mut Run, end: &ConnectionEvent) {
     use aggregates::connection::FailureCause;
     match end {
@@ -239,16 +239,18 @@ fn record_report(run: &mut Run, end: &ConnectionEvent) {
             run.snapshot_hash = snapshot_hash.as_ref().map(|hash| hash.to_string());
         }
         ConnectionEvent::RunFailed {
-            cause:
-                FailureCause::Worker {
-                    provider: Some(provider),
-                    ..
-                },
+            cause: FailureCause::Worker {
+                provider, result, ..
+            },
             ..
         } => {
-            run.provider_code = provider.code.as_ref().map(|code| code.to_string());
-            run.provider_request_id = provider.request_id.as_ref().map(|id| id.to_string());
-            run.provider_message = provider.message.as_ref().map(|text| text.to_string());
+            // A restore that failed on some objects reports what it did.
+            run.result = result.clone();
+            if let Some(provider) = provider {
+                run.provider_code = provider.code.as_ref().map(|code| code.to_string());
+                run.provider_request_id = provider.request_id.as_ref().map(|id| id.to_string());
+                run.provider_message = provider.message.as_ref().map(|text| text.to_string());
+            }
         }
         _ => {}
     }

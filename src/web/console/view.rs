@@ -1,7 +1,7 @@
 //! What the templates show, in the words of the API: a start result, a run's
 //! status, a reason with its next step.
 
-use aggregates::catalog::{Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{ItemKind, Outcome, ReasonCode, RestoreAction, RunStatus};
 
 use crate::web::dto::StartResult;
 
@@ -23,6 +23,25 @@ pub fn outcome_meaning(outcome: Outcome) -> &'static str {
         Outcome::Deduped => "The same operation is already active here: no second run.",
         Outcome::ScopeBusy => "Another operation holds this provider connection: nothing queued.",
         Outcome::Blocked => "The provider connection cannot be used: nothing queued.",
+    }
+}
+
+/// A kind of provider object, as an operator names it.
+pub fn kind_label(kind: ItemKind) -> &'static str {
+    match kind {
+        ItemKind::Group => "Group",
+        ItemKind::RoleDefinition => "Role definition",
+        ItemKind::DeviceConfiguration => "Device configuration",
+        ItemKind::CompliancePolicy => "Compliance policy",
+    }
+}
+
+/// What a restore does to an object, in two words.
+pub fn action_words(action: RestoreAction) -> &'static str {
+    match action {
+        RestoreAction::Patch => "Write back",
+        RestoreAction::Create => "Create again",
+        RestoreAction::Unchanged => "Unchanged",
     }
 }
 
