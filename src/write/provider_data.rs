@@ -292,16 +292,15 @@ pub async fn run_snapshot_hash(
     run_id: RunId,
     kinds: &[ItemKind],
 ) -> anyhow::Result<ContentHash> {
-    let rows: Vec<(String, String, String)> =
-        on_pool!(database, |pool| {
-            sqlx::query_as(
+    let rows: Vec<(String, String, String)> = on_pool!(database, |pool| {
+        sqlx::query_as(
         "SELECT kind, external_id, content_hash FROM provider_snapshot_objects WHERE run_id = $1"
     )
     .bind(run_id.to_string())
     .fetch_all(pool)
     .await
     .context("reading a run's snapshot")?
-        });
+    });
     let rows: Vec<(ItemKind, String, String)> = rows
         .into_iter()
         .filter_map(|(kind, id, hash)| Some((kind.parse().ok()?, id, hash)))

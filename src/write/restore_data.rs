@@ -98,16 +98,15 @@ pub async fn replacements(
     database: &Database,
     tenant_id: TenantId,
 ) -> anyhow::Result<Replacements> {
-    let rows: Vec<(String, String, String)> =
-        on_pool!(database, |pool| {
-            sqlx::query_as(
+    let rows: Vec<(String, String, String)> = on_pool!(database, |pool| {
+        sqlx::query_as(
         "SELECT kind, external_id, replacement_id FROM provider_replacements WHERE tenant_id = $1"
     )
     .bind(tenant_id.to_string())
     .fetch_all(pool)
     .await
     .context("reading a tenant's replacements")?
-        });
+    });
     Ok(rows
         .into_iter()
         .filter_map(|(kind, id, replacement)| Some(((kind.parse().ok()?, id), replacement)))
@@ -329,9 +328,8 @@ type StoredOutcome = (
 
 /// What a restore run did with each object, in the plan's order.
 pub async fn outcomes(database: &Database, run_id: RunId) -> anyhow::Result<Vec<OutcomeRow>> {
-    let rows: Vec<StoredOutcome> =
-        on_pool!(database, |pool| {
-            sqlx::query_as(
+    let rows: Vec<StoredOutcome> = on_pool!(database, |pool| {
+        sqlx::query_as(
         "SELECT position, kind, external_id, display_name, outcome, target_id, changed_fields, \
          http_status, provider_code, request_id, message FROM restore_outcomes \
          WHERE run_id = $1 ORDER BY position, kind, external_id"
@@ -340,7 +338,7 @@ pub async fn outcomes(database: &Database, run_id: RunId) -> anyhow::Result<Vec<
     .fetch_all(pool)
     .await
     .context("reading a restore's outcomes")?
-        });
+    });
     rows.into_iter()
         .map(
             |(

@@ -19,6 +19,7 @@ mod monitoring;
 mod openapi;
 mod outcomes;
 mod projections;
+mod restore;
 mod secrets;
 mod stream;
 mod tokens;
