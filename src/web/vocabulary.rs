@@ -155,8 +155,6 @@ vocabulary! {
             domain::RestoreAction::Create => "it is gone from the tenant: it is created again (POST), with a new id",
             domain::RestoreAction::Unchanged => "it is as in the snapshot: nothing is sent",
         }.to_owned());
-    /// What a restore's execution did with one object.
-    ObjectOutcome = wire(domain::ObjectOutcome::ALL, domain::ObjectOutcome::as_str);
     /// A stable, machine-readable error code (`error.code`); the message beside it is
     /// for people.
     ErrorCode = wire(ErrorCodes::ALL, ErrorCodes::as_str),

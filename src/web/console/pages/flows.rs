@@ -1,6 +1,6 @@
 //! The flows a tenant page leads to: onboarding and restore.
 
-use aggregates::catalog::{Action, OperationKind, RestoreAction, RunStatus};
+use aggregates::catalog::{Action, ItemKind, OperationKind, RestoreAction, RunStatus};
 use aggregates::execution::RunResult;
 use aggregates::ids::RestoreRunId;
 use aggregates::restore::PreviewCounts;
@@ -187,9 +187,7 @@ pub async fn restore_form(
             found: match &run.result {
                 Some(RunResult::Items(items)) => items
                     .iter()
-                    .map(|(kind, c)| {
-                        format!("{} {}", c.total, plural(view::kind_label(*kind), c.total))
-                    })
+                    .map(|(kind, c)| count_of(*kind, c.total))
                     .collect::<Vec<_>>()
                     .join(", "),
                 _ => String::new(),
@@ -206,14 +204,15 @@ pub async fn restore_form(
     })
 }
 
-/// `label` in lowercase, with an `s` unless `n` is one.
-fn plural(label: &str, n: u64) -> String {
-    let lower = label.to_lowercase();
-    if n == 1 {
-        lower
-    } else {
-        format!("{lower}s")
-    }
+/// How many objects of a kind, in words: "1 compliance policy", "2 compliance policies".
+fn count_of(kind: ItemKind, n: u64) -> String {
+    let (one, many) = match kind {
+        ItemKind::Group => ("group", "groups"),
+        ItemKind::RoleDefinition => ("role definition", "role definitions"),
+        ItemKind::DeviceConfiguration => ("device configuration", "device configurations"),
+        ItemKind::CompliancePolicy => ("compliance policy", "compliance policies"),
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// One object of a restore's preview, as the page lists it.
