@@ -15,7 +15,7 @@ use serde_json::json;
 use testkit::graph_fake::GraphFake;
 
 use crate::console::{get, sign_in};
-use crate::helpers::{worker, TestApp, ADMIN};
+use testkit::app::{worker, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";

@@ -12,7 +12,7 @@ use dispatch_gate::write::store::{Backend, Database};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 const SECRET: &str = "Qx8~kD2.s3cr3t-Value_for~Tests.0123456789";
@@ -31,7 +31,7 @@ fn body(secret: &str, expires_at: Value) -> Value {
     })
 }
 
-async fn put_secret(app: &TestApp, connection: &str, body: Value) -> crate::helpers::Response {
+async fn put_secret(app: &TestApp, connection: &str, body: Value) -> testkit::app::Response {
     app.call(
         Method::PUT,
         &format!("/v1/provider-connections/{connection}/secret"),
@@ -307,7 +307,7 @@ async fn it_should_refuse_to_store_a_secret_on_postgres_without_a_key() {
     tokio::spawn(keyless.catchup().clone().run(std::future::pending()));
     let router = app(AppState::new(keyless));
     let events = gate.event_count().await;
-    let r = crate::helpers::send(
+    let r = testkit::app::send(
         router,
         axum::http::Request::builder()
             .method(Method::PUT)

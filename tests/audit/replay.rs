@@ -11,26 +11,25 @@
 //! Histories that record an older event version are kept from an earlier run of
 //! the generator (see `LEGACY`) and are never regenerated.
 
-mod common;
-
 use aggregates::values::{BackupRef, DisplayName, ProviderName, WorkerId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use testkit::event_log;
 
 use aggregates::catalog::{CredentialStatus, OperationKind};
 use aggregates::connection::{ConnectionCommand, ProviderConnection, RunEnd};
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::{Actor, Timestamp};
 use chrono::{DateTime, Duration};
-use common::Row;
 use dispatch_gate::app::{
     Clock, ConnectionChange, Dispatcher, Principal, RequestContext, StartCommand, StartDecision,
 };
 use dispatch_gate::audit;
 use dispatch_gate::write::executor::Executor;
 use dispatch_gate::write::store::{Backend, Database};
+use event_log::Row;
 use serde::{Deserialize, Serialize};
 
 /// Histories kept from before a version bump; the generator leaves them alone.
@@ -72,8 +71,8 @@ fn corpus_in(dir: &Path) -> Vec<(String, Vec<Row>, Vec<Expected>)> {
     names
         .into_iter()
         .map(|name| {
-            let rows = common::read_jsonl(&dir.join(format!("{name}.jsonl")));
-            let expected = common::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
+            let rows = event_log::read_jsonl(&dir.join(format!("{name}.jsonl")));
+            let expected = event_log::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
             (name, rows, expected)
         })
         .collect()
@@ -87,8 +86,8 @@ async fn every_history_re_derives_its_decisions(backend: Backend) {
 
 async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expected>)>) {
     for (name, rows, expected) in corpus {
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
+        let fresh = event_log::fresh(backend).await;
+        event_log::load(&fresh.database, &rows).await;
 
         let report = audit::verify(&fresh.database, false).await.unwrap();
         assert!(report.findings.is_empty(), "{name}: {:?}", report.findings);
@@ -125,7 +124,7 @@ async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expe
 /// The version 1.0 history reads through the upcaster, in the audit and in the
 /// running service, which appends version 2.0 events after it.
 async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: Backend) {
-    let rows: Vec<Row> = common::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
+    let rows: Vec<Row> = event_log::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
     let old: Vec<&Row> = rows
         .iter()
         .filter(|r| r.event_type == "StartBlocked")
@@ -134,8 +133,8 @@ async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: B
     assert!(old
         .iter()
         .all(|r| r.payload["StartBlocked"].get("evidence").is_none()));
-    let fresh = common::fresh(backend).await;
-    common::load(&fresh.database, &rows).await;
+    let fresh = event_log::fresh(backend).await;
+    event_log::load(&fresh.database, &rows).await;
     let tenant = tenants(&rows)[0];
 
     let history = audit::tenant_history(&fresh.database, tenant)
@@ -489,9 +488,9 @@ impl Scene {
     }
 
     async fn save(self, dir: &Path, name: &str) {
-        let rows = common::dump(&self.database).await;
-        common::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
-        common::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
+        let rows = event_log::dump(&self.database).await;
+        event_log::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
+        event_log::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
     }
 }
 
