@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregates::catalog::OperationKind;
+use aggregates::connection::RunEnd;
 use aggregates::ids::ClientId;
 use aggregates::values::{DirectoryTenantId, DisplayName, ProviderName};
 use anyhow::Context as _;
 use clap::Parser;
 use dispatch_gate::app::{
-    Dispatcher, NewSecret, Principal, RequestContext, StartCommand, SystemClock,
+    ConnectionChange, Dispatcher, NewSecret, Principal, RequestContext, StartCommand, SystemClock,
 };
 use dispatch_gate::provider::graph::{AppCredentials, ClientSecret, GraphClient, GraphConfig};
 use dispatch_gate::provider::graph_runs::GraphRuns;
@@ -103,6 +104,8 @@ async fn measure(cli: &Cli, url: &str) -> anyhow::Result<()> {
         Dispatcher::new(database.clone(), Arc::new(SystemClock), None)
             .with_secrets_key(SealingKey::generate()),
     );
+    // The projector, as `serve` runs it: claims read the queue from its views.
+    tokio::spawn(dispatcher.catchup().clone().run(std::future::pending()));
     let (tenant, run_id) = start_sync(&dispatcher).await?;
     let worker = aggregates::values::WorkerId::parse("graph-sync-bench")
         .map_err(|error| anyhow::anyhow!("{error}"))?;
@@ -120,8 +123,12 @@ async fn measure(cli: &Cli, url: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let end = provider.execute(&claimed).await;
     let synced = started.elapsed();
+    anyhow::ensure!(
+        matches!(end, RunEnd::Succeeded { .. }),
+        "the sync did not succeed: {end:?}"
+    );
     dispatcher
-        .complete(claimed.run_id, &worker, end.clone(), &RequestContext::NONE)
+        .complete(claimed.run_id, &worker, end, &RequestContext::NONE)
         .await?;
     let rows: i64 = dispatch_gate::write::provider_data::inventory_summary(&database, tenant)
         .await?
@@ -139,7 +146,6 @@ async fn measure(cli: &Cli, url: &str) -> anyhow::Result<()> {
         "directory.groups.sync of {} groups, pages of {} ({backend})",
         cli.groups, cli.page_size
     );
-    println!("  run ended: {end:?}");
     println!(
         "  fetch only (baseline): {fetched} groups in {page_count} pages, {:.2} s",
         fetch_only.as_secs_f64()
@@ -194,6 +200,14 @@ async fn start_sync(
     };
     dispatcher
         .store_secret(&Principal::Admin, connection_id, secret, context)
+        .await?;
+    dispatcher
+        .change_connection(
+            &Principal::Admin,
+            connection_id,
+            ConnectionChange::Consent(true),
+            context,
+        )
         .await?;
     let decision = dispatcher
         .start(StartCommand {
