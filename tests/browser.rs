@@ -15,12 +15,11 @@
 //! The demo runs without the built-in worker, so nothing moves unless a test
 //! moves it: the worker steps are this test's own calls to the worker API.
 
-mod serve;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;

@@ -8,10 +8,24 @@
 //! [`Dispatcher`]: dispatch_gate::app::Dispatcher
 
 use aggregates::connection::ProviderConnection;
-pub use dispatch_gate::app::{metadata, SNAPSHOT_EVERY};
+use std::collections::HashMap;
+
+use aggregates::{Actor, Timestamp};
+use dispatch_gate::app::RequestContext;
+pub use dispatch_gate::app::SNAPSHOT_EVERY;
 use dispatch_gate::write::executor::Executor;
 use dispatch_gate::write::snapshot::SnapshotPolicy;
 use dispatch_gate::write::store::Database;
+
+/// The metadata the service records with a command carried by a request
+/// whose server id is `request_id` (what [`RequestContext::metadata`] makes).
+pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
+    RequestContext {
+        request_id: request_id.map(str::to_owned),
+        ..RequestContext::NONE
+    }
+    .metadata(actor, at)
+}
 
 /// A connection executor of its own, as each `Dispatcher` (each `serve`
 /// process) has one: two of them on one database do not serialise each other.
@@ -57,7 +71,7 @@ mod tests {
                 connection: None,
                 restore_run: None,
                 principal: Principal::Admin,
-                request_id: None,
+                context: RequestContext::NONE,
             })
             .await
             .unwrap();

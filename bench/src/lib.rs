@@ -39,6 +39,7 @@ mod gate;
 mod http;
 mod load;
 mod scratch;
+pub use scratch::Scratches;
 mod seed;
 
 use std::collections::BTreeMap;
@@ -62,7 +63,6 @@ use dispatch_gate::read::catchup::{Catchup, Failpoint};
 use dispatch_gate::write::executor::{CommandError, Executor};
 use dispatch_gate::write::store::Database;
 use load::{drive, Measured};
-use scratch::Scratches;
 use seed::{Sink, Table, World};
 
 /// A scenario, as named on the command line.

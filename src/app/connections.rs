@@ -8,7 +8,7 @@ use aggregates::tenant::TenantCommand;
 use aggregates::values::{DisplayName, ProviderName};
 use uuid::Uuid;
 
-use super::{metadata, AppError, Dispatcher, Principal};
+use super::{AppError, Dispatcher, Principal, RequestContext};
 
 /// A connection with the tenant facts the API shows beside it.
 #[derive(Debug, Clone)]
@@ -40,6 +40,7 @@ impl Dispatcher {
         display_name: DisplayName,
         provider: ProviderName,
         make_default: bool,
+        context: &RequestContext,
     ) -> Result<ConnectionView, AppError> {
         self.authorize(principal, tenant_id, Action::ManageProviderConnections)
             .await?;
@@ -58,7 +59,7 @@ impl Dispatcher {
                     actor: actor.clone(),
                     at,
                 },
-                metadata(&actor, None, at),
+                context.metadata(&actor, at),
             )
             .await?;
         // The connection exists before the tenant lists it: a crash in between
@@ -69,7 +70,7 @@ impl Dispatcher {
             at,
         };
         let mut tenant = self
-            .tenant_command(tenant_id, attach, &actor, None, at)
+            .tenant_command(tenant_id, attach, &actor, context, at)
             .await?
             .state;
         if make_default {
@@ -79,7 +80,7 @@ impl Dispatcher {
                 at,
             };
             tenant = self
-                .tenant_command(tenant_id, set, &actor, None, at)
+                .tenant_command(tenant_id, set, &actor, context, at)
                 .await?
                 .state;
         }
@@ -95,7 +96,7 @@ impl Dispatcher {
         principal: &Principal,
         connection_id: ConnectionId,
         change: ConnectionChange,
-        request_id: Option<&str>,
+        context: &RequestContext,
     ) -> Result<ConnectionView, AppError> {
         let (_, tenant) = self
             .authorize_connection(principal, connection_id, Action::ManageProviderConnections)
@@ -124,7 +125,7 @@ impl Dispatcher {
                 &self.connections,
                 &connection_id.to_string(),
                 command,
-                metadata(&actor, request_id, at),
+                context.metadata(&actor, at),
             )
             .await?;
         Ok(ConnectionView {
@@ -139,7 +140,7 @@ impl Dispatcher {
         principal: &Principal,
         tenant_id: TenantId,
         connection_id: Option<ConnectionId>,
-        request_id: Option<&str>,
+        context: &RequestContext,
     ) -> Result<Option<ConnectionId>, AppError> {
         self.authorize(principal, tenant_id, Action::ManageProviderConnections)
             .await?;
@@ -151,7 +152,7 @@ impl Dispatcher {
             at,
         };
         let committed = self
-            .tenant_command(tenant_id, command, &actor, request_id, at)
+            .tenant_command(tenant_id, command, &actor, context, at)
             .await?;
         Ok(committed.state.default_connection)
     }

@@ -10,7 +10,7 @@ use aggregates::ids::RunId;
 use aggregates::registry::{Registered, RestoreRun, Workspace};
 use aggregates::tenant::Tenant;
 use aggregates::user::UserAccount;
-use aggregates::{Actor, Timestamp};
+use aggregates::Timestamp;
 
 use super::clock::Clock;
 use super::error::AppError;
@@ -64,26 +64,6 @@ pub const SNAPSHOT_EVERY: usize = 100;
 
 /// How long a read waits for the views to reach its session's position.
 pub const CONSISTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The metadata recorded with a command: who, when, the server's request id,
-/// the client's own `X-Request-Id` (`client_request_id`) when it sent one, and
-/// the idempotency attempt of the request being served (see [`crate::write::idempotency`]).
-pub fn metadata(actor: &Actor, request_id: Option<&str>, at: Timestamp) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([
-        ("actor".to_owned(), actor.id_string()),
-        ("at".to_owned(), at.to_rfc3339()),
-    ]);
-    if let Some(id) = request_id {
-        metadata.insert("request_id".to_owned(), id.to_owned());
-    }
-    if let Some(attempt) = crate::write::idempotency::current_attempt() {
-        metadata.insert(crate::write::idempotency::METADATA_KEY.to_owned(), attempt);
-    }
-    if let Some(id) = consistency::client_request_id() {
-        metadata.insert("client_request_id".to_owned(), id);
-    }
-    metadata
-}
 
 impl Dispatcher {
     /// Builds the service on a migrated database.

@@ -13,6 +13,7 @@
 mod auth;
 mod clock;
 mod connections;
+mod context;
 mod dispatcher;
 mod error;
 mod inventory;
@@ -31,7 +32,8 @@ mod token;
 pub use auth::allows;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connections::{ConnectionChange, ConnectionView};
-pub use dispatcher::{metadata, Dispatcher, CONSISTENCY_WAIT, SNAPSHOT_EVERY};
+pub use context::RequestContext;
+pub use dispatcher::{Dispatcher, CONSISTENCY_WAIT, SNAPSHOT_EVERY};
 pub use error::{cause_line, error_line, AppError};
 pub use inventory::InventoryPage;
 pub use onboarding::{next_bootstrap_step, OnboardingStep, StepState};

@@ -7,7 +7,7 @@ use crate::write::store::Database;
 use projections::Run as RunRecord;
 
 use super::auth::check;
-use super::{AppError, Dispatcher, Principal, StartCommand, StartDecision};
+use super::{AppError, Dispatcher, Principal, RequestContext, StartCommand, StartDecision};
 
 /// The state of an onboarding step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Dispatcher {
         &self,
         principal: &Principal,
         tenant_id: TenantId,
-        request_id: Option<String>,
+        context: RequestContext,
     ) -> Result<Option<StartDecision>, AppError> {
         let tenant = self
             .authorize(principal, tenant_id, Action::ManageOnboarding)
@@ -141,7 +141,7 @@ impl Dispatcher {
             connection: None,
             restore_run: None,
             principal: principal.clone(),
-            request_id,
+            context,
         };
         self.start_authorized(tenant, command).await.map(Some)
     }

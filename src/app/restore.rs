@@ -16,7 +16,7 @@ use aggregates::restore::{self, BackupSource, Object, Plan, Replacements, Snapsh
 use aggregates::values::{BackupRef, ContentHash};
 use uuid::Uuid;
 
-use super::{metadata, AppError, ClaimedRun, Dispatcher, Principal};
+use super::{AppError, ClaimedRun, Dispatcher, Principal, RequestContext};
 use crate::write::provider_data;
 use crate::write::restore_data::{self, OutcomeRow};
 
@@ -61,6 +61,7 @@ impl Dispatcher {
         principal: &Principal,
         tenant_id: TenantId,
         backup_ref: BackupRef,
+        context: &RequestContext,
     ) -> Result<PreparedRestore, AppError> {
         self.authorize(principal, tenant_id, Action::PrepareRestore)
             .await?;
@@ -100,7 +101,7 @@ impl Dispatcher {
                 &self.restores,
                 &id.to_string(),
                 record,
-                metadata(&actor, None, at),
+                context.metadata(&actor, at),
             )
             .await?;
         let run = committed

@@ -10,7 +10,7 @@ use aggregates::{Actor, Timestamp};
 use crate::write::executor::Committed;
 
 use super::dispatcher::RunPlace;
-use super::{metadata, AppError, Dispatcher, Principal, CONSISTENCY_WAIT};
+use super::{AppError, Dispatcher, Principal, RequestContext, CONSISTENCY_WAIT};
 
 /// Runs whose place is remembered before the cache starts again.
 const PLACES_REMEMBERED: usize = 100_000;
@@ -78,13 +78,14 @@ impl Dispatcher {
         connection_id: ConnectionId,
         command: ConnectionCommand,
         actor: &Actor,
+        context: &RequestContext,
         at: Timestamp,
     ) -> Result<Committed<ProviderConnection>, AppError> {
         self.run(
             &self.connections,
             &connection_id.to_string(),
             command,
-            metadata(actor, None, at),
+            context.metadata(actor, at),
         )
         .await
         .map_err(AppError::from)
@@ -98,6 +99,7 @@ impl Dispatcher {
         worker_id: &WorkerId,
         operations: Option<&[OperationKind]>,
         lease: std::time::Duration,
+        context: &RequestContext,
     ) -> Result<Option<ClaimedRun>, AppError> {
         let wanted = |op: &OperationKind| operations.is_none_or(|ops| ops.contains(op));
         // The queue is read from the run view: let it show every run this
@@ -124,7 +126,10 @@ impl Dispatcher {
                     lease_expires_at,
                 };
                 let actor = Actor::System;
-                match self.run_command(connection_id, command, &actor, at).await {
+                match self
+                    .run_command(connection_id, command, &actor, context, at)
+                    .await
+                {
                     Ok(committed) => {
                         let claimed = committed
                             .events
@@ -166,6 +171,7 @@ impl Dispatcher {
         run_id: RunId,
         worker_id: &WorkerId,
         lease: std::time::Duration,
+        context: &RequestContext,
     ) -> Result<Heartbeat, AppError> {
         let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
@@ -176,7 +182,7 @@ impl Dispatcher {
             lease_expires_at: at + lease,
         };
         let committed = self
-            .run_command(connection_id, command, &Actor::System, at)
+            .run_command(connection_id, command, &Actor::System, context, at)
             .await?;
         let cancel_requested = committed
             .state
@@ -189,7 +195,12 @@ impl Dispatcher {
     }
 
     /// Gives a held run back unfinished (the worker is shutting down).
-    pub async fn release(&self, run_id: RunId, worker_id: &WorkerId) -> Result<(), AppError> {
+    pub async fn release(
+        &self,
+        run_id: RunId,
+        worker_id: &WorkerId,
+        context: &RequestContext,
+    ) -> Result<(), AppError> {
         let connection_id = self.run_place(run_id).await?.connection_id;
         let at = self.now();
         let command = ConnectionCommand::ReleaseRun {
@@ -197,7 +208,7 @@ impl Dispatcher {
             worker_id: worker_id.clone(),
             at,
         };
-        self.run_command(connection_id, command, &Actor::System, at)
+        self.run_command(connection_id, command, &Actor::System, context, at)
             .await
             .map(drop)
     }
@@ -208,6 +219,7 @@ impl Dispatcher {
         run_id: RunId,
         worker_id: &WorkerId,
         end: RunEnd,
+        context: &RequestContext,
     ) -> Result<OperationKind, AppError> {
         let place = self.run_place(run_id).await?;
         let at = self.now();
@@ -217,7 +229,7 @@ impl Dispatcher {
             end,
             at,
         };
-        self.run_command(place.connection_id, command, &Actor::System, at)
+        self.run_command(place.connection_id, command, &Actor::System, context, at)
             .await?;
         Ok(place.operation)
     }
@@ -227,6 +239,7 @@ impl Dispatcher {
         &self,
         principal: &Principal,
         run_id: RunId,
+        context: &RequestContext,
     ) -> Result<(OperationKind, aggregates::catalog::RunStatus, bool), AppError> {
         let RunPlace {
             connection_id,
@@ -248,7 +261,7 @@ impl Dispatcher {
             at,
         };
         let state = self
-            .run_command(connection_id, command, &actor, at)
+            .run_command(connection_id, command, &actor, context, at)
             .await?
             .state;
         Ok(match state.active.filter(|run| run.run_id == run_id) {
@@ -279,7 +292,13 @@ impl Dispatcher {
                 let connection_id = record.connection_id;
                 let command = ConnectionCommand::ExpireLease { at: now };
                 let committed = self
-                    .run_command(connection_id, command, &Actor::System, now)
+                    .run_command(
+                        connection_id,
+                        command,
+                        &Actor::System,
+                        &RequestContext::NONE,
+                        now,
+                    )
                     .await?;
                 expired += committed.events.len();
             }

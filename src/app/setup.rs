@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::write::executor::Committed;
 
 use super::token::{new_token, sha256};
-use super::{metadata, AppError, Dispatcher};
+use super::{AppError, Dispatcher, RequestContext};
 
 /// A freshly created user and its token (shown once, never stored).
 #[derive(Debug, Clone)]
@@ -27,7 +27,11 @@ pub struct NewUser {
 
 impl Dispatcher {
     /// Creates a workspace.
-    pub async fn create_workspace(&self, name: DisplayName) -> Result<WorkspaceId, AppError> {
+    pub async fn create_workspace(
+        &self,
+        name: DisplayName,
+        context: &RequestContext,
+    ) -> Result<WorkspaceId, AppError> {
         let id = WorkspaceId(Uuid::new_v4());
         let at = self.now();
         let record = Workspace {
@@ -40,7 +44,7 @@ impl Dispatcher {
             &self.workspaces,
             &id.to_string(),
             record,
-            metadata(&Actor::Admin, None, at),
+            context.metadata(&Actor::Admin, at),
         )
         .await?;
         Ok(id)
@@ -51,6 +55,7 @@ impl Dispatcher {
         &self,
         workspace_id: WorkspaceId,
         name: DisplayName,
+        context: &RequestContext,
     ) -> Result<TenantId, AppError> {
         let Registered(Some(_)) = self.workspaces.load(&workspace_id.to_string()).await? else {
             return Err(AppError::NotFound("workspace"));
@@ -68,14 +73,18 @@ impl Dispatcher {
             &self.tenants,
             &id.to_string(),
             command,
-            metadata(&Actor::Admin, None, at),
+            context.metadata(&Actor::Admin, at),
         )
         .await?;
         Ok(id)
     }
 
     /// Creates a user and its bearer token. Only the token's SHA-256 is stored.
-    pub async fn create_user(&self, name: DisplayName) -> Result<NewUser, AppError> {
+    pub async fn create_user(
+        &self,
+        name: DisplayName,
+        context: &RequestContext,
+    ) -> Result<NewUser, AppError> {
         let id = UserId(Uuid::new_v4());
         let token = new_token(id);
         let at = self.now();
@@ -85,14 +94,18 @@ impl Dispatcher {
             token_sha256: hex::encode(sha256(&token)),
             at,
         };
-        self.user_command(id, UserCommand::Create(record), at)
+        self.user_command(id, UserCommand::Create(record), context, at)
             .await?;
         Ok(NewUser { id, token })
     }
 
     /// Issues a user a new token; the previous one (if any) stops working at
     /// once, on every instance (authentication reads the user's stream head).
-    pub async fn issue_token(&self, user_id: UserId) -> Result<String, AppError> {
+    pub async fn issue_token(
+        &self,
+        user_id: UserId,
+        context: &RequestContext,
+    ) -> Result<String, AppError> {
         let token = new_token(user_id);
         let at = self.now();
         let command = UserCommand::IssueToken {
@@ -100,32 +113,39 @@ impl Dispatcher {
             actor: Actor::Admin,
             at,
         };
-        self.user_command(user_id, command, at).await?;
+        self.user_command(user_id, command, context, at).await?;
         Ok(token)
     }
 
     /// Revokes a user's token: it gets 401 until a new one is issued.
     /// Revoking a revoked token records nothing.
-    pub async fn revoke_token(&self, user_id: UserId) -> Result<(), AppError> {
+    pub async fn revoke_token(
+        &self,
+        user_id: UserId,
+        context: &RequestContext,
+    ) -> Result<(), AppError> {
         let at = self.now();
         let command = UserCommand::RevokeToken {
             actor: Actor::Admin,
             at,
         };
-        self.user_command(user_id, command, at).await.map(drop)
+        self.user_command(user_id, command, context, at)
+            .await
+            .map(drop)
     }
 
     async fn user_command(
         &self,
         user_id: UserId,
         command: UserCommand,
+        context: &RequestContext,
         at: Timestamp,
     ) -> Result<Committed<UserAccount>, AppError> {
         self.run(
             &self.users,
             &user_id.to_string(),
             command,
-            metadata(&Actor::Admin, None, at),
+            context.metadata(&Actor::Admin, at),
         )
         .await
         .map_err(AppError::from)
@@ -138,6 +158,7 @@ impl Dispatcher {
         user_id: UserId,
         role: Role,
         capabilities: Option<BTreeSet<Capability>>,
+        context: &RequestContext,
     ) -> Result<(), AppError> {
         if self.users.load(&user_id.to_string()).await?.user.is_none() {
             return Err(AppError::NotFound("user"));
@@ -150,7 +171,7 @@ impl Dispatcher {
             actor: Actor::Admin,
             at,
         };
-        self.tenant_command(tenant_id, command, &Actor::Admin, None, at)
+        self.tenant_command(tenant_id, command, &Actor::Admin, context, at)
             .await
             .map(drop)
     }
@@ -160,6 +181,7 @@ impl Dispatcher {
         &self,
         tenant_id: TenantId,
         user_id: UserId,
+        context: &RequestContext,
     ) -> Result<(), AppError> {
         let at = self.now();
         let command = TenantCommand::RemoveMember {
@@ -167,7 +189,7 @@ impl Dispatcher {
             actor: Actor::Admin,
             at,
         };
-        self.tenant_command(tenant_id, command, &Actor::Admin, None, at)
+        self.tenant_command(tenant_id, command, &Actor::Admin, context, at)
             .await
             .map(drop)
     }
@@ -177,14 +199,14 @@ impl Dispatcher {
         tenant_id: TenantId,
         command: TenantCommand,
         actor: &Actor,
-        request_id: Option<&str>,
+        context: &RequestContext,
         at: Timestamp,
     ) -> Result<Committed<Tenant>, AppError> {
         self.run(
             &self.tenants,
             &tenant_id.to_string(),
             command,
-            metadata(actor, request_id, at),
+            context.metadata(actor, at),
         )
         .await
         .map_err(AppError::from)

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::write::executor::CommandError;
 
 use super::dispatcher::RunPlace;
-use super::{metadata, AppError, Dispatcher, Principal};
+use super::{AppError, Dispatcher, Principal, RequestContext};
 
 /// What the caller wants started.
 #[derive(Debug, Clone)]
@@ -28,8 +28,8 @@ pub struct StartCommand {
     pub restore_run: Option<RestoreRunId>,
     /// Who.
     pub principal: Principal,
-    /// The HTTP request id.
-    pub request_id: Option<String>,
+    /// The request it arrived in (its ids are recorded with the decision).
+    pub context: RequestContext,
 }
 
 /// A decision, as the API presents it.
@@ -73,7 +73,7 @@ impl Dispatcher {
         principal: Principal,
         connection_id: ConnectionId,
         operation: OperationKind,
-        request_id: Option<String>,
+        context: RequestContext,
     ) -> Result<StartDecision, AppError> {
         let (_, tenant) = self
             .authorize_connection(&principal, connection_id, Action::StartOperation(operation))
@@ -89,7 +89,7 @@ impl Dispatcher {
             connection: Some(connection_id),
             restore_run: None,
             principal,
-            request_id,
+            context,
         };
         self.start_authorized(tenant, command).await
     }
@@ -143,14 +143,14 @@ impl Dispatcher {
                             },
                             actor: actor.clone(),
                             at,
-                            request_id: command.request_id.clone(),
+                            request_id: command.context.request_id.clone(),
                         };
                         match self
                             .run(
                                 &self.tenants,
                                 &command.tenant_id.to_string(),
                                 TenantCommand::RecordStartWithoutDefault(request),
-                                metadata(&actor, command.request_id.as_deref(), at),
+                                command.context.metadata(&actor, at),
                             )
                             .await
                         {
@@ -195,7 +195,7 @@ impl Dispatcher {
                 scope,
                 actor: actor.clone(),
                 at,
-                request_id: command.request_id.clone(),
+                request_id: command.context.request_id.clone(),
                 resolved_via,
                 restore: restore.clone(),
             };
@@ -204,7 +204,7 @@ impl Dispatcher {
                     &self.connections,
                     &connection_id.to_string(),
                     |connection| record_start(connection, request.clone()),
-                    metadata(&actor, command.request_id.as_deref(), at),
+                    command.context.metadata(&actor, at),
                 )
                 .await?;
             tracing::Span::current().record("outcome", verdict.outcome().as_str());

@@ -25,7 +25,7 @@ use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId, UserId, Works
 use aggregates::values::{BackupRef, DisplayName, ProviderName, WorkerId};
 use tokio::sync::watch;
 
-use crate::app::{AppError, ConnectionChange, Dispatcher, Principal, StartCommand};
+use crate::app::{AppError, ConnectionChange, Dispatcher, Principal, RequestContext, StartCommand};
 use crate::read::catchup::Failpoint;
 
 /// The worker id the demo's active runs are claimed with.
@@ -280,10 +280,13 @@ pub async fn hold(
         }
         let mut still = Vec::with_capacity(held.len());
         for run_id in held {
-            match dispatcher.heartbeat(run_id, &holder(), lease).await {
+            match dispatcher
+                .heartbeat(run_id, &holder(), lease, &RequestContext::NONE)
+                .await
+            {
                 Ok(heartbeat) if heartbeat.cancel_requested => {
                     match dispatcher
-                        .complete(run_id, &holder(), RunEnd::Cancelled)
+                        .complete(run_id, &holder(), RunEnd::Cancelled, &RequestContext::NONE)
                         .await
                     {
                         Ok(_) => tracing::info!(run = %run_id, "demo run cancelled"),
@@ -323,7 +326,10 @@ impl Seeder<'_> {
     async fn seed(&self) -> Result<DemoSummary, DemoError> {
         let dispatcher = self.dispatcher;
         let workspace_id = dispatcher
-            .create_workspace(value("Demo workspace", DisplayName::parse))
+            .create_workspace(
+                value("Demo workspace", DisplayName::parse),
+                &RequestContext::NONE,
+            )
             .await
             .map_err(at("the workspace"))?;
         let operator = self
@@ -354,7 +360,13 @@ impl Seeder<'_> {
             )
             .await?;
         dispatcher
-            .set_member(usable.id, readonly.id, Role::Readonly, None)
+            .set_member(
+                usable.id,
+                readonly.id,
+                Role::Readonly,
+                None,
+                &RequestContext::NONE,
+            )
             .await
             .map_err(at("the readonly member"))?;
         self.connection(&mut usable, "Contoso Graph", Access::Usable, true)
@@ -364,6 +376,7 @@ impl Seeder<'_> {
                 &Principal::Admin,
                 usable.id,
                 value("contoso-nightly-backup", BackupRef::parse),
+                &RequestContext::NONE,
             )
             .await
             .map_err(at("the restore run"))?
@@ -434,7 +447,7 @@ impl Seeder<'_> {
                 &Principal::Admin,
                 adatum_graph,
                 ConnectionChange::Credentials(CredentialStatus::Expired),
-                None,
+                &RequestContext::NONE,
             )
             .await
             .map_err(at("expiring Adatum's credentials"))?;
@@ -444,6 +457,7 @@ impl Seeder<'_> {
                 &holder(),
                 Some(&[OperationKind::ProviderVerify]),
                 self.lease,
+                &RequestContext::NONE,
             )
             .await
             .map_err(at("the failed run"))?
@@ -562,7 +576,7 @@ impl Seeder<'_> {
     ) -> Result<DemoUser, DemoError> {
         let new = self
             .dispatcher
-            .create_user(value(name, DisplayName::parse))
+            .create_user(value(name, DisplayName::parse), &RequestContext::NONE)
             .await
             .map_err(at("a demo user"))?;
         Ok(DemoUser {
@@ -584,11 +598,15 @@ impl Seeder<'_> {
     ) -> Result<DemoTenant, DemoError> {
         let id = self
             .dispatcher
-            .create_tenant(workspace_id, value(name, DisplayName::parse))
+            .create_tenant(
+                workspace_id,
+                value(name, DisplayName::parse),
+                &RequestContext::NONE,
+            )
             .await
             .map_err(at("a demo tenant"))?;
         self.dispatcher
-            .set_member(id, owner.id, Role::Owner, None)
+            .set_member(id, owner.id, Role::Owner, None, &RequestContext::NONE)
             .await
             .map_err(at("a tenant's owner"))?;
         Ok(DemoTenant {
@@ -616,6 +634,7 @@ impl Seeder<'_> {
                 value(name, DisplayName::parse),
                 value("microsoft-graph", ProviderName::parse),
                 make_default,
+                &RequestContext::NONE,
             )
             .await
             .map_err(at("a provider connection"))?;
@@ -630,7 +649,7 @@ impl Seeder<'_> {
             ConnectionChange::Credentials(CredentialStatus::Valid),
         ] {
             self.dispatcher
-                .change_connection(&admin, id, change, None)
+                .change_connection(&admin, id, change, &RequestContext::NONE)
                 .await
                 .map_err(at("a connection's consent and credentials"))?;
         }
@@ -657,7 +676,7 @@ impl Seeder<'_> {
                 connection,
                 restore_run: None,
                 principal: principal.clone(),
-                request_id: None,
+                context: RequestContext::NONE,
             })
             .await
             .map_err(at("a start"))?;
@@ -685,7 +704,12 @@ impl Seeder<'_> {
         self.catch_up().await?;
         let claimed = self
             .dispatcher
-            .claim(&holder(), Some(&[operation]), self.lease)
+            .claim(
+                &holder(),
+                Some(&[operation]),
+                self.lease,
+                &RequestContext::NONE,
+            )
             .await
             .map_err(at("claiming a demo run"))?;
         match claimed {

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::app::{Dispatcher, SystemClock};
 use crate::process::demo::{self, DemoError, DemoSummary};
 use crate::process::worker::{run_reaper, run_workers, SimulatedProvider, WorkerConfig};
-use crate::provider::graph::{GraphClient, GraphConfig};
+use crate::provider::graph::{GraphClient, GraphConfig, RetryBudget};
 use crate::provider::graph_runs::GraphRuns;
 use crate::provider::Provider;
 use crate::read::replica::Standby;
@@ -172,6 +172,10 @@ impl Application {
                 WorkerProvider::Simulated(simulated) => Arc::new(simulated),
                 WorkerProvider::Graph(config) => {
                     tracing::info!(graph = %config.base_url, authority = %config.authority_url, "runs execute through Microsoft Graph");
+                    let config = GraphConfig {
+                        retry: RetryBudget::within_lease(self.state.lease),
+                        ..config
+                    };
                     let client = GraphClient::new(config).context("building the Graph client")?;
                     Arc::new(GraphRuns::new(dispatcher.clone(), client))
                 }

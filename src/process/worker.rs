@@ -14,7 +14,7 @@ use aggregates::values::WorkerId;
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::app::{AppError, ClaimedRun, Dispatcher};
+use crate::app::{AppError, ClaimedRun, Dispatcher, RequestContext};
 
 pub use crate::provider::Provider;
 
@@ -116,7 +116,10 @@ async fn worker_slot(
 ) {
     let mut failures = 0u32;
     while !*shutdown.borrow() {
-        let pause = match dispatcher.claim(&worker_id, None, config.lease).await {
+        let pause = match dispatcher
+            .claim(&worker_id, None, config.lease, &RequestContext::NONE)
+            .await
+        {
             Ok(Some(run)) => {
                 failures = 0;
                 execute(
@@ -161,7 +164,7 @@ async fn execute(
     let end = loop {
         tokio::select! {
             end = &mut work => break end,
-            _ = beat.tick() => match dispatcher.heartbeat(run.run_id, worker_id, config.lease).await {
+            _ = beat.tick() => match dispatcher.heartbeat(run.run_id, worker_id, config.lease, &RequestContext::NONE).await {
                 Ok(heartbeat) if heartbeat.cancel_requested => break RunEnd::Cancelled,
                 Ok(_) => {}
                 // The lease still runs: keep working, beat again on the next tick.
@@ -174,7 +177,7 @@ async fn execute(
                 }
             },
             () = stopped(shutdown) => {
-                match dispatcher.release(run.run_id, worker_id).await {
+                match dispatcher.release(run.run_id, worker_id, &RequestContext::NONE).await {
                     Ok(()) => tracing::info!("released the run on shutdown"),
                     Err(error) => tracing::warn!(error = %crate::app::cause_line(&error), "could not release the run"),
                 }
@@ -188,7 +191,7 @@ async fn execute(
     let mut pause = Duration::from_millis(100);
     loop {
         match dispatcher
-            .complete(run.run_id, worker_id, end.clone())
+            .complete(run.run_id, worker_id, end.clone(), &RequestContext::NONE)
             .await
         {
             Ok(_) => tracing::info!(?end, "run ended"),

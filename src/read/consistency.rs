@@ -61,24 +61,15 @@ impl Sessions {
     }
 }
 
-/// What one HTTP request wrote and read, and the request id its client sent.
+/// What one HTTP request wrote and read: the position its answer reports.
 #[derive(Debug, Default)]
 pub struct Request {
     principal: Mutex<Option<String>>,
-    client_request_id: Option<String>,
     written: AtomicI64,
     seen: AtomicI64,
 }
 
 impl Request {
-    /// A request record carrying the client's (checked) `X-Request-Id`.
-    pub fn with_client_request_id(client_request_id: Option<String>) -> Self {
-        Self {
-            client_request_id,
-            ..Self::default()
-        }
-    }
-
     /// The authenticated principal's key, once known.
     pub fn principal(&self) -> Option<String> {
         self.principal.lock().expect("request lock").clone()
@@ -108,15 +99,6 @@ pub async fn serve<F: std::future::Future>(request: Arc<Request>, future: F) -> 
 pub fn authenticated(principal: &str) {
     let _ = REQUEST
         .try_with(|r| *r.principal.lock().expect("request lock") = Some(principal.to_owned()));
-}
-
-/// The `X-Request-Id` the client of the request being served sent, if any
-/// (the events it writes record it beside the server's own request id).
-pub fn client_request_id() -> Option<String> {
-    REQUEST
-        .try_with(|r| r.client_request_id.clone())
-        .ok()
-        .flatten()
 }
 
 /// Records a position the request being served wrote.

@@ -6,12 +6,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorCode};
+use crate::app::RequestContext;
 
 /// The request header a client may set to correlate its own logs.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -23,6 +25,38 @@ pub const MAX_CLIENT_REQUEST_ID: usize = 128;
 /// server's own id from here on, and this one is recorded beside it.
 #[derive(Debug, Clone)]
 pub struct ClientRequestId(pub String);
+
+/// The idempotency attempt a request holding an `Idempotency-Key` is served
+/// under (set by the idempotency middleware; its events are tagged with it).
+#[derive(Debug, Clone)]
+pub struct IdempotencyAttempt(pub String);
+
+/// The request as the use case it calls records it: the server's request id
+/// (set by [`edge`]), the client's own `X-Request-Id` and the
+/// idempotency attempt the request is served under, when there are such.
+pub struct Context(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Context {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(RequestContext {
+            request_id: parts
+                .headers
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            client_request_id: parts
+                .extensions
+                .get::<ClientRequestId>()
+                .map(|id| id.0.clone()),
+            idempotency_attempt: parts
+                .extensions
+                .get::<IdempotencyAttempt>()
+                .map(|attempt| attempt.0.clone()),
+        }))
+    }
+}
 
 /// Checks a client request id: 1–128 visible ASCII characters.
 pub fn parse_client_request_id(value: &[u8]) -> Result<String, ApiError> {

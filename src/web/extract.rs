@@ -352,23 +352,6 @@ where
     }
 }
 
-/// The request id set by the request-id layer.
-pub struct RequestId(pub Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestId {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        ))
-    }
-}
-
 /// Parses a domain value where it enters (the domain states its rule, see
 /// [`aggregates::values`]); `field` names it in the error.
 pub fn parse_value<T>(

@@ -7,7 +7,6 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::edge;
 use super::extract;
 use super::state::AppState;
 
@@ -19,13 +18,7 @@ pub async fn sessions(
     request: Request,
     next: Next,
 ) -> Response {
-    let client = request
-        .extensions()
-        .get::<edge::ClientRequestId>()
-        .map(|id| id.0.clone());
-    let session = Arc::new(crate::read::consistency::Request::with_client_request_id(
-        client,
-    ));
+    let session = Arc::new(crate::read::consistency::Request::default());
     let mut response = crate::read::consistency::serve(session.clone(), next.run(request)).await;
     let written = session.written();
     if written > 0 {

@@ -6,8 +6,8 @@
 //! fresh attempt id. The primary key makes the claim atomic on one database,
 //! so two instances (or two connections of one) can never both hold a key.
 //! While the request runs, every event it commits carries the attempt id in
-//! its metadata (`idempotency.attempt`, read from a task-local by
-//! [`crate::app`]'s metadata). A trigger on the event log, inside the commit's
+//! its metadata (`idempotency.attempt`: the edge hands the attempt to the use
+//! case in its `app::RequestContext`). A trigger on the event log, inside the commit's
 //! own transaction, marks the key `committed` — so "this key wrote these
 //! events" is part of what is committed, never only a cache — and refuses the
 //! commit if the attempt no longer holds the key. When the request ends, its
@@ -358,20 +358,6 @@ pub async fn prune(database: &Database, now: Timestamp) -> anyhow::Result<u64> {
         .context("pruning expired idempotency keys"))
 }
 
-tokio::task_local! {
-    static ATTEMPT: String;
-}
-
-/// Runs `future` (one request) as `attempt`: every event it commits is tagged.
-pub async fn under<F: std::future::Future>(attempt: String, future: F) -> F::Output {
-    ATTEMPT.scope(attempt, future).await
-}
-
-/// The attempt of the request being served, if it holds a key.
-pub fn current_attempt() -> Option<String> {
-    ATTEMPT.try_with(Clone::clone).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,13 +412,5 @@ mod tests {
         assert!(key.open("other fp", sealed).is_err(), "another request");
         // An answer stored before sealing is read as it is.
         assert_eq!(key.open("fp", body.to_vec()).unwrap(), body);
-    }
-
-    #[tokio::test]
-    async fn the_attempt_is_known_inside_its_request_only() {
-        assert_eq!(current_attempt(), None);
-        let inside = under("a-1".to_owned(), async { current_attempt() }).await;
-        assert_eq!(inside.as_deref(), Some("a-1"));
-        assert_eq!(current_attempt(), None);
     }
 }

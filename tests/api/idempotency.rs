@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
-use dispatch_gate::app::{Dispatcher, ManualClock};
+use dispatch_gate::app::{Dispatcher, ManualClock, RequestContext};
 use dispatch_gate::web::state::AppState;
 use dispatch_gate::write::idempotency::{self, Claim, IdempotencyKey};
 use dispatch_gate::write::store::Backend;
@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -237,12 +237,16 @@ async fn a_key_in_flight_is_409_and_is_taken_over_only_after_its_lease_if_nothin
 
     // The stalled first attempt wakes up and tries to commit: refused, in the
     // commit's own transaction.
-    let late = idempotency::under(
-        stalled,
-        app.dispatcher
-            .create_workspace(DisplayName::parse("Late").unwrap()),
-    )
-    .await;
+    let late = app
+        .dispatcher
+        .create_workspace(
+            DisplayName::parse("Late").unwrap(),
+            &RequestContext {
+                idempotency_attempt: Some(stalled),
+                ..RequestContext::NONE
+            },
+        )
+        .await;
     assert!(late.is_err(), "a stalled attempt must not write: {late:?}");
     assert_eq!(app.event_count().await, written, "nothing written by it");
 }
@@ -266,13 +270,16 @@ async fn a_key_whose_first_request_wrote_is_never_run_again_even_when_its_answer
         panic!("claimed")
     };
     // It commits, and its process ends before storing the answer.
-    idempotency::under(
-        attempt,
-        app.dispatcher
-            .create_workspace(DisplayName::parse("Once").unwrap()),
-    )
-    .await
-    .unwrap();
+    app.dispatcher
+        .create_workspace(
+            DisplayName::parse("Once").unwrap(),
+            &RequestContext {
+                idempotency_attempt: Some(attempt),
+                ..RequestContext::NONE
+            },
+        )
+        .await
+        .unwrap();
     let written = app.event_count().await;
     clock.advance(idempotency::LEASE * 10);
     let r = post_keyed(&app.router, "/v1/admin/workspaces", ADMIN, body, b"lost").await;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use dispatch_gate::app::RequestContext;
 use dispatch_gate::provider::graph::{GraphClient, GraphConfig};
 use dispatch_gate::provider::graph_runs::GraphRuns;
 use dispatch_gate::provider::Provider;
@@ -14,7 +15,7 @@ use serde_json::json;
 use testkit::graph_fake::GraphFake;
 
 use crate::console::{get, sign_in};
-use crate::helpers::{worker, TestApp, ADMIN};
+use testkit::app::{worker, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -49,13 +50,13 @@ async fn a_groups_sync_shows_in_the_inventory_the_run_and_the_tenant_page(backen
     let w = worker("inventory-test");
     let claimed = app
         .dispatcher
-        .claim(&w, None, Duration::from_secs(30))
+        .claim(&w, None, Duration::from_secs(30), &RequestContext::NONE)
         .await
         .unwrap()
         .expect("the queued sync");
     let end = provider.execute(&claimed).await;
     app.dispatcher
-        .complete(claimed.run_id, &w, end)
+        .complete(claimed.run_id, &w, end, &RequestContext::NONE)
         .await
         .unwrap();
 

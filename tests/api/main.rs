@@ -1,8 +1,6 @@
 //! Black-box tests of the HTTP API, each against a fresh real database:
 //! every test runs once on SQLite and once on PostgreSQL.
 
-mod helpers;
-
 mod authorization;
 mod bad_input;
 mod concurrency;

@@ -6,10 +6,11 @@ use std::time::Duration;
 use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
+use dispatch_gate::app::RequestContext;
 use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
-use crate::helpers::{id, worker, TestApp, ADMIN};
+use testkit::app::{id, worker, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -86,12 +87,22 @@ async fn runs_are_listed_newest_first_filtered_and_paginated(backend: Backend) {
         started.push(id(&r.body["run"]));
         let claimed = app
             .dispatcher
-            .claim(&worker("w1"), None, Duration::from_secs(60))
+            .claim(
+                &worker("w1"),
+                None,
+                Duration::from_secs(60),
+                &RequestContext::NONE,
+            )
             .await
             .unwrap()
             .unwrap();
         app.dispatcher
-            .complete(claimed.run_id, &worker("w1"), RunEnd::succeeded())
+            .complete(
+                claimed.run_id,
+                &worker("w1"),
+                RunEnd::succeeded(),
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
     }
@@ -256,7 +267,12 @@ async fn notifications_go_to_the_initiator_only(backend: Backend) {
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let claimed = app
         .dispatcher
-        .claim(&worker("w1"), None, Duration::from_secs(60))
+        .claim(
+            &worker("w1"),
+            None,
+            Duration::from_secs(60),
+            &RequestContext::NONE,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -265,6 +281,7 @@ async fn notifications_go_to_the_initiator_only(backend: Backend) {
             claimed.run_id,
             &worker("w1"),
             RunEnd::failed(ReasonCode::Throttled),
+            &RequestContext::NONE,
         )
         .await
         .unwrap();

@@ -6,11 +6,12 @@ use aggregates::catalog::ReasonCode;
 use aggregates::connection::RunEnd;
 use axum::http::StatusCode;
 use dispatch_gate::app::ConnectionChange;
+use dispatch_gate::app::RequestContext;
 use dispatch_gate::read::catchup::{self, Failpoint};
 use dispatch_gate::write::store::{Backend, Database};
 use serde_json::json;
 
-use crate::helpers::{id, worker, Fixture, TestApp, ADMIN};
+use testkit::app::{id, worker, Fixture, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -32,23 +33,28 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
     let run = dispatcher
-        .claim(&worker("w1"), None, lease)
+        .claim(&worker("w1"), None, lease, &RequestContext::NONE)
         .await
         .unwrap()
         .unwrap();
     dispatcher
-        .heartbeat(run.run_id, &worker("w1"), lease)
+        .heartbeat(run.run_id, &worker("w1"), lease, &RequestContext::NONE)
         .await
         .unwrap();
     dispatcher
-        .complete(run.run_id, &worker("w1"), RunEnd::succeeded())
+        .complete(
+            run.run_id,
+            &worker("w1"),
+            RunEnd::succeeded(),
+            &RequestContext::NONE,
+        )
         .await
         .unwrap();
     // failed by the worker.
     app.start(&f.operator, &f.tenant, "directory.groups.sync")
         .await;
     let run = dispatcher
-        .claim(&worker("w1"), None, lease)
+        .claim(&worker("w1"), None, lease, &RequestContext::NONE)
         .await
         .unwrap()
         .unwrap();
@@ -57,6 +63,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
             run.run_id,
             &worker("w1"),
             RunEnd::failed(ReasonCode::Unreachable),
+            &RequestContext::NONE,
         )
         .await
         .unwrap();
@@ -71,23 +78,37 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     // asked to stop while running, stopped by its worker.
     app.start(&f.operator, &f.tenant, "inventory.sync").await;
     let run = dispatcher
-        .claim(&worker("w2"), None, lease)
+        .claim(&worker("w2"), None, lease, &RequestContext::NONE)
         .await
         .unwrap()
         .unwrap();
     dispatcher
-        .cancel(&dispatch_gate::app::Principal::Admin, run.run_id)
+        .cancel(
+            &dispatch_gate::app::Principal::Admin,
+            run.run_id,
+            &RequestContext::NONE,
+        )
         .await
         .unwrap();
     dispatcher
-        .complete(run.run_id, &worker("w2"), RunEnd::Cancelled)
+        .complete(
+            run.run_id,
+            &worker("w2"),
+            RunEnd::Cancelled,
+            &RequestContext::NONE,
+        )
         .await
         .unwrap();
     // timed out.
     app.start(&f.operator, &f.tenant, "directory.roles.sync")
         .await;
     dispatcher
-        .claim(&worker("w3"), None, Duration::from_millis(1))
+        .claim(
+            &worker("w3"),
+            None,
+            Duration::from_millis(1),
+            &RequestContext::NONE,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -102,7 +123,7 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     )
     .await;
     assert!(dispatcher
-        .claim(&worker("w1"), None, lease)
+        .claim(&worker("w1"), None, lease, &RequestContext::NONE)
         .await
         .unwrap()
         .is_none());
@@ -115,11 +136,14 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     app.start(&owner, &other, "directory.groups.sync").await;
     // released by its worker: queued again.
     let run = dispatcher
-        .claim(&worker("w4"), None, lease)
+        .claim(&worker("w4"), None, lease, &RequestContext::NONE)
         .await
         .unwrap()
         .unwrap();
-    dispatcher.release(run.run_id, &worker("w4")).await.unwrap();
+    dispatcher
+        .release(run.run_id, &worker("w4"), &RequestContext::NONE)
+        .await
+        .unwrap();
     app.post(
         &format!("/v1/provider-connections/{second}/consent"),
         ADMIN,
@@ -131,16 +155,21 @@ async fn mixed_workload(app: &TestApp) -> Fixture {
     let admin = dispatch_gate::app::Principal::Admin;
     let second = second.parse().unwrap();
     dispatcher
-        .change_connection(&admin, second, ConnectionChange::Enabled(false), None)
+        .change_connection(
+            &admin,
+            second,
+            ConnectionChange::Enabled(false),
+            &RequestContext::NONE,
+        )
         .await
         .unwrap();
     let other = other.parse().unwrap();
     dispatcher
-        .set_default_connection(&admin, other, None, None)
+        .set_default_connection(&admin, other, None, &RequestContext::NONE)
         .await
         .unwrap();
     dispatcher
-        .remove_member(other, owner_id.parse().unwrap())
+        .remove_member(other, owner_id.parse().unwrap(), &RequestContext::NONE)
         .await
         .unwrap();
     f

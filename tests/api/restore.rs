@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use dispatch_gate::app::RequestContext;
 use dispatch_gate::provider::graph::{GraphClient, GraphConfig};
 use dispatch_gate::provider::graph_runs::GraphRuns;
 use dispatch_gate::provider::Provider;
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 use testkit::graph_fake::{FakeKind, Fault, GraphFake};
 
 use crate::console::{get, sign_in};
-use crate::helpers::{worker, Fixture, TestApp, ADMIN};
+use testkit::app::{worker, Fixture, Response, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -82,14 +83,14 @@ async fn execute(app: &TestApp, f: &Fixture, provider: &GraphRuns, run_id: &str)
     let w = worker("restore-test");
     let claimed = app
         .dispatcher
-        .claim(&w, None, Duration::from_secs(60))
+        .claim(&w, None, Duration::from_secs(60), &RequestContext::NONE)
         .await
         .unwrap()
         .expect("a queued run");
     assert_eq!(claimed.run_id.to_string(), run_id);
     let end = provider.execute(&claimed).await;
     app.dispatcher
-        .complete(claimed.run_id, &w, end)
+        .complete(claimed.run_id, &w, end, &RequestContext::NONE)
         .await
         .unwrap();
     let detail = app
@@ -107,7 +108,7 @@ async fn run(app: &TestApp, f: &Fixture, provider: &GraphRuns, operation: &str) 
     execute(app, f, provider, &run_id).await
 }
 
-async fn prepare(app: &TestApp, f: &Fixture, backup_ref: &str) -> crate::helpers::Response {
+async fn prepare(app: &TestApp, f: &Fixture, backup_ref: &str) -> Response {
     app.post(
         &format!("/v1/tenants/{}/restore-runs", f.tenant),
         &f.operator,
@@ -500,7 +501,7 @@ async fn a_backup_that_names_no_snapshot_of_the_tenant_is_refused_and_nothing_is
     let w = worker("elsewhere");
     let claimed = app
         .dispatcher
-        .claim(&w, None, Duration::from_secs(60))
+        .claim(&w, None, Duration::from_secs(60), &RequestContext::NONE)
         .await
         .unwrap()
         .expect("their sync");
@@ -510,6 +511,7 @@ async fn a_backup_that_names_no_snapshot_of_the_tenant_is_refused_and_nothing_is
             claimed.run_id,
             &w,
             aggregates::connection::RunEnd::succeeded(),
+            &RequestContext::NONE,
         )
         .await
         .unwrap();

@@ -4,7 +4,7 @@
 use axum::http::{Method, StatusCode};
 use dispatch_gate::write::store::Backend;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -20,7 +20,7 @@ async fn a_new_token_replaces_the_old_one_at_once_on_every_instance(backend: Bac
     let (user, old) = app.member(&f.tenant, "operator", None).await;
     let operations = "/v1/operations";
     // The second instance has authenticated the old token once (its cache is warm).
-    let r = crate::helpers::send(other.clone(), get(operations, &old)).await;
+    let r = testkit::app::send(other.clone(), get(operations, &old)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     let r = app
@@ -37,9 +37,9 @@ async fn a_new_token_replaces_the_old_one_at_once_on_every_instance(backend: Bac
     assert!(new.starts_with(&format!("dgu_{}_", user.replace('-', ""))));
 
     for router in [app.router.clone(), other] {
-        let r = crate::helpers::send(router.clone(), get(operations, &old)).await;
+        let r = testkit::app::send(router.clone(), get(operations, &old)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "old token: {}", r.body);
-        let r = crate::helpers::send(router, get(operations, &new)).await;
+        let r = testkit::app::send(router, get(operations, &new)).await;
         assert_eq!(r.status, StatusCode::OK, "new token: {}", r.body);
     }
     let r = app.start(&new, &f.tenant, "inventory.sync").await;

@@ -64,6 +64,19 @@ impl Default for RetryBudget {
     }
 }
 
+impl RetryBudget {
+    /// What the built-in worker allows a request: its retries wait at most
+    /// one lease in all, so a run throttled for longer than a lease ends
+    /// (`provider.throttled`) rather than holding its connection's scope
+    /// while the worker heart-beats on.
+    pub fn within_lease(lease: Duration) -> Self {
+        Self {
+            max_wait: lease,
+            ..Self::default()
+        }
+    }
+}
+
 /// A base or authority URL that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

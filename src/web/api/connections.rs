@@ -11,12 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{ConnectionChange, ConnectionView};
+use crate::app::{ConnectionChange, ConnectionView, RequestContext};
 use crate::web::dto::{ConnectionJson, ConnectionList};
+use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody};
-use crate::web::extract::{
-    parse_registry, parse_value, plain, Caller, Json, Path, Reader, RequestId,
-};
+use crate::web::extract::{parse_registry, parse_value, plain, Caller, Json, Path, Reader};
 use crate::web::state::AppState;
 
 /// The connection routes.
@@ -56,11 +55,19 @@ pub struct CreateConnection {
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/provider-connections", extensions(("x-idempotent" = json!(true))),
     tag = "provider connections",
     params(("tenant_id" = Uuid, Path)), request_body = CreateConnection,
-    responses((status = 201, body = ConnectionJson), (status = 400, body = ErrorBody),
+    responses((status = 201, body = ConnectionJson, links(
+            ("GetConnection" = (operation_id = "get_connection", parameters(("id" = "$response.body#/id")))),
+            ("SetConsent" = (operation_id = "set_consent", parameters(("id" = "$response.body#/id")))),
+            ("SetCredentials" = (operation_id = "set_credentials", parameters(("id" = "$response.body#/id")))),
+            ("Enable" = (operation_id = "enable", parameters(("id" = "$response.body#/id")))),
+            ("Disable" = (operation_id = "disable", parameters(("id" = "$response.body#/id")))),
+            ("StartOnConnection" = (operation_id = "start_on_connection", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_connection(
     State(app): State<AppState>,
     Caller(principal): Caller,
+    Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<CreateConnection>,
 ) -> Result<(StatusCode, axum::Json<ConnectionJson>), ApiError> {
@@ -74,6 +81,7 @@ async fn create_connection(
             display_name,
             provider,
             body.make_default,
+            &context,
         )
         .await?;
     Ok((StatusCode::CREATED, json(&view)?))
@@ -115,11 +123,11 @@ async fn change(
     principal: &crate::app::Principal,
     id: ConnectionId,
     change: ConnectionChange,
-    request_id: Option<&str>,
+    context: &RequestContext,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let view = app
         .dispatcher
-        .change_connection(principal, id, change, request_id)
+        .change_connection(principal, id, change, context)
         .await?;
     json(&view)
 }
@@ -139,12 +147,12 @@ pub struct ConsentBody {
 async fn set_consent(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
     Json(body): Json<ConsentBody>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let consent = ConnectionChange::Consent(body.granted);
-    change(&app, &principal, id, consent, request_id.as_deref()).await
+    change(&app, &principal, id, consent, &context).await
 }
 
 /// `{status}`.
@@ -163,13 +171,13 @@ pub struct CredentialsBody {
 async fn set_credentials(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
     Json(body): Json<CredentialsBody>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let status: CredentialStatus = parse_registry(&body.status)?;
     let credentials = ConnectionChange::Credentials(status);
-    change(&app, &principal, id, credentials, request_id.as_deref()).await
+    change(&app, &principal, id, credentials, &context).await
 }
 
 /// Enables a connection.
@@ -179,11 +187,11 @@ async fn set_credentials(
 async fn enable(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let enabled = ConnectionChange::Enabled(true);
-    change(&app, &principal, id, enabled, request_id.as_deref()).await
+    change(&app, &principal, id, enabled, &context).await
 }
 
 /// Disables a connection: later starts on it are blocked.
@@ -193,11 +201,11 @@ async fn enable(
 async fn disable(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let disabled = ConnectionChange::Enabled(false);
-    change(&app, &principal, id, disabled, request_id.as_deref()).await
+    change(&app, &principal, id, disabled, &context).await
 }
 
 /// `{provider_connection_id}`; null clears the default.
@@ -225,7 +233,7 @@ pub struct DefaultConnection {
 async fn set_default_connection(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<axum::Json<DefaultConnection>, ApiError> {
@@ -245,7 +253,7 @@ async fn set_default_connection(
             &principal,
             tenant_id,
             body.provider_connection_id.map(ConnectionId),
-            request_id.as_deref(),
+            &context,
         )
         .await?;
     Ok(axum::Json(DefaultConnection {

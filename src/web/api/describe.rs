@@ -1,9 +1,10 @@
 //! What the OpenAPI description says of every operation, written once instead
-//! of on each handler: the bearer security scheme, the error answers any
-//! operation can give (so a generated client knows them all), and the links
-//! from what a setup or start answer returns to the operations that take it.
+//! of on each handler: the bearer security scheme and the error answers any
+//! operation can give (so a generated client knows them all). What is
+//! particular to an operation — its answers, the links from what it returns
+//! to the operations that take it, `x-idempotent`, `x-reads-views` — is
+//! declared beside its handler, in its `#[utoipa::path]`.
 
-use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
@@ -11,7 +12,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 /// The name of the bearer security scheme.
 const BEARER: &str = "bearer";
 
-/// Adds the security scheme, the shared error answers and the links.
+/// Adds the security scheme and the shared error answers.
 pub fn describe(api: &mut OpenApi) {
     let components = api.components.get_or_insert_with(Default::default);
     let mut scheme = Http::new(HttpAuthScheme::Bearer);
@@ -27,7 +28,6 @@ pub fn describe(api: &mut OpenApi) {
             shared_errors(path, operation);
         }
     }
-    links(api);
 }
 
 fn error(description: &str) -> RefOr<utoipa::openapi::Response> {
@@ -78,150 +78,6 @@ fn shared_errors(path: &str, operation: &mut Operation) {
             .responses
             .entry(status.to_owned())
             .or_insert_with(|| error(description));
-    }
-}
-
-/// Where an answer's value is taken as another operation's input: the
-/// setup → start → read chains a client (or a stateful fuzzer) follows.
-fn links(api: &mut OpenApi) {
-    // (path, method, status, link name, operation id, parameters, request body)
-    type Spec = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static [(&'static str, &'static str)],
-        Option<serde_json::Value>,
-    );
-    let id = "$response.body#/id";
-    let tenant_ops: [(&str, &str); 9] = [
-        ("CreateConnection", "create_connection"),
-        ("ListConnections", "list_connections"),
-        ("StartOnTenant", "start_on_tenant"),
-        ("PrepareRestore", "prepare_restore"),
-        ("OnboardingVerify", "onboarding_verify"),
-        ("Bootstrap", "bootstrap"),
-        ("Onboarding", "onboarding"),
-        ("Decisions", "tenant_decisions"),
-        ("SetDefaultConnection", "set_default_connection"),
-    ];
-    let connection_ops: [(&str, &str); 6] = [
-        ("GetConnection", "get_connection"),
-        ("SetConsent", "set_consent"),
-        ("SetCredentials", "set_credentials"),
-        ("Enable", "enable"),
-        ("Disable", "disable"),
-        ("StartOnConnection", "start_on_connection"),
-    ];
-    let mut specs: Vec<Spec> = vec![(
-        "/v1/admin/workspaces",
-        "post",
-        "201",
-        "CreateTenant",
-        "create_tenant",
-        &[],
-        Some(serde_json::json!({"workspace_id": id, "name": "linked tenant"})),
-    )];
-    for (name, operation) in tenant_ops {
-        specs.push((
-            "/v1/admin/tenants",
-            "post",
-            "201",
-            name,
-            operation,
-            &[("tenant_id", "$response.body#/id")],
-            None,
-        ));
-    }
-    specs.push((
-        "/v1/admin/users",
-        "post",
-        "201",
-        "SetMember",
-        "set_member",
-        &[("user_id", "$response.body#/id")],
-        None,
-    ));
-    for (name, operation) in connection_ops {
-        specs.push((
-            "/v1/tenants/{tenant_id}/provider-connections",
-            "post",
-            "201",
-            name,
-            operation,
-            &[("id", "$response.body#/id")],
-            None,
-        ));
-    }
-    specs.push((
-        "/v1/tenants/{tenant_id}/restore-runs",
-        "post",
-        "201",
-        "ExecuteRestore",
-        "execute_restore",
-        &[("id", "$response.body#/id")],
-        None,
-    ));
-    let starts = [
-        "/v1/tenants/{tenant_id}/operations",
-        "/v1/provider-connections/{id}/operations",
-        "/v1/restore-runs/{id}/execute",
-        "/v1/tenants/{tenant_id}/onboarding/verify",
-        "/v1/tenants/{tenant_id}/onboarding/bootstrap",
-    ];
-    for path in starts {
-        for status in ["202", "200", "409"] {
-            specs.push((
-                path,
-                "post",
-                status,
-                "GetRun",
-                "get_run",
-                &[("run_id", "$response.body#/run/id")],
-                None,
-            ));
-            specs.push((
-                path,
-                "post",
-                status,
-                "CancelRun",
-                "cancel_run",
-                &[("run_id", "$response.body#/run/id")],
-                None,
-            ));
-        }
-    }
-    for (name, operation) in [("Heartbeat", "heartbeat"), ("Complete", "complete")] {
-        specs.push((
-            "/v1/worker/claim",
-            "post",
-            "200",
-            name,
-            operation,
-            &[("run_id", "$response.body#/run/id")],
-            None,
-        ));
-    }
-    for (path, method, status, name, operation_id, parameters, body) in specs {
-        let Some(item) = api.paths.paths.get_mut(path) else {
-            continue;
-        };
-        let operation = match method {
-            "post" => item.post.as_mut(),
-            _ => item.get.as_mut(),
-        };
-        let Some(RefOr::T(response)) =
-            operation.and_then(|o| o.responses.responses.get_mut(status))
-        else {
-            continue;
-        };
-        let mut link = LinkBuilder::new().operation_id(operation_id);
-        for (parameter, expression) in parameters {
-            link = link.parameter(*parameter, *expression);
-        }
-        link = link.request_body(body);
-        response.links.insert(name.to_owned(), link.build().into());
     }
 }
 

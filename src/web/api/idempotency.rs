@@ -123,8 +123,11 @@ pub async fn middleware(
         }
         Err(error) => return ApiError::from(error).into_response(),
     };
-    let request = Request::from_parts(parts, Body::from(body));
-    let response = idempotency::under(attempt.clone(), next.run(request)).await;
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request
+        .extensions_mut()
+        .insert(crate::web::edge::IdempotencyAttempt(attempt.clone()));
+    let response = next.run(request).await;
     let (parts, body) = response.into_parts();
     // Answers here are whole JSON values of bounded size (see `json_newline`).
     let body = match axum::body::to_bytes(body, usize::MAX).await {

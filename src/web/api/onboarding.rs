@@ -14,8 +14,9 @@ use uuid::Uuid;
 use super::starts::run_start;
 use crate::app::{StartCommand, StepState};
 use crate::web::dto::{ReasonJson, RunSummary, StartResult};
+use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody, ErrorCode};
-use crate::web::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary, RequestId};
+use crate::web::extract::{Caller, EmptyBody, Path, Reader, ReaderOnPrimary};
 use crate::web::state::AppState;
 use crate::web::vocabulary;
 
@@ -36,15 +37,21 @@ pub struct Empty {}
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/verify", extensions(("x-idempotent" = json!(true))),
     tag = "onboarding",
     params(("tenant_id" = Uuid, Path)), request_body = Empty,
-    responses((status = 202, body = StartResult, description = "accepted"),
-        (status = 200, body = StartResult, description = "deduped"),
-        (status = 409, body = StartResult, description = "scope_busy"),
+    responses((status = 202, body = StartResult, description = "accepted",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 200, body = StartResult, description = "deduped",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 409, body = StartResult, description = "scope_busy",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
         (status = 422, body = StartResult, description = "blocked"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn onboarding_verify(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     _: EmptyBody,
 ) -> Result<Response, ApiError> {
@@ -54,7 +61,7 @@ async fn onboarding_verify(
         connection: None,
         restore_run: None,
         principal,
-        request_id,
+        context,
     };
     run_start(&app, command).await
 }
@@ -65,21 +72,27 @@ async fn onboarding_verify(
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/onboarding/bootstrap", extensions(("x-idempotent" = json!(true)), ("x-reads-views" = json!(true))),
     tag = "onboarding",
     params(("tenant_id" = Uuid, Path)), request_body = Empty,
-    responses((status = 202, body = StartResult, description = "accepted"),
-        (status = 200, body = StartResult, description = "deduped"),
-        (status = 409, body = StartResult, description = "scope_busy; or `bootstrap_complete` (ErrorBody) when every step succeeded"),
+    responses((status = 202, body = StartResult, description = "accepted",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 200, body = StartResult, description = "deduped",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 409, body = StartResult, description = "scope_busy; or `bootstrap_complete` (ErrorBody) when every step succeeded",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
         (status = 422, body = StartResult, description = "blocked"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn bootstrap(
     State(app): State<AppState>,
     ReaderOnPrimary(principal): ReaderOnPrimary,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     _: EmptyBody,
 ) -> Result<Response, ApiError> {
     match app
         .dispatcher
-        .bootstrap(&principal, tenant_id, request_id)
+        .bootstrap(&principal, tenant_id, context)
         .await?
     {
         Some(decision) => Ok(super::starts::present(&decision)),

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use crate::app::{ConnectionView, NewSecret};
 use crate::web::dto::ConnectionJson;
+use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody};
-use crate::web::extract::{parse_value, Caller, Json, Path, RequestId};
+use crate::web::extract::{parse_value, Caller, Json, Path};
 use crate::web::state::AppState;
 use crate::write::secrets::SecretText;
 
@@ -116,7 +117,7 @@ fn json(view: &ConnectionView) -> Result<axum::Json<ConnectionJson>, ApiError> {
 async fn store_secret(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
@@ -137,7 +138,7 @@ async fn store_secret(
     let secret = body.parse()?;
     let view = app
         .dispatcher
-        .store_secret(&principal, id, secret, request_id.as_deref())
+        .store_secret(&principal, id, secret, &context)
         .await?;
     json(&view)
 }
@@ -150,12 +151,12 @@ async fn store_secret(
 async fn remove_secret(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
 ) -> Result<axum::Json<ConnectionJson>, ApiError> {
     let view = app
         .dispatcher
-        .remove_secret(&principal, id, request_id.as_deref())
+        .remove_secret(&principal, id, &context)
         .await?;
     json(&view)
 }

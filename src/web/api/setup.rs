@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::web::dto::Created;
+use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody};
 use crate::web::extract::{parse_registry, parse_value, Admin, Json, Path};
 use crate::web::state::AppState;
@@ -40,14 +41,18 @@ pub struct NameBody {
 /// Creates a workspace.
 #[utoipa::path(post, path = "/v1/admin/workspaces", extensions(("x-idempotent" = json!(true))),
     tag = "setup", request_body = NameBody,
-    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = Created,
+        links(("CreateTenant" = (operation_id = "create_tenant",
+            request_body = json!({"workspace_id": "$response.body#/id", "name": "linked tenant"}))))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_workspace(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     let name = parse_value("name", &body.name, DisplayName::parse)?;
-    let id = app.dispatcher.create_workspace(name).await?;
+    let id = app.dispatcher.create_workspace(name, &context).await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
 }
 
@@ -65,16 +70,27 @@ pub struct CreateTenant {
 /// Creates a tenant in a workspace.
 #[utoipa::path(post, path = "/v1/admin/tenants", extensions(("x-idempotent" = json!(true))),
     tag = "setup", request_body = CreateTenant,
-    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = Created, links(
+            ("CreateConnection" = (operation_id = "create_connection", parameters(("tenant_id" = "$response.body#/id")))),
+            ("ListConnections" = (operation_id = "list_connections", parameters(("tenant_id" = "$response.body#/id")))),
+            ("StartOnTenant" = (operation_id = "start_on_tenant", parameters(("tenant_id" = "$response.body#/id")))),
+            ("PrepareRestore" = (operation_id = "prepare_restore", parameters(("tenant_id" = "$response.body#/id")))),
+            ("OnboardingVerify" = (operation_id = "onboarding_verify", parameters(("tenant_id" = "$response.body#/id")))),
+            ("Bootstrap" = (operation_id = "bootstrap", parameters(("tenant_id" = "$response.body#/id")))),
+            ("Onboarding" = (operation_id = "onboarding", parameters(("tenant_id" = "$response.body#/id")))),
+            ("Decisions" = (operation_id = "tenant_decisions", parameters(("tenant_id" = "$response.body#/id")))),
+            ("SetDefaultConnection" = (operation_id = "set_default_connection", parameters(("tenant_id" = "$response.body#/id")))))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_tenant(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     let name = parse_value("name", &body.name, DisplayName::parse)?;
     let id = app
         .dispatcher
-        .create_tenant(WorkspaceId(body.workspace_id), name)
+        .create_tenant(WorkspaceId(body.workspace_id), name, &context)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(Created { id: id.0 })))
 }
@@ -91,14 +107,17 @@ pub struct UserCreated {
 /// Creates a user and its bearer token.
 #[utoipa::path(post, path = "/v1/admin/users", extensions(("x-idempotent" = json!(true))),
     tag = "setup", request_body = NameBody,
-    responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = UserCreated,
+        links(("SetMember" = (operation_id = "set_member", parameters(("user_id" = "$response.body#/id")))))),
+        (status = 400, body = ErrorBody)))]
 async fn create_user(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, axum::Json<UserCreated>), ApiError> {
     let name = parse_value("name", &body.name, DisplayName::parse)?;
-    let user = app.dispatcher.create_user(name).await?;
+    let user = app.dispatcher.create_user(name, &context).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(UserCreated {
@@ -126,9 +145,10 @@ pub struct TokenIssued {
 async fn issue_token(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Path(user_id): Path<UserId>,
 ) -> Result<axum::Json<TokenIssued>, ApiError> {
-    let token = app.dispatcher.issue_token(user_id).await?;
+    let token = app.dispatcher.issue_token(user_id, &context).await?;
     Ok(axum::Json(TokenIssued { token }))
 }
 
@@ -140,9 +160,10 @@ async fn issue_token(
 async fn revoke_token(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    app.dispatcher.revoke_token(user_id).await?;
+    app.dispatcher.revoke_token(user_id, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -165,6 +186,7 @@ pub struct SetMember {
 async fn set_member(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Path((tenant_id, user_id)): Path<(TenantId, UserId)>,
     Json(body): Json<SetMember>,
 ) -> Result<StatusCode, ApiError> {
@@ -179,7 +201,7 @@ async fn set_member(
         })
         .transpose()?;
     app.dispatcher
-        .set_member(tenant_id, user_id, role, capabilities)
+        .set_member(tenant_id, user_id, role, capabilities, &context)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -191,8 +213,11 @@ async fn set_member(
 async fn remove_member(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Path((tenant_id, user_id)): Path<(TenantId, UserId)>,
 ) -> Result<StatusCode, ApiError> {
-    app.dispatcher.remove_member(tenant_id, user_id).await?;
+    app.dispatcher
+        .remove_member(tenant_id, user_id, &context)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,11 +15,10 @@ use uuid::Uuid;
 
 use crate::app::StartCommand;
 use crate::web::dto::{present_start, RunSummary, StartResult};
+use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody, ErrorCode};
 use crate::web::evidence::SnapshotJson;
-use crate::web::extract::{
-    parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary, RequestId,
-};
+use crate::web::extract::{parse_registry, parse_value, Caller, Json, Path, ReaderOnPrimary};
 use crate::web::state::AppState;
 use crate::web::vocabulary;
 
@@ -59,16 +58,22 @@ pub struct TenantStart {
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/operations", extensions(("x-idempotent" = json!(true))),
     tag = "starts",
     params(("tenant_id" = Uuid, Path)), request_body = TenantStart,
-    responses((status = 202, body = StartResult, description = "accepted"),
-        (status = 200, body = StartResult, description = "deduped"),
-        (status = 409, body = StartResult, description = "scope_busy"),
+    responses((status = 202, body = StartResult, description = "accepted",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 200, body = StartResult, description = "deduped",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 409, body = StartResult, description = "scope_busy",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
         (status = 422, body = StartResult, description = "blocked"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_on_tenant(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<TenantStart>,
 ) -> Result<Response, ApiError> {
@@ -79,7 +84,7 @@ async fn start_on_tenant(
         connection: body.provider_connection_id.map(ConnectionId),
         restore_run: None,
         principal,
-        request_id,
+        context,
     };
     run_start(&app, command).await
 }
@@ -97,22 +102,28 @@ pub struct ConnectionStart {
 #[utoipa::path(post, path = "/v1/provider-connections/{id}/operations", extensions(("x-idempotent" = json!(true))),
     tag = "starts",
     params(("id" = Uuid, Path)), request_body = ConnectionStart,
-    responses((status = 202, body = StartResult, description = "accepted"),
-        (status = 200, body = StartResult, description = "deduped"),
-        (status = 409, body = StartResult, description = "scope_busy"),
+    responses((status = 202, body = StartResult, description = "accepted",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 200, body = StartResult, description = "deduped",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 409, body = StartResult, description = "scope_busy",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
         (status = 422, body = StartResult, description = "blocked"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_on_connection(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<ConnectionId>,
     Json(body): Json<ConnectionStart>,
 ) -> Result<Response, ApiError> {
     let operation: OperationKind = parse_registry(&body.operation)?;
     let decision = app
         .dispatcher
-        .start_on_connection(principal, id, operation, request_id)
+        .start_on_connection(principal, id, operation, context)
         .await?;
     Ok(present(&decision))
 }
@@ -250,18 +261,21 @@ impl PreviewJson {
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/restore-runs", extensions(("x-idempotent" = json!(true))),
     tag = "starts",
     params(("tenant_id" = Uuid, Path)), request_body = PrepareRestore,
-    responses((status = 201, body = RestorePrepared), (status = 400, body = ErrorBody),
+    responses((status = 201, body = RestorePrepared,
+        links(("ExecuteRestore" = (operation_id = "execute_restore", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn prepare_restore(
     State(app): State<AppState>,
     Caller(principal): Caller,
+    Context(context): Context,
     Path(tenant_id): Path<TenantId>,
     Json(body): Json<PrepareRestore>,
 ) -> Result<(StatusCode, axum::Json<RestorePrepared>), ApiError> {
     let backup_ref = parse_value("backup_ref", &body.backup_ref, BackupRef::parse)?;
     let prepared = app
         .dispatcher
-        .prepare_restore(&principal, tenant_id, backup_ref)
+        .prepare_restore(&principal, tenant_id, backup_ref, &context)
         .await?;
     let plan = prepared.plan.unwrap_or_default();
     Ok((
@@ -286,15 +300,21 @@ pub struct ExecuteRestore {
 #[utoipa::path(post, path = "/v1/restore-runs/{id}/execute", extensions(("x-idempotent" = json!(true))),
     tag = "starts",
     params(("id" = Uuid, Path)), request_body = ExecuteRestore,
-    responses((status = 202, body = StartResult, description = "accepted"),
-        (status = 200, body = StartResult, description = "deduped"),
-        (status = 409, body = StartResult, description = "scope_busy"),
+    responses((status = 202, body = StartResult, description = "accepted",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 200, body = StartResult, description = "deduped",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 409, body = StartResult, description = "scope_busy",
+            links(("GetRun" = (operation_id = "get_run", parameters(("run_id" = "$response.body#/run/id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("run_id" = "$response.body#/run/id")))))),
         (status = 422, body = StartResult, description = "blocked; or `confirmation_required` (ErrorBody), nothing queued"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn execute_restore(
     State(app): State<AppState>,
     Caller(principal): Caller,
-    RequestId(request_id): RequestId,
+    Context(context): Context,
     Path(id): Path<RestoreRunId>,
     Json(body): Json<ExecuteRestore>,
 ) -> Result<Response, ApiError> {
@@ -312,7 +332,7 @@ async fn execute_restore(
         connection: None,
         restore_run: Some(id),
         principal,
-        request_id,
+        context,
     };
     run_start(&app, command).await
 }
@@ -337,9 +357,11 @@ pub struct CancelResult {
 async fn cancel_run(
     State(app): State<AppState>,
     ReaderOnPrimary(principal): ReaderOnPrimary,
+    Context(context): Context,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<CancelResult>, ApiError> {
-    let (operation, status, cancel_requested) = app.dispatcher.cancel(&principal, run_id).await?;
+    let (operation, status, cancel_requested) =
+        app.dispatcher.cancel(&principal, run_id, &context).await?;
     Ok(axum::Json(CancelResult {
         run: RunSummary::new(run_id, operation, status),
         cancel_requested,

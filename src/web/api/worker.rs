@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::web::dto::RunSummary;
+use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody};
 use crate::web::extract::{parse_registry, parse_value, Admin, Json, Path};
 use crate::web::state::AppState;
@@ -72,11 +73,15 @@ pub struct ClaimedRunJson {
 /// start surface's reason, and the claim moves on.
 #[utoipa::path(post, path = "/v1/worker/claim", extensions(("x-idempotent" = json!(true))),
     tag = "worker", request_body = ClaimBody,
-    responses((status = 200, body = Claimed), (status = 204, description = "nothing to claim"),
+    responses((status = 200, body = Claimed,
+        links(("Heartbeat" = (operation_id = "heartbeat", parameters(("run_id" = "$response.body#/run/id")))),
+            ("Complete" = (operation_id = "complete", parameters(("run_id" = "$response.body#/run/id")))))),
+        (status = 204, description = "nothing to claim"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn claim(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Json(body): Json<ClaimBody>,
 ) -> Result<Response, ApiError> {
     let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
@@ -91,7 +96,7 @@ async fn claim(
         .transpose()?;
     let claimed = app
         .dispatcher
-        .claim(&worker_id, operations.as_deref(), app.lease)
+        .claim(&worker_id, operations.as_deref(), app.lease, &context)
         .await?;
     Ok(match claimed {
         None => StatusCode::NO_CONTENT.into_response(),
@@ -135,13 +140,14 @@ pub struct Lease {
 async fn heartbeat(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Path(run_id): Path<RunId>,
     Json(body): Json<WorkerBody>,
 ) -> Result<axum::Json<Lease>, ApiError> {
     let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
     let beat = app
         .dispatcher
-        .heartbeat(run_id, &worker_id, app.lease)
+        .heartbeat(run_id, &worker_id, app.lease, &context)
         .await?;
     Ok(axum::Json(Lease {
         lease_expires_at: projections::time(&beat.lease_expires_at),
@@ -219,13 +225,17 @@ fn parse_end(body: &CompleteBody) -> Result<RunEnd, ApiError> {
 async fn complete(
     State(app): State<AppState>,
     _: Admin,
+    Context(context): Context,
     Path(run_id): Path<RunId>,
     Json(body): Json<CompleteBody>,
 ) -> Result<axum::Json<Completed>, ApiError> {
     let worker_id = parse_value("worker_id", &body.worker_id, WorkerId::parse)?;
     let end = parse_end(&body)?;
     let status = end.status();
-    let operation = app.dispatcher.complete(run_id, &worker_id, end).await?;
+    let operation = app
+        .dispatcher
+        .complete(run_id, &worker_id, end, &context)
+        .await?;
     Ok(axum::Json(Completed {
         run: RunSummary::new(run_id, operation, status),
     }))

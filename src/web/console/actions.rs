@@ -18,7 +18,7 @@ use super::pages::{parse_id, Params};
 use super::session;
 use super::signed::{Nav, Signed};
 use super::view::Started;
-use crate::app::{ConnectionChange, StartCommand, StartDecision};
+use crate::app::{ConnectionChange, RequestContext, StartCommand, StartDecision};
 use crate::web::dto::present_start;
 use crate::web::error::{ApiError, ErrorCode};
 use crate::web::state::AppState;
@@ -77,9 +77,14 @@ fn signed_form(
     Ok(params)
 }
 
-/// A server request id for a command the console sends (recorded with its events).
-fn request_id() -> Option<String> {
-    Some(uuid::Uuid::new_v4().to_string())
+/// The context of a command the console sends: a server request id of its
+/// own (recorded with its events); a browser sends no `X-Request-Id` and no
+/// `Idempotency-Key`.
+fn context() -> RequestContext {
+    RequestContext {
+        request_id: Some(uuid::Uuid::new_v4().to_string()),
+        ..RequestContext::NONE
+    }
 }
 
 /// A start by the signed-in operator on the tenant's default connection,
@@ -91,7 +96,7 @@ fn command(signed: &Signed, tenant_id: TenantId, operation: OperationKind) -> St
         connection: None,
         restore_run: None,
         principal: signed.principal.clone(),
-        request_id: request_id(),
+        context: context(),
     }
 }
 
@@ -256,7 +261,9 @@ pub async fn cancel(
     app.dispatcher
         .consistent_on_primary(&signed.principal, None)
         .await?;
-    app.dispatcher.cancel(&signed.principal, run_id).await?;
+    app.dispatcher
+        .cancel(&signed.principal, run_id, &context())
+        .await?;
     Ok(Redirect::to(&format!("/operations/{run_id}")).into_response())
 }
 
@@ -290,7 +297,7 @@ pub async fn connection(
     match change {
         Some(change) => {
             app.dispatcher
-                .change_connection(principal, connection_id, change, request_id().as_deref())
+                .change_connection(principal, connection_id, change, &context())
                 .await?;
         }
         None => {
@@ -308,12 +315,7 @@ pub async fn connection(
                 .map(|i| i.tenant_id)
                 .ok_or_else(|| Page::from(ApiError::not_found("provider connection")))?;
             app.dispatcher
-                .set_default_connection(
-                    principal,
-                    tenant_id,
-                    Some(connection_id),
-                    request_id().as_deref(),
-                )
+                .set_default_connection(principal, tenant_id, Some(connection_id), &context())
                 .await?;
         }
     }
@@ -337,7 +339,7 @@ pub async fn prepare_restore(
     )?;
     let prepared = app
         .dispatcher
-        .prepare_restore(&signed.principal, tenant_id, backup_ref)
+        .prepare_restore(&signed.principal, tenant_id, backup_ref, &context())
         .await?;
     Ok(Redirect::to(&format!("/restore-runs/{}", prepared.run.restore_run_id)).into_response())
 }
@@ -401,7 +403,7 @@ pub async fn onboarding(
                 .await?;
             match app
                 .dispatcher
-                .bootstrap(&signed.principal, tenant_id, request_id())
+                .bootstrap(&signed.principal, tenant_id, context())
                 .await?
             {
                 Some(decision) => decision,

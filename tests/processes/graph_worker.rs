@@ -1,16 +1,16 @@
 //! End to end through Microsoft Graph (the fake in the test kit): `serve
 //! --provider graph` on each store, from `PUT …/secret` to a verified
 //! connection, two group syncs (full, then only the changes), an inventory
-//! sync, each result visible through the API; and execution teaching the
+//! sync, each result visible through the API; a throttled run that would wait
+//! longer than a lease failing `provider.throttled`; and execution teaching the
 //! gate: an expired secret (AADSTS7000222) fails the run and blocks the next
 //! start with the same reason.
 
-mod serve;
-
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::{json, Value};
-use testkit::graph_fake::{FakeKind, GraphFake, Origin};
+use testkit::graph_fake::{FakeKind, Fault, GraphFake, Origin};
 
 use serve::Serve;
 
@@ -82,6 +82,8 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
             &base,
             "--graph-authority-url",
             &authority,
+            "--lease-seconds",
+            "5",
         ];
         args.extend(extra.iter().map(String::as_str));
         Serve::start_with(&database_url, &args)
@@ -199,6 +201,19 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
             None,
         );
         assert_eq!(status, 400, "{bad}");
+
+        // Throttled for longer than the retries may wait (one lease, 5 s
+        // here): the run ends `provider.throttled` without waiting 30 s.
+        fake.inject(Fault::Throttle {
+            path: "/v1.0/organization".into(),
+            times: 1,
+            status: 429,
+            retry_after: Some(30),
+        });
+        let throttled = run(&server, &tenant, "provider.verify");
+        assert_eq!(throttled["status"], "failed", "{throttled}");
+        assert_eq!(throttled["reason"]["code"], "provider.throttled", "{throttled}");
+        fake.clear_faults();
 
         // The feedback loop: the next secret has expired at Microsoft.
         fake.accept_app(DIRECTORY, CLIENT_ID, ROTATED);

@@ -11,26 +11,25 @@
 //! Histories that record an older event version are kept from an earlier run of
 //! the generator (see `LEGACY`) and are never regenerated.
 
-mod common;
-
 use aggregates::values::{BackupRef, DisplayName, ProviderName, WorkerId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use testkit::event_log;
 
 use aggregates::catalog::{CredentialStatus, OperationKind};
 use aggregates::connection::{ConnectionCommand, ProviderConnection, RunEnd};
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::{Actor, Timestamp};
 use chrono::{DateTime, Duration};
-use common::Row;
 use dispatch_gate::app::{
-    Clock, ConnectionChange, Dispatcher, Principal, StartCommand, StartDecision,
+    Clock, ConnectionChange, Dispatcher, Principal, RequestContext, StartCommand, StartDecision,
 };
 use dispatch_gate::audit;
 use dispatch_gate::write::executor::Executor;
 use dispatch_gate::write::store::{Backend, Database};
+use event_log::Row;
 use serde::{Deserialize, Serialize};
 
 /// Histories kept from before a version bump; the generator leaves them alone.
@@ -81,8 +80,8 @@ fn corpus_in(dir: &Path) -> Vec<(String, Vec<Row>, Vec<Expected>)> {
     names
         .into_iter()
         .map(|name| {
-            let rows = common::read_jsonl(&dir.join(format!("{name}.jsonl")));
-            let expected = common::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
+            let rows = event_log::read_jsonl(&dir.join(format!("{name}.jsonl")));
+            let expected = event_log::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
             (name, rows, expected)
         })
         .collect()
@@ -96,8 +95,8 @@ async fn every_history_re_derives_its_decisions(backend: Backend) {
 
 async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expected>)>) {
     for (name, rows, expected) in corpus {
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
+        let fresh = event_log::fresh(backend).await;
+        event_log::load(&fresh.database, &rows).await;
 
         let report = audit::verify(&fresh.database, false).await.unwrap();
         assert!(report.findings.is_empty(), "{name}: {:?}", report.findings);
@@ -134,7 +133,7 @@ async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expe
 /// The version 1.0 history reads through the upcaster, in the audit and in the
 /// running service, which appends version 2.0 events after it.
 async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: Backend) {
-    let rows: Vec<Row> = common::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
+    let rows: Vec<Row> = event_log::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
     let old: Vec<&Row> = rows
         .iter()
         .filter(|r| r.event_type == "StartBlocked")
@@ -143,8 +142,8 @@ async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: B
     assert!(old
         .iter()
         .all(|r| r.payload["StartBlocked"].get("evidence").is_none()));
-    let fresh = common::fresh(backend).await;
-    common::load(&fresh.database, &rows).await;
+    let fresh = event_log::fresh(backend).await;
+    event_log::load(&fresh.database, &rows).await;
     let tenant = tenants(&rows)[0];
 
     let history = audit::tenant_history(&fresh.database, tenant)
@@ -168,7 +167,7 @@ async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: B
             connection: None,
             restore_run: None,
             principal: Principal::Admin,
-            request_id: None,
+            context: RequestContext::NONE,
         })
         .await
         .unwrap();
@@ -339,19 +338,32 @@ impl Scene {
         let clock = SteppingClock::new();
         let dispatcher = Arc::new(Dispatcher::new(database.clone(), clock.clone(), None));
         let workspace = dispatcher
-            .create_workspace(DisplayName::parse("Acme").unwrap())
+            .create_workspace(DisplayName::parse("Acme").unwrap(), &RequestContext::NONE)
             .await
             .unwrap();
         let tenant = dispatcher
-            .create_tenant(workspace, DisplayName::parse("Contoso").unwrap())
+            .create_tenant(
+                workspace,
+                DisplayName::parse("Contoso").unwrap(),
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
         let user = dispatcher
-            .create_user(DisplayName::parse("Olivia Operator").unwrap())
+            .create_user(
+                DisplayName::parse("Olivia Operator").unwrap(),
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
         dispatcher
-            .set_member(tenant, user.id, aggregates::catalog::Role::Owner, None)
+            .set_member(
+                tenant,
+                user.id,
+                aggregates::catalog::Role::Owner,
+                None,
+                &RequestContext::NONE,
+            )
             .await
             .unwrap();
         Self {
@@ -378,6 +390,7 @@ impl Scene {
                 DisplayName::parse(name).unwrap(),
                 ProviderName::parse("microsoft_graph").unwrap(),
                 make_default,
+                &RequestContext::NONE,
             )
             .await
             .unwrap();
@@ -386,7 +399,7 @@ impl Scene {
 
     async fn change(&self, connection: ConnectionId, change: ConnectionChange) {
         self.dispatcher
-            .change_connection(&self.operator, connection, change, None)
+            .change_connection(&self.operator, connection, change, &RequestContext::NONE)
             .await
             .unwrap();
     }
@@ -407,7 +420,10 @@ impl Scene {
             connection,
             restore_run: None,
             principal: self.operator.clone(),
-            request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
+            context: RequestContext {
+                request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
+                ..RequestContext::NONE
+            },
         }
     }
 
@@ -495,9 +511,9 @@ impl Scene {
     }
 
     async fn save(self, dir: &Path, name: &str) {
-        let rows = common::dump(&self.database).await;
-        common::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
-        common::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
+        let rows = event_log::dump(&self.database).await;
+        event_log::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
+        event_log::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
     }
 }
 
@@ -677,6 +693,7 @@ async fn restore_run() -> Scene {
             &scene.operator,
             scene.tenant,
             BackupRef::parse(&format!("inventory:{sync}")).unwrap(),
+            &RequestContext::NONE,
         )
         .await
         .unwrap();
@@ -709,6 +726,7 @@ async fn restore_run() -> Scene {
                 &scene.operator,
                 scene.tenant,
                 BackupRef::parse(backup).unwrap(),
+                &RequestContext::NONE,
             )
             .await
             .unwrap();
