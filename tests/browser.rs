@@ -1082,6 +1082,17 @@ async fn restore_from_a_snapshot(url: &str, test: &str) {
     let mut browser = Browser::open(&format!("http://{}", server.address), test).await;
     sign_in(&mut browser, &token, "Dana Operator").await;
     browser.goto(&format!("/tenants/{tenant}")).await;
+    // The tenant page's inventory panel after two inventory syncs: per kind,
+    // what is there, what went, and what the last sync changed.
+    let text = browser.text().await;
+    for expected in [
+        "What the syncs found",
+        "Device configuration",
+        "Compliance policy",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    browser.look("tenant-inventory").await;
     browser.click("Restore from a backup…").await;
     assert!(
         browser.text().await.contains("Snapshots of this tenant"),

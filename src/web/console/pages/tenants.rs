@@ -207,7 +207,7 @@ async fn synced_kinds(
             continue;
         }
         kinds.push(SyncedKind {
-            kind: kind.as_str(),
+            kind: crate::web::console::view::kind_label(*kind),
             present,
             removed,
             last_url: last
