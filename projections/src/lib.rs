@@ -22,6 +22,7 @@ pub mod views;
 use aggregates::catalog::{Capability, Consent, CredentialStatus, Outcome, ReasonCode, RunStatus};
 use aggregates::connection::ProviderConnection;
 use aggregates::connection::{ConnectionEvent, Rejection, StartRequest};
+use aggregates::execution::RunResult;
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::tenant::Tenant;
 use aggregates::tenant::TenantEvent;
@@ -221,6 +222,19 @@ fn ended(event: &ConnectionEvent) -> Option<(RunId, RunStatus, Option<ReasonCode
         ConnectionEvent::RunCancelled { run_id, at, .. } => {
             Some((*run_id, RunStatus::Cancelled, None, time(at)))
         }
+        _ => None,
+    }
+}
+
+/// What a run's end says it did (see [`Run::result`]).
+fn reported_result(end: &ConnectionEvent) -> Option<RunResult> {
+    use aggregates::connection::FailureCause;
+    match end {
+        ConnectionEvent::RunSucceeded { result, .. }
+        | ConnectionEvent::RunFailed {
+            cause: FailureCause::Worker { result, .. },
+            ..
+        } => result.clone(),
         _ => None,
     }
 }
@@ -656,6 +670,7 @@ fn notifications(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
         operation: initiator.operation,
         status,
         reason_code,
+        result: reported_result(e),
         at,
         position: event.position,
     };

@@ -380,6 +380,11 @@ pub struct NotificationJson {
     pub run: RunSummary,
     /// Why it failed (null unless failed), with the next step.
     pub reason: Option<ReasonJson>,
+    /// What the run did, as in its detail: null, a sync's
+    /// `{"items": {"<kind>": {total, added, changed, removed}}}` or a restore's
+    /// `{"objects": {patched, created, unchanged, failed}}`.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
     /// When it ended.
     pub at: String,
 }
@@ -398,6 +403,11 @@ impl From<&NotificationRecord> for NotificationJson {
             headline,
             run: RunSummary::new(n.run_id, n.operation, n.status),
             reason,
+            // A result is plain data (counts): it always serialises.
+            result: n
+                .result
+                .as_ref()
+                .and_then(|result| serde_json::to_value(result).ok()),
             at: n.at.clone(),
         }
     }

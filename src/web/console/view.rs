@@ -2,6 +2,7 @@
 //! status, a reason with its next step.
 
 use aggregates::catalog::{ItemKind, Outcome, ReasonCode, RestoreAction, RunStatus};
+use aggregates::execution::{ItemCounts, RunResult};
 
 use crate::web::dto::StartResult;
 
@@ -33,6 +34,29 @@ pub fn kind_label(kind: ItemKind) -> &'static str {
         ItemKind::RoleDefinition => "Role definition",
         ItemKind::DeviceConfiguration => "Device configuration",
         ItemKind::CompliancePolicy => "Compliance policy",
+    }
+}
+
+/// A sync's counts of one kind, in a few words.
+pub fn counts_words(counts: &ItemCounts) -> String {
+    format!(
+        "+{} added, {} changed, −{} removed",
+        counts.added, counts.changed, counts.removed
+    )
+}
+
+/// What a run did, in a line: a sync's counts per kind, a restore's per action.
+pub fn result_words(result: &RunResult) -> String {
+    match result {
+        RunResult::Items(items) => items
+            .iter()
+            .map(|(kind, counts)| format!("{}: {}", kind_label(*kind), counts_words(counts)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        RunResult::Objects(o) => format!(
+            "{} written back, {} created again, {} unchanged, {} refused",
+            o.patched, o.created, o.unchanged, o.failed
+        ),
     }
 }
 

@@ -548,6 +548,8 @@ pub struct NotificationRow {
     pub at: String,
     /// Why it failed.
     pub reason: Option<Reason>,
+    /// What the run did (empty: nothing to say).
+    pub did: String,
 }
 
 #[derive(Template)]
@@ -587,6 +589,11 @@ pub async fn notifications(
                 tenant: name_of(&tenants, n.tenant_id),
                 at: view::when(&n.at),
                 reason: n.reason_code.map(Reason::from),
+                did: n
+                    .result
+                    .as_ref()
+                    .map(view::result_words)
+                    .unwrap_or_default(),
             })
             .collect(),
         next: scope
