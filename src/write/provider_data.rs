@@ -317,15 +317,18 @@ pub async fn snapshot_hash(
 ) -> anyhow::Result<ContentHash> {
     let mut hasher = Sha256::new();
     for kind in kinds {
-        let rows: Vec<(String, String)> = on_pool!(database, |pool| sqlx::query_as(
+        let mut rows: Vec<(String, String)> = on_pool!(database, |pool| sqlx::query_as(
             "SELECT external_id, content_hash FROM provider_objects \
-             WHERE tenant_id = $1 AND kind = $2 AND removed_at IS NULL ORDER BY external_id"
+             WHERE tenant_id = $1 AND kind = $2 AND removed_at IS NULL"
         )
         .bind(tenant_id.to_string())
         .bind(kind.as_str())
         .fetch_all(pool)
         .await
         .context("reading a snapshot's objects")?);
+        // Byte order, whatever the database's collation (PostgreSQL's follows
+        // its locale): the hash is the same on every store.
+        rows.sort_unstable();
         for (external_id, hash) in rows {
             hasher.update(format!("{}\t{external_id}\t{hash}\n", kind.as_str()).as_bytes());
         }
