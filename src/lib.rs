@@ -7,7 +7,7 @@
 //! `dispatch-gate-bench` (`bench/`, the gate measured beside the floor).
 //!
 //! The layers of this crate, lowest first; each imports only layers below it
-//! (`tests/architecture.rs` keeps it so, and finds no import cycle at any depth):
+//! (`tests/repository/architecture.rs` keeps it so, and finds no import cycle at any depth):
 //! - [`chain`]: the tamper-evidence chains as pure functions.
 //! - [`write`]: the event store and global log, the executor, snapshots,
 //!   idempotency records.

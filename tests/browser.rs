@@ -15,12 +15,11 @@
 //! The demo runs without the built-in worker, so nothing moves unless a test
 //! moves it: the worker steps are this test's own calls to the worker API.
 
-mod serve;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -933,6 +932,254 @@ async fn isolation_and_forgery(url: &str, test: &str) {
     dispatcher.terminate();
 }
 
+/// Starts `operation` on `tenant` as the admin and waits until the built-in
+/// worker ended its run; returns the run.
+fn run_to_end(server: &Serve, tenant: &str, operation: &str) -> Value {
+    let (status, start) = server.call(
+        "POST",
+        &format!("/v1/tenants/{tenant}/operations"),
+        Some(json!({"operation": operation})),
+    );
+    assert_eq!(status, 202, "{operation}: {start}");
+    let url = start["run"]["url"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, run) = server.call("GET", &url, None);
+        assert_eq!(status, 200, "{run}");
+        if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap()) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "{operation} did not end: {run}");
+        // Polling a separate process: there is nothing to wait on but its answers.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A restore through the console against Graph (the test kit's fake), with the
+/// built-in worker: a snapshot, drift and deletions, the snapshot picked on the
+/// restore page, its preview (counts first, then what changes), the
+/// confirmation, and the run's page showing what it restored.
+async fn restore_from_a_snapshot(url: &str, test: &str) {
+    use testkit::graph_fake::{FakeKind, GraphFake};
+    const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    const DIRECTORY: &str = "contoso.onmicrosoft.com";
+    const SECRET: &str = "browser~Restore.secret_0123456789";
+    let configuration = |id: &str, name: &str, password: bool, length: u64| {
+        json!({"@odata.type": "#microsoft.graph.windows10GeneralConfiguration", "id": id,
+               "displayName": name, "version": 1, "lastModifiedDateTime": "2024-03-01T10:00:00Z",
+               "passwordRequired": password, "passwordMinimumLength": length})
+    };
+    let policy = |id: &str, name: &str| {
+        json!({"@odata.type": "#microsoft.graph.windows10CompliancePolicy", "id": id,
+               "displayName": name, "version": 1, "bitLockerEnabled": true})
+    };
+    let fake = std::sync::Arc::new(GraphFake::start().await);
+    fake.accept_app(DIRECTORY, CLIENT_ID, SECRET);
+    for (id, name) in [
+        ("c1", "Windows baseline"),
+        ("c2", "Kiosk lockdown"),
+        ("c3", "Developer laptops"),
+        ("c4", "Shared PCs"),
+    ] {
+        fake.put(
+            FakeKind::DeviceConfiguration,
+            configuration(id, name, true, 12),
+        );
+    }
+    fake.put(
+        FakeKind::CompliancePolicy,
+        policy("p1", "Require BitLocker"),
+    );
+    fake.put(
+        FakeKind::CompliancePolicy,
+        policy("p2", "Minimum OS version"),
+    );
+    let key = tempfile::NamedTempFile::new()
+        .expect("a key file")
+        .into_temp_path();
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).expect("the key");
+    let (url, base, authority, key_flag) = (
+        url.to_owned(),
+        fake.base_url(),
+        fake.authority_url(),
+        key.to_str().unwrap().to_owned(),
+    );
+    let seen = fake.clone();
+    let (server, tenant, token, snapshot) = tokio::task::spawn_blocking(move || {
+        let fake = seen;
+        let server = Serve::start_with(
+            &url,
+            &[
+                "--provider",
+                "graph",
+                "--graph-base-url",
+                &base,
+                "--graph-authority-url",
+                &authority,
+                "--secrets-key-file",
+                &key_flag,
+            ],
+        );
+        let workspace = serve::workspace(&server);
+        let tenant = server.post(
+            "/v1/admin/tenants",
+            json!({"workspace_id": workspace, "name": "Contoso"}),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let connection = server.post(
+            &format!("/v1/tenants/{tenant}/provider-connections"),
+            json!({"display_name": "Contoso Graph", "provider": "microsoft_graph", "make_default": true}),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        server.post(
+            &format!("/v1/provider-connections/{connection}/consent"),
+            json!({"granted": true}),
+        );
+        let (status, stored) = server.call(
+            "PUT",
+            &format!("/v1/provider-connections/{connection}/secret"),
+            Some(json!({"directory_tenant_id": DIRECTORY, "client_id": CLIENT_ID,
+                        "client_secret": SECRET, "expires_at": null})),
+        );
+        assert_eq!(status, 200, "{stored}");
+        let user = server.post("/v1/admin/users", json!({"name": "Dana Operator"}));
+        let (status, body) = server.call(
+            "PUT",
+            &format!("/v1/admin/tenants/{tenant}/members/{}", user["id"].as_str().unwrap()),
+            Some(json!({"role": "operator"})),
+        );
+        assert_eq!(status, 204, "{body}");
+        let snapshot = run_to_end(&server, &tenant, "inventory.sync");
+        assert_eq!(snapshot["status"], "succeeded", "{snapshot}");
+        // Drift since the snapshot: two settings changed on one configuration,
+        // a configuration and a policy deleted, a configuration added.
+        fake.put(
+            FakeKind::DeviceConfiguration,
+            configuration("c1", "Windows baseline", false, 6),
+        );
+        fake.remove(FakeKind::DeviceConfiguration, "c2");
+        fake.remove(FakeKind::CompliancePolicy, "p1");
+        fake.put(
+            FakeKind::DeviceConfiguration,
+            configuration("c5", "Pilot ring (added later)", true, 12),
+        );
+        let latest = run_to_end(&server, &tenant, "inventory.sync");
+        assert_eq!(latest["status"], "succeeded", "{latest}");
+        (
+            server,
+            tenant,
+            user["token"].as_str().unwrap().to_owned(),
+            snapshot["id"].as_str().unwrap().to_owned(),
+        )
+    })
+    .await
+    .unwrap();
+
+    let mut browser = Browser::open(&format!("http://{}", server.address), test).await;
+    sign_in(&mut browser, &token, "Dana Operator").await;
+    browser.goto(&format!("/tenants/{tenant}")).await;
+    // The tenant page's inventory panel after two inventory syncs: per kind,
+    // what is there, what went, and what the last sync changed.
+    let text = browser.text().await;
+    for expected in [
+        "What the syncs found",
+        "Device configuration",
+        "Compliance policy",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    browser.look("tenant-inventory").await;
+    browser.click("Restore from a backup…").await;
+    assert!(
+        browser.text().await.contains("Snapshots of this tenant"),
+        "{}",
+        browser.text().await
+    );
+    browser.look("restore-snapshots").await;
+    // The older snapshot: the one taken before the drift.
+    let pick =
+        format!("//form[input[@name='backup_ref' and @value='inventory:{snapshot}']]//button");
+    let button = browser.client.find(Locator::XPath(&pick)).await.unwrap();
+    browser.loads(button.click()).await.unwrap();
+    assert!(browser.path().await.starts_with("/restore-runs/"));
+    let text = browser.text().await;
+    for expected in [
+        "1 to write back",
+        "2 to create again",
+        "3 unchanged",
+        "1 left alone",
+        "passwordMinimumLength, passwordRequired",
+        "Kiosk lockdown",
+        "Require BitLocker",
+        "Assignments are not restored",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    let position = |needle: &str| text.find(needle).unwrap();
+    assert!(position("to write back") < position("What changes"));
+    assert!(position("What changes") < position("I have read the preview"));
+    browser.look("restore-snapshot-preview").await;
+    browser
+        .client
+        .find(Locator::Css("input[name=confirm]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .button("Execute restore")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the confirmation dialog",
+            "document.querySelector('dialog[open]')",
+        )
+        .await;
+    browser.click("Yes, go ahead").await;
+    assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");
+    let restore_run = run_link(&browser).await;
+    browser.goto(&format!("/operations/{restore_run}")).await;
+    browser
+        .until(
+            "the restore shown succeeded",
+            "document.querySelector('.outcome .badge').textContent.trim() === 'Succeeded' \
+             && document.body.innerText.includes('What it restored')",
+        )
+        .await;
+    let text = browser.text().await;
+    for expected in [
+        "1 written back",
+        "2 created again",
+        "3 unchanged",
+        "0 refused",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    browser.look("restore-done").await;
+    assert_eq!(
+        fake.object(FakeKind::DeviceConfiguration, "c1").unwrap()["passwordMinimumLength"],
+        12
+    );
+    assert_eq!(
+        fake.count(FakeKind::DeviceConfiguration),
+        5,
+        "c2 back, c5 left alone"
+    );
+    assert_eq!(fake.count(FakeKind::CompliancePolicy), 2);
+    browser.close().await;
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+}
+
 /// Events in the store, but for the demo worker's lease extensions.
 async fn event_count(url: &str) -> i64 {
     // The demo worker keeps its held runs alive with lease extensions while
@@ -988,4 +1235,16 @@ async fn isolation_roles_and_forged_posts_in_the_browser_on_sqlite() {
 async fn isolation_roles_and_forged_posts_in_the_browser_on_postgres() {
     let url = testkit::fresh_postgres_database().await;
     isolation_and_forgery(&url, "isolation-postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_restores_a_drifted_tenant_from_a_snapshot_on_sqlite() {
+    let (_dir, url) = testkit::fresh_sqlite_url();
+    restore_from_a_snapshot(&url, "restore-sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_restores_a_drifted_tenant_from_a_snapshot_on_postgres() {
+    let url = testkit::fresh_postgres_database().await;
+    restore_from_a_snapshot(&url, "restore-postgres").await;
 }

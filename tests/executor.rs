@@ -7,6 +7,7 @@
 
 use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::HashMap;
+use testkit::event_log;
 use testkit::on_both_backends;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope};
@@ -20,8 +21,6 @@ use dispatch_gate::write::executor::{CommandError, Executor};
 use dispatch_gate::write::snapshot::{self, SnapshotPolicy};
 use dispatch_gate::write::store::Backend;
 use uuid::Uuid;
-
-mod common;
 
 fn policy(every: usize) -> SnapshotPolicy {
     SnapshotPolicy {
@@ -50,6 +49,7 @@ fn start_request(connection: ConnectionId, operation: OperationKind) -> StartReq
         at: chrono::Utc::now(),
         request_id: None,
         resolved_via: ConnectionChoice::Explicit,
+        restore: None,
     }
 }
 
@@ -123,7 +123,7 @@ async fn history(executor: &Executor<ProviderConnection>, rounds: usize) -> Stri
 }
 
 async fn snapshot_loads_equal_a_full_replay_for_every_interval(backend: Backend) {
-    let store = common::fresh(backend).await;
+    let store = event_log::fresh(backend).await;
     let database = &store.database;
     for every in [1, 2, 3, 7, 10, 25, 100] {
         let writer = Executor::<ProviderConnection>::new(database).with_snapshots(policy(every));
@@ -169,7 +169,7 @@ async fn snapshot_loads_equal_a_full_replay_for_every_interval(backend: Backend)
 }
 
 async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
-    let store = common::fresh(backend).await;
+    let store = event_log::fresh(backend).await;
     let database = &store.database;
     let writer = Executor::<ProviderConnection>::new(database).with_snapshots(policy(5));
     let id = history(&writer, 6).await;
@@ -226,7 +226,7 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay(backend: Backend) {
             good.sequence, last,
             "{what}: the snapshot is at the head before it is broken"
         );
-        common::execute(database, sql).await;
+        event_log::execute(database, sql).await;
         let cold = Executor::<ProviderConnection>::new(database).with_snapshots(policy(5));
         let loaded = cold.load(&id).await.unwrap();
         let replayed = Executor::<ProviderConnection>::new(database)
@@ -262,7 +262,7 @@ async fn set_consent(executor: &Executor<ProviderConnection>, id: &str, granted:
 }
 
 async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(backend: Backend) {
-    let store = common::fresh(backend).await;
+    let store = event_log::fresh(backend).await;
     let database = &store.database;
     let ours = Executor::<ProviderConnection>::new(database);
     let theirs = Executor::<ProviderConnection>::new(database);
@@ -308,7 +308,7 @@ async fn a_warm_cache_never_decides_on_a_state_another_process_moved_on_from(bac
 }
 
 async fn a_decision_hands_back_what_the_committed_attempt_decided(backend: Backend) {
-    let store = common::fresh(backend).await;
+    let store = event_log::fresh(backend).await;
     let database = &store.database;
     let ours = Executor::<ProviderConnection>::new(database);
     let theirs = Executor::<ProviderConnection>::new(database);
@@ -373,7 +373,7 @@ on_both_backends!(
 /// refuses that as a conflict, and the decision is made again on what it holds.
 #[tokio::test]
 async fn a_warm_cache_never_decides_on_an_event_a_failover_lost() {
-    let store = common::fresh(Backend::Postgres).await;
+    let store = event_log::fresh(Backend::Postgres).await;
     let pool = &sqlx::PgPool::connect(&store.url).await.unwrap();
     let ours = Executor::<ProviderConnection>::new(&store.database);
     let theirs = Executor::<ProviderConnection>::new(&store.database);
@@ -432,7 +432,7 @@ async fn a_warm_cache_never_decides_on_an_event_a_failover_lost() {
 /// checks the stream before refusing.
 #[tokio::test]
 async fn a_warm_cache_never_refuses_on_a_stale_state() {
-    let store = common::fresh(Backend::Sqlite).await;
+    let store = event_log::fresh(Backend::Sqlite).await;
     let database = &store.database;
     let gate_side = Executor::<ProviderConnection>::new(database);
     let worker_side = Executor::<ProviderConnection>::new(database);

@@ -20,13 +20,13 @@
 
 #[path = "failover/cluster.rs"]
 mod cluster;
-mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::{json, Value};
 

@@ -246,10 +246,15 @@ fn command_for(state: &ProviderConnection, event: &ConnectionEvent) -> Option<Co
             FailureCause::Worker {
                 worker_id,
                 provider,
+                result,
             } => C::CompleteRun {
                 run_id,
                 worker_id,
-                end: RunEnd::Failed { reason, provider },
+                end: RunEnd::Failed {
+                    reason,
+                    provider,
+                    result,
+                },
                 at,
             },
             // The claim's own lease is not recorded when the execution gate

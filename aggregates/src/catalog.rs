@@ -143,6 +143,9 @@ string_enum!(
 );
 
 impl ItemKind {
+    /// The kinds an `inventory.sync` snapshots and a restore writes back.
+    pub const RESTORABLE: [ItemKind; 2] = [Self::DeviceConfiguration, Self::CompliancePolicy];
+
     /// The sync that finds objects of this kind.
     pub fn found_by(self) -> OperationKind {
         match self {
@@ -152,6 +155,33 @@ impl ItemKind {
         }
     }
 }
+
+string_enum!(
+    /// What executing a restore does to one object of its snapshot, compared with
+    /// the tenant's content.
+    RestoreAction, "restore action" {
+        /// Its content differs from the snapshot's: it is written back (PATCH).
+        Patch => "patch",
+        /// It is gone since the snapshot: it is created again (POST).
+        Create => "create",
+        /// It is as in the snapshot: nothing is sent.
+        Unchanged => "unchanged",
+    }
+);
+
+string_enum!(
+    /// What a restore's execution did with one object.
+    ObjectOutcome, "object outcome" {
+        /// Written back.
+        Patched => "patched",
+        /// Created again.
+        Created => "created",
+        /// Already as in the snapshot; nothing was sent.
+        Unchanged => "unchanged",
+        /// The provider refused it.
+        Failed => "failed",
+    }
+);
 
 /// The dedupe key beside the operation: what the operation works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -307,6 +337,10 @@ string_enum!(
         TimedOut => "operation.timed_out",
         /// Something failed inside dispatch-gate.
         InternalError => "internal.error",
+        /// A restore's backup names no snapshot the gate captured.
+        SnapshotMissing => "restore.snapshot.missing",
+        /// The provider refused some of a restore's objects.
+        ObjectsFailed => "restore.objects.failed",
     }
 );
 
@@ -406,6 +440,16 @@ impl ReasonCode {
                 Internal,
                 "The operation failed because of an internal error.",
                 "Retry; if it fails again, report it to the dispatch-gate operators.",
+            ),
+            Self::SnapshotMissing => (
+                Configuration,
+                "The restore's backup names no snapshot that dispatch-gate captured, so there is nothing to restore from.",
+                "Prepare a restore from an inventory sync's snapshot (backup `inventory:<run id>`), then execute that one.",
+            ),
+            Self::ObjectsFailed => (
+                Configuration,
+                "The provider refused some of the snapshot's objects; the others were restored.",
+                "Read the run's failures (each with the provider's code), correct the cause, then prepare and execute the restore again.",
             ),
         };
         ReasonText {

@@ -25,8 +25,11 @@ use crate::actor::{Actor, Timestamp};
 use crate::catalog::{
     Consent, CredentialStatus, OperationKind, Outcome, ReasonCode, RunStatus, Scope, ScopeKind,
 };
-use crate::execution::{check_result, lesson, ProviderFailure, ResultError, RunResult};
+use crate::execution::{
+    check_failed_result, check_result, lesson, ProviderFailure, ResultError, RunResult,
+};
 use crate::ids::{ConnectionId, DecisionId, RunId, TenantId};
+use crate::restore::RestoreSource;
 use crate::secret::SecretMetadata;
 use crate::values::{ContentHash, DisplayName, Fingerprint, ProviderCode, ProviderName, WorkerId};
 
@@ -64,6 +67,9 @@ pub struct StartRequest {
     pub request_id: Option<String>,
     /// Whether the connection was named or taken as the tenant's default.
     pub resolved_via: ConnectionChoice,
+    /// For `restore.execute`: the backup and the snapshot it restores, as the
+    /// restore run was prepared (since 2.0; `None` for other operations).
+    pub restore: Option<RestoreSource>,
 }
 
 /// The connection's state as the gate saw it.
@@ -104,6 +110,8 @@ pub struct Evidence {
     pub connection: ConnectionSnapshot,
     /// The run holding the connection, if any.
     pub active_run: Option<ActiveRunRef>,
+    /// For `restore.execute`: what it restores, the snapshot named (since 2.0).
+    pub restore: Option<RestoreSource>,
 }
 
 /// Why a start was not accepted.
@@ -181,6 +189,9 @@ pub enum FailureCause {
         worker_id: WorkerId,
         /// What the provider said, when it said something (since `RunFailed` 2.0).
         provider: Option<ProviderFailure>,
+        /// What the run did before it failed: a restore's counts (since
+        /// `RunFailed` 3.0).
+        result: Option<RunResult>,
     },
     /// The execution-time gate found the provider unusable at claim time.
     ExecutionGate {
@@ -535,9 +546,13 @@ impl DomainEvent for ConnectionEvent {
 
     fn event_version(&self) -> String {
         let version = match self {
-            // 2.0: a succeeded run's result and snapshot hash, a failed run's
-            // provider failure (see `upcast`).
-            Self::RunSucceeded { .. } | Self::RunFailed { .. } => "2.0",
+            // 2.0: a succeeded run's result and snapshot hash (see `upcast`).
+            Self::RunSucceeded { .. } => "2.0",
+            // 2.0: a failed run's provider failure; 3.0: what it did before
+            // failing (see `upcast`).
+            Self::RunFailed { .. } => "3.0",
+            // 2.0: a restore's start records what it restores (see `upcast`).
+            Self::OperationAccepted { .. } | Self::OperationRejected { .. } => "2.0",
             _ => "1.0",
         };
         version.to_owned()
@@ -731,6 +746,7 @@ impl ProviderConnection {
         Some(Evidence {
             connection: self.snapshot(at)?,
             active_run: self.active.as_ref().map(ActiveRun::reference),
+            restore: None,
         })
     }
 
@@ -855,14 +871,18 @@ pub fn admit_start(
         (ScopeKind::RestoreRun, Scope::RestoreRun(_)) => true,
         _ => false,
     };
-    if !scope_fits {
+    // Only a restore's start says what it restores.
+    let source_fits = request.restore.is_none() || request.scope.kind() == ScopeKind::RestoreRun;
+    if !scope_fits || !source_fits {
         return Err(ConnectionError::ScopeMismatch);
     }
     if state.run_status(request.proposed_run_id).is_some() {
         // A proposed run id must be fresh; reusing one would merge two runs.
         return Err(ConnectionError::RunIdTaken);
     }
-    Ok(state.evidence(request.at).expect("identity checked above"))
+    let mut evidence = state.evidence(request.at).expect("identity checked above");
+    evidence.restore = request.restore.clone();
+    Ok(evidence)
 }
 
 /// What the gate decided for one start, and the evidence it decided on.
@@ -1060,13 +1080,20 @@ pub fn decide(
                         at,
                     }]
                 }
-                RunEnd::Failed { reason, provider } if reason.is_execution_reason() => {
+                RunEnd::Failed {
+                    reason,
+                    provider,
+                    result,
+                } if reason.is_execution_reason() => {
+                    check_failed_result(run.operation, result.as_ref())
+                        .map_err(ConnectionError::Result)?;
                     vec![E::RunFailed {
                         run_id,
                         reason,
                         cause: FailureCause::Worker {
                             worker_id,
                             provider,
+                            result,
                         },
                         at,
                     }]

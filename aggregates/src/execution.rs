@@ -34,6 +34,9 @@ pub enum RunEnd {
         reason: ReasonCode,
         /// What the provider said, when it said something.
         provider: Option<ProviderFailure>,
+        /// What it did before it failed, when the operation reports it (a
+        /// restore's counts: some objects restored, some refused).
+        result: Option<RunResult>,
     },
     /// The worker stopped the run after a cancel request.
     Cancelled,
@@ -53,6 +56,7 @@ impl RunEnd {
         Self::Failed {
             reason,
             provider: None,
+            result: None,
         }
     }
 
@@ -169,6 +173,19 @@ pub fn check_result(
             }
             Ok(())
         }
+    }
+}
+
+/// Checks that a failed run of `operation` may report `result`: only a
+/// restore reports what it did before failing (its objects' counts).
+pub fn check_failed_result(
+    operation: OperationKind,
+    result: Option<&RunResult>,
+) -> Result<(), ResultError> {
+    match result {
+        None => Ok(()),
+        Some(RunResult::Objects(_)) if operation == OperationKind::RestoreExecute => Ok(()),
+        Some(_) => Err(ResultError::WrongShape(operation)),
     }
 }
 
@@ -332,6 +349,27 @@ mod tests {
         assert_eq!(
             check_result(RestoreExecute, Some(&restore), Some(&hash)),
             Err(ResultError::SnapshotWithoutItems)
+        );
+    }
+
+    #[test]
+    fn only_a_failed_restore_reports_what_it_did() {
+        use OperationKind::*;
+        let restore = RunResult::Objects(ObjectCounts {
+            patched: 1,
+            failed: 1,
+            ..ObjectCounts::default()
+        });
+        assert_eq!(check_failed_result(RestoreExecute, Some(&restore)), Ok(()));
+        assert_eq!(check_failed_result(InventorySync, None), Ok(()));
+        assert_eq!(
+            check_failed_result(InventorySync, Some(&restore)),
+            Err(ResultError::WrongShape(InventorySync))
+        );
+        let items = items(&[(ItemKind::Group, counts(1, 1, 0, 0))]);
+        assert_eq!(
+            check_failed_result(RestoreExecute, Some(&items)),
+            Err(ResultError::WrongShape(RestoreExecute))
         );
     }
 

@@ -10,6 +10,8 @@
 //!   what it teaches the gate about its connection.
 //! - [`tenant`]: membership, a tenant's connections and its default.
 //! - [`registry`]: create-once records (workspaces, restore runs).
+//! - [`restore`]: what restoring a snapshot does to each object (the preview,
+//!   and the plan the worker executes).
 //! - [`user`]: operator accounts and the lifecycle of their tokens.
 //! - [`audit`]: re-deriving every recorded decision from the events before it.
 //! - [`upcast`]: how older stored event versions are read as the current ones.
@@ -26,6 +28,7 @@ pub mod connection;
 pub mod execution;
 pub mod ids;
 pub mod registry;
+pub mod restore;
 pub mod secret;
 pub mod tenant;
 pub mod upcast;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actor::{Actor, Timestamp};
 use crate::ids::{RestoreRunId, TenantId, WorkspaceId};
+use crate::restore::{self, Plan, PreviewCounts, SnapshotRef};
 use crate::values::{BackupRef, DisplayName};
 
 /// A record kept by a [`Registered`] aggregate.
@@ -21,6 +22,9 @@ pub trait Record:
     const TYPE: &'static str;
     /// Stored as `event_type` of the one event.
     const CREATED: &'static str;
+    /// Stored as `event_version` of the one event: a new shape is a new version
+    /// with an upcaster (see [`crate::upcast`]).
+    const VERSION: &'static str;
 }
 
 /// A workspace.
@@ -39,6 +43,7 @@ pub struct Workspace {
 impl Record for Workspace {
     const TYPE: &'static str = "Workspace";
     const CREATED: &'static str = "WorkspaceCreated";
+    const VERSION: &'static str = "1.0";
 }
 
 /// A restore run prepared for execution: its preview, before any provider work.
@@ -58,42 +63,71 @@ pub struct RestoreRun {
     pub at: Timestamp,
 }
 
-/// What executing a restore will do.
+/// What executing a restore will do. The per-object list is provider data and
+/// stays beside the log; the log keeps the snapshot it names and the counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestorePreview {
     /// The backup.
     pub backup_ref: BackupRef,
-    /// Restores overwrite the tenant's current objects.
+    /// Whether executing it writes to the tenant: always for a backup the
+    /// gate cannot look into; for a snapshot, when anything is to be patched
+    /// or created.
     pub destructive: bool,
     /// Warnings shown before confirmation.
     pub warnings: Vec<String>,
+    /// The snapshot the backup names (since 2.0); `None` for a label.
+    pub snapshot: Option<SnapshotRef>,
+    /// What executing it does, counted against the latest sync (since 2.0);
+    /// `None` for a label.
+    pub counts: Option<PreviewCounts>,
 }
 
 impl RestoreRun {
     /// A restore run prepared from `backup_ref`, with the preview the operator
-    /// confirms before executing: a restore is destructive, and says how.
+    /// confirms before executing: from a snapshot and what restoring it does
+    /// (`snapshot`), or from a label the gate knows nothing behind.
     pub fn prepare(
         restore_run_id: RestoreRunId,
         tenant_id: TenantId,
         backup_ref: BackupRef,
+        snapshot: Option<(SnapshotRef, &Plan)>,
         actor: Actor,
         at: Timestamp,
     ) -> Self {
+        let preview = match snapshot {
+            Some((snapshot, plan)) => {
+                let counts = plan.counts();
+                RestorePreview {
+                    backup_ref: backup_ref.clone(),
+                    destructive: counts.patch + counts.create > 0,
+                    warnings: restore::warnings(Some(plan)),
+                    snapshot: Some(snapshot),
+                    counts: Some(counts),
+                }
+            }
+            None => RestorePreview {
+                backup_ref: backup_ref.clone(),
+                destructive: true,
+                warnings: restore::warnings(None),
+                snapshot: None,
+                counts: None,
+            },
+        };
         Self {
             restore_run_id,
             tenant_id,
-            preview: RestorePreview {
-                backup_ref: backup_ref.clone(),
-                destructive: true,
-                warnings: vec![
-                    "Objects in the tenant are overwritten with their versions from the backup."
-                        .to_owned(),
-                    "Objects created after the backup are left in place.".to_owned(),
-                ],
-            },
+            preview,
             backup_ref,
             actor,
             at,
+        }
+    }
+
+    /// What a start of this restore restores, for its decision's evidence.
+    pub fn source(&self) -> restore::RestoreSource {
+        restore::RestoreSource {
+            backup_ref: self.backup_ref.clone(),
+            snapshot: self.preview.snapshot.clone(),
         }
     }
 }
@@ -101,6 +135,8 @@ impl RestoreRun {
 impl Record for RestoreRun {
     const TYPE: &'static str = "RestoreRun";
     const CREATED: &'static str = "RestoreRunPrepared";
+    // 2.0: the preview names its snapshot and counts (see `upcast`).
+    const VERSION: &'static str = "2.0";
 }
 
 /// The one event of a [`Registered`] aggregate: the record, as created.
@@ -114,7 +150,7 @@ impl<T: Record> DomainEvent for Created<T> {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        T::VERSION.to_owned()
     }
 }
 

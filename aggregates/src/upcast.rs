@@ -16,6 +16,10 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         Box::new(UserCreated1To2),
         Box::new(RunSucceeded1To2),
         Box::new(RunFailed1To2),
+        Box::new(RunFailed2To3),
+        Box::new(StartRecorded1To2("OperationAccepted")),
+        Box::new(StartRecorded1To2("OperationRejected")),
+        Box::new(RestoreRunPrepared1To2),
     ]
 }
 
@@ -129,6 +133,79 @@ impl EventUpcaster for RunFailed1To2 {
             if cause.get("kind").and_then(Value::as_str) == Some("worker") {
                 cause.insert("provider".to_owned(), Value::Null);
             }
+        }
+        event.event_version = "2.0".to_owned();
+        event
+    }
+}
+
+/// `RunFailed` 2.0 → 3.0: a failure the worker reported gains `result`, what
+/// the run did before it failed (a restore's counts). Before 3.0 no failed
+/// run reported anything, so it is `null`; the other causes are unchanged.
+pub struct RunFailed2To3;
+
+impl EventUpcaster for RunFailed2To3 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "RunFailed" && event_version == "2.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let cause = event
+            .payload
+            .get_mut("RunFailed")
+            .and_then(|fields| fields.get_mut("cause"))
+            .and_then(Value::as_object_mut);
+        if let Some(cause) = cause {
+            if cause.get("kind").and_then(Value::as_str) == Some("worker") {
+                cause.insert("result".to_owned(), Value::Null);
+            }
+        }
+        event.event_version = "3.0".to_owned();
+        event
+    }
+}
+
+/// `OperationAccepted` and `OperationRejected` 1.0 → 2.0: the request and the
+/// evidence gain `restore`, what a restore's start restores. Before 2.0 no
+/// start recorded it, so both are `null`.
+pub struct StartRecorded1To2(pub &'static str);
+
+impl EventUpcaster for StartRecorded1To2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == self.0 && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(fields) = event.payload.get_mut(self.0) {
+            for part in ["request", "evidence"] {
+                if let Some(part) = fields.get_mut(part).and_then(Value::as_object_mut) {
+                    part.insert("restore".to_owned(), Value::Null);
+                }
+            }
+        }
+        event.event_version = "2.0".to_owned();
+        event
+    }
+}
+
+/// `RestoreRunPrepared` 1.0 → 2.0: the preview gains `snapshot` and `counts`.
+/// A 1.0 restore run named a backup the gate could not look into, so both are
+/// `null`.
+pub struct RestoreRunPrepared1To2;
+
+impl EventUpcaster for RestoreRunPrepared1To2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "RestoreRunPrepared" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(preview) = event
+            .payload
+            .get_mut("preview")
+            .and_then(Value::as_object_mut)
+        {
+            preview.insert("snapshot".to_owned(), Value::Null);
+            preview.insert("counts".to_owned(), Value::Null);
         }
         event.event_version = "2.0".to_owned();
         event

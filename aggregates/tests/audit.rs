@@ -44,6 +44,7 @@ fn start(n: u128, operation: OperationKind) -> StartRequest {
         at: t(n as i64),
         request_id: Some(format!("req-{n}")),
         resolved_via: ConnectionChoice::TenantDefault,
+        restore: None,
     }
 }
 
@@ -214,6 +215,7 @@ fn a_run_that_taught_the_gate(end_reason: ReasonCode) -> Vec<ConnectionEvent> {
                     request_id: None,
                     message: None,
                 }),
+                result: None,
             },
             at: t(3),
         },
@@ -533,17 +535,22 @@ mod upcasting {
     }
 
     #[test]
-    fn a_version_1_completion_reads_as_version_2_having_reported_nothing() {
+    fn a_version_1_completion_reads_as_the_current_version_having_reported_nothing() {
         use aggregates::catalog::ReasonCode;
         use aggregates::connection::{ConnectionEvent, FailureCause};
         let mut read = vec![];
         for (event_type, payload) in version_1_completions() {
+            let current = if event_type == "RunFailed" {
+                "3.0"
+            } else {
+                "2.0"
+            };
             let upcast = upcast(event_type, "1.0", payload);
-            assert_eq!(upcast.event_version, "2.0");
+            assert_eq!(upcast.event_version, current);
             let event: ConnectionEvent = serde_json::from_value(upcast.payload.clone())
                 .unwrap_or_else(|e| panic!("{event_type}: {e}"));
             assert_eq!(event.event_type(), event_type);
-            assert_eq!(event.event_version(), "2.0");
+            assert_eq!(event.event_version(), current);
             // Read back, it serialises as the current shape, field for field.
             assert_eq!(serde_json::to_value(&event).unwrap(), upcast.payload);
             read.push(event);
@@ -568,10 +575,119 @@ mod upcasting {
             &read[2],
             ConnectionEvent::RunFailed {
                 reason: ReasonCode::CredentialsExpired,
-                cause: FailureCause::Worker { provider: None, .. },
+                cause: FailureCause::Worker {
+                    provider: None,
+                    result: None,
+                    ..
+                },
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_version_2_failure_reads_as_version_3_having_done_nothing_before_it_failed() {
+        use aggregates::connection::{ConnectionEvent, FailureCause};
+        // As `RunFailed` 2.0 stored a worker's failure with the provider's words.
+        let payload = json!({"RunFailed": {
+            "at": "2026-11-21T14:15:31Z",
+            "cause": {"kind": "worker", "worker_id": "worker-1",
+                      "provider": {"code": "AADSTS7000222", "request_id": "r-1", "message": "expired"}},
+            "reason": "provider.credentials.expired",
+            "run_id": "163c186a-e5c7-42a8-a136-0c07a8b55bb4"
+        }});
+        let upcast = upcast("RunFailed", "2.0", payload);
+        assert_eq!(upcast.event_version, "3.0");
+        let event: ConnectionEvent = serde_json::from_value(upcast.payload.clone()).unwrap();
+        let ConnectionEvent::RunFailed {
+            cause: FailureCause::Worker {
+                provider, result, ..
+            },
+            ..
+        } = &event
+        else {
+            panic!("{event:?}");
+        };
+        assert!(provider.is_some());
+        assert_eq!(*result, None);
+        assert_eq!(serde_json::to_value(&event).unwrap(), upcast.payload);
+    }
+
+    /// A restore's start and its restore run exactly as version 1.0 stored them
+    /// (as `tests/replay/v1_restore_run.jsonl` holds them).
+    fn version_1_restore() -> (Value, Value) {
+        let request = json!({
+            "decision_id": "00000000-0000-0000-0000-00000000d001",
+            "proposed_run_id": "00000000-0000-0000-0000-00000000a001",
+            "tenant_id": "00000000-0000-0000-0000-00000000007e",
+            "operation": "restore.execute",
+            "scope": {"kind": "restore_run", "id": "00000000-0000-0000-0000-0000000000f1"},
+            "actor": {"kind": "admin"},
+            "at": "2026-01-01T00:00:00Z",
+            "request_id": null,
+            "resolved_via": "tenant_default"
+        });
+        let evidence = json!({
+            "connection": {"connection_id": "00000000-0000-0000-0000-0000000000c0",
+                           "display_name": "Graph", "provider": "microsoft_graph", "enabled": true,
+                           "consent": "granted", "credentials": "valid"},
+            "active_run": null
+        });
+        let prepared = json!({
+            "restore_run_id": "00000000-0000-0000-0000-0000000000f1",
+            "tenant_id": "00000000-0000-0000-0000-00000000007e",
+            "backup_ref": "backup-2026-01-01",
+            "preview": {"backup_ref": "backup-2026-01-01", "destructive": true,
+                        "warnings": ["Objects in the tenant are overwritten with their versions from the backup."]},
+            "actor": {"kind": "admin"},
+            "at": "2026-01-01T00:00:00Z"
+        });
+        (
+            json!({"OperationAccepted": {"request": request, "evidence": evidence}}),
+            prepared,
+        )
+    }
+
+    #[test]
+    fn a_version_1_start_reads_as_version_2_restoring_nothing_named() {
+        use aggregates::connection::ConnectionEvent;
+        let (accepted, _) = version_1_restore();
+        assert!(
+            serde_json::from_value::<ConnectionEvent>(accepted.clone()).is_ok_and(|e| {
+                // serde reads an absent option as none; the upcaster makes it explicit.
+                matches!(e, ConnectionEvent::OperationAccepted { .. })
+            })
+        );
+        let mut rejected = accepted.clone();
+        let fields = rejected["OperationAccepted"].take();
+        rejected = json!({"OperationRejected": fields});
+        rejected["OperationRejected"]["rejection"] =
+            json!({"outcome": "blocked", "reason": "provider.consent.missing"});
+        for (event_type, payload) in [
+            ("OperationAccepted", accepted),
+            ("OperationRejected", rejected),
+        ] {
+            let upcast = upcast(event_type, "1.0", payload);
+            assert_eq!(upcast.event_version, "2.0");
+            assert!(upcast.payload[event_type]["request"]["restore"].is_null());
+            assert!(upcast.payload[event_type]["evidence"]["restore"].is_null());
+            let event: ConnectionEvent = serde_json::from_value(upcast.payload.clone()).unwrap();
+            assert_eq!(event.event_version(), "2.0");
+            assert_eq!(serde_json::to_value(&event).unwrap(), upcast.payload);
+        }
+    }
+
+    #[test]
+    fn a_version_1_restore_run_reads_as_version_2_naming_no_snapshot() {
+        use aggregates::registry::{Created, RestoreRun};
+        let (_, prepared) = version_1_restore();
+        let upcast = upcast("RestoreRunPrepared", "1.0", prepared);
+        assert_eq!(upcast.event_version, "2.0");
+        let event: Created<RestoreRun> = serde_json::from_value(upcast.payload.clone()).unwrap();
+        assert_eq!(event.0.preview.snapshot, None);
+        assert_eq!(event.0.preview.counts, None);
+        assert_eq!(event.event_version(), "2.0");
+        assert_eq!(serde_json::to_value(&event).unwrap(), upcast.payload);
     }
 
     #[test]

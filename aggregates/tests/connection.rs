@@ -14,10 +14,11 @@ use aggregates::connection::{
 };
 use aggregates::execution::{ItemCounts, ObjectCounts, ProviderFailure, ResultError, RunResult};
 use aggregates::ids::{ClientId, ConnectionId, DecisionId, RestoreRunId, RunId, TenantId, UserId};
+use aggregates::restore::{RestoreSource, SnapshotRef};
 use aggregates::secret::SecretMetadata;
 use aggregates::values::{
-    ContentHash, DirectoryTenantId, DisplayName, Fingerprint, ProviderCode, ProviderMessage,
-    ProviderName, ProviderRequestId, WorkerId,
+    BackupRef, ContentHash, DirectoryTenantId, DisplayName, Fingerprint, ProviderCode,
+    ProviderMessage, ProviderName, ProviderRequestId, WorkerId,
 };
 use aggregates::{Actor, Timestamp};
 use chrono::DateTime;
@@ -89,6 +90,7 @@ fn start(n: u128, operation: OperationKind) -> StartRequest {
         at: t(5),
         request_id: Some(format!("req-{n}")),
         resolved_via: ConnectionChoice::Explicit,
+        restore: None,
     }
 }
 
@@ -119,6 +121,7 @@ fn evidence(connection: ConnectionSnapshot, active_run: Option<ActiveRunRef>) ->
     Evidence {
         connection,
         active_run,
+        restore: None,
     }
 }
 
@@ -905,6 +908,7 @@ async fn it_should_accept_a_new_start_after_the_active_run_ended() {
             cause: FailureCause::Worker {
                 worker_id: WorkerId::parse(WORKER).unwrap(),
                 provider: None,
+                result: None,
             },
             at: t(30),
         },
@@ -1181,6 +1185,7 @@ async fn it_should_record_a_run_that_failed_with_an_execution_reason() {
                 cause: FailureCause::Worker {
                     worker_id: WorkerId::parse(WORKER).unwrap(),
                     provider: None,
+                    result: None,
                 },
                 at: t(30),
             }]);
@@ -1802,7 +1807,11 @@ fn token_refusal() -> ProviderFailure {
 }
 
 fn failed_with(reason: ReasonCode, provider: Option<ProviderFailure>) -> RunEnd {
-    RunEnd::Failed { reason, provider }
+    RunEnd::Failed {
+        reason,
+        provider,
+        result: None,
+    }
 }
 
 fn run_failed(reason: ReasonCode, provider: Option<ProviderFailure>) -> E {
@@ -1812,6 +1821,7 @@ fn run_failed(reason: ReasonCode, provider: Option<ProviderFailure>) -> E {
         cause: FailureCause::Worker {
             worker_id: WorkerId::parse(WORKER).unwrap(),
             provider,
+            result: None,
         },
         at: t(30),
     }
@@ -2043,6 +2053,104 @@ async fn it_should_record_what_a_restore_did() {
             snapshot_hash: None,
             at: t(30),
         }]);
+}
+
+#[tokio::test]
+async fn it_should_record_what_a_restore_did_before_some_objects_failed() {
+    let result = RunResult::Objects(ObjectCounts {
+        patched: 1,
+        created: 1,
+        unchanged: 3,
+        failed: 1,
+    });
+    let refused = ProviderFailure {
+        code: Some(ProviderCode::parse("BadRequest").unwrap()),
+        request_id: Some(ProviderRequestId::parse("req-7").unwrap()),
+        message: ProviderMessage::summarize("Property passwordRequired is invalid."),
+    };
+    let end = RunEnd::Failed {
+        reason: ReasonCode::ObjectsFailed,
+        provider: Some(refused.clone()),
+        result: Some(result.clone()),
+    };
+    given(running_op(RestoreExecute))
+        .when_async(complete(1, WORKER, end, t(30)))
+        .await
+        .then_expect_events(vec![E::RunFailed {
+            run_id: run(1),
+            reason: ReasonCode::ObjectsFailed,
+            cause: FailureCause::Worker {
+                worker_id: WorkerId::parse(WORKER).unwrap(),
+                provider: Some(refused),
+                result: Some(result),
+            },
+            at: t(30),
+        }]);
+}
+
+#[tokio::test]
+async fn it_should_refuse_a_failed_sync_that_reports_what_it_did() {
+    let groups = RunResult::Items(
+        [(ItemKind::Group, counts(1, 1, 0, 0))]
+            .into_iter()
+            .collect(),
+    );
+    given(running_op(DirectoryGroupsSync))
+        .when_async(complete(
+            1,
+            WORKER,
+            RunEnd::Failed {
+                reason: ReasonCode::Throttled,
+                provider: None,
+                result: Some(groups),
+            },
+            t(30),
+        ))
+        .await
+        .then_expect_error(ConnectionError::Result(ResultError::WrongShape(
+            DirectoryGroupsSync,
+        )));
+}
+
+#[tokio::test]
+async fn it_should_name_what_a_restore_restores_in_its_evidence() {
+    let source = RestoreSource {
+        backup_ref: BackupRef::parse(&format!("inventory:{}", run(9))).unwrap(),
+        snapshot: Some(SnapshotRef {
+            run_id: run(9),
+            snapshot_hash: snapshot_hash(),
+            objects: 4,
+        }),
+    };
+    let request = StartRequest {
+        restore: Some(source.clone()),
+        ..start(1, RestoreExecute)
+    };
+    given(usable())
+        .when_async(start_cmd(request.clone()))
+        .await
+        .then_expect_events(vec![E::OperationAccepted {
+            request,
+            evidence: Evidence {
+                restore: Some(source),
+                ..evidence(usable_snapshot(), None)
+            },
+        }]);
+}
+
+#[tokio::test]
+async fn it_should_refuse_a_start_of_another_operation_that_names_a_restore_source() {
+    let request = StartRequest {
+        restore: Some(RestoreSource {
+            backup_ref: BackupRef::parse("backup-1").unwrap(),
+            snapshot: None,
+        }),
+        ..start(1, InventorySync)
+    };
+    given(usable())
+        .when_async(start_cmd(request))
+        .await
+        .then_expect_error(ConnectionError::ScopeMismatch);
 }
 
 #[tokio::test]

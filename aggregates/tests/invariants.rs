@@ -178,7 +178,7 @@ fn run_end() -> impl Strategy<Value = RunEnd> {
                 request_id: None,
                 message: None,
             });
-            RunEnd::Failed { reason, provider }
+            RunEnd::Failed { reason, provider, result: None }
         }),
         1 => Just(RunEnd::Cancelled),
     ]
@@ -293,6 +293,7 @@ impl Driver {
             at: t(self.now),
             request_id: None,
             resolved_via: ConnectionChoice::TenantDefault,
+            restore: None,
         }
     }
 

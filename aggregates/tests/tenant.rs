@@ -464,6 +464,8 @@ fn restore_run() -> RestoreRun {
             backup_ref: BackupRef::parse("backup-2024-01-01").unwrap(),
             destructive: true,
             warnings: vec!["Overwrites current policies.".to_owned()],
+            snapshot: None,
+            counts: None,
         },
         actor: Actor::User {
             id: ALICE,

@@ -39,6 +39,7 @@ mod gate;
 mod http;
 mod load;
 mod scratch;
+pub use scratch::Scratches;
 mod seed;
 mod wire;
 
@@ -63,7 +64,6 @@ use dispatch_gate::read::catchup::{Catchup, Failpoint};
 use dispatch_gate::write::executor::{CommandError, Executor};
 use dispatch_gate::write::store::Database;
 use load::{drive, Measured};
-use scratch::Scratches;
 use seed::{Sink, Table, World};
 
 /// A scenario, as named on the command line.

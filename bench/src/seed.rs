@@ -67,6 +67,7 @@ pub fn start_request(
         at,
         request_id: Some(Uuid::new_v4().to_string()),
         resolved_via: ConnectionChoice::TenantDefault,
+        restore: None,
     }
 }
 

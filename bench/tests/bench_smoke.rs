@@ -165,3 +165,43 @@ fn a_missing_gate_binary_is_named_before_anything_is_measured() {
     assert!(stderr.contains("--gate-binary"), "{stderr}");
     assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
 }
+
+/// The large-sync bench, small: a sync through the Graph fake writes a row per
+/// group on each store and prints its figures beside the fetch-only baseline.
+#[test]
+fn the_graph_sync_bench_writes_a_row_per_group_on_both_stores() {
+    for url in ["sqlite".to_owned(), testkit::postgres_server_url()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_graph-sync"))
+            .args([
+                "--database-url",
+                &url,
+                "--groups",
+                "250",
+                "--page-size",
+                "100",
+            ])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("250 groups in 3 pages"), "{stdout}");
+        assert!(stdout.contains("the run: 250 rows written"), "{stdout}");
+        assert!(stdout.contains("peak resident memory"), "{stdout}");
+    }
+}
+
+#[test]
+fn the_graph_sync_bench_refuses_bad_arguments() {
+    for args in [
+        &["--groups", "0"][..],
+        &["--page-size", "1000"],
+        &["--database-url", "sqlite://x.db"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_graph-sync"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!text(&out.stderr).contains("panicked"), "{args:?}");
+    }
+}

@@ -22,6 +22,7 @@ pub mod views;
 use aggregates::catalog::{Capability, Consent, CredentialStatus, Outcome, ReasonCode, RunStatus};
 use aggregates::connection::ProviderConnection;
 use aggregates::connection::{ConnectionEvent, Rejection, StartRequest};
+use aggregates::execution::RunResult;
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::tenant::Tenant;
 use aggregates::tenant::TenantEvent;
@@ -225,8 +226,21 @@ fn ended(event: &ConnectionEvent) -> Option<(RunId, RunStatus, Option<ReasonCode
     }
 }
 
+/// What a run's end says it did (see [`Run::result`]).
+fn reported_result(end: &ConnectionEvent) -> Option<RunResult> {
+    use aggregates::connection::FailureCause;
+    match end {
+        ConnectionEvent::RunSucceeded { result, .. }
+        | ConnectionEvent::RunFailed {
+            cause: FailureCause::Worker { result, .. },
+            ..
+        } => result.clone(),
+        _ => None,
+    }
+}
+
 /// What a run's end reported: a succeeded run's result, a failed run's
-/// provider failure.
+/// provider failure and (a restore's) what it did before failing.
 fn record_report(run: &mut Run, end: &ConnectionEvent) {
     use aggregates::connection::FailureCause;
     match end {
@@ -239,16 +253,18 @@ fn record_report(run: &mut Run, end: &ConnectionEvent) {
             run.snapshot_hash = snapshot_hash.as_ref().map(|hash| hash.to_string());
         }
         ConnectionEvent::RunFailed {
-            cause:
-                FailureCause::Worker {
-                    provider: Some(provider),
-                    ..
-                },
+            cause: FailureCause::Worker {
+                provider, result, ..
+            },
             ..
         } => {
-            run.provider_code = provider.code.as_ref().map(|code| code.to_string());
-            run.provider_request_id = provider.request_id.as_ref().map(|id| id.to_string());
-            run.provider_message = provider.message.as_ref().map(|text| text.to_string());
+            // A restore that failed on some objects reports what it did.
+            run.result = result.clone();
+            if let Some(provider) = provider {
+                run.provider_code = provider.code.as_ref().map(|code| code.to_string());
+                run.provider_request_id = provider.request_id.as_ref().map(|id| id.to_string());
+                run.provider_message = provider.message.as_ref().map(|text| text.to_string());
+            }
         }
         _ => {}
     }
@@ -654,6 +670,7 @@ fn notifications(views: &mut Views, event: &RecordedEvent, decoded: &Decoded) {
         operation: initiator.operation,
         status,
         reason_code,
+        result: reported_result(e),
         at,
         position: event.position,
     };

@@ -210,6 +210,9 @@ view_row! {
         pub status: RunStatus,
         /// Why it failed.
         pub reason_code: Option<ReasonCode>,
+        /// What it did: a succeeded sync's counts per kind, a restore's per
+        /// object (also when it failed on some), as the run's `result`.
+        pub result: Option<RunResult>,
         /// When it ended.
         pub at: String,
         /// Log position.

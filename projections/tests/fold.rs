@@ -194,6 +194,7 @@ mod reports {
             at,
             request_id: None,
             resolved_via: ConnectionChoice::Explicit,
+            restore: None,
         })
     }
 
@@ -278,6 +279,7 @@ mod reports {
                 RunEnd::Failed {
                     reason: ReasonCode::CredentialsExpired,
                     provider: Some(refusal()),
+                    result: None,
                 },
                 t(8),
             ),

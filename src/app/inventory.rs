@@ -9,7 +9,7 @@ use aggregates::values::ContentHash;
 use aggregates::catalog::Action;
 
 use super::{AppError, Dispatcher, Principal};
-use crate::write::provider_data::{self, Coverage, InventoryRow, ObjectRow};
+use crate::write::provider_data::{self, Coverage, InventoryRow, Keep, ObjectRow};
 
 /// One page of a tenant's inventory.
 #[derive(Debug, Clone)]
@@ -74,6 +74,7 @@ impl Dispatcher {
         kind: ItemKind,
         run_id: RunId,
         coverage: Coverage,
+        keep: Keep,
         objects: &[ObjectRow],
         removed: &[String],
     ) -> Result<ItemCounts, AppError> {
@@ -84,6 +85,7 @@ impl Dispatcher {
             run_id,
             self.now(),
             coverage,
+            keep,
             objects,
             removed,
         )
@@ -97,6 +99,15 @@ impl Dispatcher {
         kinds: &[ItemKind],
     ) -> Result<ContentHash, AppError> {
         Ok(provider_data::snapshot_hash(&self.database, tenant_id, kinds).await?)
+    }
+
+    /// The hash of the snapshot `run_id` kept of `kinds`.
+    pub async fn run_snapshot_hash(
+        &self,
+        run_id: RunId,
+        kinds: &[ItemKind],
+    ) -> Result<ContentHash, AppError> {
+        Ok(provider_data::run_snapshot_hash(&self.database, run_id, kinds).await?)
     }
 
     /// Where the tenant's next delta sync of `kind` resumes.

@@ -39,6 +39,7 @@ pub use inventory::InventoryPage;
 pub use onboarding::{next_bootstrap_step, OnboardingStep, StepState};
 pub use principal::{Principal, TokenDigest};
 pub use reads::{Changes, DecisionsQuery, RunDetail, RunsQuery};
+pub use restore::{PreparedRestore, RestoreJob};
 pub use runs::{ClaimedRun, Heartbeat};
 pub use secrets::{NewSecret, UnsealError, UnsealedCredentials, NO_SEALING_KEY};
 pub use setup::NewUser;

@@ -59,7 +59,7 @@ impl Dispatcher {
 
     /// Waits (bounded) until the views show everything this instance has
     /// written or seen; whether they got there in time.
-    async fn views_at_head(&self) -> bool {
+    pub(super) async fn views_at_head(&self) -> bool {
         let head = self.sessions.head();
         self.catchup.wait_until(head, CONSISTENCY_WAIT).await >= head
     }

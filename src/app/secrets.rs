@@ -3,10 +3,11 @@
 //!
 //! The secret goes into custody ([`crate::write::secrets`]) before the event
 //! recording its metadata commits, so the log never names a secret the
-//! custody lacks; the row of the secret it replaces is dropped after.
+//! custody lacks; the row of the secret it replaces (or removes) is dropped
+//! after, exactly as its store wrote it, so a racing store keeps its row.
 
 use aggregates::catalog::{Action, ReasonCode};
-use aggregates::connection::ConnectionCommand;
+use aggregates::connection::{decide, ConnectionCommand, ProviderConnection};
 use aggregates::ids::{ClientId, ConnectionId};
 use aggregates::secret::SecretMetadata;
 use aggregates::values::DirectoryTenantId;
@@ -20,6 +21,12 @@ use crate::write::secrets::{self, SealingKey, SecretText};
 pub const NO_SEALING_KEY: &str = "this server has no secrets key, so it cannot keep a secret: \
      start `serve` with `--secrets-key-file FILE` (or `GATE_SECRETS_KEY_FILE`), FILE holding \
      64 hex digits (e.g. from `openssl rand -hex 32`)";
+
+/// The secret a connection's log names and when it was stored (which is
+/// also when its sealed row was written).
+fn stored(connection: &ProviderConnection) -> Option<(SecretMetadata, Timestamp)> {
+    connection.secret.clone().zip(connection.secret_set_at)
+}
 
 /// A client secret as the API hands it over, already parsed.
 #[derive(Debug, Clone)]
@@ -84,7 +91,7 @@ impl Dispatcher {
         secret: NewSecret,
         context: &RequestContext,
     ) -> Result<ConnectionView, AppError> {
-        let (before, tenant) = self
+        let (_, tenant) = self
             .authorize_connection(principal, connection_id, Action::ManageProviderConnections)
             .await?;
         let key = self
@@ -111,18 +118,23 @@ impl Dispatcher {
             actor: actor.clone(),
             at,
         };
-        let committed = self
-            .run(
+        let (committed, replaced) = self
+            .run_decision(
                 &self.connections,
                 &connection_id.to_string(),
-                command,
+                |connection| {
+                    let replaced = stored(connection);
+                    decide(connection, command.clone()).map(|events| (events, replaced))
+                },
                 context.metadata(&actor, at),
+                &[],
             )
             .await?;
-        // Only the secret this one replaced: a rotation racing this one keeps
-        // its row (an unused row is harmless; a missing one fails runs).
-        if let Some(old) = before.secret.filter(|old| old.fingerprint != fingerprint) {
-            secrets::discard(&self.database, connection_id, Some(&old.fingerprint)).await?;
+        // Only the row of the secret this one replaced, as that store wrote it:
+        // a store racing this one keeps its row (a row no event names is
+        // harmless; a named one missing would fail runs).
+        if let Some((old, stored_at)) = replaced.filter(|(old, _)| old.fingerprint != fingerprint) {
+            secrets::discard(&self.database, connection_id, &old.fingerprint, stored_at).await?;
         }
         Ok(ConnectionView {
             is_default: tenant.default_connection == Some(connection_id),
@@ -142,18 +154,27 @@ impl Dispatcher {
             .await?;
         let actor = principal.actor();
         let at = self.now();
-        let committed = self
-            .run(
+        let command = ConnectionCommand::RemoveSecret {
+            actor: actor.clone(),
+            at,
+        };
+        let (committed, removed) = self
+            .run_decision(
                 &self.connections,
                 &connection_id.to_string(),
-                ConnectionCommand::RemoveSecret {
-                    actor: actor.clone(),
-                    at,
+                |connection| {
+                    let removed = stored(connection);
+                    decide(connection, command.clone()).map(|events| (events, removed))
                 },
                 context.metadata(&actor, at),
+                &[],
             )
             .await?;
-        secrets::discard(&self.database, connection_id, None).await?;
+        // The row of the secret the log stopped naming, and only that one: a
+        // store racing this removal (committed after it) keeps its row.
+        if let Some((old, stored_at)) = removed {
+            secrets::discard(&self.database, connection_id, &old.fingerprint, stored_at).await?;
+        }
         Ok(ConnectionView {
             is_default: tenant.default_connection == Some(connection_id),
             state: committed.state,

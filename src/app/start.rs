@@ -13,6 +13,7 @@ use aggregates::connection::{
     record_start, ConnectionChoice, Evidence, Rejection, StartDecided, StartRequest, Verdict,
 };
 use aggregates::ids::{ConnectionId, DecisionId, RestoreRunId, RunId, TenantId};
+use aggregates::registry::Registered;
 use aggregates::tenant::{Tenant, TenantCommand, TenantError, TenantStartRequest};
 use uuid::Uuid;
 
@@ -214,6 +215,14 @@ impl Dispatcher {
                 return Err(AppError::NotFound("provider connection"));
             }
         }
+        // A restore's start records what it restores: its backup and snapshot.
+        let restore = match command.restore_run {
+            Some(id) => match self.restores.load(&id.to_string()).await? {
+                Registered(Some(run)) if run.tenant_id == command.tenant_id => Some(run.source()),
+                _ => return Err(AppError::NotFound("restore run")),
+            },
+            None => None,
+        };
         let actor = command.principal.actor();
         let decision_id = DecisionId(Uuid::new_v4());
         let mut tenant = tenant;
@@ -293,6 +302,7 @@ impl Dispatcher {
                 at,
                 request_id: command.context.request_id.clone(),
                 resolved_via,
+                restore: restore.clone(),
             };
             let decided = self
                 .run_decision(

@@ -380,6 +380,7 @@ impl Seeder<'_> {
             )
             .await
             .map_err(at("the restore run"))?
+            .run
             .restore_run_id;
 
         let mut no_default = self

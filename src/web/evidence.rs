@@ -30,13 +30,47 @@ impl From<Scope> for ScopeJson {
     }
 }
 
-/// The evidence a decision was made on: the connection's state and the run holding it.
+/// The evidence a decision was made on: the connection's state and the run holding
+/// it, and for a restore what it restores.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EvidenceJson {
     /// The connection's state as the gate saw it.
     pub connection: ConnectionSnapshotJson,
     /// The run holding the connection, if any.
     pub active_run: Option<ActiveRunJson>,
+    /// For `restore.execute`: the backup and the snapshot it names (null for
+    /// other operations, and for restores decided before snapshots were named).
+    pub restore: Option<RestoreSourceJson>,
+}
+
+/// The snapshot an `inventory.sync` kept.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SnapshotJson {
+    /// The succeeded `inventory.sync` run that kept it.
+    pub run_id: Uuid,
+    /// The SHA-256 its completion recorded (the run's `snapshot_hash`).
+    pub snapshot_hash: String,
+    /// How many objects it holds.
+    pub objects: u64,
+}
+
+impl From<&aggregates::restore::SnapshotRef> for SnapshotJson {
+    fn from(snapshot: &aggregates::restore::SnapshotRef) -> Self {
+        Self {
+            run_id: snapshot.run_id.0,
+            snapshot_hash: snapshot.snapshot_hash.to_string(),
+            objects: snapshot.objects,
+        }
+    }
+}
+
+/// What a restore's start restores.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RestoreSourceJson {
+    /// The restore run's backup.
+    pub backup_ref: String,
+    /// The snapshot it names; null for a backup that names none.
+    pub snapshot: Option<SnapshotJson>,
 }
 
 /// A provider connection's state at decision time.
@@ -105,6 +139,10 @@ impl From<&Evidence> for EvidenceJson {
                     status: *status,
                 },
             ),
+            restore: evidence.restore.as_ref().map(|source| RestoreSourceJson {
+                backup_ref: source.backup_ref.to_string(),
+                snapshot: source.snapshot.as_ref().map(SnapshotJson::from),
+            }),
         }
     }
 }

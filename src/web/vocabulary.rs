@@ -148,6 +148,13 @@ vocabulary! {
     ScopeKind = wire(domain::ScopeKind::ALL, domain::ScopeKind::as_str);
     /// A kind of provider object the syncs find.
     ItemKind = wire(domain::ItemKind::ALL, domain::ItemKind::as_str);
+    /// What executing a restore does to one object of its snapshot.
+    RestoreAction = wire(domain::RestoreAction::ALL, domain::RestoreAction::as_str),
+        meaning: meanings(domain::RestoreAction::ALL, domain::RestoreAction::as_str, |a| match a {
+            domain::RestoreAction::Patch => "its content differs from the tenant's: it is written back (PATCH)",
+            domain::RestoreAction::Create => "it is gone from the tenant: it is created again (POST), with a new id",
+            domain::RestoreAction::Unchanged => "it is as in the snapshot: nothing is sent",
+        }.to_owned());
     /// A stable, machine-readable error code (`error.code`); the message beside it is
     /// for people.
     ErrorCode = wire(ErrorCodes::ALL, ErrorCodes::as_str),

@@ -1,8 +1,11 @@
 //! What the syncs found, kept beside the event log (never in it): one row per
-//! provider object of a tenant (`provider_objects`) and where each tenant's
-//! next delta sync resumes (`provider_delta_links`). The worker writes both;
-//! a sync's completion event carries [`snapshot_hash`] of what it left, so an
-//! auditor can tie the two.
+//! provider object of a tenant (`provider_objects`), where each tenant's next
+//! delta sync resumes (`provider_delta_links`), and what each inventory sync
+//! saw (`provider_snapshots`, `provider_snapshot_objects`, the contents once
+//! each in `provider_contents`), which a restore names. The worker writes them;
+//! a sync's completion event carries [`snapshot_hash`] (or, for a sync that
+//! keeps a snapshot, [`run_snapshot_hash`]) of what it left, so an auditor can
+//! tie the two.
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -45,9 +48,21 @@ fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Whether a sync keeps what it saw as a snapshot a restore can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Only the latest state (`provider_objects`).
+    Latest,
+    /// Also the run's snapshot: every object of the (full) answer.
+    Snapshot,
+}
+
 /// Records what one sync of `kind` read: new objects are added, objects with
 /// other content changed, and — on a full answer — every object not seen
-/// removed; `removed` names objects a delta reported gone. One transaction.
+/// removed; `removed` names objects a delta reported gone. With
+/// [`Keep::Snapshot`] (a full answer only) the answer is also kept as the
+/// run's snapshot of `kind`, replacing one an earlier attempt of the run left.
+/// One transaction.
 #[allow(clippy::too_many_arguments)] // one sync's facts, each needed once
 pub async fn record_sync(
     database: &Database,
@@ -56,9 +71,14 @@ pub async fn record_sync(
     run_id: RunId,
     at: Timestamp,
     coverage: Coverage,
+    keep: Keep,
     objects: &[ObjectRow],
     removed: &[String],
 ) -> anyhow::Result<ItemCounts> {
+    anyhow::ensure!(
+        keep == Keep::Latest || coverage == Coverage::Full,
+        "a snapshot is kept only of a full answer"
+    );
     let tenant = tenant_id.to_string();
     let kind = kind.as_str();
     let run = run_id.to_string();
@@ -177,9 +197,115 @@ pub async fn record_sync(
         .await
         .context("counting synced objects")?;
         counts.total = u64::try_from(total).unwrap_or_default();
+        if keep == Keep::Snapshot {
+            // One row per id (the last one read, as in `provider_objects`).
+            let mut unique: std::collections::BTreeMap<&str, (&ObjectRow, &str)> =
+                std::collections::BTreeMap::new();
+            for (object, hash) in &hashed {
+                unique.insert(object.external_id.as_str(), (*object, hash.as_str()));
+            }
+            sqlx::query("DELETE FROM provider_snapshot_objects WHERE run_id = $1 AND kind = $2")
+                .bind(&run)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await
+                .context("clearing an earlier attempt's snapshot")?;
+            sqlx::query(
+                "INSERT INTO provider_snapshots (run_id, tenant_id, kind, objects, taken_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, kind) DO UPDATE SET \
+                 objects = excluded.objects, taken_at = excluded.taken_at",
+            )
+            .bind(&run)
+            .bind(&tenant)
+            .bind(kind)
+            .bind(i64::try_from(unique.len()).unwrap_or(i64::MAX))
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .context("recording a snapshot")?;
+            let rows: Vec<(&ObjectRow, &str)> = unique.into_values().collect();
+            let mut contents: Vec<(&str, &str)> = rows
+                .iter()
+                .map(|(object, hash)| (*hash, object.content.as_str()))
+                .collect();
+            contents.sort_unstable_by_key(|(hash, _)| *hash);
+            contents.dedup_by_key(|(hash, _)| *hash);
+            for batch in contents.chunks(BATCH) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO provider_contents (content_hash, content) ",
+                );
+                insert.push_values(batch, |mut row, (hash, content)| {
+                    row.push_bind(*hash).push_bind(*content);
+                });
+                insert.push(" ON CONFLICT (content_hash) DO NOTHING");
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .context("keeping a snapshot's contents")?;
+            }
+            for batch in rows.chunks(BATCH) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO provider_snapshot_objects \
+                     (run_id, kind, external_id, display_name, content_hash) ",
+                );
+                insert.push_values(batch, |mut row, (object, hash)| {
+                    row.push_bind(&run)
+                        .push_bind(kind)
+                        .push_bind(&object.external_id)
+                        .push_bind(&object.display_name)
+                        .push_bind(*hash);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .context("keeping a snapshot's objects")?;
+            }
+        }
         tx.commit().await.context("committing a sync's write")?;
         Ok(counts)
     })
+}
+
+/// The hash of the lines `kind\tid\tcontent hash\n`, `kinds` in the order
+/// given and ids in byte order within each: the snapshot hash's formula.
+pub fn hash_lines(kinds: &[ItemKind], rows: &[(ItemKind, String, String)]) -> ContentHash {
+    let mut hasher = Sha256::new();
+    for kind in kinds {
+        let mut lines: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|(k, _, _)| k == kind)
+            .map(|(_, id, hash)| (id.as_str(), hash.as_str()))
+            .collect();
+        lines.sort_unstable();
+        for (external_id, hash) in lines {
+            hasher.update(format!("{}\t{external_id}\t{hash}\n", kind.as_str()).as_bytes());
+        }
+    }
+    ContentHash::parse(&hex::encode(hasher.finalize())).expect("a SHA-256 is 64 hex digits")
+}
+
+/// The hash of the snapshot a run kept of `kinds` (see [`hash_lines`]).
+pub async fn run_snapshot_hash(
+    database: &Database,
+    run_id: RunId,
+    kinds: &[ItemKind],
+) -> anyhow::Result<ContentHash> {
+    let rows: Vec<(String, String, String)> = on_pool!(database, |pool| {
+        sqlx::query_as(
+        "SELECT kind, external_id, content_hash FROM provider_snapshot_objects WHERE run_id = $1"
+    )
+    .bind(run_id.to_string())
+    .fetch_all(pool)
+    .await
+    .context("reading a run's snapshot")?
+    });
+    let rows: Vec<(ItemKind, String, String)> = rows
+        .into_iter()
+        .filter_map(|(kind, id, hash)| Some((kind.parse().ok()?, id, hash)))
+        .collect();
+    Ok(hash_lines(kinds, &rows))
 }
 
 /// The SHA-256 of what a tenant holds of `kinds` now: every present object's
@@ -191,15 +317,18 @@ pub async fn snapshot_hash(
 ) -> anyhow::Result<ContentHash> {
     let mut hasher = Sha256::new();
     for kind in kinds {
-        let rows: Vec<(String, String)> = on_pool!(database, |pool| sqlx::query_as(
+        let mut rows: Vec<(String, String)> = on_pool!(database, |pool| sqlx::query_as(
             "SELECT external_id, content_hash FROM provider_objects \
-             WHERE tenant_id = $1 AND kind = $2 AND removed_at IS NULL ORDER BY external_id"
+             WHERE tenant_id = $1 AND kind = $2 AND removed_at IS NULL"
         )
         .bind(tenant_id.to_string())
         .bind(kind.as_str())
         .fetch_all(pool)
         .await
         .context("reading a snapshot's objects")?);
+        // Byte order, whatever the database's collation (PostgreSQL's follows
+        // its locale): the hash is the same on every store.
+        rows.sort_unstable();
         for (external_id, hash) in rows {
             hasher.update(format!("{}\t{external_id}\t{hash}\n", kind.as_str()).as_bytes());
         }

@@ -204,7 +204,8 @@ pub async fn keep(
     let sql =
         "INSERT INTO provider_secrets (connection_id, fingerprint, nonce, ciphertext, stored_at) \
                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connection_id, fingerprint) \
-               DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext";
+               DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, \
+               stored_at = excluded.stored_at";
     on_pool!(database, |pool| sqlx::query(sql)
         .bind(connection_id.to_string())
         .bind(fingerprint.to_string())
@@ -218,23 +219,25 @@ pub async fn keep(
     Ok(fingerprint)
 }
 
-/// Drops the sealed secret of `connection_id` with fingerprint `only`, or
-/// all of its sealed secrets when `only` is `None`.
+/// Drops the sealed secret of `connection_id` with `fingerprint` as the store
+/// at `stored_at` wrote it; a row written again since (the same secret
+/// stored again) stays.
 pub async fn discard(
     database: &Database,
     connection_id: ConnectionId,
-    only: Option<&Fingerprint>,
+    fingerprint: &Fingerprint,
+    stored_at: Timestamp,
 ) -> anyhow::Result<()> {
-    let only = only.map(ToString::to_string);
     on_pool!(database, |pool| sqlx::query(
         "DELETE FROM provider_secrets WHERE connection_id = $1 \
-         AND ($2 IS NULL OR fingerprint = $2)"
+         AND fingerprint = $2 AND stored_at = $3"
     )
     .bind(connection_id.to_string())
-    .bind(&only)
+    .bind(fingerprint.to_string())
+    .bind(stored_at.to_rfc3339())
     .execute(pool)
     .await
-    .context("discarding sealed provider secrets")
+    .context("discarding a sealed provider secret")
     .map(drop))?;
     Ok(())
 }

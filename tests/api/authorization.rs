@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -248,7 +248,7 @@ async fn a_member_removed_through_another_instance_is_not_found_there_and_nothin
     let other = app.second_process();
     let (user, token) = app.member(&f.tenant, "owner", None).await;
     let start = format!("/v1/tenants/{}/operations", f.tenant);
-    let r = crate::helpers::call_router(
+    let r = testkit::app::call_router(
         other.clone(),
         &start,
         &token,
@@ -260,7 +260,7 @@ async fn a_member_removed_through_another_instance_is_not_found_there_and_nothin
     let r = app.call(Method::DELETE, &path, Some(ADMIN), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let before = app.event_count().await;
-    let r = crate::helpers::call_router(
+    let r = testkit::app::call_router(
         other,
         &start,
         &token,
@@ -278,7 +278,7 @@ async fn a_member_added_through_another_instance_may_start_there_at_once(backend
     let f = app.fixture().await;
     let other = app.second_process();
     let start = format!("/v1/tenants/{}/operations", f.tenant);
-    let r = crate::helpers::call_router(
+    let r = testkit::app::call_router(
         other.clone(),
         &start,
         &f.operator,
@@ -287,7 +287,7 @@ async fn a_member_added_through_another_instance_may_start_there_at_once(backend
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let (_, token) = app.member(&f.tenant, "operator", None).await;
-    let r = crate::helpers::call_router(
+    let r = testkit::app::call_router(
         other,
         &start,
         &token,

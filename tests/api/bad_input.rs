@@ -5,7 +5,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_refused_with_a_clear_error_and_nothing_is_written);

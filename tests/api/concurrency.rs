@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use testkit::app::TestApp;
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -92,7 +92,7 @@ async fn two_processes_racing_on_one_connection_still_accept_exactly_one(backend
         let (barrier, tenant, token) = (barrier.clone(), f.tenant.clone(), f.operator.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            crate::helpers::call_router(
+            testkit::app::call_router(
                 router,
                 &format!("/v1/tenants/{tenant}/operations"),
                 &token,

@@ -6,7 +6,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{id, TestApp, ADMIN};
+use testkit::app::{id, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -16,7 +16,7 @@ on_both_backends!(
     a_gate_position_that_is_no_position_or_ahead_of_the_log_is_refused,
 );
 
-fn position(response: &crate::helpers::Response) -> i64 {
+fn position(response: &testkit::app::Response) -> i64 {
     response
         .headers
         .get("gate-position")

@@ -8,7 +8,7 @@ use tower::ServiceExt;
 
 use dispatch_gate::write::store::Backend;
 
-use crate::helpers::TestApp;
+use testkit::app::TestApp;
 use testkit::on_both_backends;
 
 const ORIGIN: &str = "http://console.test";

@@ -10,7 +10,7 @@ use dispatch_gate::write::store::Backend;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 
 /// Arbitrary JSON values, objects with the endpoints' own field names mixed in.
 fn json_value() -> impl Strategy<Value = Value> {

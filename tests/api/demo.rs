@@ -9,7 +9,7 @@ use dispatch_gate::process::demo::{self, DemoError, DemoSummary};
 use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -37,7 +37,7 @@ async fn start_on_tenant(
     token: &str,
     tenant: impl std::fmt::Display,
     operation: &str,
-) -> crate::helpers::Response {
+) -> testkit::app::Response {
     app.post(
         &format!("/v1/tenants/{tenant}/operations"),
         token,
@@ -51,7 +51,7 @@ async fn start_on_connection(
     token: &str,
     connection: impl std::fmt::Display,
     operation: &str,
-) -> crate::helpers::Response {
+) -> testkit::app::Response {
     app.post(
         &format!("/v1/provider-connections/{connection}/operations"),
         token,

@@ -7,7 +7,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use dispatch_gate::write::store::{Backend, Database};
 use serde_json::{json, Value};
 
-use crate::helpers::{id, TestApp, ADMIN};
+use testkit::app::{id, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(

@@ -15,7 +15,7 @@ use serde_json::json;
 use testkit::graph_fake::GraphFake;
 
 use crate::console::{get, sign_in};
-use crate::helpers::{worker, TestApp, ADMIN};
+use testkit::app::{worker, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -65,6 +65,11 @@ async fn a_groups_sync_shows_in_the_inventory_the_run_and_the_tenant_page(backen
         .await;
     assert_eq!(detail.body["status"], "succeeded", "{}", detail.body);
     assert_eq!(detail.body["result"]["items"]["group"]["added"], 5);
+    // The initiator's notification carries the same counts.
+    let notifications = app.get("/v1/notifications", &f.operator).await;
+    let told = &notifications.body["items"][0];
+    assert_eq!(told["run"]["id"], run_id.as_str(), "{}", notifications.body);
+    assert_eq!(told["result"], detail.body["result"], "{told}");
 
     let page = app
         .get(
@@ -138,6 +143,14 @@ async fn a_groups_sync_shows_in_the_inventory_the_run_and_the_tenant_page(backen
     );
     let run_page = get(&app, &format!("/operations/{run_id}"), &cookie).await;
     assert!(run_page.body.contains("What it found"), "{}", run_page.body);
+    let notifications_page = get(&app, "/notifications", &cookie).await;
+    assert!(
+        notifications_page
+            .body
+            .contains("Group: +5 added, 0 changed, −0 removed"),
+        "{}",
+        notifications_page.body
+    );
 }
 
 on_both_backends!(a_groups_sync_shows_in_the_inventory_the_run_and_the_tenant_page);

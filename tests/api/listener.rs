@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::ADMIN;
+use testkit::app::ADMIN;
 
 async fn serve(limits: Limits) -> (std::net::SocketAddr, tempfile::TempDir) {
     let (dir, url) = testkit::fresh_sqlite_url();

@@ -1,8 +1,6 @@
 //! Black-box tests of the HTTP API, each against a fresh real database:
 //! every test runs once on SQLite and once on PostgreSQL.
 
-mod helpers;
-
 mod authorization;
 mod bad_input;
 mod concurrency;
@@ -19,6 +17,7 @@ mod monitoring;
 mod openapi;
 mod outcomes;
 mod projections;
+mod restore;
 mod secrets;
 mod stream;
 mod tokens;

@@ -10,7 +10,7 @@ use dispatch_gate::app::RequestContext;
 use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
-use crate::helpers::{id, worker, TestApp, ADMIN};
+use testkit::app::{id, worker, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use dispatch_gate::write::store::Backend;
 
-use crate::helpers::TestApp;
+use testkit::app::TestApp;
 
 /// Every route of the contract this service implements, as (method, path).
 const CONTRACT_ROUTES: &[(&str, &str)] = &[
@@ -104,13 +104,13 @@ async fn every_json_body_ends_with_a_newline() {
         (
             "POST",
             "/v1/admin/workspaces",
-            Some(crate::helpers::ADMIN),
+            Some(testkit::app::ADMIN),
             Some(r#"{"name":"Acme"}"#),
         ),
         (
             "POST",
             "/v1/admin/workspaces",
-            Some(crate::helpers::ADMIN),
+            Some(testkit::app::ADMIN),
             Some("{not json"),
         ),
     ];
@@ -254,7 +254,7 @@ async fn api_reference_and_openapi_describe_the_same_endpoints() {
         let request = axum::http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(*path)
-            .header("authorization", format!("Bearer {}", crate::helpers::ADMIN))
+            .header("authorization", format!("Bearer {}", testkit::app::ADMIN))
             .body(axum::body::Body::empty())
             .unwrap();
         let served = app.router.clone().oneshot(request).await.unwrap();

@@ -4,7 +4,7 @@ use axum::http::{Method, StatusCode};
 use dispatch_gate::write::store::Backend;
 use serde_json::json;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(

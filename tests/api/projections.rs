@@ -11,7 +11,7 @@ use dispatch_gate::read::catchup::{self, Failpoint};
 use dispatch_gate::write::store::{Backend, Database};
 use serde_json::json;
 
-use crate::helpers::{id, worker, Fixture, TestApp, ADMIN};
+use testkit::app::{id, worker, Fixture, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(

@@ -12,7 +12,7 @@ use dispatch_gate::write::store::{Backend, Database};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 const SECRET: &str = "Qx8~kD2.s3cr3t-Value_for~Tests.0123456789";
@@ -31,7 +31,7 @@ fn body(secret: &str, expires_at: Value) -> Value {
     })
 }
 
-async fn put_secret(app: &TestApp, connection: &str, body: Value) -> crate::helpers::Response {
+async fn put_secret(app: &TestApp, connection: &str, body: Value) -> testkit::app::Response {
     app.call(
         Method::PUT,
         &format!("/v1/provider-connections/{connection}/secret"),
@@ -242,11 +242,53 @@ async fn it_should_block_a_start_after_the_secret_expired(backend: Backend) {
     assert_eq!(r.body["credentials"], "expired");
 }
 
+/// A store racing a removal: whichever commits last wins, and custody holds
+/// exactly the secret the log then names (a removal never drops the row of a
+/// store that committed after it; nothing is left behind).
+async fn it_should_keep_exactly_the_secret_the_log_names_when_a_store_races_a_removal(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let f = app.fixture().await;
+    let connection_id =
+        aggregates::ids::ConnectionId(uuid::Uuid::parse_str(&f.connection).unwrap());
+    let secret_path = format!("/v1/provider-connections/{}/secret", f.connection);
+    for round in 0..12 {
+        let secret = format!("race~{round}.secret_0123456789");
+        let (stored, removed) = tokio::join!(
+            put_secret(&app, &f.connection, body(&secret, Value::Null)),
+            app.call(Method::DELETE, &secret_path, Some(ADMIN), None),
+        );
+        assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+        assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+        let shown = app
+            .get(&format!("/v1/provider-connections/{}", f.connection), ADMIN)
+            .await;
+        let rows = sealed_rows(&app.database).await;
+        if shown.body["secret"].is_null() {
+            assert_eq!(rows, 0, "round {round}: a removal that won leaves nothing");
+        } else {
+            let opened = app
+                .dispatcher
+                .unseal_credentials(connection_id)
+                .await
+                .map(|credentials| credentials.client_secret.expose() == secret);
+            // Compared, never printed: a secret is in no test output.
+            assert!(
+                matches!(opened, Ok(true)),
+                "round {round}: the secret the log names opens"
+            );
+            assert_eq!(rows, 1, "round {round}: only the named secret is kept");
+        }
+    }
+}
+
 on_both_backends!(
     it_should_store_a_secret_and_show_only_its_metadata,
     it_should_refuse_bad_secret_bodies_and_write_nothing,
     it_should_let_only_provider_managers_handle_secrets,
     it_should_block_a_start_after_the_secret_expired,
+    it_should_keep_exactly_the_secret_the_log_names_when_a_store_races_a_removal,
 );
 
 /// PostgreSQL never gets a key made up beside it: without `--secrets-key-file`
@@ -265,7 +307,7 @@ async fn it_should_refuse_to_store_a_secret_on_postgres_without_a_key() {
     tokio::spawn(keyless.catchup().clone().run(std::future::pending()));
     let router = app(AppState::new(keyless));
     let events = gate.event_count().await;
-    let r = crate::helpers::send(
+    let r = testkit::app::send(
         router,
         axum::http::Request::builder()
             .method(Method::PUT)

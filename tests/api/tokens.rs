@@ -4,7 +4,7 @@
 use axum::http::{Method, StatusCode};
 use dispatch_gate::write::store::Backend;
 
-use crate::helpers::{TestApp, ADMIN};
+use testkit::app::{TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(
@@ -21,7 +21,7 @@ async fn a_new_token_replaces_the_old_one_at_once_on_every_instance(backend: Bac
     let (user, old) = app.member(&f.tenant, "operator", None).await;
     let operations = "/v1/operations";
     // The second instance has authenticated the old token once (its cache is warm).
-    let r = crate::helpers::send(other.clone(), get(operations, &old)).await;
+    let r = testkit::app::send(other.clone(), get(operations, &old)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     let r = app
@@ -38,9 +38,9 @@ async fn a_new_token_replaces_the_old_one_at_once_on_every_instance(backend: Bac
     assert!(new.starts_with(&format!("dgu_{}_", user.replace('-', ""))));
 
     for router in [app.router.clone(), other] {
-        let r = crate::helpers::send(router.clone(), get(operations, &old)).await;
+        let r = testkit::app::send(router.clone(), get(operations, &old)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "old token: {}", r.body);
-        let r = crate::helpers::send(router, get(operations, &new)).await;
+        let r = testkit::app::send(router, get(operations, &new)).await;
         assert_eq!(r.status, StatusCode::OK, "new token: {}", r.body);
     }
     let r = app.start(&new, &f.tenant, "inventory.sync").await;
@@ -63,13 +63,13 @@ async fn a_start_on_another_instance_with_a_token_revoked_there_is_401_and_write
     let start = format!("/v1/tenants/{}/operations", f.tenant);
     let body = serde_json::json!({"operation": "inventory.sync"});
     // The second instance has started with the token (its caches are warm).
-    let r = crate::helpers::call_router(other.clone(), &start, &token, body.clone()).await;
+    let r = testkit::app::call_router(other.clone(), &start, &token, body.clone()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let path = format!("/v1/admin/users/{user}/token");
     let r = app.call(Method::DELETE, &path, Some(ADMIN), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let before = app.event_count().await;
-    let r = crate::helpers::call_router(other, &start, &token, body).await;
+    let r = testkit::app::call_router(other, &start, &token, body).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "unauthorized");
     assert_eq!(app.event_count().await, before, "nothing written");

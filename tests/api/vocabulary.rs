@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use aggregates::catalog::{
     ActorKind, Capability, Consent, CredentialStatus, ItemKind, OperationKind, Outcome,
-    ProblemClass, ReasonCode, Role, RunStatus, ScopeKind,
+    ProblemClass, ReasonCode, RestoreAction, Role, RunStatus, ScopeKind,
 };
 use dispatch_gate::app::StepState;
 use dispatch_gate::web::error::ErrorCode;
@@ -62,6 +62,10 @@ fn domain() -> Vec<(&'static str, Vec<&'static str>)> {
         ("ActorKind", wire(ActorKind::ALL, ActorKind::as_str)),
         ("ScopeKind", wire(ScopeKind::ALL, ScopeKind::as_str)),
         ("ItemKind", wire(ItemKind::ALL, ItemKind::as_str)),
+        (
+            "RestoreAction",
+            wire(RestoreAction::ALL, RestoreAction::as_str),
+        ),
         ("ErrorCode", wire(ErrorCode::ALL, ErrorCode::as_str)),
     ]
 }
@@ -157,6 +161,21 @@ const FREE_TEXT: &[&str] = &[
     "InventoryItem.modified_at",
     "InventoryItem.removed_at",
     "InventoryList.next_cursor",
+    // Provider data a restore names: ids, names and property names are Graph's,
+    // an open set; the codes and words are the provider's own.
+    "LeftAloneJson.display_name",
+    "LeftAloneJson.external_id",
+    "ObjectFailureJson.display_name",
+    "ObjectFailureJson.external_id",
+    "ObjectFailureJson.message",
+    "ObjectFailureJson.provider_code",
+    "ObjectFailureJson.request_id",
+    "ObjectFailureJson.target_id",
+    "PreviewObjectJson.changed_fields[]",
+    "PreviewObjectJson.display_name",
+    "PreviewObjectJson.external_id",
+    "RestoreSourceJson.backup_ref",
+    "SnapshotJson.snapshot_hash",
     "ProviderFailureJson.message",
     "ProviderFailureJson.provider_code",
     "ProviderFailureJson.request_id",

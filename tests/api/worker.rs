@@ -11,7 +11,7 @@ use dispatch_gate::process::worker::{run_workers, Provider, SimulatedProvider, W
 use dispatch_gate::write::store::Backend;
 use serde_json::{json, Value};
 
-use crate::helpers::{call_router, id, Response, TestApp, ADMIN};
+use testkit::app::{call_router, id, Response, TestApp, ADMIN};
 use testkit::on_both_backends;
 
 on_both_backends!(

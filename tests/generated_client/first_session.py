@@ -1,7 +1,7 @@
 """The first session, driven through a client generated from the served OpenAPI
 description alone (openapi-python-client), switching on its typed enums.
 
-Run by tests/generated_client.rs with the generated package `gate_client` on
+Run by tests/processes/generated_client.rs with the generated package `gate_client` on
 PYTHONPATH and GATE_URL / GATE_ADMIN_TOKEN in the environment. Prints one line per
 step; any disagreement between the description and the server stops it with an
 exception: an answer status the description does not list, a value outside a

@@ -34,5 +34,5 @@ pub use client::{GraphClient, Verification};
 pub use config::{ConfigError, GraphConfig, RetryBudget, Timeouts};
 pub use credentials::{AppCredentials, ClientSecret};
 pub use failure::GraphFailure;
-pub use objects::{GraphObject, ObjectKind};
+pub use objects::{creation_body, GraphObject, ObjectKind};
 pub use paging::{DeltaLink, DeltaPage, DeltaSync, GroupsDelta, Pages, ResyncCause, SyncMode};

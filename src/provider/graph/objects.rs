@@ -124,9 +124,64 @@ impl GraphObject {
     }
 }
 
+/// The body that creates `content` again in its collection: its writable
+/// properties (`aggregates::restore::body`: no `id`, `createdDateTime`,
+/// `lastModifiedDateTime` or `version`; `@odata.type` kept). A compliance
+/// policy without `scheduledActionsForRule` (a sync's list does not expand it)
+/// gets the one action Intune requires of a new policy: block, at once, on the
+/// rule `PasswordRequired` — the resource page says every scheduled action is
+/// created per policy under that rule name
+/// (learn.microsoft.com/graph/api/resources/intune-deviceconfig-devicecompliancescheduledactionforrule).
+pub fn creation_body(kind: ObjectKind, content: &Value) -> Value {
+    let mut body = aggregates::restore::body(content);
+    if kind == ObjectKind::CompliancePolicy {
+        if let Value::Object(fields) = &mut body {
+            fields.entry("scheduledActionsForRule").or_insert_with(|| {
+                serde_json::json!([{
+                    "ruleName": "PasswordRequired",
+                    "scheduledActionConfigurations": [{
+                        "actionType": "block",
+                        "gracePeriodHours": 0,
+                        "notificationTemplateId": "",
+                        "notificationMessageCCList": []
+                    }]
+                }])
+            });
+        }
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_to_create_again_drops_what_graph_sets_and_keeps_the_type() {
+        let content = serde_json::json!({
+            "@odata.type": "#microsoft.graph.windows10CompliancePolicy", "id": "p1",
+            "createdDateTime": "2024-01-01T00:00:00Z", "lastModifiedDateTime": "2024-03-01T10:00:00Z",
+            "version": 4, "displayName": "Require BitLocker", "bitLockerEnabled": true
+        });
+        let configuration = creation_body(ObjectKind::DeviceConfiguration, &content);
+        assert_eq!(
+            configuration,
+            serde_json::json!({"@odata.type": "#microsoft.graph.windows10CompliancePolicy",
+                               "displayName": "Require BitLocker", "bitLockerEnabled": true})
+        );
+        let policy = creation_body(ObjectKind::CompliancePolicy, &content);
+        assert_eq!(
+            policy["scheduledActionsForRule"][0]["scheduledActionConfigurations"][0]["actionType"],
+            "block"
+        );
+        let mut with_actions = content.clone();
+        with_actions["scheduledActionsForRule"] = serde_json::json!([{"ruleName": "PasswordRequired", "scheduledActionConfigurations": []}]);
+        assert_eq!(
+            creation_body(ObjectKind::CompliancePolicy, &with_actions)["scheduledActionsForRule"],
+            with_actions["scheduledActionsForRule"],
+            "the snapshot's own actions are kept"
+        );
+    }
 
     #[test]
     fn an_object_keeps_its_json_and_reads_id_name_and_modification() {

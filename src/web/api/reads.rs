@@ -1,6 +1,6 @@
 //! Monitoring → Operations: runs, decisions and notifications, read from projections.
 
-use aggregates::catalog::{OperationKind, Outcome, RunStatus};
+use aggregates::catalog::{ItemKind, ObjectOutcome, OperationKind, Outcome, RunStatus};
 use aggregates::ids::{RunId, TenantId};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -190,14 +190,40 @@ pub struct RunDetail {
     pub joined_attempts: usize,
     /// Every decision that returned this run, oldest first.
     pub decisions: Vec<RunDecision>,
-    /// What a succeeded run did: null, or for a sync
-    /// `{"items": {"<kind>": {total, added, changed, removed}}}`.
+    /// What the run did: null, or for a succeeded sync
+    /// `{"items": {"<kind>": {total, added, changed, removed}}}`, for a restore (also
+    /// one that failed on some objects) `{"objects": {patched, created, unchanged, failed}}`.
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// The SHA-256 of the snapshot a succeeded sync left beside the log.
     pub snapshot_hash: Option<String>,
     /// What the provider said when the run failed: null, or `{provider_code, request_id, message}`.
     pub provider_failure: Option<ProviderFailureJson>,
+    /// For a restore: the objects the provider refused, each with its words; null
+    /// for other operations.
+    pub object_failures: Option<Vec<ObjectFailureJson>>,
+}
+
+/// An object a restore could not write back or create again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectFailureJson {
+    /// `device_configuration` or `compliance_policy`.
+    #[schema(value_type = vocabulary::ItemKind)]
+    pub kind: ItemKind,
+    /// Its id in the snapshot.
+    pub external_id: String,
+    /// Its display name in the snapshot.
+    pub display_name: Option<String>,
+    /// The object written to: the snapshot's id, or the replacement an earlier restore created.
+    pub target_id: Option<String>,
+    /// The provider's HTTP status, when it answered.
+    pub http_status: Option<u16>,
+    /// The provider's own error code (`BadRequest`, `ResourceNotFound`, …).
+    pub provider_code: Option<String>,
+    /// The provider's request id, for a support case.
+    pub request_id: Option<String>,
+    /// The provider's words, shortened.
+    pub message: Option<String>,
 }
 
 /// The provider's own words on a failed run, for the operator and the auditor.
@@ -221,8 +247,29 @@ async fn get_run(
     Reader(principal): Reader,
     Path(run_id): Path<RunId>,
 ) -> Result<axum::Json<RunDetail>, ApiError> {
-    let crate::app::RunDetail { run, decisions, .. } =
-        app.dispatcher.run_detail(&principal, run_id).await?;
+    let detail = app.dispatcher.run_detail(&principal, run_id).await?;
+    let object_failures = if detail.run.operation == OperationKind::RestoreExecute {
+        let outcomes = app.dispatcher.restore_outcomes(&detail).await?;
+        Some(
+            outcomes
+                .into_iter()
+                .filter(|o| o.outcome == ObjectOutcome::Failed)
+                .map(|o| ObjectFailureJson {
+                    kind: o.kind,
+                    external_id: o.external_id,
+                    display_name: o.display_name,
+                    target_id: o.target_id,
+                    http_status: o.http_status.and_then(|s| u16::try_from(s).ok()),
+                    provider_code: o.provider_code,
+                    request_id: o.request_id,
+                    message: o.message,
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let crate::app::RunDetail { run, decisions, .. } = detail;
     Ok(axum::Json(RunDetail {
         id: run.run_id.0,
         tenant_id: run.tenant_id.0,
@@ -268,6 +315,7 @@ async fn get_run(
             request_id: run.provider_request_id.clone(),
             message: run.provider_message.clone(),
         }),
+        object_failures,
     }))
 }
 
@@ -332,6 +380,11 @@ pub struct NotificationJson {
     pub run: RunSummary,
     /// Why it failed (null unless failed), with the next step.
     pub reason: Option<ReasonJson>,
+    /// What the run did, as in its detail: null, a sync's
+    /// `{"items": {"<kind>": {total, added, changed, removed}}}` or a restore's
+    /// `{"objects": {patched, created, unchanged, failed}}`.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
     /// When it ended.
     pub at: String,
 }
@@ -350,6 +403,11 @@ impl From<&NotificationRecord> for NotificationJson {
             headline,
             run: RunSummary::new(n.run_id, n.operation, n.status),
             reason,
+            // A result is plain data (counts): it always serialises.
+            result: n
+                .result
+                .as_ref()
+                .and_then(|result| serde_json::to_value(result).ok()),
             at: n.at.clone(),
         }
     }

@@ -1,7 +1,8 @@
 //! The covered action hosts: every start goes through the gate and returns a StartResult.
 
-use aggregates::catalog::OperationKind;
+use aggregates::catalog::{ItemKind, OperationKind, RestoreAction};
 use aggregates::ids::{ConnectionId, RestoreRunId, RunId, TenantId};
+use aggregates::restore::Plan;
 use aggregates::values::BackupRef;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,10 +17,12 @@ use crate::app::StartCommand;
 use crate::web::dto::{present_start, RunSummary, StartResult};
 use crate::web::edge::Context;
 use crate::web::error::{ApiError, ErrorBody, ErrorCode};
+use crate::web::evidence::SnapshotJson;
 use crate::web::extract::{
     parse_registry, parse_value, Caller, Claimant, Json, Path, ReaderOnPrimary,
 };
 use crate::web::state::AppState;
+use crate::web::vocabulary;
 
 /// The start routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -135,7 +138,9 @@ async fn start_on_connection(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareRestore {
-    /// The backup to restore from (1–500 characters).
+    /// The backup to restore from (1–500 characters): `inventory:<run id>` names
+    /// the snapshot of a succeeded `inventory.sync` of this tenant; anything else is
+    /// a label only the simulated provider executes.
     #[schema(schema_with = super::schema::name500)]
     pub backup_ref: String,
 }
@@ -154,15 +159,111 @@ pub struct RestorePrepared {
 pub struct PreviewJson {
     /// The backup.
     pub backup_ref: String,
-    /// Whether the restore overwrites existing objects.
+    /// Whether executing it writes to the tenant: always for a backup that names
+    /// no snapshot; for a snapshot, when any object is to be patched or created.
     pub destructive: bool,
-    /// Warnings to read before confirming.
+    /// Warnings to read before confirming (assignments are not restored, …).
     pub warnings: Vec<String>,
+    /// The snapshot `backup_ref` names (`inventory:<run id>`); null for any other backup.
+    pub snapshot: Option<SnapshotJson>,
+    /// How many objects take each action; null for a backup that names no snapshot.
+    pub counts: Option<PreviewCountsJson>,
+    /// Every object of the snapshot and what executing the restore does to it,
+    /// compared with the tenant's latest sync: changes first (`patch`, then
+    /// `create`), then `unchanged`. Empty for a backup that names no snapshot.
+    pub objects: Vec<PreviewObjectJson>,
+    /// The tenant's objects the snapshot does not hold (created after it):
+    /// left as they are.
+    pub left_alone: Vec<LeftAloneJson>,
     /// How to execute it.
     pub execute_url: String,
 }
 
-/// Prepares a restore run: a preview, no provider work yet.
+/// A restore's preview, counted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewCountsJson {
+    /// Objects to write back (`patch`).
+    pub patch: u64,
+    /// Objects to create again (`create`).
+    pub create: u64,
+    /// Objects already as in the snapshot.
+    pub unchanged: u64,
+    /// Objects created after the snapshot, left alone.
+    pub left_alone: u64,
+}
+
+/// One object of the snapshot and what the restore does to it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewObjectJson {
+    /// `device_configuration` or `compliance_policy`.
+    #[schema(value_type = vocabulary::ItemKind)]
+    pub kind: ItemKind,
+    /// Its id in the snapshot (a re-created object gets a new id).
+    pub external_id: String,
+    /// Its display name in the snapshot.
+    pub display_name: Option<String>,
+    /// `patch` (content differs from the latest sync), `create` (gone since) or `unchanged`.
+    #[schema(value_type = vocabulary::RestoreAction)]
+    pub action: RestoreAction,
+    /// For `patch`: the top-level properties whose value differs, in name order.
+    pub changed_fields: Vec<String>,
+}
+
+/// An object created after the snapshot: the restore leaves it alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeftAloneJson {
+    /// `device_configuration` or `compliance_policy`.
+    #[schema(value_type = vocabulary::ItemKind)]
+    pub kind: ItemKind,
+    /// The provider's id.
+    pub external_id: String,
+    /// Its display name.
+    pub display_name: Option<String>,
+}
+
+impl PreviewJson {
+    /// A restore run's preview with its objects.
+    pub fn new(run: &aggregates::registry::RestoreRun, plan: &Plan) -> Self {
+        let preview = &run.preview;
+        Self {
+            backup_ref: preview.backup_ref.to_string(),
+            destructive: preview.destructive,
+            warnings: preview.warnings.clone(),
+            snapshot: preview.snapshot.as_ref().map(SnapshotJson::from),
+            counts: preview.counts.map(|c| PreviewCountsJson {
+                patch: c.patch,
+                create: c.create,
+                unchanged: c.unchanged,
+                left_alone: c.left_alone,
+            }),
+            objects: plan
+                .objects
+                .iter()
+                .map(|o| PreviewObjectJson {
+                    kind: o.kind,
+                    external_id: o.external_id.clone(),
+                    display_name: o.display_name.clone(),
+                    action: o.action,
+                    changed_fields: o.changed_fields.clone(),
+                })
+                .collect(),
+            left_alone: plan
+                .left_alone
+                .iter()
+                .map(|o| LeftAloneJson {
+                    kind: o.kind,
+                    external_id: o.external_id.clone(),
+                    display_name: o.display_name.clone(),
+                })
+                .collect(),
+            execute_url: format!("/v1/restore-runs/{}/execute", run.restore_run_id),
+        }
+    }
+}
+
+/// Prepares a restore run: a preview, no provider work yet. A `backup_ref`
+/// `inventory:<run id>` names the snapshot a succeeded `inventory.sync` of this
+/// tenant kept (else 400, nothing written); the preview then lists its objects.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/restore-runs", extensions(("x-idempotent" = json!(true))),
     tag = "starts",
     params(("tenant_id" = Uuid, Path)), request_body = PrepareRestore,
@@ -178,20 +279,16 @@ async fn prepare_restore(
     Json(body): Json<PrepareRestore>,
 ) -> Result<(StatusCode, axum::Json<RestorePrepared>), ApiError> {
     let backup_ref = parse_value("backup_ref", &body.backup_ref, BackupRef::parse)?;
-    let run = app
+    let prepared = app
         .dispatcher
         .prepare_restore(&principal, tenant_id, backup_ref, &context)
         .await?;
+    let plan = prepared.plan.unwrap_or_default();
     Ok((
         StatusCode::CREATED,
         axum::Json(RestorePrepared {
-            id: run.restore_run_id.0,
-            preview: PreviewJson {
-                backup_ref: run.preview.backup_ref.into_string(),
-                destructive: run.preview.destructive,
-                warnings: run.preview.warnings,
-                execute_url: format!("/v1/restore-runs/{}/execute", run.restore_run_id),
-            },
+            id: prepared.run.restore_run_id.0,
+            preview: PreviewJson::new(&prepared.run, &plan),
         }),
     ))
 }

@@ -337,11 +337,11 @@ pub async fn prepare_restore(
         params.get("backup_ref").unwrap_or(""),
         aggregates::values::BackupRef::parse,
     )?;
-    let run = app
+    let prepared = app
         .dispatcher
         .prepare_restore(&signed.principal, tenant_id, backup_ref, &context())
         .await?;
-    Ok(Redirect::to(&format!("/restore-runs/{}", run.restore_run_id)).into_response())
+    Ok(Redirect::to(&format!("/restore-runs/{}", prepared.run.restore_run_id)).into_response())
 }
 
 /// Executes a prepared restore run: only with the preview confirmed.

@@ -1,7 +1,8 @@
 //! What the templates show, in the words of the API: a start result, a run's
 //! status, a reason with its next step.
 
-use aggregates::catalog::{Outcome, ReasonCode, RunStatus};
+use aggregates::catalog::{ItemKind, Outcome, ReasonCode, RestoreAction, RunStatus};
+use aggregates::execution::{ItemCounts, RunResult};
 
 use crate::web::dto::StartResult;
 
@@ -23,6 +24,48 @@ pub fn outcome_meaning(outcome: Outcome) -> &'static str {
         Outcome::Deduped => "The same operation is already active here: no second run.",
         Outcome::ScopeBusy => "Another operation holds this provider connection: nothing queued.",
         Outcome::Blocked => "The provider connection cannot be used: nothing queued.",
+    }
+}
+
+/// A kind of provider object, as an operator names it.
+pub fn kind_label(kind: ItemKind) -> &'static str {
+    match kind {
+        ItemKind::Group => "Group",
+        ItemKind::RoleDefinition => "Role definition",
+        ItemKind::DeviceConfiguration => "Device configuration",
+        ItemKind::CompliancePolicy => "Compliance policy",
+    }
+}
+
+/// A sync's counts of one kind, in a few words.
+pub fn counts_words(counts: &ItemCounts) -> String {
+    format!(
+        "+{} added, {} changed, −{} removed",
+        counts.added, counts.changed, counts.removed
+    )
+}
+
+/// What a run did, in a line: a sync's counts per kind, a restore's per action.
+pub fn result_words(result: &RunResult) -> String {
+    match result {
+        RunResult::Items(items) => items
+            .iter()
+            .map(|(kind, counts)| format!("{}: {}", kind_label(*kind), counts_words(counts)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        RunResult::Objects(o) => format!(
+            "{} written back, {} created again, {} unchanged, {} refused",
+            o.patched, o.created, o.unchanged, o.failed
+        ),
+    }
+}
+
+/// What a restore does to an object, in two words.
+pub fn action_words(action: RestoreAction) -> &'static str {
+    match action {
+        RestoreAction::Patch => "Write back",
+        RestoreAction::Create => "Create again",
+        RestoreAction::Unchanged => "Unchanged",
     }
 }
 

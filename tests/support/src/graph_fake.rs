@@ -58,6 +58,8 @@ pub struct Recorded {
     /// A token request's form fields, with `client_secret` replaced by
     /// `<sent>` (the fake never keeps a secret it was sent).
     pub form: BTreeMap<String, String>,
+    /// A Graph write's JSON body (`PATCH`, `POST`), as sent.
+    pub body: Option<Value>,
 }
 
 /// The collections the fake holds.
@@ -406,6 +408,11 @@ impl GraphFake {
             .map(|s| s.value.clone())
     }
 
+    /// The ids of a kind's objects, in id order.
+    pub fn ids(&self, kind: FakeKind) -> Vec<String> {
+        self.state().collections[&kind].keys().cloned().collect()
+    }
+
     /// How many objects of a kind the fake holds.
     pub fn count(&self, kind: FakeKind) -> usize {
         self.state().collections[&kind].len()
@@ -451,6 +458,14 @@ impl GraphFake {
             .collect()
     }
 
+    /// The writes Graph received (`PATCH` and `POST`), in order.
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.requests_to(Origin::Graph)
+            .into_iter()
+            .filter(|r| r.method == "PATCH" || r.method == "POST")
+            .collect()
+    }
+
     /// Forgets the requests received so far.
     pub fn clear_requests(&self) {
         self.state().requests.clear();
@@ -465,6 +480,7 @@ fn record(state: &mut FakeState, origin: Origin, method: &Method, uri: &Uri, hea
         query: uri.query().map(str::to_owned),
         bearer: bearer(headers).is_some(),
         form: BTreeMap::new(),
+        body: None,
     });
 }
 
@@ -717,6 +733,9 @@ async fn graph_request(
 ) -> Response {
     let mut state = shared.lock().expect("graph fake lock");
     record(&mut state, Origin::Graph, &method, &uri, &headers);
+    if matches!(method, Method::PATCH | Method::POST) {
+        state.requests.last_mut().expect("just recorded").body = serde_json::from_slice(&body).ok();
+    }
     if !bearer(&headers).is_some_and(|token| state.issued.contains(token)) {
         return graph_error(
             StatusCode::UNAUTHORIZED,
@@ -964,8 +983,27 @@ fn groups_delta(state: &FakeState, query: &BTreeMap<String, String>) -> Response
     Json(page).into_response()
 }
 
-/// `PATCH` merges the given properties into the object; 204 No Content
-/// (learn.microsoft.com/graph/api/intune-deviceconfig-deviceconfiguration-update).
+/// Properties Graph sets itself on a device configuration or compliance policy:
+/// "Key of the entity", "DateTime the object was created", "… last modified",
+/// "Version of the device configuration" (the properties tables of
+/// learn.microsoft.com/graph/api/resources/intune-deviceconfig-deviceconfiguration
+/// and …/intune-deviceconfig-devicecompliancepolicy). A write never changes them.
+const SET_BY_GRAPH: [&str; 4] = ["id", "createdDateTime", "lastModifiedDateTime", "version"];
+
+/// Marks a write: a new modification time and the next version.
+fn touch(fields: &mut Map<String, Value>, version: u64) {
+    fields.insert(
+        "lastModifiedDateTime".into(),
+        Value::String(format!("{FROZEN_DATE}.{version:07}Z")),
+    );
+    let next = fields.get("version").and_then(Value::as_u64).unwrap_or(0) + 1;
+    fields.insert("version".into(), Value::from(next));
+}
+
+/// `PATCH` merges the given properties into the object and answers 200 OK with
+/// the updated object
+/// (learn.microsoft.com/graph/api/intune-deviceconfig-deviceconfiguration-update,
+/// learn.microsoft.com/graph/api/intune-deviceconfig-devicecompliancepolicy-update).
 fn patch(state: &mut FakeState, kind: FakeKind, id: &str, body: &[u8]) -> Response {
     let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(body) else {
         return graph_error(
@@ -986,21 +1024,21 @@ fn patch(state: &mut FakeState, kind: FakeKind, id: &str, body: &[u8]) -> Respon
     };
     if let Value::Object(fields) = &mut stored.value {
         for (k, v) in changes {
-            if k != "id" {
+            if !SET_BY_GRAPH.contains(&k.as_str()) {
                 fields.insert(k, v);
             }
         }
-        fields.insert(
-            "lastModifiedDateTime".into(),
-            Value::String(format!("{FROZEN_DATE}Z")),
-        );
+        touch(fields, version);
     }
     stored.version = version;
-    StatusCode::NO_CONTENT.into_response()
+    Json(stored.value.clone()).into_response()
 }
 
-/// `POST` creates the object with a new id; 201 with the object
-/// (learn.microsoft.com/graph/api/intune-deviceconfig-deviceconfiguration-create).
+/// `POST` creates the object with a new id and answers 201 Created with it
+/// (learn.microsoft.com/graph/api/intune-deviceconfig-deviceconfiguration-create,
+/// learn.microsoft.com/graph/api/intune-deviceconfig-devicecompliancepolicy-create).
+/// Both collections hold an abstract type: the body names the derived type to
+/// create with `@odata.type`, as every example request does; without it, 400.
 fn create(state: &mut FakeState, kind: FakeKind, body: &[u8]) -> Response {
     let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
         return graph_error(
@@ -1009,14 +1047,26 @@ fn create(state: &mut FakeState, kind: FakeKind, body: &[u8]) -> Response {
             "The body is not a JSON object.",
         );
     };
+    if !fields.get("@odata.type").is_some_and(Value::is_string) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Cannot create an instance of an abstract type: name the derived type with @odata.type.",
+        );
+    }
     state.created += 1;
     state.version += 1;
-    let id = format!("created-{}", state.created);
+    let id = Uuid::from_u128(0x0c0ffee0_0000_4000_8000_000000000000 + u128::from(state.created))
+        .to_string();
+    for property in SET_BY_GRAPH {
+        fields.remove(property);
+    }
     fields.insert("id".into(), Value::String(id.clone()));
     fields.insert(
-        "lastModifiedDateTime".into(),
+        "createdDateTime".into(),
         Value::String(format!("{FROZEN_DATE}Z")),
     );
+    touch(&mut fields, state.version);
     let value = Value::Object(fields);
     let version = state.version;
     state

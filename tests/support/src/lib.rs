@@ -21,10 +21,43 @@
 //!   [`start_throwaway_server`].
 //! - [`graph_fake`]: a fake of Microsoft's token endpoint and Microsoft Graph on
 //!   loopback, speaking the documented shapes, with injectable failures.
+//! - [`app`]: `TestApp`, the whole router on a fresh database, called in-process.
+//! - [`serve`]: real `serve` processes ([`gate_binary`]) and a small HTTP/1.1 client.
+//! - [`event_log`]: the event log row by row — corpora to load, dumps, tampering,
+//!   resealing — and the CLI run as a process, for the audit and replay suites.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod event_log;
 pub mod graph_fake;
+pub mod serve;
+
+/// The repository's root (the test kit lives in `tests/support`).
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `dispatch-gate` binary Cargo built for the tests being run: beside
+/// the test executable's `deps/` folder (where Cargo puts a package's
+/// binaries for its integration tests), or `DG_GATE_BINARY`.
+pub fn gate_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("DG_GATE_BINARY") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile.join("dispatch-gate");
+    assert!(
+        binary.is_file(),
+        "no dispatch-gate binary at {} (it is built with the package's integration tests)",
+        binary.display()
+    );
+    binary
+}
 
 /// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL
 /// (the one definition every suite uses; it expands in the calling test crate,

@@ -191,6 +191,22 @@ struct RunPage {
     counts: Vec<KindCounts>,
     snapshot_hash: Option<String>,
     provider_said: Option<String>,
+    restore: Option<RestoreDone>,
+}
+
+/// What a restore did: its counts, the objects the provider refused, and the
+/// restore run it executed.
+struct RestoreDone {
+    restore_url: String,
+    counts: Option<aggregates::execution::ObjectCounts>,
+    failures: Vec<ObjectFailure>,
+}
+
+/// An object a restore could not write.
+struct ObjectFailure {
+    kind: &'static str,
+    name: String,
+    said: String,
 }
 
 /// What a succeeded sync found of one kind.
@@ -216,6 +232,14 @@ fn kind_counts(result: Option<&aggregates::execution::RunResult>) -> Vec<KindCou
             })
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// A restore's run: the page of the restore run it executes.
+fn run_restore_url(run: &projections::Run) -> Option<String> {
+    match run.scope {
+        aggregates::catalog::Scope::RestoreRun(id) => Some(format!("/restore-runs/{id}")),
+        _ => None,
     }
 }
 
@@ -301,6 +325,36 @@ pub async fn run(
     settled(&app, &signed).await?;
     let detail = app.dispatcher.run_detail(principal, run_id).await?;
     let timeline = app.dispatcher.run_timeline(&detail).await?;
+    let restore = match run_restore_url(&detail.run) {
+        Some(restore_url) => {
+            let outcomes = app.dispatcher.restore_outcomes(&detail).await?;
+            Some(RestoreDone {
+                restore_url,
+                counts: match &detail.run.result {
+                    Some(aggregates::execution::RunResult::Objects(c)) => Some(*c),
+                    _ => None,
+                },
+                failures: outcomes
+                    .into_iter()
+                    .filter(|o| o.outcome == aggregates::catalog::ObjectOutcome::Failed)
+                    .map(|o| ObjectFailure {
+                        kind: view::kind_label(o.kind),
+                        name: o.display_name.unwrap_or(o.external_id),
+                        said: [
+                            o.http_status.map(|s| format!("HTTP {s}")),
+                            o.provider_code,
+                            o.message,
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                    })
+                    .collect(),
+            })
+        }
+        None => None,
+    };
     let RunDetail {
         run,
         tenant,
@@ -366,6 +420,7 @@ pub async fn run(
         counts: kind_counts(run.result.as_ref()),
         snapshot_hash: run.snapshot_hash.clone(),
         provider_said: provider_words(&run),
+        restore,
         run: run_row(&run, &tenants),
     };
     html(&page)
@@ -493,6 +548,8 @@ pub struct NotificationRow {
     pub at: String,
     /// Why it failed.
     pub reason: Option<Reason>,
+    /// What the run did (empty: nothing to say).
+    pub did: String,
 }
 
 #[derive(Template)]
@@ -532,6 +589,11 @@ pub async fn notifications(
                 tenant: name_of(&tenants, n.tenant_id),
                 at: view::when(&n.at),
                 reason: n.reason_code.map(Reason::from),
+                did: n
+                    .result
+                    .as_ref()
+                    .map(view::result_words)
+                    .unwrap_or_default(),
             })
             .collect(),
         next: scope

@@ -207,7 +207,7 @@ async fn synced_kinds(
             continue;
         }
         kinds.push(SyncedKind {
-            kind: kind.as_str(),
+            kind: crate::web::console::view::kind_label(*kind),
             present,
             removed,
             last_url: last
@@ -218,12 +218,9 @@ async fn synced_kinds(
                 .and_then(|run| run.finished_at.as_deref())
                 .map(crate::web::console::view::when)
                 .unwrap_or_default(),
-            last_counts: counts.map_or_else(String::new, |c| {
-                format!(
-                    "+{} added, {} changed, −{} removed",
-                    c.added, c.changed, c.removed
-                )
-            }),
+            last_counts: counts
+                .map(|c| crate::web::console::view::counts_words(&c))
+                .unwrap_or_default(),
         });
     }
     Ok(kinds)

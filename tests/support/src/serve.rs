@@ -1,7 +1,5 @@
 //! Real `serve` processes for the multi-instance tests, and a small HTTP/1.1 client.
 
-#![allow(dead_code)] // each test binary uses its own part of this
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +12,7 @@ pub const ADMIN: &str = "instances-admin-token-0123456789";
 
 /// Applies the migrations to `database_url` with the binary itself.
 pub fn migrate(database_url: &str) {
-    let status = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+    let status = Command::new(crate::gate_binary())
         .args(["migrate", "--database-url", database_url])
         .stderr(Stdio::null())
         .status()
@@ -81,7 +79,7 @@ impl Serve {
     }
 
     fn spawn(database_url: &str, extra: &[&str], stdout: Stdio) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+        let mut child = Command::new(crate::gate_binary())
             .args([
                 "serve",
                 "--listen",

@@ -6,9 +6,8 @@
 //! gate: an expired secret (AADSTS7000222) fails the run and blocks the next
 //! start with the same reason.
 
-mod serve;
-
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::{json, Value};
 use testkit::graph_fake::{FakeKind, Fault, GraphFake, Origin};

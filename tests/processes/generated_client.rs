@@ -5,10 +5,9 @@
 //! description and the server disagree: a status, a field or an enum value the
 //! description does not have. `.ci/client-deps` installs the generator.
 
-mod serve;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use testkit::serve;
 
 use serve::{Serve, ADMIN};
 

@@ -11,34 +11,42 @@
 //! Histories that record an older event version are kept from an earlier run of
 //! the generator (see `LEGACY`) and are never regenerated.
 
-mod common;
-
 use aggregates::values::{BackupRef, DisplayName, ProviderName, WorkerId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use testkit::event_log;
 
 use aggregates::catalog::{CredentialStatus, OperationKind};
 use aggregates::connection::{ConnectionCommand, ProviderConnection, RunEnd};
 use aggregates::ids::{ConnectionId, RunId, TenantId};
 use aggregates::{Actor, Timestamp};
 use chrono::{DateTime, Duration};
-use common::Row;
 use dispatch_gate::app::{
     Clock, ConnectionChange, Dispatcher, Principal, RequestContext, StartCommand, StartDecision,
 };
 use dispatch_gate::audit;
 use dispatch_gate::write::executor::Executor;
 use dispatch_gate::write::store::{Backend, Database};
+use event_log::Row;
 use serde::{Deserialize, Serialize};
 
 /// Histories kept from before a version bump; the generator leaves them alone.
 /// `v1_blocked_reasons` was generated before `StartBlocked` 2.0 and records
 /// version 1.0 events, which the audit reads through the upcaster;
 /// `v1_scope_busy` and `v1_execution_gate`, before `RunSucceeded` and
-/// `RunFailed` 2.0, record 1.0 completions.
-const LEGACY: &[&str] = &["v1_blocked_reasons", "v1_execution_gate", "v1_scope_busy"];
+/// `RunFailed` 2.0, record 1.0 completions; `v1_restore_run`, before
+/// `RestoreRunPrepared`, `OperationAccepted` and `OperationRejected` 2.0,
+/// records restores of a label and their 1.0 starts; `v2_execution_feedback`,
+/// before `RunFailed` 3.0, records 2.0 failures with the provider's words.
+const LEGACY: &[&str] = &[
+    "v1_blocked_reasons",
+    "v1_execution_gate",
+    "v1_restore_run",
+    "v1_scope_busy",
+    "v2_execution_feedback",
+];
 
 /// One decision the gate returned when the history was made.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,8 +80,8 @@ fn corpus_in(dir: &Path) -> Vec<(String, Vec<Row>, Vec<Expected>)> {
     names
         .into_iter()
         .map(|name| {
-            let rows = common::read_jsonl(&dir.join(format!("{name}.jsonl")));
-            let expected = common::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
+            let rows = event_log::read_jsonl(&dir.join(format!("{name}.jsonl")));
+            let expected = event_log::read_jsonl(&dir.join(format!("{name}.expected.jsonl")));
             (name, rows, expected)
         })
         .collect()
@@ -87,8 +95,8 @@ async fn every_history_re_derives_its_decisions(backend: Backend) {
 
 async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expected>)>) {
     for (name, rows, expected) in corpus {
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
+        let fresh = event_log::fresh(backend).await;
+        event_log::load(&fresh.database, &rows).await;
 
         let report = audit::verify(&fresh.database, false).await.unwrap();
         assert!(report.findings.is_empty(), "{name}: {:?}", report.findings);
@@ -125,7 +133,7 @@ async fn re_derive_all(backend: Backend, corpus: Vec<(String, Vec<Row>, Vec<Expe
 /// The version 1.0 history reads through the upcaster, in the audit and in the
 /// running service, which appends version 2.0 events after it.
 async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: Backend) {
-    let rows: Vec<Row> = common::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
+    let rows: Vec<Row> = event_log::read_jsonl(&corpus_dir().join("v1_blocked_reasons.jsonl"));
     let old: Vec<&Row> = rows
         .iter()
         .filter(|r| r.event_type == "StartBlocked")
@@ -134,8 +142,8 @@ async fn a_version_1_history_replays_and_extends_through_the_upcaster(backend: B
     assert!(old
         .iter()
         .all(|r| r.payload["StartBlocked"].get("evidence").is_none()));
-    let fresh = common::fresh(backend).await;
-    common::load(&fresh.database, &rows).await;
+    let fresh = event_log::fresh(backend).await;
+    event_log::load(&fresh.database, &rows).await;
     let tenant = tenants(&rows)[0];
 
     let history = audit::tenant_history(&fresh.database, tenant)
@@ -238,18 +246,32 @@ fn the_corpus_covers_every_start_reason_and_every_kind_of_execution_failure_with
             "no {event_type} in the corpus"
         );
     }
-    // Both shapes of a completion: 1.0 through the upcasters, and 2.0.
-    for completion in ["RunSucceeded", "RunFailed"] {
-        for version in ["1.0", "2.0"] {
+    // Every shape of an event that changed: the old ones through the upcasters.
+    for (event_type, versions) in [
+        ("RunSucceeded", &["1.0", "2.0"][..]),
+        ("RunFailed", &["1.0", "2.0", "3.0"]),
+        ("OperationAccepted", &["1.0", "2.0"]),
+        ("OperationRejected", &["1.0", "2.0"]),
+        ("RestoreRunPrepared", &["1.0", "2.0"]),
+        ("StartBlocked", &["1.0", "2.0"]),
+    ] {
+        for version in versions {
             assert!(
                 corpus
                     .iter()
                     .flat_map(|(_, rows, _)| rows)
-                    .any(|row| { row.event_type == completion && row.event_version == version }),
-                "no {completion} {version} in the corpus"
+                    .any(|row| { row.event_type == event_type && row.event_version == *version }),
+                "no {event_type} {version} in the corpus"
             );
         }
     }
+    // A restore's start names the snapshot it restores, and a restore that
+    // failed on some objects keeps what it did.
+    let rows: Vec<&Row> = corpus.iter().flat_map(|(_, rows, _)| rows).collect();
+    assert!(rows.iter().any(|row| row.event_type == "OperationAccepted"
+        && row.payload["OperationAccepted"]["evidence"]["restore"]["snapshot"].is_object()));
+    assert!(rows.iter().any(|row| row.event_type == "RunFailed"
+        && row.payload["RunFailed"]["cause"]["result"]["objects"].is_object()));
 }
 
 fn tenants(rows: &[Row]) -> Vec<TenantId> {
@@ -489,9 +511,9 @@ impl Scene {
     }
 
     async fn save(self, dir: &Path, name: &str) {
-        let rows = common::dump(&self.database).await;
-        common::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
-        common::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
+        let rows = event_log::dump(&self.database).await;
+        event_log::write_jsonl(&dir.join(format!("{name}.jsonl")), &rows);
+        event_log::write_jsonl(&dir.join(format!("{name}.expected.jsonl")), &self.expected);
     }
 }
 
@@ -610,10 +632,92 @@ async fn concurrent_starts() -> Scene {
     scene
 }
 
-/// Restore runs execute through the gate on the tenant's default connection.
+/// Restore runs execute through the gate on the tenant's default connection: a
+/// snapshot an inventory sync kept (the start names it; one object refused, the
+/// run fails keeping what it did), then two labels (deduped, scope busy).
 async fn restore_run() -> Scene {
+    use aggregates::catalog::{ItemKind, ReasonCode};
+    use aggregates::execution::{ItemCounts, ObjectCounts, ProviderFailure, RunResult};
+    use aggregates::values::{ProviderCode, ProviderMessage};
+    use dispatch_gate::write::provider_data::{Coverage, Keep, ObjectRow};
     let mut scene = Scene::new().await;
-    scene.ready_connection().await;
+    let id = scene.ready_connection().await;
+    let sync = run_of(&scene.start(InventorySync, None).await);
+    scene.claim(id, sync).await;
+    let mut items = BTreeMap::new();
+    for kind in ItemKind::RESTORABLE {
+        let rows: Vec<ObjectRow> = (0..2)
+            .map(|n| ObjectRow {
+                external_id: format!("{kind}-{n}"),
+                display_name: Some(format!("{kind} {n}")),
+                modified_at: None,
+                content: serde_json::json!({"id": format!("{kind}-{n}"), "displayName": format!("{kind} {n}")})
+                    .to_string(),
+            })
+            .collect();
+        let at = scene.clock.now();
+        let counts: ItemCounts = dispatch_gate::write::provider_data::record_sync(
+            &scene.database,
+            scene.tenant,
+            kind,
+            sync,
+            at,
+            Coverage::Full,
+            Keep::Snapshot,
+            &rows,
+            &[],
+        )
+        .await
+        .unwrap();
+        items.insert(kind, counts);
+    }
+    let hash = scene
+        .dispatcher
+        .run_snapshot_hash(sync, &ItemKind::RESTORABLE)
+        .await
+        .unwrap();
+    let found = RunEnd::Succeeded {
+        result: Some(RunResult::Items(items)),
+        snapshot_hash: Some(hash),
+    };
+    scene.end(id, sync, found).await;
+    scene
+        .dispatcher
+        .catchup()
+        .catch_up(dispatch_gate::read::catchup::Failpoint::Off)
+        .await
+        .unwrap();
+    let snapshot = scene
+        .dispatcher
+        .prepare_restore(
+            &scene.operator,
+            scene.tenant,
+            BackupRef::parse(&format!("inventory:{sync}")).unwrap(),
+            &RequestContext::NONE,
+        )
+        .await
+        .unwrap();
+    let mut command = scene.command(RestoreExecute, None);
+    command.restore_run = Some(snapshot.run.restore_run_id);
+    let decision = scene.dispatcher.start(command).await.unwrap();
+    scene.record(&decision);
+    let restore = run_of(&decision);
+    scene.claim(id, restore).await;
+    let partly = RunEnd::Failed {
+        reason: ReasonCode::ObjectsFailed,
+        provider: Some(ProviderFailure {
+            code: Some(ProviderCode::parse("BadRequest").unwrap()),
+            request_id: None,
+            message: ProviderMessage::summarize("PATCH refused: a property is not valid."),
+        }),
+        result: Some(RunResult::Objects(ObjectCounts {
+            patched: 0,
+            created: 0,
+            unchanged: 3,
+            failed: 1,
+        })),
+    };
+    scene.end(id, restore, partly).await;
     let mut runs = vec![];
     for backup in ["backup-2026-01-01", "backup-2026-02-01"] {
         let run = scene
@@ -626,7 +730,7 @@ async fn restore_run() -> Scene {
             )
             .await
             .unwrap();
-        runs.push(run.restore_run_id);
+        runs.push(run.run.restore_run_id);
     }
     for restore in [runs[0], runs[0], runs[1]] {
         let mut command = scene.command(RestoreExecute, None);
@@ -679,6 +783,7 @@ async fn execution_feedback() -> Scene {
             ),
             message: ProviderMessage::summarize(text),
         }),
+        result: None,
     };
     let mut scene = Scene::new().await;
     let id = scene.connection("Contoso Graph", true).await;

@@ -7,10 +7,9 @@
 //! this one adds what only the stored log has: serialization, the chain, the
 //! sequence numbers, and the executor's commits.
 
-mod common;
-
 use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::collections::HashMap;
+use testkit::event_log;
 
 use aggregates::catalog::{CredentialStatus, OperationKind, ReasonCode, Scope};
 use aggregates::connection::{
@@ -90,6 +89,7 @@ fn command(step: &Step, state: &ProviderConnection, n: i64) -> Option<Connection
             at,
             request_id: None,
             resolved_via: ConnectionChoice::TenantDefault,
+            restore: None,
         }),
         Step::Consent(granted) => ConnectionCommand::SetConsent { granted, actor, at },
         Step::Credentials(status) => ConnectionCommand::SetCredentials { status, actor, at },
@@ -122,7 +122,7 @@ fn command(step: &Step, state: &ProviderConnection, n: i64) -> Option<Connection
 }
 
 async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let fresh = common::fresh(Backend::Sqlite).await;
+    let fresh = event_log::fresh(Backend::Sqlite).await;
     let executor = Executor::<ProviderConnection>::new(&fresh.database);
     let id = CONNECTION.to_string();
     let metadata = HashMap::from([("actor".to_owned(), "admin".to_owned())]);

@@ -5,10 +5,9 @@
 //! rebuild of the same log: nothing lost, nothing applied twice. And an
 //! `Idempotency-Key` replays from any process on the log (both stores).
 
-mod serve;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::json;
 

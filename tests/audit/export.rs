@@ -3,9 +3,8 @@
 //! only decisions; filters; a manifest with a digest; spreadsheet-safe CSV;
 //! fixed-width times; dates as bounds.
 
-mod common;
-
 use std::process::Output;
+use testkit::event_log;
 use testkit::on_both_backends;
 
 use dispatch_gate::write::store::Backend;
@@ -23,19 +22,19 @@ on_both_backends!(
 );
 
 /// The `dedupe` corpus, and what these tests ask of it.
-struct Store(common::Corpus);
+struct Store(event_log::Corpus);
 
 impl std::ops::Deref for Store {
-    type Target = common::Corpus;
+    type Target = event_log::Corpus;
 
-    fn deref(&self) -> &common::Corpus {
+    fn deref(&self) -> &event_log::Corpus {
         &self.0
     }
 }
 
 impl Store {
     async fn new(backend: Backend) -> Self {
-        Self(common::Corpus::load(backend, "dedupe").await)
+        Self(event_log::Corpus::load(backend, "dedupe").await)
     }
 
     fn export(&self, args: &[&str]) -> Output {
@@ -124,7 +123,7 @@ async fn a_row_that_fails_verification_says_so_in_the_row(backend: Backend) {
         .unwrap()
         .clone();
     row.payload["OperationRejected"]["request"]["request_id"] = "edited".into();
-    common::execute(
+    event_log::execute(
         &store.fresh.database,
         &format!(
             "UPDATE events SET payload = '{}' WHERE aggregate_id = '{connection}' AND sequence = 5",
@@ -296,7 +295,7 @@ async fn csv_cells_that_a_spreadsheet_would_run_are_defused(backend: Backend) {
     let store = Store::new(backend).await;
     let connection = store.id_of("ProviderConnection");
     // A rechained rename of the actor: verifies, and its name is a formula.
-    common::rewrite_stream(
+    event_log::rewrite_stream(
         &store.fresh.database,
         "ProviderConnection",
         &connection,
@@ -307,7 +306,7 @@ async fn csv_cells_that_a_spreadsheet_would_run_are_defused(backend: Backend) {
         },
     )
     .await;
-    common::reseal_log(&store.fresh.database, 4).await;
+    event_log::reseal_log(&store.fresh.database, 4).await;
     let tenant = store.id_of("Tenant");
     let output = store.export(&["--tenant", &tenant, "--format", "csv"]);
     assert!(output.status.success(), "{output:?}");

@@ -5,11 +5,10 @@
 //! is 503 and `/healthz` 200; afterwards the service recovers by itself, with
 //! nothing lost and nothing half-written.
 
-mod serve;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::json;
 

@@ -46,10 +46,10 @@ impl TestApp {
     pub async fn with_clock(backend: Backend, clock: Arc<dyn Clock>) -> Self {
         let (dir, url) = match backend {
             Backend::Sqlite => {
-                let (dir, url) = testkit::fresh_sqlite_url();
+                let (dir, url) = crate::fresh_sqlite_url();
                 (Some(dir), url)
             }
-            Backend::Postgres => (None, testkit::fresh_postgres_database().await),
+            Backend::Postgres => (None, crate::fresh_postgres_database().await),
         };
         let database = Database::connect(&url, 20).await.expect("connect");
         database.migrate().await.expect("migrate");

@@ -3,11 +3,10 @@
 //! corpus history and on a store written through the gate, clean and tampered,
 //! on both backends.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
+use testkit::event_log;
 use testkit::on_both_backends;
 
 use dispatch_gate::write::store::{Backend, Database};
@@ -34,7 +33,7 @@ const CHAIN_KINDS: [&str; 8] = [
 type Problems = BTreeSet<(String, i64, String)>;
 
 /// Runs the reference verifier on the store: each event's line, and its problems.
-async fn reference(fresh: &common::Fresh) -> (Vec<Value>, Problems) {
+async fn reference(fresh: &event_log::Fresh) -> (Vec<Value>, Problems) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_chain.py");
     let output = match &fresh.database {
         Database::Sqlite(_) => {
@@ -94,7 +93,7 @@ async fn reference(fresh: &common::Fresh) -> (Vec<Value>, Problems) {
 }
 
 /// `audit verify --format json`'s problems of the chain kinds.
-fn verified(fresh: &common::Fresh) -> Problems {
+fn verified(fresh: &event_log::Fresh) -> Problems {
     let output = Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
         .args([
             "audit",
@@ -124,10 +123,10 @@ fn verified(fresh: &common::Fresh) -> Problems {
 
 /// Both verifiers find the same problems, and every event hash the reference
 /// verifier read is the one dispatch-gate's own code reads.
-async fn agree(fresh: &common::Fresh) -> Problems {
+async fn agree(fresh: &event_log::Fresh) -> Problems {
     let (lines, problems) = reference(fresh).await;
     assert_eq!(problems, verified(fresh));
-    let rows = common::dump(&fresh.database).await;
+    let rows = event_log::dump(&fresh.database).await;
     assert_eq!(lines.len(), rows.len(), "one line per event");
     for row in rows {
         let line = lines
@@ -145,7 +144,7 @@ async fn agree(fresh: &common::Fresh) -> Problems {
     problems
 }
 
-fn corpus() -> Vec<(String, Vec<common::Row>)> {
+fn corpus() -> Vec<(String, Vec<event_log::Row>)> {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay"));
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -156,7 +155,7 @@ fn corpus() -> Vec<(String, Vec<common::Row>)> {
     names
         .into_iter()
         .map(|n| {
-            let rows = common::read_jsonl(&dir.join(&n));
+            let rows = event_log::read_jsonl(&dir.join(&n));
             (n, rows)
         })
         .collect()
@@ -166,8 +165,8 @@ async fn the_reference_verifier_agrees_on_every_corpus_history(backend: Backend)
     let corpus = corpus();
     assert!(corpus.len() >= 8);
     for (name, rows) in corpus {
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
+        let fresh = event_log::fresh(backend).await;
+        event_log::load(&fresh.database, &rows).await;
         assert_eq!(agree(&fresh).await, Problems::new(), "{name}");
     }
 }
@@ -176,11 +175,11 @@ async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backe
     use aggregates::catalog::OperationKind;
     use dispatch_gate::app::{Dispatcher, Principal, RequestContext, StartCommand, SystemClock};
 
-    let rows: Vec<common::Row> = common::read_jsonl(
+    let rows: Vec<event_log::Row> = event_log::read_jsonl(
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/dedupe.jsonl").as_ref(),
     );
-    let fresh = common::fresh(backend).await;
-    common::load(&fresh.database, &rows).await;
+    let fresh = event_log::fresh(backend).await;
+    event_log::load(&fresh.database, &rows).await;
     let tenant = rows
         .iter()
         .find(|r| r.aggregate_type == "Tenant")
@@ -216,7 +215,7 @@ async fn the_reference_verifier_agrees_on_a_store_written_through_the_gate(backe
 }
 
 async fn the_reference_verifier_agrees_on_tampered_stores(backend: Backend) {
-    let rows: Vec<common::Row> = common::read_jsonl(
+    let rows: Vec<event_log::Row> = event_log::read_jsonl(
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/scope_busy.jsonl").as_ref(),
     );
     let connection = rows
@@ -234,17 +233,17 @@ async fn the_reference_verifier_agrees_on_tampered_stores(backend: Backend) {
         "UPDATE events SET position = 1000 WHERE position = 4".to_owned(),
     ];
     for sql in tampering {
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
-        common::execute(&fresh.database, &sql).await;
+        let fresh = event_log::fresh(backend).await;
+        event_log::load(&fresh.database, &rows).await;
+        event_log::execute(&fresh.database, &sql).await;
         let problems = agree(&fresh).await;
         assert!(!problems.is_empty(), "{sql}: both verifiers see it");
     }
 
     // Rechained without resealing the log: only the log chain sees it.
-    let fresh = common::fresh(backend).await;
-    common::load(&fresh.database, &rows).await;
-    common::rewrite_stream(
+    let fresh = event_log::fresh(backend).await;
+    event_log::load(&fresh.database, &rows).await;
+    event_log::rewrite_stream(
         &fresh.database,
         "ProviderConnection",
         &connection,

@@ -4,11 +4,10 @@
 //! `audit export --events all`. And the sealing key's file: created beside an
 //! embedded database with mode 600, refused (exit 2) when malformed.
 
-mod serve;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use testkit::serve;
 
 use serde_json::{json, Value};
 

@@ -8,12 +8,11 @@
 //!   every answered start is in the log once, every accepted run ends, and the
 //!   live views equal a rebuild of the log.
 
-mod serve;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection};

@@ -2,15 +2,14 @@
 //! histories verify; edited, deleted, reordered and corrupt rows are caught and
 //! named by stream and sequence; bad input is one clear error, never a panic.
 
-mod common;
-
 use aggregates::values::{DisplayName, ProviderName, WorkerId};
 use std::process::Output;
+use testkit::event_log;
 use testkit::on_both_backends;
 
-use common::{dispatcher, stderr, stdout};
 use dispatch_gate::audit::record::FIELDS;
 use dispatch_gate::write::store::{Backend, Database};
+use event_log::{dispatcher, stderr, stdout};
 use serde_json::Value;
 
 on_both_backends!(
@@ -26,7 +25,7 @@ on_both_backends!(
 
 /// A fresh store holding the `dedupe` corpus history: one tenant, one connection.
 struct Store {
-    fresh: common::Fresh,
+    fresh: event_log::Fresh,
     tenant: String,
     connection: String,
 }
@@ -34,9 +33,9 @@ struct Store {
 impl Store {
     async fn new(backend: Backend) -> Self {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/dedupe.jsonl");
-        let rows: Vec<common::Row> = common::read_jsonl(path.as_ref());
-        let fresh = common::fresh(backend).await;
-        common::load(&fresh.database, &rows).await;
+        let rows: Vec<event_log::Row> = event_log::read_jsonl(path.as_ref());
+        let fresh = event_log::fresh(backend).await;
+        event_log::load(&fresh.database, &rows).await;
         let id_of = |kind: &str| {
             rows.iter()
                 .find(|r| r.aggregate_type == kind)
@@ -68,7 +67,7 @@ impl Store {
 
     /// The sequence of the connection's first deduped decision.
     async fn dedupe_sequence(&self) -> i64 {
-        let rows = common::dump(self.database()).await;
+        let rows = event_log::dump(self.database()).await;
         rows.iter()
             .find(|r| {
                 r.aggregate_id == self.connection
@@ -79,7 +78,7 @@ impl Store {
     }
 
     async fn payload(&self, sequence: i64) -> Value {
-        let rows = common::dump(self.database()).await;
+        let rows = event_log::dump(self.database()).await;
         rows.into_iter()
             .find(|r| r.aggregate_id == self.connection && r.sequence == sequence)
             .unwrap()
@@ -111,7 +110,7 @@ impl Store {
     }
 
     async fn renumber(&self, from: i64, to: i64) {
-        common::execute(
+        event_log::execute(
             self.database(),
             &format!(
                 "UPDATE events SET sequence = {to} WHERE aggregate_id = '{}' AND sequence = {from}",
@@ -249,7 +248,7 @@ async fn an_edited_payload_is_named_by_stream_and_sequence(backend: Backend) {
 async fn a_deleted_event_is_named_by_stream_and_sequence(backend: Backend) {
     let store = Store::new(backend).await;
     let sequence = store.dedupe_sequence().await;
-    common::execute(
+    event_log::execute(
         store.database(),
         &format!(
             "DELETE FROM events WHERE aggregate_id = '{}' AND sequence = {sequence}",
@@ -267,14 +266,14 @@ async fn a_deleted_event_is_named_by_stream_and_sequence(backend: Backend) {
 
     // Deleted and the rest renumbered to close the gap: the chain still names it.
     let store = Store::new(backend).await;
-    let rows = common::dump(store.database()).await;
+    let rows = event_log::dump(store.database()).await;
     let last = rows
         .iter()
         .filter(|r| r.aggregate_id == store.connection)
         .map(|r| r.sequence)
         .max()
         .unwrap();
-    common::execute(
+    event_log::execute(
         store.database(),
         &format!(
             "DELETE FROM events WHERE aggregate_id = '{}' AND sequence = {sequence}",
@@ -309,7 +308,7 @@ async fn a_rewritten_decision_with_a_recomputed_hash_breaks_the_next_link(backen
     use dispatch_gate::chain;
     let store = Store::new(backend).await;
     let sequence = store.dedupe_sequence().await;
-    let rows = common::dump(store.database()).await;
+    let rows = event_log::dump(store.database()).await;
     let row = rows
         .iter()
         .find(|r| r.aggregate_id == store.connection && r.sequence == sequence)
@@ -492,6 +491,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
                     at,
                     request_id: None,
                     resolved_via: ConnectionChoice::TenantDefault,
+                    restore: None,
                 }));
             }
             if round == 0 {
@@ -550,7 +550,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
                 sequence += 1;
                 head = chain::link(sequence, &sealed).unwrap().hash;
                 evolve(&mut state, event);
-                rows.push(common::Row {
+                rows.push(event_log::Row {
                     aggregate_type: "ProviderConnection".to_owned(),
                     aggregate_id: id.to_string(),
                     sequence: sequence as i64,
@@ -569,7 +569,7 @@ async fn a_filled_store_of_sealed_decisions_verifies_clean() {
             .unwrap();
     }
     for chunk in rows.chunks(5000) {
-        common::load(&database, chunk).await;
+        event_log::load(&database, chunk).await;
     }
     database.close().await;
     let started = std::time::Instant::now();

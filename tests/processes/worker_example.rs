@@ -3,12 +3,11 @@
 //! filter), heart-beats, stops a run an operator cancels, reports a failure with its
 //! reason, and gives up a run whose lease ran out while it was stopped.
 
-mod serve;
-
 use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::serve;
 
 use serde_json::{json, Value};
 use serve::{Serve, ADMIN};

@@ -5,14 +5,13 @@
 //! The store is the `dedupe` corpus: connection events at positions 1–8,
 //! tenant 9–12, user 13, workspace 14 (the corpus lists streams in that order).
 
-mod common;
-
 use std::path::{Path, PathBuf};
+use testkit::event_log;
 use testkit::on_both_backends;
 
-use common::{stderr, stdout};
 use dispatch_gate::app::RequestContext;
 use dispatch_gate::write::store::Backend;
+use event_log::{stderr, stdout};
 use serde_json::Value;
 
 on_both_backends!(
@@ -30,19 +29,19 @@ on_both_backends!(
 );
 
 /// The `dedupe` corpus, and what these tests ask of it.
-struct Store(common::Corpus);
+struct Store(event_log::Corpus);
 
 impl std::ops::Deref for Store {
-    type Target = common::Corpus;
+    type Target = event_log::Corpus;
 
-    fn deref(&self) -> &common::Corpus {
+    fn deref(&self) -> &event_log::Corpus {
         &self.0
     }
 }
 
 impl Store {
     async fn new(backend: Backend) -> Self {
-        Self(common::Corpus::load(backend, "dedupe").await)
+        Self(event_log::Corpus::load(backend, "dedupe").await)
     }
 
     /// `audit heads --out FILE`, checked; returns the file.
@@ -66,7 +65,7 @@ impl Store {
     }
 
     async fn delete(&self, aggregate_type: &str, condition: &str) {
-        common::execute(
+        event_log::execute(
             self.database(),
             &format!(
                 "DELETE FROM events WHERE aggregate_type = '{aggregate_type}' AND aggregate_id = '{}' {condition}",
@@ -81,7 +80,7 @@ impl Store {
 /// and reseals their stream chain, as a forger who read docs/chain.md would.
 async fn forge_request_ids(store: &Store) -> String {
     let connection = store.id_of("ProviderConnection");
-    common::rewrite_stream(
+    event_log::rewrite_stream(
         store.database(),
         "ProviderConnection",
         &connection,
@@ -270,7 +269,7 @@ async fn deleting_the_end_of_the_log_is_named_against_an_anchor_and_admitted_wit
     let anchor = store.anchor();
     store.delete("Tenant", "AND sequence = 4").await;
     for position in [13, 14] {
-        common::execute(
+        event_log::execute(
             store.database(),
             &format!(
                 "UPDATE events SET position = {} WHERE position = {position}",
@@ -279,7 +278,7 @@ async fn deleting_the_end_of_the_log_is_named_against_an_anchor_and_admitted_wit
         )
         .await;
     }
-    common::reseal_log(store.database(), 12).await;
+    event_log::reseal_log(store.database(), 12).await;
     let (code, document) = store.verify_json(None);
     assert_eq!(code, Some(0), "{document}");
     let (code, document) = store.verify_json(Some(&anchor));
@@ -305,7 +304,7 @@ async fn a_rewritten_and_rechained_history_is_named_against_an_anchor(backend: B
     let store = Store::new(backend).await;
     let anchor = store.anchor();
     let connection = forge_request_ids(&store).await;
-    common::reseal_log(store.database(), 5).await;
+    event_log::reseal_log(store.database(), 5).await;
 
     let (code, document) = store.verify_json(None);
     assert_eq!(
@@ -349,7 +348,7 @@ async fn a_rechained_stream_without_a_resealed_log_is_named_by_position(backend:
 async fn a_forged_orphan_stream_with_copied_decisions_is_named(backend: Backend) {
     let store = Store::new(backend).await;
     let forged_id = uuid::Uuid::new_v4().to_string();
-    let mut forged: Vec<common::Row> = store
+    let mut forged: Vec<event_log::Row> = store
         .rows
         .iter()
         .filter(|r| r.aggregate_type == "ProviderConnection")
@@ -359,8 +358,8 @@ async fn a_forged_orphan_stream_with_copied_decisions_is_named(backend: Backend)
             row
         })
         .collect();
-    common::rechain(&mut forged, dispatch_gate::chain::GENESIS.to_owned());
-    common::load(store.database(), &forged).await;
+    event_log::rechain(&mut forged, dispatch_gate::chain::GENESIS.to_owned());
+    event_log::load(store.database(), &forged).await;
 
     let (code, document) = store.verify_json(None);
     assert_eq!(code, Some(1));
@@ -449,7 +448,7 @@ async fn a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained(backe
         .rfind(|r| r.aggregate_id == connection)
         .unwrap()
         .clone();
-    let mut forged = common::Row {
+    let mut forged = event_log::Row {
         sequence: last.sequence + 1,
         event_type: "RunSucceeded".to_owned(),
         event_version: "1.0".to_owned(),
@@ -461,8 +460,8 @@ async fn a_forged_run_lifecycle_event_is_named_even_when_perfectly_chained(backe
     let prev = dispatch_gate::chain::link(last.sequence as u64, &last.metadata)
         .unwrap()
         .hash;
-    common::rechain(std::slice::from_mut(&mut forged), prev);
-    common::load(store.database(), &[forged]).await;
+    event_log::rechain(std::slice::from_mut(&mut forged), prev);
+    event_log::load(store.database(), &[forged]).await;
 
     let (code, document) = store.verify_json(None);
     assert_eq!(code, Some(1));
@@ -490,7 +489,7 @@ async fn a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_ch
     let connection = store.id_of("ProviderConnection");
     let stranger = uuid::Uuid::new_v4().to_string();
     let stranger_in_closure = stranger.clone();
-    common::rewrite_stream(
+    event_log::rewrite_stream(
         store.database(),
         "ProviderConnection",
         &connection,
@@ -501,7 +500,7 @@ async fn a_decision_reattributed_to_a_non_member_is_named_even_when_perfectly_ch
         },
     )
     .await;
-    common::reseal_log(store.database(), 4).await;
+    event_log::reseal_log(store.database(), 4).await;
 
     let (code, document) = store.verify_json(None);
     assert_eq!(code, Some(1));

@@ -1,7 +1,5 @@
 //! Shared by the audit tests: fresh databases, and event-log rows to and from JSONL.
 
-#![allow(dead_code, unused_macros)] // each test binary uses its own part of this
-
 use std::path::Path;
 
 use dispatch_gate::audit::rows;
@@ -11,7 +9,7 @@ use serde_json::Value;
 
 /// Runs the binary; a panic is a defect whatever the exit code.
 pub fn dispatcher(args: &[&str]) -> std::process::Output {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-gate"))
+    let output = std::process::Command::new(crate::gate_binary())
         .args(args)
         .output()
         .unwrap();
@@ -52,7 +50,7 @@ pub struct Corpus {
 
 impl Corpus {
     pub async fn load(backend: Backend, name: &str) -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = crate::repository()
             .join("tests/replay")
             .join(format!("{name}.jsonl"));
         let rows: Vec<Row> = read_jsonl(&path);
@@ -98,10 +96,10 @@ pub struct Fresh {
 pub async fn fresh(backend: Backend) -> Fresh {
     let (dir, url) = match backend {
         Backend::Sqlite => {
-            let (dir, url) = testkit::fresh_sqlite_url();
+            let (dir, url) = crate::fresh_sqlite_url();
             (Some(dir), url)
         }
-        Backend::Postgres => (None, testkit::fresh_postgres_database().await),
+        Backend::Postgres => (None, crate::fresh_postgres_database().await),
     };
     let database = Database::connect(&url, 4).await.expect("connect");
     database.migrate().await.expect("migrate");
