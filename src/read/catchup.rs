@@ -349,6 +349,10 @@ async fn project_batch(
     database: &Database,
     failpoint: Failpoint,
 ) -> anyhow::Result<(usize, BTreeMap<&'static str, i64>)> {
+    let _writer = match database {
+        Database::Sqlite(pool) => Some(crate::write::store::sqlite_writer(pool).await),
+        Database::Postgres(_) => None,
+    };
     on_pool!(database, |pool| {
         let mut tx = if matches!(database, Database::Postgres(_)) {
             // One round trip for both.

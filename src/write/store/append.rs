@@ -130,6 +130,7 @@ pub async fn append(
             Ok(positions)
         }
         Database::Sqlite(pool) => {
+            let _writer = super::database::sqlite_writer(pool).await;
             // IMMEDIATE: the write lock first, so nothing read below goes stale.
             let mut tx = pool
                 .begin_with("BEGIN IMMEDIATE")

@@ -3,6 +3,7 @@
 //! Both are used in event-store mode only: cqrs-es 0.5.0's snapshot and
 //! aggregate-store modes corrupt state (see `shared/notes/cqrs-es-0.5.md`).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -127,6 +128,29 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// The gate's writers of one SQLite file, one at a time in this process.
+///
+/// SQLite has one write lock, and a writer that finds it taken sleeps and
+/// polls (its busy handler: 1, 2, 5, 10 … 100 ms), so sixteen concurrent
+/// starts spent most of their time asleep (BENCHMARKS.md, issue 27). The
+/// gate's frequent writers (an append, a projection batch) queue here first,
+/// in order, and take SQLite's lock uncontended; anything else (another
+/// process, the rarer writers) still meets the busy handler.
+pub(crate) async fn sqlite_writer(pool: &SqlitePool) -> tokio::sync::OwnedMutexGuard<()> {
+    static WRITERS: std::sync::Mutex<
+        Option<HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::Mutex::new(None);
+    let file = pool.connect_options().get_filename().to_owned();
+    let lock = WRITERS
+        .lock()
+        .expect("sqlite writers lock")
+        .get_or_insert_with(HashMap::new)
+        .entry(file)
+        .or_default()
+        .clone();
+    lock.lock_owned().await
 }
 
 /// Whether a SQLite connection handed back to the pool is out of every
