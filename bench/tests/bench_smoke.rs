@@ -85,7 +85,20 @@ fn a_smoke_run_on_postgres_prints_every_row_and_drops_its_databases() {
         .output()
         .unwrap();
     assert_table(&out);
-    assert!(text(&out.stdout).contains("PostgreSQL"));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("PostgreSQL"));
+    // The statement budget, counted on the wire, beside the floor's: one
+    // line per client count, and the statements the starts ran.
+    for clients in ["1 clients", "4 clients"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with("budget http-spread")
+                && l.contains(clients)
+                && l.contains("round trips")),
+            "no budget of http-spread at {clients} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("budget floor"), "{stdout}");
+    assert!(stdout.contains("CALL dg_append"), "{stdout}");
     let stderr = text(&out.stderr);
     let created: Vec<&str> = stderr
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

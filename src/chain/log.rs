@@ -8,11 +8,12 @@
 //! from its metadata ([`event_hash`]). Deleting or inserting any event anywhere
 //! breaks the hash of every later position. `docs/chain.md` is the normative text.
 //!
-//! The seal is given where the position is given, so that it follows commit
-//! order exactly: on PostgreSQL by the sequencer function `dg_sequence` in SQL
-//! (migration `20261202300001_log_chain.sql`, the same definition as here); on
-//! SQLite, which has no SHA-256 of its own, by the store's sealing repository in
-//! the transaction that inserts the event.
+//! The seal is given where the position is given, in the transaction that
+//! inserts the event, so that it follows commit order exactly: on PostgreSQL
+//! by the insert trigger in SQL (migration `20261214270001_positions_at_insert.sql`;
+//! the sequencer function `dg_sequence` of `20261202300001_log_chain.sql` seals
+//! rows inserted unnumbered, the same definition as here); on SQLite, which has
+//! no SHA-256 of its own, by the append ([`crate::write::store::append`]).
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1,12 +1,14 @@
-//! Catch-up projections: number the log in commit order, then feed every
-//! projection from its checkpoint, storing the checkpoint in the same
-//! transaction as the view rows so each event is applied exactly once.
+//! Catch-up projections: feed every projection from its checkpoint, following
+//! the log's positions (given at insert, in commit order; rows inserted
+//! unnumbered by a binary of before are numbered first), storing the
+//! checkpoint in the same transaction as the view rows so each event is
+//! applied exactly once.
 //!
 //! cqrs-es's in-process `Query` dispatch is not used: it runs after the commit
 //! and a crash in between loses the update for good.
 //!
-//! Why one file of about 500 lines: the sequencer, the live loop and the
-//! rebuild share one exactly-once argument (checkpoint and rows in one
+//! Why one file of about 500 lines: the live loop and the rebuild share one
+//! exactly-once argument (checkpoint and rows in one
 //! transaction); read together, a change to one shows what it does to the others.
 
 use std::collections::BTreeMap;

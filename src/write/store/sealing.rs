@@ -1,6 +1,7 @@
-//! The log chain's seal on SQLite, which has no SHA-256 of its own: given in
-//! the transaction that inserts the events (on PostgreSQL the sequencer
-//! function `dg_sequence` seals in SQL). The formula is [`crate::chain::log`].
+//! The log chain's seal on SQLite, which has no SHA-256 of its own, for rows
+//! that were inserted unsealed (the gate's own appends seal as they insert,
+//! [`super::append`]; on PostgreSQL the insert trigger seals in SQL). The
+//! formula is [`crate::chain::log`].
 
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
