@@ -546,6 +546,10 @@ fn chain_head(sequence: usize, metadata: &serde_json::Value) -> String {
     }
 }
 
+/// A commit ready to append: its events serialized once, and the metadata
+/// carrying their chain hashes.
+type Sealed = (Vec<NewEvent>, HashMap<String, String>);
+
 /// The commit's metadata with the chain keys added for `events`, which follow
 /// the event at `loaded_at` whose hash is `head`.
 ///
@@ -562,7 +566,7 @@ fn seal<A: Aggregate>(
     events: &[A::Event],
     metadata: HashMap<String, String>,
     head: &str,
-) -> Result<(Vec<NewEvent>, HashMap<String, String>), CommandError<A::Error>> {
+) -> Result<Sealed, CommandError<A::Error>> {
     let serialized = events
         .iter()
         .map(|event| {

@@ -163,6 +163,14 @@ async fn signing_in_gives_a_session_and_a_bad_token_or_signing_out_ends_it(backe
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert!(bad.body.contains("That token is not valid"));
     let (cookie, csrf) = sign_in(&app, &f.operator).await;
+    // The fixture was written by the admin; consistency is per principal, so
+    // the operator's page waits for it only once a read of theirs has named
+    // the position (the API client shares the highest one it saw).
+    app.get(
+        &format!("/v1/provider-connections/{}", f.connection),
+        &f.operator,
+    )
+    .await;
     let tenant = get(&app, &format!("/tenants/{}", f.tenant), &cookie).await;
     assert_eq!(tenant.status, StatusCode::OK);
     assert!(tenant.body.contains("Contoso Graph"), "{}", tenant.body);
