@@ -932,29 +932,6 @@ async fn isolation_and_forgery(url: &str, test: &str) {
     dispatcher.terminate();
 }
 
-/// Starts `operation` on `tenant` as the admin and waits until the built-in
-/// worker ended its run; returns the run.
-fn run_to_end(server: &Serve, tenant: &str, operation: &str) -> Value {
-    let (status, start) = server.call(
-        "POST",
-        &format!("/v1/tenants/{tenant}/operations"),
-        Some(json!({"operation": operation})),
-    );
-    assert_eq!(status, 202, "{operation}: {start}");
-    let url = start["run"]["url"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, run) = server.call("GET", &url, None);
-        assert_eq!(status, 200, "{run}");
-        if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap()) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "{operation} did not end: {run}");
-        // Polling a separate process: there is nothing to wait on but its answers.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A restore through the console against Graph (the test kit's fake), with the
 /// built-in worker: a snapshot, drift and deletions, the snapshot picked on the
 /// restore page, its preview (counts first, then what changes), the
@@ -1053,7 +1030,7 @@ async fn restore_from_a_snapshot(url: &str, test: &str) {
             Some(json!({"role": "operator"})),
         );
         assert_eq!(status, 204, "{body}");
-        let snapshot = run_to_end(&server, &tenant, "inventory.sync");
+        let snapshot = server.run_to_end(&tenant, "inventory.sync");
         assert_eq!(snapshot["status"], "succeeded", "{snapshot}");
         // Drift since the snapshot: two settings changed on one configuration,
         // a configuration and a policy deleted, a configuration added.
@@ -1067,7 +1044,7 @@ async fn restore_from_a_snapshot(url: &str, test: &str) {
             FakeKind::DeviceConfiguration,
             configuration("c5", "Pilot ring (added later)", true, 12),
         );
-        let latest = run_to_end(&server, &tenant, "inventory.sync");
+        let latest = server.run_to_end(&tenant, "inventory.sync");
         assert_eq!(latest["status"], "succeeded", "{latest}");
         (
             server,

@@ -6,7 +6,6 @@
 //! gate: an expired secret (AADSTS7000222) fails the run and blocks the next
 //! start with the same reason.
 
-use std::time::{Duration, Instant};
 use testkit::serve;
 
 use serde_json::{json, Value};
@@ -18,28 +17,6 @@ const CLIENT_ID: &str = "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const DIRECTORY: &str = "contoso.onmicrosoft.com";
 const SECRET: &str = "e2e~Graph.secret-value_0123456789";
 const ROTATED: &str = "e2e~Graph.rotated-value_9876543210";
-
-/// Starts `operation` on the tenant, waits until its run ended, returns the run.
-fn run(server: &Serve, tenant: &str, operation: &str) -> Value {
-    let (status, start) = server.call(
-        "POST",
-        &format!("/v1/tenants/{tenant}/operations"),
-        Some(json!({"operation": operation})),
-    );
-    assert_eq!(status, 202, "{operation}: {start}");
-    let url = start["run"]["url"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, run) = server.call("GET", &url, None);
-        assert_eq!(status, 200, "{run}");
-        if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap()) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "{operation} did not end: {run}");
-        // Polling a separate process: there is nothing to wait on but its answers.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn store_secret(server: &Serve, connection: &str, secret: &str) -> Value {
     let (status, body) = server.call(
@@ -116,11 +93,11 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
         let stored = store_secret(&server, &connection, SECRET);
         assert_eq!(stored["credentials"], "valid");
 
-        let verified = run(&server, &tenant, "provider.verify");
+        let verified = server.run_to_end(&tenant, "provider.verify");
         assert_eq!(verified["status"], "succeeded", "{verified}");
         assert!(verified["result"].is_null());
 
-        let first = run(&server, &tenant, "directory.groups.sync");
+        let first = server.run_to_end(&tenant, "directory.groups.sync");
         assert_eq!(first["status"], "succeeded", "{first}");
         assert_eq!(
             first["result"],
@@ -133,7 +110,7 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
         fake.put_group("group-00011", "Group eleven, renamed");
         fake.put_group("group-new", "A new group");
         fake.clear_requests();
-        let second = run(&server, &tenant, "directory.groups.sync");
+        let second = server.run_to_end(&tenant, "directory.groups.sync");
         assert_eq!(second["status"], "succeeded", "{second}");
         assert_eq!(
             second["result"],
@@ -153,7 +130,7 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
             "the second sync started over: {delta_calls:?}"
         );
 
-        let inventory = run(&server, &tenant, "inventory.sync");
+        let inventory = server.run_to_end(&tenant, "inventory.sync");
         assert_eq!(inventory["status"], "succeeded", "{inventory}");
         assert_eq!(
             inventory["result"],
@@ -210,7 +187,7 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
             status: 429,
             retry_after: Some(30),
         });
-        let throttled = run(&server, &tenant, "provider.verify");
+        let throttled = server.run_to_end(&tenant, "provider.verify");
         assert_eq!(throttled["status"], "failed", "{throttled}");
         assert_eq!(throttled["reason"]["code"], "provider.throttled", "{throttled}");
         fake.clear_faults();
@@ -219,7 +196,7 @@ async fn from_secret_to_synced_inventory(database_url: String, extra: Vec<String
         fake.accept_app(DIRECTORY, CLIENT_ID, ROTATED);
         fake.fail_tokens_with(Some(7000222));
         store_secret(&server, &connection, ROTATED);
-        let failed = run(&server, &tenant, "provider.verify");
+        let failed = server.run_to_end(&tenant, "provider.verify");
         assert_eq!(failed["status"], "failed", "{failed}");
         assert_eq!(failed["reason"]["code"], "provider.credentials.expired");
         assert_eq!(failed["provider_failure"]["provider_code"], "AADSTS7000222", "{failed}");

@@ -46,6 +46,32 @@ impl Reply {
 }
 
 impl Serve {
+    /// Starts `operation` on `tenant` as the admin and waits until the built-in
+    /// worker ended its run; returns the run.
+    pub fn run_to_end(&self, tenant: &str, operation: &str) -> Value {
+        let (status, start) = self.call(
+            "POST",
+            &format!("/v1/tenants/{tenant}/operations"),
+            Some(json!({"operation": operation})),
+        );
+        assert_eq!(status, 202, "{operation}: {start}");
+        let url = start["run"]["url"].as_str().unwrap().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run) = self.call("GET", &url, None);
+            assert_eq!(status, 200, "{run}");
+            if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap()) {
+                return run;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{operation} did not end: {run}"
+            );
+            // Polling a separate process: there is nothing to wait on but its answers.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `serve --no-worker` on `database_url`.
     pub fn start(database_url: &str) -> Self {
         Self::start_with(database_url, &["--no-worker"])
