@@ -557,6 +557,8 @@ pub struct NotificationRow {
 struct Notifications {
     nav: Option<Nav>,
     rows: Vec<NotificationRow>,
+    /// Some run said what it did (else the column is left out).
+    any_did: bool,
     next: Option<String>,
 }
 
@@ -578,6 +580,7 @@ pub async fn notifications(
     let tenants = tenant_names(&app, principal).await?;
     html(&Notifications {
         nav: Nav::new(&signed, "notifications"),
+        any_did: page.items.iter().any(|n| n.result.is_some()),
         rows: page
             .items
             .iter()
