@@ -406,6 +406,34 @@ fn runs(dispatcher: &Serve, status: &str) -> Vec<String> {
         .collect()
 }
 
+/// On a restore page: ticks the confirmation, executes, says yes in the
+/// dialog; the start is accepted. Returns the restore's run.
+async fn confirm_restore(browser: &Browser) -> String {
+    browser
+        .client
+        .find(Locator::Css("input[name=confirm]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .button("Execute restore")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the confirmation dialog",
+            "document.querySelector('dialog[open]')",
+        )
+        .await;
+    browser.click("Yes, go ahead").await;
+    assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");
+    run_link(browser).await
+}
+
 /// The run id at the end of the result page's "Open the run" link.
 async fn run_link(browser: &Browser) -> String {
     let link = browser.button("Open the run").await;
@@ -739,29 +767,7 @@ async fn manual_pass(url: &str, test: &str) {
         "an unconfirmed restore queues nothing"
     );
     browser.goto(&restore).await;
-    browser
-        .client
-        .find(Locator::Css("input[name=confirm]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .button("Execute restore")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until(
-            "the confirmation dialog",
-            "document.querySelector('dialog[open]')",
-        )
-        .await;
-    browser.click("Yes, go ahead").await;
-    assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");
-    let restore_run = run_link(&browser).await;
+    let restore_run = confirm_restore(&browser).await;
     browser.look("restore-accepted").await;
     let (_, run) = dispatcher.call("GET", &format!("/v1/operations/{restore_run}"), None);
     assert_eq!(
@@ -1100,29 +1106,7 @@ async fn restore_from_a_snapshot(url: &str, test: &str) {
     assert!(position("to write back") < position("What changes"));
     assert!(position("What changes") < position("I have read the preview"));
     browser.look("restore-snapshot-preview").await;
-    browser
-        .client
-        .find(Locator::Css("input[name=confirm]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .button("Execute restore")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until(
-            "the confirmation dialog",
-            "document.querySelector('dialog[open]')",
-        )
-        .await;
-    browser.click("Yes, go ahead").await;
-    assert_eq!(browser.css_text(".outcome .badge").await, "Accepted");
-    let restore_run = run_link(&browser).await;
+    let restore_run = confirm_restore(&browser).await;
     browser.goto(&format!("/operations/{restore_run}")).await;
     browser
         .until(
